@@ -1,0 +1,127 @@
+package bo
+
+import (
+	"context"
+	"math"
+	"math/rand/v2"
+)
+
+// Random draws mixtures from Dirichlet(1) within the bounds and picks a scale and step
+// budget uniformly among those that fit the budget left. It recommends the best mixture
+// observed at the target fidelity, or else at the highest fidelity observed.
+type Random struct{}
+
+func (Random) Name() string { return "random" }
+
+func (Random) Next(_ context.Context, req Request) (Decision, error) {
+	p := &req.Problem
+	rng := DecisionRand(p.Seed, req.Decision)
+	var fits []Trial
+	for s := range p.Scales {
+		for _, steps := range p.Steps {
+			t := Trial{Scale: s, Steps: steps}
+			if p.Cost(t) <= p.BudgetLeft {
+				fits = append(fits, t)
+			}
+		}
+	}
+	if len(fits) == 0 {
+		return Decision{}, ErrNoTrialFits
+	}
+	t := fits[rng.IntN(len(fits))]
+	t.Mixture = SampleDirichlet(rng, p.Lower, p.Upper)
+	return Decision{Trial: t, State: req.State}, nil
+}
+
+func (Random) Recommend(_ context.Context, req Request) (Recommendation, error) {
+	return BestObserved(req)
+}
+
+// DecisionRand is the random stream of one decision: a function of the study's seed and
+// the decision's number only, so a replayed decision draws the same numbers.
+func DecisionRand(seed uint64, decision int) *rand.Rand {
+	return rand.New(rand.NewPCG(seed, uint64(decision)*0x9E3779B97F4A7C15+1))
+}
+
+// SampleDirichlet draws a Dirichlet(1) mixture and projects it into [lower, upper].
+func SampleDirichlet(rng *rand.Rand, lower, upper []float64) []float64 {
+	w := make([]float64, len(lower))
+	sum := 0.0
+	for i := range w {
+		w[i] = rng.ExpFloat64()
+		sum += w[i]
+	}
+	for i := range w {
+		w[i] /= sum
+	}
+	return ProjectBounded(w, lower, upper)
+}
+
+// ProjectBounded returns the point of {sum w = 1, lower <= w <= upper} closest to w in
+// Euclidean distance, found by bisection on the shift of a clipped projection. The bounds
+// must admit a point (sum lower <= 1 <= sum upper).
+func ProjectBounded(w, lower, upper []float64) []float64 {
+	clip := func(tau float64) ([]float64, float64) {
+		out := make([]float64, len(w))
+		s := 0.0
+		for i := range w {
+			out[i] = math.Min(upper[i], math.Max(lower[i], w[i]-tau))
+			s += out[i]
+		}
+		return out, s
+	}
+	lo, hi := -1.0, 1.0
+	for range 200 {
+		mid := (lo + hi) / 2
+		if _, s := clip(mid); s > 1 {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	out, _ := clip((lo + hi) / 2)
+	return out
+}
+
+// BestObserved recommends the mixture with the best last value among the trials observed at
+// the highest fidelity reached (the target when any trial reached it).
+func BestObserved(req Request) (Recommendation, error) {
+	p := &req.Problem
+	type cand struct {
+		mix   []float64
+		value float64
+		rank  float64
+	}
+	var best *cand
+	for _, o := range req.Observations {
+		if len(o.Curve) == 0 {
+			continue
+		}
+		last := o.Curve[len(o.Curve)-1]
+		if math.IsNaN(last.Value) || math.IsInf(last.Value, 0) {
+			continue
+		}
+		// Rank fidelities: the target first, then by cost of the observed prefix.
+		rank := p.Scales[o.Scale].FlopsPerStep * float64(last.Step)
+		if o.Scale == p.TargetScale && last.Step >= p.TargetSteps {
+			rank = math.Inf(1)
+		}
+		better := best == nil || rank > best.rank ||
+			(rank == best.rank && ((p.Maximize && last.Value > best.value) || (!p.Maximize && last.Value < best.value)))
+		if better {
+			best = &cand{mix: o.Mixture, value: last.Value, rank: rank}
+		}
+	}
+	if best == nil {
+		return Recommendation{}, ErrNoObservations
+	}
+	basis := "best observed at the target"
+	if !math.IsInf(best.rank, 1) {
+		basis = "best observed at the highest fidelity so far"
+	}
+	return Recommendation{
+		Mixture: append([]float64(nil), best.mix...),
+		Value:   best.value, Lower: best.value, Upper: best.value,
+		Basis: basis,
+	}, nil
+}
