@@ -65,8 +65,11 @@ type Observation struct {
 // Request is everything a decision depends on.
 type Request struct {
 	Problem      Problem
+	// Observations hold every trial with at least one point; a trial still running
+	// appears here with its partial curve (Done false) and in Pending too.
 	Observations []Observation
-	// Pending are trials running now whose curves are not complete.
+	// Pending are trials running now: the policy must account for them (their final
+	// values are not known yet) so that parallel workers do not get the same trial.
 	Pending []Trial
 	// Decision numbers this decision (trials created so far); with Problem.Seed it seeds
 	// the policy's randomness.
