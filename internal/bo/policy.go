@@ -64,7 +64,7 @@ type Observation struct {
 
 // Request is everything a decision depends on.
 type Request struct {
-	Problem      Problem
+	Problem Problem
 	// Observations hold every trial with at least one point; a trial still running
 	// appears here with its partial curve (Done false) and in Pending too.
 	Observations []Observation
