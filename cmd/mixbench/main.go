@@ -1,0 +1,143 @@
+// Command mixbench runs the optimiser benchmark of the project's BENCHMARK.md guide: every
+// policy against the paper's data model, over seeds, noise levels and parallelism, and
+// prints regret, cost to reach and speedups; --out gets the JSON numbers and plots.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+
+	"github.com/mixopt/mixopt/internal/benchmark"
+	"github.com/mixopt/mixopt/internal/sim"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "mixbench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("mixbench", flag.ContinueOnError)
+	data := fs.String("data", "", "data model JSON (default: ../shared/benchmarks/slimpajama-datamodel-v1.json from the repository root)")
+	objective := fs.String("objective", "stackexchange_ce", "output to optimise at the target (*_acc* outputs are maximised)")
+	policies := fs.String("policies", "random,mfbo,mfms", "comma-separated policies")
+	seeds := fs.Int("seeds", 20, "seeds per policy and setting")
+	seedBase := fs.Uint64("seed-base", 1, "first seed")
+	budget := fs.Float64("budget", 30, "budget in target-run equivalents")
+	noise := fs.String("noise", "0,0.01", "comma-separated noise standard deviations added to each observed point")
+	parallel := fs.String("parallel", "1,8", "comma-separated numbers of trials in parallel")
+	fstar := fs.Int("fstar-samples", 100000, "Dirichlet(1) samples of the dense search for f*")
+	maxTrials := fs.Int("max-trials", 400, "cap on the trials of one run")
+	workers := fs.Int("workers", runtime.GOMAXPROCS(0), "runs at once")
+	out := fs.String("out", "", "directory for results.json and the plots (none when empty)")
+	quiet := fs.Bool("quiet", false, "do not print progress per run")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	path := *data
+	if path == "" {
+		root, err := repoRoot()
+		if err != nil {
+			return err
+		}
+		path = filepath.Join(root, "..", "shared", "benchmarks", "slimpajama-datamodel-v1.json")
+	}
+	model, err := sim.LoadDataModel(path)
+	if err != nil {
+		return err
+	}
+	noises, err := floats(*noise)
+	if err != nil {
+		return fmt.Errorf("-noise: %w", err)
+	}
+	pars, err := ints(*parallel)
+	if err != nil {
+		return fmt.Errorf("-parallel: %w", err)
+	}
+	cfg := benchmark.Config{
+		Model: model, Objective: *objective, Policies: split(*policies), Seeds: *seeds, SeedBase: *seedBase,
+		Budget: *budget, Noise: noises, Parallel: pars, FStarSamples: *fstar, MaxTrials: *maxTrials, Workers: *workers,
+	}
+	if !*quiet {
+		cfg.Progress = func(s string) { fmt.Fprintln(os.Stderr, s) }
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	res, err := benchmark.Execute(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	sums := benchmark.Summarise(res, []string{"random", "mfbo"})
+	command := "go run ./cmd/mixbench " + strings.Join(args, " ")
+	fmt.Println(command)
+	if err := benchmark.WriteTable(os.Stdout, res, sums); err != nil {
+		return err
+	}
+	if *out != "" {
+		if err := benchmark.WriteFiles(*out, res, sums, command); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// repoRoot is the nearest directory above the working directory holding go.mod.
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("no go.mod above the working directory; pass -data")
+		}
+		dir = parent
+	}
+}
+
+func split(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func floats(s string) ([]float64, error) {
+	var out []float64
+	for _, f := range split(s) {
+		v, err := strconv.ParseFloat(f, 64)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+func ints(s string) ([]int, error) {
+	var out []int
+	for _, f := range split(s) {
+		v, err := strconv.Atoi(f)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}

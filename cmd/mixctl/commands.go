@@ -1,0 +1,335 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"sigs.k8s.io/yaml"
+
+	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
+)
+
+func (c *cli) statusCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "Studies (trials by state, budget, best mixture so far) and live workers",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			client, done, err := c.client()
+			if err != nil {
+				return err
+			}
+			defer done()
+			ctx, cancel := c.ctx()
+			defer cancel()
+			studies, err := client.ListStudies(ctx, &pb.ListStudiesRequest{})
+			if err != nil {
+				return err
+			}
+			workers, err := client.ListWorkers(ctx, &pb.ListWorkersRequest{})
+			if err != nil {
+				return err
+			}
+			if c.output == "json" {
+				return writeStatusJSON(c.out, studies.Studies, workers.Workers)
+			}
+			printStudies(c.out, studies.Studies)
+			fmt.Fprintln(c.out)
+			printWorkers(c.out, workers.Workers)
+			return nil
+		},
+	}
+}
+
+func (c *cli) studyCmd() *cobra.Command {
+	study := &cobra.Command{Use: "study", Short: "Create and steer studies"}
+	var file string
+	create := &cobra.Command{
+		Use:   "create -f SPEC",
+		Short: "Create a study from a YAML or JSON spec (docs/study-spec.md)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if file == "" {
+				return usageError{fmt.Errorf("-f: a spec file is required")}
+			}
+			spec, err := readSpec(file)
+			if err != nil {
+				return err
+			}
+			client, done, err := c.client()
+			if err != nil {
+				return err
+			}
+			defer done()
+			ctx, cancel := c.ctx()
+			defer cancel()
+			resp, err := client.CreateStudy(ctx, &pb.CreateStudyRequest{Spec: spec})
+			if err != nil {
+				return err
+			}
+			if c.output == "json" {
+				return writeJSON(c.out, resp.Study)
+			}
+			fmt.Fprintf(c.out, "study %d created (%s, policy %s)\n", resp.Study.Id, resp.Study.Spec.Name, resp.Study.Spec.Policy)
+			return nil
+		},
+	}
+	create.Flags().StringVarP(&file, "file", "f", "", "spec file (YAML or JSON); - for standard input")
+	study.AddCommand(create)
+	for _, verb := range []string{"pause", "resume", "cancel"} {
+		study.AddCommand(c.studyVerbCmd(verb))
+	}
+	return study
+}
+
+func (c *cli) studyVerbCmd(verb string) *cobra.Command {
+	return &cobra.Command{
+		Use:   verb + " STUDY_ID",
+		Short: strings.ToUpper(verb[:1]) + verb[1:] + " a study",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := parseID(args[0], "STUDY_ID")
+			if err != nil {
+				return err
+			}
+			client, done, err := c.client()
+			if err != nil {
+				return err
+			}
+			defer done()
+			ctx, cancel := c.ctx()
+			defer cancel()
+			var st *pb.Study
+			switch verb {
+			case "pause":
+				r, e := client.PauseStudy(ctx, &pb.PauseStudyRequest{StudyId: id})
+				st, err = r.GetStudy(), e
+			case "resume":
+				r, e := client.ResumeStudy(ctx, &pb.ResumeStudyRequest{StudyId: id})
+				st, err = r.GetStudy(), e
+			case "cancel":
+				r, e := client.CancelStudy(ctx, &pb.CancelStudyRequest{StudyId: id})
+				st, err = r.GetStudy(), e
+			}
+			if err != nil {
+				return err
+			}
+			if c.output == "json" {
+				return writeJSON(c.out, st)
+			}
+			fmt.Fprintf(c.out, "study %d is %s\n", st.Id, studyState(st.State))
+			return nil
+		},
+	}
+}
+
+func (c *cli) trialsCmd() *cobra.Command {
+	var state, scale string
+	cmd := &cobra.Command{
+		Use:   "trials STUDY_ID",
+		Short: "List a study's trials",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := parseID(args[0], "STUDY_ID")
+			if err != nil {
+				return err
+			}
+			req := &pb.ListTrialsRequest{StudyId: id, Scale: scale}
+			if state != "" {
+				v, ok := pb.TrialState_value["TRIAL_STATE_"+strings.ToUpper(state)]
+				if !ok {
+					return usageError{fmt.Errorf("--state: unknown state %q", state)}
+				}
+				req.State = pb.TrialState(v)
+			}
+			client, done, err := c.client()
+			if err != nil {
+				return err
+			}
+			defer done()
+			ctx, cancel := c.ctx()
+			defer cancel()
+			resp, err := client.ListTrials(ctx, req)
+			if err != nil {
+				return err
+			}
+			if c.output == "json" {
+				return writeJSON(c.out, resp)
+			}
+			printTrials(c.out, resp.Trials)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&state, "state", "", "only trials in this state (pending, running, succeeded, failed, stopped, lost)")
+	cmd.Flags().StringVar(&scale, "scale", "", "only trials at this scale")
+	return cmd
+}
+
+func (c *cli) trialCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "trial TRIAL_ID",
+		Short: "Show one trial and its curve",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := parseID(args[0], "TRIAL_ID")
+			if err != nil {
+				return err
+			}
+			client, done, err := c.client()
+			if err != nil {
+				return err
+			}
+			defer done()
+			ctx, cancel := c.ctx()
+			defer cancel()
+			resp, err := client.GetTrial(ctx, &pb.GetTrialRequest{TrialId: id})
+			if err != nil {
+				return err
+			}
+			if c.output == "json" {
+				return writeJSON(c.out, resp)
+			}
+			printTrial(c.out, resp)
+			return nil
+		},
+	}
+}
+
+func (c *cli) workersCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "workers",
+		Short: "List workers",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			client, done, err := c.client()
+			if err != nil {
+				return err
+			}
+			defer done()
+			ctx, cancel := c.ctx()
+			defer cancel()
+			resp, err := client.ListWorkers(ctx, &pb.ListWorkersRequest{})
+			if err != nil {
+				return err
+			}
+			if c.output == "json" {
+				return writeJSON(c.out, resp)
+			}
+			printWorkers(c.out, resp.Workers)
+			return nil
+		},
+	}
+}
+
+func (c *cli) bestCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "best STUDY_ID",
+		Short: "The recommended mixture at the target, with its 90% interval",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := parseID(args[0], "STUDY_ID")
+			if err != nil {
+				return err
+			}
+			client, done, err := c.client()
+			if err != nil {
+				return err
+			}
+			defer done()
+			ctx, cancel := c.ctx()
+			defer cancel()
+			st, err := client.GetStudy(ctx, &pb.GetStudyRequest{StudyId: id})
+			if err != nil {
+				return err
+			}
+			rec, err := client.GetRecommendation(ctx, &pb.GetRecommendationRequest{StudyId: id})
+			if err != nil {
+				return err
+			}
+			if c.output == "json" {
+				return writeJSON(c.out, rec.Recommendation)
+			}
+			printRecommendation(c.out, st.Status.Study.Spec, rec.Recommendation)
+			return nil
+		},
+	}
+}
+
+// readSpec parses a YAML or JSON study spec; field names follow the proto (snake_case or
+// lowerCamelCase), and an unknown field is an error that names it.
+func readSpec(path string) (*pb.StudySpec, error) {
+	var raw []byte
+	var err error
+	if path == "-" {
+		raw, err = io.ReadAll(os.Stdin)
+	} else {
+		raw, err = os.ReadFile(path)
+	}
+	if err != nil {
+		return nil, usageError{fmt.Errorf("read spec: %w", err)}
+	}
+	js, err := yaml.YAMLToJSON(raw)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("spec %s: %w", path, err)}
+	}
+	var spec pb.StudySpec
+	if err := protojson.Unmarshal(js, &spec); err != nil {
+		return nil, usageError{fmt.Errorf("spec %s: %w", path, err)}
+	}
+	return &spec, nil
+}
+
+var jsonOpts = protojson.MarshalOptions{UseProtoNames: true}
+
+// writeJSON prints a proto message with protojson, indented.
+func writeJSON(w io.Writer, m proto.Message) error {
+	b, err := jsonOpts.Marshal(m)
+	if err != nil {
+		return err
+	}
+	return indentTo(w, b)
+}
+
+// writeStatusJSON prints {"studies": [...], "workers": [...]}.
+func writeStatusJSON(w io.Writer, studies []*pb.StudyStatus, workers []*pb.Worker) error {
+	out := struct {
+		Studies []json.RawMessage `json:"studies"`
+		Workers []json.RawMessage `json:"workers"`
+	}{Studies: []json.RawMessage{}, Workers: []json.RawMessage{}}
+	for _, s := range studies {
+		b, err := jsonOpts.Marshal(s)
+		if err != nil {
+			return err
+		}
+		out.Studies = append(out.Studies, b)
+	}
+	for _, wk := range workers {
+		b, err := jsonOpts.Marshal(wk)
+		if err != nil {
+			return err
+		}
+		out.Workers = append(out.Workers, b)
+	}
+	b, err := json.Marshal(out)
+	if err != nil {
+		return err
+	}
+	return indentTo(w, b)
+}
+
+func indentTo(w io.Writer, b []byte) error {
+	var buf bytes.Buffer
+	if err := json.Indent(&buf, b, "", "  "); err != nil {
+		return err
+	}
+	buf.WriteByte('\n')
+	_, err := w.Write(buf.Bytes())
+	return err
+}

@@ -1,0 +1,80 @@
+// Command worker takes trials from a mixopt coordinator and runs them: as real training
+// through scripts/train.py, or, with -simulate, by replaying a simulator source.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/mixopt/mixopt/internal/sim"
+	"github.com/mixopt/mixopt/internal/worker"
+)
+
+func main() {
+	var cfg worker.Config
+	var simulate, logLevel string
+	var speedup, noise float64
+	var slots int
+	host, _ := os.Hostname()
+	flag.StringVar(&cfg.Addr, "coordinator", "127.0.0.1:7070", "coordinator gRPC address")
+	flag.StringVar(&cfg.Hostname, "hostname", host, "name this worker reports")
+	flag.StringVar(&simulate, "simulate", "", `replay a simulator source instead of training: "synthetic", "recording:FILE.jsonl" or "datamodel:FILE.json"`)
+	flag.Float64Var(&speedup, "speedup", 1, "simulated mode: replay this many times faster than the modelled wall time")
+	flag.Float64Var(&noise, "noise", 0, "simulated mode: standard deviation of Gaussian noise added to model sources' metrics")
+	flag.IntVar(&slots, "slots", 1, "simulated mode: trials run at once (virtual GPUs)")
+	flag.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	flag.Parse()
+
+	log, err := newLogger(logLevel)
+	if err != nil {
+		fail(err)
+	}
+	defer log.Sync()
+	cfg.Logger = log.With(zap.String("hostname", cfg.Hostname))
+
+	if simulate == "" {
+		fail(errors.New("-simulate is required until the real training mode lands (see docs/training.md)"))
+	}
+	if slots < 1 || slots > 10000 {
+		fail(fmt.Errorf("-slots: %d out of range (1 to 10000)", slots))
+	}
+	if speedup <= 0 {
+		fail(fmt.Errorf("-speedup: must be positive, got %v", speedup))
+	}
+	src, err := sim.Open(simulate, sim.OpenOptions{Noise: noise})
+	if err != nil {
+		fail(fmt.Errorf("-simulate: %w", err))
+	}
+	cfg.Runner = worker.SimRunner{Source: src, Speedup: speedup}
+	cfg.Capacity = int32(slots)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	if err := worker.Run(ctx, cfg); err != nil && !errors.Is(err, context.Canceled) {
+		log.Error("worker failed", zap.Error(err))
+		fail(err)
+	}
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "worker:", err)
+	os.Exit(1)
+}
+
+func newLogger(level string) (*zap.Logger, error) {
+	lvl, err := zapcore.ParseLevel(level)
+	if err != nil {
+		return nil, fmt.Errorf("-log-level: %w", err)
+	}
+	cfg := zap.NewProductionConfig()
+	cfg.Level = zap.NewAtomicLevelAt(lvl)
+	return cfg.Build()
+}

@@ -1,0 +1,120 @@
+package coordinator
+
+import (
+	"context"
+
+	"github.com/mixopt/mixopt/internal/scheduler"
+	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
+)
+
+// ControlService serves operators.
+type ControlService struct {
+	pb.UnimplementedControlServiceServer
+	Sched *scheduler.Scheduler
+}
+
+var _ pb.ControlServiceServer = (*ControlService)(nil)
+
+func (s *ControlService) CreateStudy(ctx context.Context, req *pb.CreateStudyRequest) (*pb.CreateStudyResponse, error) {
+	if req.Spec == nil {
+		return nil, missing("spec")
+	}
+	st, err := s.Sched.CreateStudy(ctx, req.Spec)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.CreateStudyResponse{Study: st}, nil
+}
+
+func (s *ControlService) GetStudy(ctx context.Context, req *pb.GetStudyRequest) (*pb.GetStudyResponse, error) {
+	if req.StudyId == 0 {
+		return nil, missing("study_id")
+	}
+	st, err := s.Sched.StudyStatus(ctx, req.StudyId)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.GetStudyResponse{Status: st}, nil
+}
+
+func (s *ControlService) ListStudies(ctx context.Context, _ *pb.ListStudiesRequest) (*pb.ListStudiesResponse, error) {
+	studies, err := s.Sched.ListStudies(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.ListStudiesResponse{Studies: studies}, nil
+}
+
+func (s *ControlService) ListTrials(ctx context.Context, req *pb.ListTrialsRequest) (*pb.ListTrialsResponse, error) {
+	if req.StudyId == 0 {
+		return nil, missing("study_id")
+	}
+	trials, err := s.Sched.Trials(ctx, req.StudyId, req.State, req.Scale)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.ListTrialsResponse{Trials: trials}, nil
+}
+
+func (s *ControlService) GetTrial(ctx context.Context, req *pb.GetTrialRequest) (*pb.GetTrialResponse, error) {
+	if req.TrialId == 0 {
+		return nil, missing("trial_id")
+	}
+	t, pts, err := s.Sched.Trial(ctx, req.TrialId)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.GetTrialResponse{Trial: t, Points: pts}, nil
+}
+
+func (s *ControlService) ListWorkers(ctx context.Context, _ *pb.ListWorkersRequest) (*pb.ListWorkersResponse, error) {
+	ws, err := s.Sched.Workers(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.ListWorkersResponse{Workers: ws}, nil
+}
+
+func (s *ControlService) PauseStudy(ctx context.Context, req *pb.PauseStudyRequest) (*pb.PauseStudyResponse, error) {
+	if req.StudyId == 0 {
+		return nil, missing("study_id")
+	}
+	st, err := s.Sched.PauseStudy(ctx, req.StudyId)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.PauseStudyResponse{Study: st}, nil
+}
+
+func (s *ControlService) ResumeStudy(ctx context.Context, req *pb.ResumeStudyRequest) (*pb.ResumeStudyResponse, error) {
+	if req.StudyId == 0 {
+		return nil, missing("study_id")
+	}
+	st, err := s.Sched.ResumeStudy(ctx, req.StudyId)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.ResumeStudyResponse{Study: st}, nil
+}
+
+func (s *ControlService) CancelStudy(ctx context.Context, req *pb.CancelStudyRequest) (*pb.CancelStudyResponse, error) {
+	if req.StudyId == 0 {
+		return nil, missing("study_id")
+	}
+	st, err := s.Sched.CancelStudy(ctx, req.StudyId)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.CancelStudyResponse{Study: st}, nil
+}
+
+func (s *ControlService) GetRecommendation(ctx context.Context, req *pb.GetRecommendationRequest) (*pb.GetRecommendationResponse, error) {
+	if req.StudyId == 0 {
+		return nil, missing("study_id")
+	}
+	rec, err := s.Sched.Recommendation(ctx, req.StudyId)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.GetRecommendationResponse{Recommendation: rec}, nil
+}

@@ -1,0 +1,106 @@
+package coordinator
+
+import (
+	"context"
+	"time"
+
+	"github.com/mixopt/mixopt/internal/scheduler"
+	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
+)
+
+// WorkerService serves workers.
+type WorkerService struct {
+	pb.UnimplementedWorkerServiceServer
+	Sched *scheduler.Scheduler
+}
+
+var _ pb.WorkerServiceServer = (*WorkerService)(nil)
+
+func (s *WorkerService) Register(ctx context.Context, req *pb.RegisterRequest) (*pb.RegisterResponse, error) {
+	id, err := s.Sched.Register(ctx, scheduler.Registration{
+		WorkerID: req.WorkerId, Hostname: req.Hostname, GPUs: req.Gpus, SimulatedCapacity: req.SimulatedCapacity,
+	})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	cfg := s.Sched.Config()
+	return &pb.RegisterResponse{
+		WorkerId:            id,
+		HeartbeatIntervalMs: cfg.HeartbeatInterval.Milliseconds(),
+		LeaseTtlMs:          cfg.LeaseTTL.Milliseconds(),
+	}, nil
+}
+
+func (s *WorkerService) AcquireTrial(ctx context.Context, req *pb.AcquireTrialRequest) (*pb.AcquireTrialResponse, error) {
+	if req.WorkerId == 0 {
+		return nil, missing("worker_id")
+	}
+	a, err := s.Sched.AcquireTrial(ctx, req.WorkerId, time.Duration(req.WaitMs)*time.Millisecond)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.AcquireTrialResponse{Assignment: a}, nil
+}
+
+func held(workerID, trialID uint64, leaseID string, attempt int32) (scheduler.Held, error) {
+	switch {
+	case workerID == 0:
+		return scheduler.Held{}, missing("worker_id")
+	case trialID == 0:
+		return scheduler.Held{}, missing("trial_id")
+	case leaseID == "":
+		return scheduler.Held{}, missing("lease_id")
+	case attempt <= 0:
+		return scheduler.Held{}, missing("attempt")
+	}
+	return scheduler.Held{WorkerID: workerID, TrialID: trialID, LeaseID: leaseID, Attempt: attempt}, nil
+}
+
+func (s *WorkerService) ReportPoints(ctx context.Context, req *pb.ReportPointsRequest) (*pb.ReportPointsResponse, error) {
+	h, err := held(req.WorkerId, req.TrialId, req.LeaseId, req.Attempt)
+	if err != nil {
+		return nil, err
+	}
+	acked, err := s.Sched.ReportPoints(ctx, h, req.Points)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.ReportPointsResponse{AckedSeq: acked}, nil
+}
+
+func (s *WorkerService) FinishTrial(ctx context.Context, req *pb.FinishTrialRequest) (*pb.FinishTrialResponse, error) {
+	h, err := held(req.WorkerId, req.TrialId, req.LeaseId, req.Attempt)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Sched.FinishTrial(ctx, h, req.FinalSeq, req.SourceRun, req.SourceDistance); err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.FinishTrialResponse{}, nil
+}
+
+func (s *WorkerService) FailTrial(ctx context.Context, req *pb.FailTrialRequest) (*pb.FailTrialResponse, error) {
+	h, err := held(req.WorkerId, req.TrialId, req.LeaseId, req.Attempt)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Sched.FailTrial(ctx, h, req.Reason, req.ErrorClass); err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.FailTrialResponse{}, nil
+}
+
+func (s *WorkerService) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) (*pb.HeartbeatResponse, error) {
+	if req.WorkerId == 0 {
+		return nil, missing("worker_id")
+	}
+	hs := make([]scheduler.Held, 0, len(req.Leases))
+	for _, l := range req.Leases {
+		hs = append(hs, scheduler.Held{WorkerID: req.WorkerId, TrialID: l.TrialId, LeaseID: l.LeaseId, Attempt: l.Attempt})
+	}
+	stop, err := s.Sched.Heartbeat(ctx, req.WorkerId, hs)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.HeartbeatResponse{StopTrials: stop, LeaseTtlMs: s.Sched.Config().LeaseTTL.Milliseconds()}, nil
+}

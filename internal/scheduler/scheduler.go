@@ -1,0 +1,190 @@
+// Package scheduler owns the trial lifecycle: it asks a study's policy for the next trial,
+// leases trials to workers, commits their curve points idempotently, renews and expires
+// leases, and keeps each study's budget. Every state transition is one store transaction;
+// leases' deadlines live in memory and are rebuilt, with a grace period, after a restart.
+package scheduler
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/mixopt/mixopt/internal/bo"
+	"github.com/mixopt/mixopt/internal/store"
+	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
+)
+
+// Clock tells the time; tests inject a fake one to drive lease expiry.
+type Clock interface{ Now() time.Time }
+
+type systemClock struct{}
+
+func (systemClock) Now() time.Time { return time.Now() }
+
+// Config tunes the scheduler. Zero fields take the defaults below.
+type Config struct {
+	// LeaseTTL is how long a trial attempt stays leased without a heartbeat or report.
+	LeaseTTL time.Duration
+	// HeartbeatInterval is what workers are told to heartbeat at.
+	HeartbeatInterval time.Duration
+	// RestartGrace extends every lease found running at start-up, so that workers can
+	// reattach before anything expires.
+	RestartGrace time.Duration
+	// MaxAttempts is the delivery limit: a trial whose lease expired this many times is lost.
+	MaxAttempts int32
+	// MaxWait caps how long AcquireTrial may hold a call open.
+	MaxWait time.Duration
+	Clock   Clock
+	Logger  *zap.Logger
+	// NewPolicy builds a study's policy by name (default bo.New).
+	NewPolicy func(name string) (bo.Policy, error)
+}
+
+func (c *Config) setDefaults() {
+	if c.LeaseTTL <= 0 {
+		c.LeaseTTL = 20 * time.Second
+	}
+	if c.HeartbeatInterval <= 0 {
+		c.HeartbeatInterval = c.LeaseTTL / 4
+	}
+	if c.RestartGrace <= 0 {
+		c.RestartGrace = 30 * time.Second
+	}
+	if c.MaxAttempts <= 0 {
+		c.MaxAttempts = 3
+	}
+	if c.MaxWait <= 0 {
+		c.MaxWait = 10 * time.Second
+	}
+	if c.Clock == nil {
+		c.Clock = systemClock{}
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	if c.NewPolicy == nil {
+		c.NewPolicy = bo.New
+	}
+}
+
+// lease is the in-memory side of a trial attempt's lease; the store holds its id, attempt
+// and worker, the deadline is rebuilt at start-up.
+type lease struct {
+	id       string
+	attempt  int32
+	workerID uint64
+	deadline time.Time
+}
+
+// Scheduler is safe for concurrent use.
+type Scheduler struct {
+	cfg Config
+	db  *store.DB
+	log *zap.Logger
+
+	// decideMu serialises decisions so two workers never get trials decided from the
+	// same snapshot; it is never held by code that holds mu.
+	decideMu sync.Mutex
+
+	mu         sync.Mutex
+	leases     map[uint64]*lease     // by trial id
+	heartbeats map[uint64]time.Time  // last contact by worker id
+	wake       chan struct{}         // closed and replaced when work may have appeared
+	recs       map[uint64]recCache   // recommendation cache by study id
+	versions   map[uint64]uint64     // bumped when a study's data changes
+}
+
+type recCache struct {
+	version uint64
+	rec     *pb.Recommendation
+}
+
+// New builds a scheduler over an open store and recovers the leases of running trials.
+func New(db *store.DB, cfg Config) (*Scheduler, error) {
+	cfg.setDefaults()
+	s := &Scheduler{
+		cfg: cfg, db: db, log: cfg.Logger,
+		leases:     map[uint64]*lease{},
+		heartbeats: map[uint64]time.Time{},
+		wake:       make(chan struct{}),
+		recs:       map[uint64]recCache{},
+		versions:   map[uint64]uint64{},
+	}
+	var running []*pb.Trial
+	err := db.View(func(tx *store.Tx) error {
+		var err error
+		running, err = tx.AllTrials(pb.TrialState_TRIAL_STATE_RUNNING)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("recover running trials: %w", err)
+	}
+	deadline := cfg.Clock.Now().Add(cfg.RestartGrace + cfg.LeaseTTL)
+	for _, t := range running {
+		s.leases[t.Id] = &lease{id: t.LeaseId, attempt: t.Attempt, workerID: t.WorkerId, deadline: deadline}
+	}
+	if len(running) > 0 {
+		s.log.Info("recovered running trials; workers may reattach",
+			zap.Int("trials", len(running)), zap.Duration("grace", cfg.RestartGrace))
+	}
+	return s, nil
+}
+
+// Config returns the effective configuration.
+func (s *Scheduler) Config() Config { return s.cfg }
+
+// Run expires leases until ctx ends.
+func (s *Scheduler) Run(ctx context.Context) {
+	tick := time.NewTicker(s.cfg.LeaseTTL / 10)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			if err := s.ExpireLeases(); err != nil {
+				s.log.Error("expire leases", zap.Error(err))
+			}
+		}
+	}
+}
+
+func (s *Scheduler) now() time.Time { return s.cfg.Clock.Now() }
+
+// notify wakes every long-polling AcquireTrial call. Callers hold s.mu.
+func (s *Scheduler) notifyLocked() {
+	close(s.wake)
+	s.wake = make(chan struct{})
+}
+
+func (s *Scheduler) notify() {
+	s.mu.Lock()
+	s.notifyLocked()
+	s.mu.Unlock()
+}
+
+func (s *Scheduler) bumpLocked(studyID uint64) { s.versions[studyID]++ }
+
+func newLeaseID() string {
+	var b [12]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(fmt.Sprintf("crypto/rand: %v", err)) // the runtime guarantees Read never fails
+	}
+	return hex.EncodeToString(b[:])
+}
+
+func unixMs(t time.Time) int64 { return t.UnixMilli() }
+
+// wrapStore turns store sentinel errors into the scheduler's classes.
+func wrapStore(err error, what string) error {
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("%s: %w", what, ErrNotFound)
+	}
+	return err
+}

@@ -1,0 +1,127 @@
+package scheduler
+
+import (
+	"math"
+
+	"github.com/mixopt/mixopt/internal/bo"
+	"github.com/mixopt/mixopt/internal/store"
+	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
+)
+
+// studySnapshot is a study's data read in one transaction: what a decision or a
+// recommendation depends on.
+type studySnapshot struct {
+	study       *pb.Study
+	trials      []*pb.Trial
+	points      map[uint64][]*pb.CurvePoint // current attempt's curve by trial id
+	policyState []byte
+}
+
+func loadSnapshot(tx *store.Tx, id uint64) (*studySnapshot, error) {
+	study, err := tx.Study(id)
+	if err != nil {
+		return nil, err
+	}
+	trials, err := tx.TrialsOfStudy(id)
+	if err != nil {
+		return nil, err
+	}
+	snap := &studySnapshot{study: study, trials: trials, points: map[uint64][]*pb.CurvePoint{}}
+	for _, t := range trials {
+		if t.LastSeq == 0 {
+			continue
+		}
+		pts, err := tx.Points(t.Id, t.Attempt)
+		if err != nil {
+			return nil, err
+		}
+		snap.points[t.Id] = pts
+	}
+	if snap.policyState, err = tx.PolicyState(id); err != nil {
+		return nil, err
+	}
+	return snap, nil
+}
+
+func (snap *studySnapshot) running() int {
+	n := 0
+	for _, t := range snap.trials {
+		if t.State == pb.TrialState_TRIAL_STATE_RUNNING {
+			n++
+		}
+	}
+	return n
+}
+
+// committed is the compute running trials may still spend.
+func (snap *studySnapshot) committed() float64 {
+	c := 0.0
+	for _, t := range snap.trials {
+		if t.State == pb.TrialState_TRIAL_STATE_RUNNING || t.State == pb.TrialState_TRIAL_STATE_PENDING {
+			c += remainingCost(snap.study.Spec, t)
+		}
+	}
+	return c
+}
+
+func remainingCost(spec *pb.StudySpec, t *pb.Trial) float64 {
+	i := ScaleIndex(spec, t.Scale)
+	if i < 0 {
+		return 0
+	}
+	return spec.Scales[i].FlopsPerStep * float64(max(t.Steps-t.StepsDone, 0))
+}
+
+// problem maps the spec to the policy's terms.
+func problem(study *pb.Study, budgetLeft float64) bo.Problem {
+	spec := study.Spec
+	p := bo.Problem{
+		Steps:       append([]int64(nil), spec.Steps...),
+		TargetScale: ScaleIndex(spec, spec.Target.Scale),
+		TargetSteps: spec.Target.Steps,
+		Maximize:    spec.Objective.Maximize,
+		BudgetLeft:  budgetLeft,
+		Seed:        spec.Seed,
+	}
+	for _, d := range spec.Domains {
+		p.Domains = append(p.Domains, d.Name)
+		p.Lower = append(p.Lower, d.MinWeight)
+		p.Upper = append(p.Upper, d.MaxWeight)
+	}
+	for _, sc := range spec.Scales {
+		p.Scales = append(p.Scales, bo.Scale{Name: sc.Name, Params: sc.Params, FlopsPerStep: sc.FlopsPerStep})
+	}
+	return p
+}
+
+// request builds the policy's input: every trial with points is an observation of the
+// objective metric (non-finite values left out), running trials are pending.
+func (snap *studySnapshot) request(budgetLeft float64) bo.Request {
+	spec := snap.study.Spec
+	req := bo.Request{
+		Problem:  problem(snap.study, budgetLeft),
+		Decision: int(snap.study.TrialsCreated),
+		State:    snap.policyState,
+	}
+	for _, t := range snap.trials {
+		trial := bo.Trial{Mixture: t.Mixture, Scale: ScaleIndex(spec, t.Scale), Steps: t.Steps}
+		if t.State == pb.TrialState_TRIAL_STATE_RUNNING || t.State == pb.TrialState_TRIAL_STATE_PENDING {
+			req.Pending = append(req.Pending, trial)
+		}
+		var curve []bo.CurvePoint
+		for _, p := range snap.points[t.Id] {
+			v, ok := MetricValue(p, spec.Objective.Metric)
+			if !ok || math.IsNaN(v) || math.IsInf(v, 0) {
+				continue
+			}
+			curve = append(curve, bo.CurvePoint{Step: p.Step, Value: v})
+		}
+		if len(curve) == 0 {
+			continue
+		}
+		req.Observations = append(req.Observations, bo.Observation{
+			Trial: trial, Curve: curve, Done: t.State == pb.TrialState_TRIAL_STATE_SUCCEEDED,
+		})
+	}
+	return req
+}

@@ -1,0 +1,209 @@
+package scheduler
+
+import (
+	"fmt"
+	"math"
+	"regexp"
+	"slices"
+
+	"github.com/mixopt/mixopt/internal/bo"
+	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
+)
+
+// Limits on a study spec: they keep a single study's decision space and stored data bounded.
+const (
+	maxDomains     = 64
+	maxScales      = 64
+	maxStepBudgets = 1024
+	maxSteps       = 1_000_000_000
+	maxParallel    = 100_000
+	// boundsSlack absorbs rounding in bounds that sum to exactly 1.
+	boundsSlack = 1e-9
+)
+
+// DefaultPolicy is used when a spec names none.
+const DefaultPolicy = "random"
+
+var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
+
+func invalid(field, format string, args ...any) error {
+	return fmt.Errorf("%s: %s: %w", field, fmt.Sprintf(format, args...), ErrInvalid)
+}
+
+// NormalizeSpec fills defaults into a copy of spec and validates it. Every error names the
+// offending field and wraps ErrInvalid.
+func NormalizeSpec(spec *pb.StudySpec) (*pb.StudySpec, error) {
+	if spec == nil {
+		return nil, invalid("spec", "missing")
+	}
+	s := cloneSpec(spec)
+	if s.Policy == "" {
+		s.Policy = DefaultPolicy
+	}
+	if s.MaxParallel == 0 {
+		s.MaxParallel = 1
+	}
+	for _, sc := range s.Scales {
+		if sc.FlopsPerStep == 0 && sc.TokensPerStep > 0 {
+			// The cost model of ARCHITECTURE.md: 6 x parameters x tokens per step.
+			sc.FlopsPerStep = 6 * sc.Params * float64(sc.TokensPerStep)
+		}
+	}
+	for _, d := range s.Domains {
+		if d.MinWeight == 0 && d.MaxWeight == 0 {
+			d.MaxWeight = 1
+		}
+	}
+	if err := validateSpec(s); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func validateSpec(s *pb.StudySpec) error {
+	if len(s.Name) > 200 {
+		return invalid("name", "longer than 200 characters")
+	}
+	if err := validateDomains(s.Domains); err != nil {
+		return err
+	}
+	if err := validateScales(s.Scales); err != nil {
+		return err
+	}
+	if len(s.Steps) == 0 {
+		return invalid("steps", "at least one step budget is required")
+	}
+	if len(s.Steps) > maxStepBudgets {
+		return invalid("steps", "more than %d step budgets", maxStepBudgets)
+	}
+	for i, st := range s.Steps {
+		if st <= 0 || st > maxSteps {
+			return invalid(fmt.Sprintf("steps[%d]", i), "%d is out of range (1 to %d)", st, maxSteps)
+		}
+		if i > 0 && st <= s.Steps[i-1] {
+			return invalid(fmt.Sprintf("steps[%d]", i), "step budgets must be strictly ascending")
+		}
+	}
+	if err := validateObjective(s); err != nil {
+		return err
+	}
+	if s.Target == nil {
+		return invalid("target", "missing")
+	}
+	if ScaleIndex(s, s.Target.Scale) < 0 {
+		return invalid("target.scale", "%q is not among the scales", s.Target.Scale)
+	}
+	if !slices.Contains(s.Steps, s.Target.Steps) {
+		return invalid("target.steps", "%d is not among the step budgets", s.Target.Steps)
+	}
+	if !(s.BudgetFlops > 0) || math.IsInf(s.BudgetFlops, 0) {
+		return invalid("budget_flops", "must be a positive finite number of FLOPs, got %v", s.BudgetFlops)
+	}
+	if s.MaxParallel < 0 || s.MaxParallel > maxParallel {
+		return invalid("max_parallel", "%d is out of range (1 to %d)", s.MaxParallel, maxParallel)
+	}
+	if s.MaxTrials < 0 {
+		return invalid("max_trials", "must not be negative")
+	}
+	if s.EvalEvery < 0 || (s.EvalEvery > 0 && s.EvalEvery > s.Steps[len(s.Steps)-1]) {
+		return invalid("eval_every", "%d is out of range (0 to the largest step budget)", s.EvalEvery)
+	}
+	if _, err := bo.New(s.Policy); err != nil {
+		return invalid("policy", "%v", err)
+	}
+	return nil
+}
+
+func validateDomains(domains []*pb.Domain) error {
+	if len(domains) < 2 {
+		return invalid("domains", "at least two domains are required")
+	}
+	if len(domains) > maxDomains {
+		return invalid("domains", "more than %d domains", maxDomains)
+	}
+	seen := map[string]bool{}
+	var sumMin, sumMax float64
+	for i, d := range domains {
+		field := fmt.Sprintf("domains[%d]", i)
+		if !namePattern.MatchString(d.Name) {
+			return invalid(field+".name", "%q must be 1-64 letters, digits, '_', '.' or '-'", d.Name)
+		}
+		if seen[d.Name] {
+			return invalid(field+".name", "%q appears twice", d.Name)
+		}
+		seen[d.Name] = true
+		if !(d.MinWeight >= 0 && d.MinWeight <= d.MaxWeight && d.MaxWeight <= 1) {
+			return invalid(field, "bounds [%v, %v] must satisfy 0 <= min_weight <= max_weight <= 1", d.MinWeight, d.MaxWeight)
+		}
+		sumMin += d.MinWeight
+		sumMax += d.MaxWeight
+	}
+	if sumMin > 1+boundsSlack || sumMax < 1-boundsSlack {
+		return invalid("domains", "bounds cannot sum to 1 (min_weight sums to %v, max_weight to %v)", sumMin, sumMax)
+	}
+	return nil
+}
+
+func validateScales(scales []*pb.Scale) error {
+	if len(scales) == 0 {
+		return invalid("scales", "at least one scale is required")
+	}
+	if len(scales) > maxScales {
+		return invalid("scales", "more than %d scales", maxScales)
+	}
+	seen := map[string]bool{}
+	for i, sc := range scales {
+		field := fmt.Sprintf("scales[%d]", i)
+		if !namePattern.MatchString(sc.Name) {
+			return invalid(field+".name", "%q must be 1-64 letters, digits, '_', '.' or '-'", sc.Name)
+		}
+		if seen[sc.Name] {
+			return invalid(field+".name", "%q appears twice", sc.Name)
+		}
+		seen[sc.Name] = true
+		if !(sc.Params > 0) || math.IsInf(sc.Params, 0) {
+			return invalid(field+".params", "must be a positive parameter count")
+		}
+		if !(sc.FlopsPerStep > 0) || math.IsInf(sc.FlopsPerStep, 0) {
+			return invalid(field+".flops_per_step", "must be positive (or give tokens_per_step to derive it)")
+		}
+		if sc.TokensPerStep < 0 || sc.Gpus < 0 || sc.MinGpuMemoryMib < 0 {
+			return invalid(field, "tokens_per_step, gpus and min_gpu_memory_mib must not be negative")
+		}
+	}
+	return nil
+}
+
+func validateObjective(s *pb.StudySpec) error {
+	if s.Objective == nil || s.Objective.Metric == "" {
+		return invalid("objective.metric", "missing (known: %v)", KnownMetrics(s))
+	}
+	if !slices.Contains(KnownMetrics(s), s.Objective.Metric) {
+		return invalid("objective.metric", "unknown metric %q (known: %v)", s.Objective.Metric, KnownMetrics(s))
+	}
+	return nil
+}
+
+// KnownMetrics lists the metric names an objective may use: the training loss, each
+// domain's evaluation loss, their mean, and the spec's extra metrics.
+func KnownMetrics(s *pb.StudySpec) []string {
+	m := []string{"train_loss", "mean_ce"}
+	for _, d := range s.Domains {
+		m = append(m, d.Name+"_ce")
+	}
+	return append(m, s.ExtraMetrics...)
+}
+
+// ScaleIndex returns the position of the named scale in the spec, or -1.
+func ScaleIndex(s *pb.StudySpec, name string) int {
+	return slices.IndexFunc(s.Scales, func(sc *pb.Scale) bool { return sc.Name == name })
+}
+
+// MetricValue extracts the objective metric from a curve point.
+func MetricValue(p *pb.CurvePoint, metric string) (float64, bool) {
+	if metric == "train_loss" {
+		return p.TrainLoss, true
+	}
+	v, ok := p.Eval[metric]
+	return v, ok
+}

@@ -1,0 +1,240 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"go.uber.org/zap"
+
+	"github.com/mixopt/mixopt/internal/store"
+	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
+)
+
+// CreateStudy validates the spec and stores a running study. Nothing is stored when the
+// spec is invalid.
+func (s *Scheduler) CreateStudy(_ context.Context, spec *pb.StudySpec) (*pb.Study, error) {
+	spec, err := NormalizeSpec(spec)
+	if err != nil {
+		return nil, err
+	}
+	study := &pb.Study{Spec: spec, State: pb.StudyState_STUDY_STATE_RUNNING, CreateTimeUnixMs: unixMs(s.now())}
+	err = s.db.Update(func(tx *store.Tx) error {
+		id, err := tx.NextStudyID()
+		if err != nil {
+			return err
+		}
+		study.Id = id
+		return tx.PutStudy(study)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create study: %w", err)
+	}
+	s.log.Info("study created", zap.Uint64("study", study.Id), zap.String("policy", spec.Policy))
+	s.notify()
+	return study, nil
+}
+
+// StudyStatus returns a study with its trial counts, committed compute and, when the
+// policy has one, its recommendation.
+func (s *Scheduler) StudyStatus(ctx context.Context, id uint64) (*pb.StudyStatus, error) {
+	var snap *studySnapshot
+	err := s.db.View(func(tx *store.Tx) error {
+		var err error
+		snap, err = loadSnapshot(tx, id)
+		return err
+	})
+	if err != nil {
+		return nil, wrapStore(err, fmt.Sprintf("study %d", id))
+	}
+	st := &pb.StudyStatus{Study: snap.study, TrialsByState: map[string]int32{}}
+	for _, t := range snap.trials {
+		st.TrialsByState[StateName(t.State)]++
+		if t.State == pb.TrialState_TRIAL_STATE_RUNNING {
+			st.CommittedFlops += remainingCost(snap.study.Spec, t)
+		}
+	}
+	rec, err := s.recommend(ctx, snap)
+	switch {
+	case err == nil:
+		st.Recommendation = rec
+	case errors.Is(err, ErrNoRecommendation):
+	default:
+		s.log.Warn("recommendation failed", zap.Uint64("study", id), zap.Error(err))
+	}
+	return st, nil
+}
+
+// ListStudies returns the status of every study, oldest first.
+func (s *Scheduler) ListStudies(ctx context.Context) ([]*pb.StudyStatus, error) {
+	var ids []uint64
+	err := s.db.View(func(tx *store.Tx) error {
+		studies, err := tx.Studies()
+		for _, st := range studies {
+			ids = append(ids, st.Id)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*pb.StudyStatus, 0, len(ids))
+	for _, id := range ids {
+		st, err := s.StudyStatus(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, st)
+	}
+	return out, nil
+}
+
+// PauseStudy stops new trials from starting; running ones finish.
+func (s *Scheduler) PauseStudy(_ context.Context, id uint64) (*pb.Study, error) {
+	return s.transitionStudy(id, pb.StudyState_STUDY_STATE_PAUSED, pb.StudyState_STUDY_STATE_RUNNING)
+}
+
+// ResumeStudy lets a paused study start trials again.
+func (s *Scheduler) ResumeStudy(_ context.Context, id uint64) (*pb.Study, error) {
+	return s.transitionStudy(id, pb.StudyState_STUDY_STATE_RUNNING, pb.StudyState_STUDY_STATE_PAUSED)
+}
+
+func (s *Scheduler) transitionStudy(id uint64, to, from pb.StudyState) (*pb.Study, error) {
+	var out *pb.Study
+	err := s.db.Update(func(tx *store.Tx) error {
+		st, err := tx.Study(id)
+		if err != nil {
+			return wrapStore(err, fmt.Sprintf("study %d", id))
+		}
+		if st.State == to {
+			out = st
+			return nil
+		}
+		if st.State != from {
+			return fmt.Errorf("study %d is %s, not %s: %w", id, studyStateName(st.State), studyStateName(from), ErrConflict)
+		}
+		st.State = to
+		out = st
+		return tx.PutStudy(st)
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.notify()
+	return out, nil
+}
+
+// CancelStudy ends a study: its running trials are stopped (their observed prefix is kept)
+// and their workers told to stop at their next heartbeat or report.
+func (s *Scheduler) CancelStudy(_ context.Context, id uint64) (*pb.Study, error) {
+	var out *pb.Study
+	var stopped []uint64
+	err := s.db.Update(func(tx *store.Tx) error {
+		stopped = stopped[:0]
+		st, err := tx.Study(id)
+		if err != nil {
+			return wrapStore(err, fmt.Sprintf("study %d", id))
+		}
+		if isTerminalStudy(st.State) {
+			out = st
+			return nil
+		}
+		trials, err := tx.TrialsOfStudy(id)
+		if err != nil {
+			return err
+		}
+		now := unixMs(s.now())
+		for _, t := range trials {
+			if t.State != pb.TrialState_TRIAL_STATE_RUNNING && t.State != pb.TrialState_TRIAL_STATE_PENDING {
+				continue
+			}
+			t.State = pb.TrialState_TRIAL_STATE_STOPPED
+			t.FailureReason = "study cancelled"
+			t.EndTimeUnixMs = now
+			if err := tx.PutTrial(t); err != nil {
+				return err
+			}
+			stopped = append(stopped, t.Id)
+		}
+		st.State = pb.StudyState_STUDY_STATE_CANCELLED
+		st.EndReason = "cancelled"
+		st.EndTimeUnixMs = now
+		out = st
+		return tx.PutStudy(st)
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	for _, tid := range stopped {
+		delete(s.leases, tid)
+	}
+	s.bumpLocked(id)
+	s.notifyLocked()
+	s.mu.Unlock()
+	s.log.Info("study cancelled", zap.Uint64("study", id), zap.Int("stopped_trials", len(stopped)))
+	return out, nil
+}
+
+// Recommendation returns the study policy's recommended mixture at the target.
+func (s *Scheduler) Recommendation(ctx context.Context, id uint64) (*pb.Recommendation, error) {
+	var snap *studySnapshot
+	err := s.db.View(func(tx *store.Tx) error {
+		var err error
+		snap, err = loadSnapshot(tx, id)
+		return err
+	})
+	if err != nil {
+		return nil, wrapStore(err, fmt.Sprintf("study %d", id))
+	}
+	return s.recommend(ctx, snap)
+}
+
+func (s *Scheduler) recommend(ctx context.Context, snap *studySnapshot) (*pb.Recommendation, error) {
+	id := snap.study.Id
+	s.mu.Lock()
+	version := s.versions[id]
+	cached, ok := s.recs[id]
+	s.mu.Unlock()
+	// The version is bumped on every committed change of the study's data, so a cached
+	// recommendation of the same version is the one a recomputation would give.
+	if ok && cached.version == version && cached.rec != nil {
+		return cached.rec, nil
+	}
+	policy, err := s.cfg.NewPolicy(snap.study.Spec.Policy)
+	if err != nil {
+		return nil, err
+	}
+	req := snap.request(0)
+	if len(req.Observations) == 0 {
+		return nil, fmt.Errorf("study %d: %w", id, ErrNoRecommendation)
+	}
+	r, err := policy.Recommend(ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("study %d: %v: %w", id, err, ErrNoRecommendation)
+	}
+	rec := &pb.Recommendation{
+		StudyId: id, Mixture: r.Mixture, Value: r.Value, Lower: r.Lower, Upper: r.Upper,
+		Basis: r.Basis, Trials: int32(len(req.Observations)),
+	}
+	s.mu.Lock()
+	if s.versions[id] == version {
+		s.recs[id] = recCache{version: version, rec: rec}
+	}
+	s.mu.Unlock()
+	return rec, nil
+}
+
+func isTerminalStudy(st pb.StudyState) bool {
+	return st == pb.StudyState_STUDY_STATE_COMPLETED || st == pb.StudyState_STUDY_STATE_CANCELLED
+}
+
+// StateName is a trial state's short lower-case name ("running").
+func StateName(st pb.TrialState) string {
+	return strings.ToLower(strings.TrimPrefix(st.String(), "TRIAL_STATE_"))
+}
+
+func studyStateName(st pb.StudyState) string {
+	return strings.ToLower(strings.TrimPrefix(st.String(), "STUDY_STATE_"))
+}

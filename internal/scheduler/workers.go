@@ -1,0 +1,130 @@
+package scheduler
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/mixopt/mixopt/internal/store"
+	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
+)
+
+// Registration is what a worker announces.
+type Registration struct {
+	// WorkerID is zero on first registration, the earlier id when the worker comes back.
+	WorkerID          uint64
+	Hostname          string
+	GPUs              []*pb.Gpu
+	SimulatedCapacity int32
+}
+
+// Register records a worker and returns its id. A known id keeps its identity (and its
+// leases); an unknown non-zero id gets a fresh one.
+func (s *Scheduler) Register(_ context.Context, r Registration) (uint64, error) {
+	if r.Hostname == "" || len(r.Hostname) > 255 {
+		return 0, fmt.Errorf("hostname: must be 1-255 characters: %w", ErrInvalid)
+	}
+	if r.SimulatedCapacity < 0 || r.SimulatedCapacity > 10_000 {
+		return 0, fmt.Errorf("simulated_capacity: %d out of range (0 to 10000): %w", r.SimulatedCapacity, ErrInvalid)
+	}
+	if len(r.GPUs) > 1024 {
+		return 0, fmt.Errorf("gpus: %d, at most 1024: %w", len(r.GPUs), ErrInvalid)
+	}
+	for i, g := range r.GPUs {
+		if g.MemoryMib < 0 || g.Index < 0 {
+			return 0, fmt.Errorf("gpus[%d]: negative index or memory: %w", i, ErrInvalid)
+		}
+	}
+	now := s.now()
+	var id uint64
+	err := s.db.Update(func(tx *store.Tx) error {
+		w, err := tx.Worker(r.WorkerID)
+		if r.WorkerID == 0 || err != nil {
+			if id, err = tx.NextWorkerID(); err != nil {
+				return err
+			}
+			w = &pb.Worker{Id: id, RegisterTimeUnixMs: unixMs(now)}
+		}
+		id = w.Id
+		w.Hostname, w.Gpus, w.SimulatedCapacity = r.Hostname, r.GPUs, r.SimulatedCapacity
+		w.State = pb.WorkerState_WORKER_STATE_ALIVE
+		w.LastHeartbeatUnixMs = unixMs(now)
+		return tx.PutWorker(w)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("register worker: %w", err)
+	}
+	s.mu.Lock()
+	s.heartbeats[id] = now
+	s.notifyLocked()
+	s.mu.Unlock()
+	s.log.Info("worker registered", zap.Uint64("worker", id), zap.String("hostname", r.Hostname))
+	return id, nil
+}
+
+// Workers lists the registered workers with their liveness and the trials they hold.
+// A worker is alive while it was heard from within three heartbeat intervals.
+func (s *Scheduler) Workers(_ context.Context) ([]*pb.Worker, error) {
+	var workers []*pb.Worker
+	if err := s.db.View(func(tx *store.Tx) (err error) { workers, err = tx.Workers(); return err }); err != nil {
+		return nil, err
+	}
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, w := range workers {
+		if seen, ok := s.heartbeats[w.Id]; ok {
+			w.LastHeartbeatUnixMs = unixMs(seen)
+		}
+		w.State = pb.WorkerState_WORKER_STATE_LOST
+		if now.Sub(time.UnixMilli(w.LastHeartbeatUnixMs)) <= 3*s.cfg.HeartbeatInterval {
+			w.State = pb.WorkerState_WORKER_STATE_ALIVE
+		}
+		w.RunningTrials = w.RunningTrials[:0]
+		for tid, l := range s.leases {
+			if l.workerID == w.Id {
+				w.RunningTrials = append(w.RunningTrials, tid)
+			}
+		}
+		slices.Sort(w.RunningTrials)
+	}
+	return workers, nil
+}
+
+// Trials lists a study's trials, optionally filtered by state and scale.
+func (s *Scheduler) Trials(_ context.Context, studyID uint64, state pb.TrialState, scale string) ([]*pb.Trial, error) {
+	var out []*pb.Trial
+	err := s.db.View(func(tx *store.Tx) error {
+		if _, err := tx.Study(studyID); err != nil {
+			return wrapStore(err, fmt.Sprintf("study %d", studyID))
+		}
+		trials, err := tx.TrialsOfStudy(studyID)
+		for _, t := range trials {
+			if (state == pb.TrialState_TRIAL_STATE_UNSPECIFIED || t.State == state) && (scale == "" || t.Scale == scale) {
+				out = append(out, t)
+			}
+		}
+		return err
+	})
+	return out, err
+}
+
+// Trial returns a trial and its current attempt's curve.
+func (s *Scheduler) Trial(_ context.Context, id uint64) (*pb.Trial, []*pb.CurvePoint, error) {
+	var t *pb.Trial
+	var pts []*pb.CurvePoint
+	err := s.db.View(func(tx *store.Tx) error {
+		var err error
+		if t, err = tx.Trial(id); err != nil {
+			return wrapStore(err, fmt.Sprintf("trial %d", id))
+		}
+		if t.Attempt > 0 {
+			pts, err = tx.Points(id, t.Attempt)
+		}
+		return err
+	})
+	return t, pts, err
+}

@@ -1,0 +1,74 @@
+// Package worker is the worker agent: it registers with the coordinator, takes trials,
+// runs them through a Runner (simulated replay or real training), streams their points with
+// sequence numbers, and keeps heartbeating. While the coordinator is away it keeps running
+// its trials, buffers their points and retries with backoff.
+package worker
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/mixopt/mixopt/internal/sim"
+	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
+)
+
+// Runner runs one trial attempt, calling emit for each curve point in step order.
+type Runner interface {
+	Run(ctx context.Context, a *pb.Assignment, emit func(*pb.CurvePoint)) (RunResult, error)
+}
+
+// RunResult says where a finished run's curve came from.
+type RunResult struct {
+	SourceRun      string
+	SourceDistance float64
+}
+
+// RunError is a classified training failure (class: "oom", "diverged", "bad_data", "other").
+type RunError struct {
+	Class  string
+	Reason string
+}
+
+func (e *RunError) Error() string { return e.Class + ": " + e.Reason }
+
+// SimRunner replays a simulator source's curve, pacing points by their modelled wall time
+// divided by Speedup.
+type SimRunner struct {
+	Source  sim.Source
+	Speedup float64
+}
+
+func (r SimRunner) Run(ctx context.Context, a *pb.Assignment, emit func(*pb.CurvePoint)) (RunResult, error) {
+	t := a.Trial
+	run, err := r.Source.Run(sim.Request{
+		Domains: a.Domains, Mixture: t.Mixture, Scale: a.Scale.Name, Params: a.Scale.Params,
+		FlopsPerStep: a.Scale.FlopsPerStep, TokensPerStep: a.Scale.TokensPerStep,
+		Steps: t.Steps, EvalEvery: a.EvalEvery, Seed: a.Seed,
+	})
+	if err != nil {
+		return RunResult{}, &RunError{Class: "bad_data", Reason: fmt.Sprintf("simulator %s: %v", r.Source.Name(), err)}
+	}
+	speedup := r.Speedup
+	if speedup <= 0 {
+		speedup = 1
+	}
+	start := time.Now()
+	for _, p := range run.Points {
+		due := start.Add(time.Duration(p.WallTime / speedup * float64(time.Second)))
+		if wait := time.Until(due); wait > 0 {
+			select {
+			case <-ctx.Done():
+				return RunResult{}, ctx.Err()
+			case <-time.After(wait):
+			}
+		} else if ctx.Err() != nil {
+			return RunResult{}, ctx.Err()
+		}
+		emit(&pb.CurvePoint{
+			Step: p.Step, Tokens: p.Tokens, TrainLoss: p.TrainLoss, Eval: p.Eval,
+			WallTimeS: time.Since(start).Seconds(),
+		})
+	}
+	return RunResult{SourceRun: run.SourceRun, SourceDistance: run.Distance}, nil
+}
