@@ -82,7 +82,7 @@ func (c *cli) studyCmd() *cobra.Command {
 		},
 	}
 	create.Flags().StringVarP(&file, "file", "f", "", "spec file (YAML or JSON); - for standard input")
-	study.AddCommand(create)
+	study.AddCommand(create, c.waitCmd())
 	for _, verb := range []string{"pause", "resume", "cancel"} {
 		study.AddCommand(c.studyVerbCmd(verb))
 	}

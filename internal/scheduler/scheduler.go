@@ -93,11 +93,11 @@ type Scheduler struct {
 	decideMu sync.Mutex
 
 	mu         sync.Mutex
-	leases     map[uint64]*lease     // by trial id
-	heartbeats map[uint64]time.Time  // last contact by worker id
-	wake       chan struct{}         // closed and replaced when work may have appeared
-	recs       map[uint64]recCache   // recommendation cache by study id
-	versions   map[uint64]uint64     // bumped when a study's data changes
+	leases     map[uint64]*lease    // by trial id
+	heartbeats map[uint64]time.Time // last contact by worker id
+	wake       chan struct{}        // closed and replaced when work may have appeared
+	recs       map[uint64]recCache  // recommendation cache by study id
+	versions   map[uint64]uint64    // bumped when a study's data changes
 }
 
 type recCache struct {

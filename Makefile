@@ -1,0 +1,65 @@
+# mixopt — see README.md. `make demo` runs a study end to end; `make test` runs every test.
+SHELL := /bin/bash
+GO ?= go
+TOOLS := $(CURDIR)/.cache/tools
+BUF := $(TOOLS)/buf
+export PATH := $(TOOLS):$(PATH)
+
+# Versions of the code generators; generated code is committed, so only `make proto` and
+# `make proto-check` need them.
+BUF_VERSION := v1.75.0
+PROTOC_GEN_GO_VERSION := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+
+.PHONY: build demo test test-go test-python vet proto proto-check tools python-deps bench clean
+
+build:
+	$(GO) build -o bin/ ./cmd/...
+
+demo: build
+	hack/demo.sh
+
+test: vet proto-check test-go test-python
+
+vet:
+	$(GO) vet ./...
+	@bad=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \
+	  if [ -n "$$bad" ]; then echo "gofmt needed: $$bad"; exit 1; fi
+
+test-go: build python-deps
+	$(GO) test -race -timeout 30m ./...
+
+test-python: python-deps
+	@if [ -d scripts/tests ]; then /usr/bin/python3 -m unittest discover -s scripts/tests -v; fi
+
+# The real training path needs Debian's PyTorch; install it when missing (as root on a
+# fresh machine of this kind).
+python-deps:
+	@hack/python-deps.sh
+
+tools: $(BUF) $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc
+
+$(BUF):
+	GOBIN=$(TOOLS) $(GO) install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
+$(TOOLS)/protoc-gen-go:
+	GOBIN=$(TOOLS) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+$(TOOLS)/protoc-gen-go-grpc:
+	GOBIN=$(TOOLS) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+
+proto: tools
+	$(BUF) lint
+	$(BUF) format -w
+	$(BUF) generate
+
+# Fails when the committed generated code or formatting differs from what buf produces.
+proto-check: tools
+	$(BUF) lint
+	$(BUF) format -d --exit-code
+	@tmp=$$(mktemp -d) && $(BUF) generate --output $$tmp && \
+	  diff -r -x '*.proto' $$tmp/proto proto && rm -rf $$tmp && echo "generated code is current"
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./internal/...
+
+clean:
+	rm -rf bin .cache
