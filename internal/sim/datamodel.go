@@ -71,6 +71,11 @@ func (m *DataModel) validate() error {
 	if len(m.XMean) != in || len(m.XStd) != in {
 		return fmt.Errorf("x_mean and x_std need %d entries", in)
 	}
+	for i := range m.XStd {
+		if m.XStd[i] == 0 || math.IsNaN(m.XStd[i]) {
+			return fmt.Errorf("x_std[%d] is %g, want non-zero", i, m.XStd[i])
+		}
+	}
 	if len(m.Layers) == 0 {
 		return fmt.Errorf("no layers")
 	}
@@ -92,32 +97,43 @@ func (m *DataModel) validate() error {
 	return nil
 }
 
-// Eval returns every output at (mixture, size in millions, step).
+// Eval returns every output at (mixture, size in millions, step). The mixture must have
+// one weight per domain; Eval does not check it because it sits in the optimizer's
+// inner loop (sources check requests before calling it).
 func (m *DataModel) Eval(mixture []float64, sizeM, step float64) []float64 {
-	h := make([]float64, 0, len(m.XMean))
-	h = append(h, mixture...)
-	h = append(h, sizeM, step)
+	width := len(m.XMean)
+	for _, l := range m.Layers {
+		width = max(width, len(l.Weight))
+	}
+	// Two buffers, swapped per layer, instead of a fresh slice for each layer.
+	buf := make([]float64, 2*width)
+	h, next := buf[:width:width], buf[width:]
+	n := copy(h, mixture)
+	h[n], h[n+1] = sizeM, step
+	h = h[:len(m.XMean)]
 	for i := range h {
 		h[i] = (h[i] - m.XMean[i]) / m.XStd[i]
 	}
+	last := len(m.Layers) - 1
 	for li, l := range m.Layers {
-		next := make([]float64, len(l.Weight))
+		next = next[:len(l.Weight)]
 		for r, row := range l.Weight {
 			s := l.Bias[r]
 			for c, w := range row {
 				s += w * h[c]
 			}
-			if li < len(m.Layers)-1 {
+			if li < last {
 				s = math.Max(s, 0)
 			}
 			next[r] = s
 		}
-		h = next
+		h, next = next, h[:cap(h)]
 	}
+	out := make([]float64, len(h))
 	for i := range h {
-		h[i] = h[i]*m.YStd[i] + m.YMean[i]
+		out[i] = h[i]*m.YStd[i] + m.YMean[i]
 	}
-	return h
+	return out
 }
 
 // OutputIndex returns the position of a named output, or -1.
