@@ -1,0 +1,8 @@
+//go:build !unix
+
+package store
+
+import "os"
+
+// flockNB is a no-op where bbolt does not use flock.
+func flockNB(*os.File) error { return nil }
