@@ -1,0 +1,285 @@
+package gpuexec
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+)
+
+// ProtocolVersion is the version of train.py's JSON-lines protocol this package reads.
+const ProtocolVersion = 1
+
+// Kind is an event type of the protocol.
+type Kind string
+
+// Event kinds; docs/train-protocol.md describes their fields.
+const (
+	KindStart      Kind = "start"
+	KindPoint      Kind = "point"
+	KindEval       Kind = "eval"
+	KindCheckpoint Kind = "checkpoint"
+	KindDone       Kind = "done"
+	KindError      Kind = "error"
+)
+
+// Event is one parsed protocol line. Fields not carried by an event's kind are zero.
+type Event struct {
+	Kind Kind
+	// UnixTime is when train.py wrote the line.
+	UnixTime float64
+	Step     int64
+	Tokens   int64
+	// WallTime is seconds of training so far, carried across resumes.
+	WallTime float64
+	// TrainLoss: the step's loss (point) or the mean since the last eval (eval, when
+	// HasTrainLoss). NaN when train.py reported a non-finite value.
+	TrainLoss    float64
+	HasTrainLoss bool
+	// LR, GradNorm and TokensPerSecond come with points.
+	LR              float64
+	GradNorm        float64
+	TokensPerSecond float64
+	// Metrics of an eval: "<domain>_ce" per domain and "mean_ce"; NaN for non-finite values.
+	Metrics map[string]float64
+	// Start, Done and Error are set for their kinds.
+	Start *StartInfo
+	Done  *DoneInfo
+	Error *ErrorInfo
+	// CheckpointPath is the file a checkpoint event wrote.
+	CheckpointPath string
+}
+
+// StartInfo is the resolved configuration a run reports first.
+type StartInfo struct {
+	ResumedFromStep int64
+	Preset          string
+	Params          int64
+	TokensPerStep   int64
+	FlopsPerStep    float64
+	Device          string
+	WorldSize       int
+	Domains         []string
+	Mixture         []float64
+	// Config is the whole configuration object, for recording.
+	Config json.RawMessage
+}
+
+// DoneInfo ends a successful or stopped run.
+type DoneInfo struct {
+	// Status is "completed" or "stopped" (on SIGTERM, after a checkpoint).
+	Status string
+	// DomainSequences counts training sequences drawn per domain.
+	DomainSequences map[string]int64
+	// PeakMemoryMiB is the peak device memory when train.py measured it, else 0.
+	PeakMemoryMiB float64
+}
+
+// ErrorInfo is train.py's own account of a failure.
+type ErrorInfo struct {
+	// Class is one of oom, diverged, bad_data, bad_input, other.
+	Class    string
+	Message  string
+	ExitCode int
+	// Step is the last completed step, or -1 when the error came before training.
+	Step int64
+}
+
+// Protocol limits: a line is bounded by the reader; these bound what one line may allocate.
+const (
+	maxMetrics   = 1024
+	maxNameBytes = 128
+)
+
+// ErrProtocol wraps every reason a line is not a valid protocol event.
+var ErrProtocol = errors.New("invalid protocol line")
+
+// wire mirrors the JSON of every event kind; pointers tell absent from zero.
+type wire struct {
+	V               *int                `json:"v"`
+	Event           string              `json:"event"`
+	Time            float64             `json:"time"`
+	Step            *int64              `json:"step"`
+	Tokens          *int64              `json:"tokens"`
+	WallTimeS       *float64            `json:"wall_time_s"`
+	TrainLoss       json.RawMessage     `json:"train_loss"`
+	LR              *float64            `json:"lr"`
+	GradNorm        *float64            `json:"grad_norm"`
+	TokensPerS      *float64            `json:"tokens_per_s"`
+	Metrics         map[string]*float64 `json:"metrics"`
+	ResumedFromStep *int64              `json:"resumed_from_step"`
+	Config          json.RawMessage     `json:"config"`
+	Path            string              `json:"path"`
+	Status          string              `json:"status"`
+	DomainSequences map[string]int64    `json:"domain_sequences"`
+	PeakMemoryMiB   float64             `json:"peak_memory_mib"`
+	Class           string              `json:"class"`
+	Message         *string             `json:"message"`
+	ExitCode        *int                `json:"exit_code"`
+}
+
+type wireConfig struct {
+	Preset        string    `json:"preset"`
+	Params        int64     `json:"params"`
+	TokensPerStep int64     `json:"tokens_per_step"`
+	FlopsPerStep  float64   `json:"flops_per_step"`
+	Device        string    `json:"device"`
+	WorldSize     int       `json:"world_size"`
+	Domains       []string  `json:"domains"`
+	Mixture       []float64 `json:"mixture"`
+}
+
+// ParseLine parses one stdout line. Errors wrap [ErrProtocol].
+func ParseLine(line []byte) (Event, error) {
+	bad := func(format string, args ...any) (Event, error) {
+		return Event{}, fmt.Errorf("%s: %w", fmt.Sprintf(format, args...), ErrProtocol)
+	}
+	line = bytes.TrimSpace(line)
+	if len(line) == 0 || line[0] != '{' {
+		return bad("not a JSON object")
+	}
+	var w wire
+	if err := json.Unmarshal(line, &w); err != nil {
+		return bad("%v", err)
+	}
+	if w.V == nil {
+		return bad("no protocol version")
+	}
+	if *w.V != ProtocolVersion {
+		return bad("protocol version %d, want %d", *w.V, ProtocolVersion)
+	}
+	ev := Event{Kind: Kind(w.Event), UnixTime: w.Time}
+	if w.WallTimeS != nil {
+		ev.WallTime = *w.WallTimeS
+	}
+	needStep := func() error {
+		if w.Step == nil || *w.Step < 0 {
+			return fmt.Errorf("%s event without a non-negative step: %w", w.Event, ErrProtocol)
+		}
+		ev.Step = *w.Step
+		if w.Tokens != nil {
+			if *w.Tokens < 0 {
+				return fmt.Errorf("%s event with negative tokens: %w", w.Event, ErrProtocol)
+			}
+			ev.Tokens = *w.Tokens
+		}
+		return nil
+	}
+	switch ev.Kind {
+	case KindStart:
+		if err := needStep(); err != nil {
+			return Event{}, err
+		}
+		info := &StartInfo{Config: append(json.RawMessage(nil), w.Config...)}
+		if w.ResumedFromStep != nil {
+			info.ResumedFromStep = *w.ResumedFromStep
+		}
+		if len(w.Config) > 0 {
+			var c wireConfig
+			if err := json.Unmarshal(w.Config, &c); err != nil {
+				return bad("start config: %v", err)
+			}
+			info.Preset, info.Params, info.TokensPerStep = c.Preset, c.Params, c.TokensPerStep
+			info.FlopsPerStep, info.Device, info.WorldSize = c.FlopsPerStep, c.Device, c.WorldSize
+			info.Domains, info.Mixture = c.Domains, c.Mixture
+		}
+		ev.Start = info
+	case KindPoint:
+		if err := needStep(); err != nil {
+			return Event{}, err
+		}
+		loss, ok, err := lossValue(w.TrainLoss)
+		if err != nil || !ok {
+			return bad("point event without train_loss")
+		}
+		ev.TrainLoss, ev.HasTrainLoss = loss, true
+		ev.LR = deref(w.LR)
+		ev.GradNorm = deref(w.GradNorm)
+		ev.TokensPerSecond = deref(w.TokensPerS)
+	case KindEval:
+		if err := needStep(); err != nil {
+			return Event{}, err
+		}
+		if len(w.Metrics) == 0 || len(w.Metrics) > maxMetrics {
+			return bad("eval event with %d metrics", len(w.Metrics))
+		}
+		ev.Metrics = make(map[string]float64, len(w.Metrics))
+		for k, v := range w.Metrics {
+			if k == "" || len(k) > maxNameBytes {
+				return bad("eval metric name of %d bytes", len(k))
+			}
+			if v == nil {
+				ev.Metrics[k] = math.NaN()
+			} else {
+				ev.Metrics[k] = *v
+			}
+		}
+		// The first eval has no interval to average: null here means absent.
+		if string(w.TrainLoss) != "null" {
+			loss, ok, err := lossValue(w.TrainLoss)
+			if err != nil {
+				return bad("eval train_loss: %v", err)
+			}
+			ev.TrainLoss, ev.HasTrainLoss = loss, ok
+		}
+	case KindCheckpoint:
+		if err := needStep(); err != nil {
+			return Event{}, err
+		}
+		if w.Path == "" {
+			return bad("checkpoint event without a path")
+		}
+		ev.CheckpointPath = w.Path
+	case KindDone:
+		if err := needStep(); err != nil {
+			return Event{}, err
+		}
+		if w.Status != "completed" && w.Status != "stopped" {
+			return bad("done event with status %q", w.Status)
+		}
+		if len(w.DomainSequences) > maxMetrics {
+			return bad("done event with %d domains", len(w.DomainSequences))
+		}
+		ev.Done = &DoneInfo{Status: w.Status, DomainSequences: w.DomainSequences, PeakMemoryMiB: w.PeakMemoryMiB}
+	case KindError:
+		if w.Message == nil || w.ExitCode == nil {
+			return bad("error event without message or exit_code")
+		}
+		info := &ErrorInfo{Class: w.Class, Message: *w.Message, ExitCode: *w.ExitCode, Step: -1}
+		switch info.Class {
+		case "oom", "diverged", "bad_data", "bad_input", "other":
+		default:
+			// A newer train.py may add classes; an unknown one is treated as other.
+			info.Class = "other"
+		}
+		if w.Step != nil {
+			info.Step = *w.Step
+		}
+		ev.Error = info
+	default:
+		return bad("unknown event type %q", w.Event)
+	}
+	return ev, nil
+}
+
+func deref(p *float64) float64 {
+	if p == nil {
+		return 0
+	}
+	return *p
+}
+
+// lossValue reads a loss that train.py writes as null when it is not finite.
+func lossValue(raw json.RawMessage) (v float64, ok bool, err error) {
+	if len(raw) == 0 {
+		return 0, false, nil
+	}
+	if string(raw) == "null" {
+		return math.NaN(), true, nil
+	}
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return 0, false, err
+	}
+	return v, true, nil
+}
