@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
 )
@@ -33,6 +35,11 @@ func (c *cli) waitCmd() *cobra.Command {
 				ctx, cancel := c.ctx()
 				resp, err := client.GetStudy(ctx, &pb.GetStudyRequest{StudyId: id})
 				cancel()
+				if status.Code(err) == codes.Unavailable && (limit == 0 || time.Now().Before(deadline)) {
+					// The coordinator may be restarting: keep waiting for it.
+					time.Sleep(interval)
+					continue
+				}
 				if err != nil {
 					return err
 				}
