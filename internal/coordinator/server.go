@@ -51,6 +51,11 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer db.Close()
+	// Open reads only the pages it needs; a full check finds damage deeper in the file
+	// now rather than at the first transaction that reads it.
+	if err := db.Check(); err != nil {
+		return err
+	}
 	cfg.Scheduler.Logger = log
 	sched, err := scheduler.New(db, cfg.Scheduler)
 	if err != nil {

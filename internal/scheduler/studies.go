@@ -39,6 +39,7 @@ func (s *Scheduler) CreateStudy(_ context.Context, spec *pb.StudySpec) (*pb.Stud
 // StudyStatus returns a study with its trial counts, committed compute and, when the
 // policy has one, its recommendation.
 func (s *Scheduler) StudyStatus(ctx context.Context, id uint64) (*pb.StudyStatus, error) {
+	version := s.version(id) // before the snapshot: see recommend
 	var snap *studySnapshot
 	err := s.db.View(func(tx *store.Tx) error {
 		var err error
@@ -55,7 +56,7 @@ func (s *Scheduler) StudyStatus(ctx context.Context, id uint64) (*pb.StudyStatus
 			st.CommittedFlops += remainingCost(snap.study.Spec, t)
 		}
 	}
-	rec, err := s.recommend(ctx, snap)
+	rec, err := s.recommend(ctx, snap, version)
 	switch {
 	case err == nil:
 		st.Recommendation = rec
@@ -179,6 +180,7 @@ func (s *Scheduler) CancelStudy(_ context.Context, id uint64) (*pb.Study, error)
 
 // Recommendation returns the study policy's recommended mixture at the target.
 func (s *Scheduler) Recommendation(ctx context.Context, id uint64) (*pb.Recommendation, error) {
+	version := s.version(id) // before the snapshot: see recommend
 	var snap *studySnapshot
 	err := s.db.View(func(tx *store.Tx) error {
 		var err error
@@ -188,17 +190,24 @@ func (s *Scheduler) Recommendation(ctx context.Context, id uint64) (*pb.Recommen
 	if err != nil {
 		return nil, wrapStore(err, fmt.Sprintf("study %d", id))
 	}
-	return s.recommend(ctx, snap)
+	return s.recommend(ctx, snap, version)
 }
 
-func (s *Scheduler) recommend(ctx context.Context, snap *studySnapshot) (*pb.Recommendation, error) {
+func (s *Scheduler) version(studyID uint64) uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.versions[studyID]
+}
+
+// recommend computes, or takes from the cache, the recommendation from snap. version must
+// have been read before snap was loaded: the version is bumped after every committed change
+// of the study's data, so snap then holds every change up to version and a recommendation
+// cached under it is the one a recomputation would give.
+func (s *Scheduler) recommend(ctx context.Context, snap *studySnapshot, version uint64) (*pb.Recommendation, error) {
 	id := snap.study.Id
 	s.mu.Lock()
-	version := s.versions[id]
 	cached, ok := s.recs[id]
 	s.mu.Unlock()
-	// The version is bumped on every committed change of the study's data, so a cached
-	// recommendation of the same version is the one a recomputation would give.
 	if ok && cached.version == version && cached.rec != nil {
 		return cached.rec, nil
 	}

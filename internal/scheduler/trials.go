@@ -194,6 +194,20 @@ func (s *Scheduler) lease(study *pb.Study, t *pb.Trial, workerID uint64, policyS
 		if err != nil {
 			return err
 		}
+		// The snapshot the decision came from may be stale: the study may have been
+		// paused or cancelled, or the requeued trial stopped, since.
+		if st.State != pb.StudyState_STUDY_STATE_RUNNING {
+			return errGone
+		}
+		if !isNew {
+			cur, err := tx.Trial(t.Id)
+			if err != nil {
+				return err
+			}
+			if cur.State != pb.TrialState_TRIAL_STATE_PENDING || cur.Attempt != t.Attempt-1 {
+				return errGone
+			}
+		}
 		if isNew {
 			if t.Id, err = tx.NextTrialID(); err != nil {
 				return err
@@ -208,6 +222,9 @@ func (s *Scheduler) lease(study *pb.Study, t *pb.Trial, workerID uint64, policyS
 		}
 		return tx.PutTrial(t)
 	})
+	if errors.Is(err, errGone) {
+		return nil, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("lease trial: %w", err)
 	}
@@ -230,6 +247,9 @@ func (s *Scheduler) lease(study *pb.Study, t *pb.Trial, workerID uint64, policyS
 		Seed:       spec.Seed ^ t.Id,
 	}, nil
 }
+
+// errGone aborts a lease whose study or trial changed state since the decision.
+var errGone = errors.New("study or trial no longer runnable")
 
 func domainNames(spec *pb.StudySpec) []string {
 	names := make([]string, len(spec.Domains))

@@ -1,0 +1,191 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
+)
+
+func TestCreateStudyRejectsInvalidSpecs(t *testing.T) {
+	e := newEnv(t)
+	tests := []struct {
+		name  string
+		mut   func(s *pb.StudySpec)
+		field string // the error message starts with "<field>: "
+	}{
+		{"name too long", func(s *pb.StudySpec) { s.Name = strings.Repeat("n", 201) }, "name"},
+		{"one domain", func(s *pb.StudySpec) { s.Domains = s.Domains[:1] }, "domains"},
+		{"no domains", func(s *pb.StudySpec) { s.Domains = nil }, "domains"},
+		{"too many domains", func(s *pb.StudySpec) {
+			s.Domains = nil
+			for i := range maxDomains + 1 {
+				s.Domains = append(s.Domains, &pb.Domain{Name: fmt.Sprintf("d%d", i)})
+			}
+		}, "domains"},
+		{"max bounds sum below 1", func(s *pb.StudySpec) {
+			s.Domains[0].MaxWeight, s.Domains[1].MinWeight, s.Domains[1].MaxWeight = 0.4, 0, 0.4
+		}, "domains"},
+		{"min bounds sum above 1", func(s *pb.StudySpec) {
+			s.Domains[0].MinWeight, s.Domains[0].MaxWeight = 0.6, 1
+			s.Domains[1].MinWeight, s.Domains[1].MaxWeight = 0.6, 1
+		}, "domains"},
+		{"min above max", func(s *pb.StudySpec) { s.Domains[1].MinWeight, s.Domains[1].MaxWeight = 0.5, 0.4 }, "domains[1]"},
+		{"max above 1", func(s *pb.StudySpec) { s.Domains[1].MaxWeight = 1.5 }, "domains[1]"},
+		{"negative min", func(s *pb.StudySpec) { s.Domains[1].MinWeight = -0.1 }, "domains[1]"},
+		{"NaN bound", func(s *pb.StudySpec) { s.Domains[0].MaxWeight = math.NaN() }, "domains[0]"},
+		{"min without max", func(s *pb.StudySpec) { s.Domains[0].MinWeight = 0.2 }, "domains[0]"},
+		{"empty domain name", func(s *pb.StudySpec) { s.Domains[0].Name = "" }, "domains[0].name"},
+		{"domain name with a space", func(s *pb.StudySpec) { s.Domains[1].Name = "a b" }, "domains[1].name"},
+		{"domain name as a path", func(s *pb.StudySpec) { s.Domains[1].Name = "../etc" }, "domains[1].name"},
+		{"duplicate domain", func(s *pb.StudySpec) { s.Domains[1].Name = "wiki" }, "domains[1].name"},
+		{"no scales", func(s *pb.StudySpec) { s.Scales = nil }, "scales"},
+		{"duplicate scale", func(s *pb.StudySpec) { s.Scales[1].Name = "small" }, "scales[1].name"},
+		{"bad scale name", func(s *pb.StudySpec) { s.Scales[0].Name = "-x" }, "scales[0].name"},
+		{"zero params", func(s *pb.StudySpec) { s.Scales[0].Params = 0 }, "scales[0].params"},
+		{"infinite params", func(s *pb.StudySpec) { s.Scales[0].Params = math.Inf(1) }, "scales[0].params"},
+		{"no flops and no tokens", func(s *pb.StudySpec) { s.Scales[1].TokensPerStep = 0 }, "scales[1].flops_per_step"},
+		{"negative flops", func(s *pb.StudySpec) { s.Scales[0].FlopsPerStep = -1 }, "scales[0].flops_per_step"},
+		{"infinite flops", func(s *pb.StudySpec) { s.Scales[0].FlopsPerStep = math.Inf(1) }, "scales[0].flops_per_step"},
+		{"NaN flops", func(s *pb.StudySpec) { s.Scales[0].FlopsPerStep = math.NaN() }, "scales[0].flops_per_step"},
+		{"negative gpus", func(s *pb.StudySpec) { s.Scales[0].Gpus = -1 }, "scales[0]"},
+		{"negative tokens", func(s *pb.StudySpec) { s.Scales[0].TokensPerStep = -1 }, "scales[0]"},
+		{"no steps", func(s *pb.StudySpec) { s.Steps = nil }, "steps"},
+		{"zero steps", func(s *pb.StudySpec) { s.Steps[0] = 0 }, "steps[0]"},
+		{"negative steps", func(s *pb.StudySpec) { s.Steps[0] = -5 }, "steps[0]"},
+		{"steps too large", func(s *pb.StudySpec) { s.Steps = append(s.Steps, maxSteps+1) }, "steps[2]"},
+		{"steps descending", func(s *pb.StudySpec) { s.Steps = []int64{targetSteps, 100} }, "steps[1]"},
+		{"steps repeated", func(s *pb.StudySpec) { s.Steps = []int64{100, 100, targetSteps} }, "steps[1]"},
+		{"no objective", func(s *pb.StudySpec) { s.Objective = nil }, "objective.metric"},
+		{"empty metric", func(s *pb.StudySpec) { s.Objective.Metric = "" }, "objective.metric"},
+		{"unknown metric", func(s *pb.StudySpec) { s.Objective.Metric = "books_ce" }, "objective.metric"},
+		{"no target", func(s *pb.StudySpec) { s.Target = nil }, "target"},
+		{"target scale not among scales", func(s *pb.StudySpec) { s.Target.Scale = "huge" }, "target.scale"},
+		{"target steps not among steps", func(s *pb.StudySpec) { s.Target.Steps = 150 }, "target.steps"},
+		{"zero budget", func(s *pb.StudySpec) { s.BudgetFlops = 0 }, "budget_flops"},
+		{"negative budget", func(s *pb.StudySpec) { s.BudgetFlops = -1 }, "budget_flops"},
+		{"infinite budget", func(s *pb.StudySpec) { s.BudgetFlops = math.Inf(1) }, "budget_flops"},
+		{"NaN budget", func(s *pb.StudySpec) { s.BudgetFlops = math.NaN() }, "budget_flops"},
+		{"negative max_parallel", func(s *pb.StudySpec) { s.MaxParallel = -1 }, "max_parallel"},
+		{"huge max_parallel", func(s *pb.StudySpec) { s.MaxParallel = maxParallel + 1 }, "max_parallel"},
+		{"negative max_trials", func(s *pb.StudySpec) { s.MaxTrials = -1 }, "max_trials"},
+		{"negative eval_every", func(s *pb.StudySpec) { s.EvalEvery = -1 }, "eval_every"},
+		{"eval_every beyond the steps", func(s *pb.StudySpec) { s.EvalEvery = targetSteps + 1 }, "eval_every"},
+		{"unknown policy", func(s *pb.StudySpec) { s.Policy = "bogus" }, "policy"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			spec := baseSpec()
+			tc.mut(spec)
+			orig := proto.Clone(spec)
+			_, err := NormalizeSpec(spec)
+			checkInvalid(t, err, tc.field)
+			if !proto.Equal(spec, orig) {
+				t.Errorf("NormalizeSpec changed its input")
+			}
+			st, err := e.s.CreateStudy(context.Background(), spec)
+			if st != nil {
+				t.Errorf("CreateStudy returned a study with an error")
+			}
+			checkInvalid(t, err, tc.field)
+		})
+	}
+	t.Run("nil spec", func(t *testing.T) {
+		_, err := e.s.CreateStudy(context.Background(), nil)
+		checkInvalid(t, err, "spec")
+	})
+	studies, err := e.s.ListStudies(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(studies) != 0 {
+		t.Errorf("rejected specs left %d studies in the store", len(studies))
+	}
+}
+
+func checkInvalid(t *testing.T, err error, field string) {
+	t.Helper()
+	if !errors.Is(err, ErrInvalid) {
+		t.Fatalf("got error %v, want ErrInvalid", err)
+	}
+	if !strings.HasPrefix(err.Error(), field+": ") {
+		t.Errorf("error %q does not name the field %q first", err, field)
+	}
+}
+
+func TestNormalizeSpecAcceptsAndFillsDefaults(t *testing.T) {
+	spec := baseSpec()
+	spec.ExtraMetrics = []string{"hellaswag_acc"}
+	orig := proto.Clone(spec).(*pb.StudySpec)
+	got, err := NormalizeSpec(spec)
+	if err != nil {
+		t.Fatalf("NormalizeSpec: %v", err)
+	}
+	if !proto.Equal(spec, orig) {
+		t.Errorf("NormalizeSpec changed its input")
+	}
+	if got.Policy != DefaultPolicy {
+		t.Errorf("policy = %q, want %q", got.Policy, DefaultPolicy)
+	}
+	if got.MaxParallel != 1 {
+		t.Errorf("max_parallel = %d, want 1", got.MaxParallel)
+	}
+	if want := 6 * 1e8 * 1000.0; got.Scales[1].FlopsPerStep != want {
+		t.Errorf("big flops_per_step = %v, want 6 x params x tokens = %v", got.Scales[1].FlopsPerStep, want)
+	}
+	if got.Scales[0].FlopsPerStep != smallFlops {
+		t.Errorf("declared flops_per_step overwritten: %v", got.Scales[0].FlopsPerStep)
+	}
+	if d := got.Domains[0]; d.MinWeight != 0 || d.MaxWeight != 1 {
+		t.Errorf("unbounded domain = [%v, %v], want [0, 1]", d.MinWeight, d.MaxWeight)
+	}
+	if d := got.Domains[1]; d.MinWeight != 0.1 || d.MaxWeight != 0.9 {
+		t.Errorf("bounded domain = [%v, %v], want [0.1, 0.9]", d.MinWeight, d.MaxWeight)
+	}
+
+	// Values given are kept.
+	spec.Policy, spec.MaxParallel = "random-mf", 4
+	got, err = NormalizeSpec(spec)
+	if err != nil {
+		t.Fatalf("NormalizeSpec: %v", err)
+	}
+	if got.Policy != "random-mf" || got.MaxParallel != 4 {
+		t.Errorf("policy, max_parallel = %q, %d; want random-mf, 4", got.Policy, got.MaxParallel)
+	}
+
+	// Every known metric is accepted; bounds that sum to exactly 1 are accepted.
+	for _, m := range []string{"train_loss", "mean_ce", "wiki_ce", "code_ce", "hellaswag_acc"} {
+		s := proto.Clone(spec).(*pb.StudySpec)
+		s.Objective.Metric = m
+		if _, err := NormalizeSpec(s); err != nil {
+			t.Errorf("metric %q: %v", m, err)
+		}
+	}
+	s := proto.Clone(spec).(*pb.StudySpec)
+	s.Domains[0].MinWeight, s.Domains[0].MaxWeight = 0.3, 0.3
+	s.Domains[1].MinWeight, s.Domains[1].MaxWeight = 0.7, 0.7
+	if _, err := NormalizeSpec(s); err != nil {
+		t.Errorf("fixed mixture: %v", err)
+	}
+}
+
+func TestCreateStudyStoresNormalizedSpec(t *testing.T) {
+	e := newEnv(t)
+	st := e.createStudy(nil)
+	if st.Id == 0 || st.State != pb.StudyState_STUDY_STATE_RUNNING {
+		t.Fatalf("study = id %d state %v", st.Id, st.State)
+	}
+	got := e.study(st.Id).Study
+	if got.Spec.Policy != DefaultPolicy || got.Spec.MaxParallel != 1 || got.Spec.Scales[1].FlopsPerStep == 0 {
+		t.Errorf("stored spec lacks defaults: %v", got.Spec)
+	}
+	if got.CreateTimeUnixMs != e.clock.Now().UnixMilli() {
+		t.Errorf("create time %d, want the clock's %d", got.CreateTimeUnixMs, e.clock.Now().UnixMilli())
+	}
+}
