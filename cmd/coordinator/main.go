@@ -11,9 +11,9 @@ import (
 	"syscall"
 
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 
 	"github.com/mixopt/mixopt/internal/coordinator"
+	"github.com/mixopt/mixopt/internal/logging"
 )
 
 func main() {
@@ -30,7 +30,7 @@ func main() {
 	flag.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	flag.Parse()
 
-	log, err := newLogger(logLevel)
+	log, err := logging.New(logLevel)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "coordinator:", err)
 		os.Exit(2)
@@ -45,14 +45,4 @@ func main() {
 		fmt.Fprintln(os.Stderr, "coordinator:", err)
 		os.Exit(1)
 	}
-}
-
-func newLogger(level string) (*zap.Logger, error) {
-	lvl, err := zapcore.ParseLevel(level)
-	if err != nil {
-		return nil, fmt.Errorf("-log-level: %w", err)
-	}
-	cfg := zap.NewProductionConfig()
-	cfg.Level = zap.NewAtomicLevelAt(lvl)
-	return cfg.Build()
 }

@@ -12,8 +12,8 @@ import (
 	"syscall"
 
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 
+	"github.com/mixopt/mixopt/internal/logging"
 	"github.com/mixopt/mixopt/internal/sim"
 	"github.com/mixopt/mixopt/internal/worker"
 )
@@ -33,7 +33,7 @@ func main() {
 	flag.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	flag.Parse()
 
-	log, err := newLogger(logLevel)
+	log, err := logging.New(logLevel)
 	if err != nil {
 		fail(err)
 	}
@@ -67,14 +67,4 @@ func main() {
 func fail(err error) {
 	fmt.Fprintln(os.Stderr, "worker:", err)
 	os.Exit(1)
-}
-
-func newLogger(level string) (*zap.Logger, error) {
-	lvl, err := zapcore.ParseLevel(level)
-	if err != nil {
-		return nil, fmt.Errorf("-log-level: %w", err)
-	}
-	cfg := zap.NewProductionConfig()
-	cfg.Level = zap.NewAtomicLevelAt(lvl)
-	return cfg.Build()
 }
