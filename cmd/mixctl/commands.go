@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -42,7 +43,7 @@ func (c *cli) statusCmd() *cobra.Command {
 			}
 			printStudies(c.out, studies.Studies)
 			fmt.Fprintln(c.out)
-			printWorkers(c.out, workers.Workers)
+			printWorkers(c.out, workers.Workers, time.Now())
 			return nil
 		},
 	}
@@ -222,7 +223,7 @@ func (c *cli) workersCmd() *cobra.Command {
 			if c.output == "json" {
 				return writeJSON(c.out, resp)
 			}
-			printWorkers(c.out, resp.Workers)
+			printWorkers(c.out, resp.Workers, time.Now())
 			return nil
 		},
 	}

@@ -52,7 +52,7 @@ func printStudies(w io.Writer, studies []*pb.StudyStatus) {
 	tw.Flush()
 }
 
-func printWorkers(w io.Writer, workers []*pb.Worker) {
+func printWorkers(w io.Writer, workers []*pb.Worker, now time.Time) {
 	tw := newTable(w)
 	fmt.Fprintln(tw, "WORKER\tHOST\tSTATE\tSLOTS\tGPUS\tRUNNING TRIALS\tLAST SEEN")
 	if len(workers) == 0 {
@@ -73,7 +73,7 @@ func printWorkers(w io.Writer, workers []*pb.Worker) {
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%s\t%s\n", wk.Id, wk.Hostname,
 			strings.ToLower(strings.TrimPrefix(wk.State.String(), "WORKER_STATE_")), slots, len(wk.Gpus), running,
-			formatAgo(wk.LastHeartbeatUnixMs))
+			formatAgo(wk.LastHeartbeatUnixMs, now))
 	}
 	tw.Flush()
 }
@@ -185,9 +185,9 @@ func formatFlops(f float64) string {
 	return fmt.Sprintf("%.2fe%d", f/math.Pow(10, float64(exp)), exp)
 }
 
-func formatAgo(ms int64) string {
+func formatAgo(ms int64, now time.Time) string {
 	if ms == 0 {
 		return none
 	}
-	return time.Since(time.UnixMilli(ms)).Round(time.Second).String() + " ago"
+	return now.Sub(time.UnixMilli(ms)).Round(time.Second).String() + " ago"
 }
