@@ -52,10 +52,8 @@ func (s *Scheduler) StudyStatus(ctx context.Context, id uint64) (*pb.StudyStatus
 	st := &pb.StudyStatus{Study: snap.study, TrialsByState: map[string]int32{}}
 	for _, t := range snap.trials {
 		st.TrialsByState[StateName(t.State)]++
-		if t.State == pb.TrialState_TRIAL_STATE_RUNNING {
-			st.CommittedFlops += remainingCost(snap.study.Spec, t)
-		}
 	}
+	st.CommittedFlops = snap.committed()
 	rec, err := s.recommend(ctx, snap, version)
 	switch {
 	case err == nil:

@@ -260,6 +260,8 @@ func domainNames(spec *pb.StudySpec) []string {
 }
 
 // completeIfIdle ends a study that can start nothing more once its last trial is done.
+// An empty reason asks it to find one: the trial limit reached, or no trial of the space
+// affordable with the budget left; without one the study goes on.
 func (s *Scheduler) completeIfIdle(studyID uint64, reason string) error {
 	completed := false
 	err := s.db.Update(func(tx *store.Tx) error {
@@ -277,6 +279,11 @@ func (s *Scheduler) completeIfIdle(studyID uint64, reason string) error {
 				return nil
 			}
 		}
+		if reason == "" {
+			if reason = doneReason(st); reason == "" {
+				return nil
+			}
+		}
 		st.State = pb.StudyState_STUDY_STATE_COMPLETED
 		st.EndReason = reason
 		st.EndTimeUnixMs = unixMs(s.now())
@@ -287,6 +294,22 @@ func (s *Scheduler) completeIfIdle(studyID uint64, reason string) error {
 		s.log.Info("study completed", zap.Uint64("study", studyID), zap.String("reason", reason))
 	}
 	return err
+}
+
+// doneReason says why an idle study can start no more trials, or "" when it can.
+func doneReason(st *pb.Study) string {
+	spec := st.Spec
+	if spec.MaxTrials > 0 && st.TrialsCreated >= spec.MaxTrials {
+		return "max trials reached"
+	}
+	cheapest := math.Inf(1)
+	for _, sc := range spec.Scales {
+		cheapest = min(cheapest, sc.FlopsPerStep*float64(spec.Steps[0]))
+	}
+	if cheapest > spec.BudgetFlops-st.SpentFlops {
+		return "budget exhausted"
+	}
+	return ""
 }
 
 // checkHeld verifies, inside a transaction, that the caller holds the trial's current
@@ -347,7 +370,7 @@ func (s *Scheduler) ReportPoints(_ context.Context, h Held, points []*pb.CurvePo
 			study.SpentFlops += float64(last.Step-t.StepsDone) * study.Spec.Scales[ScaleIndex(study.Spec, t.Scale)].FlopsPerStep
 			t.StepsDone = last.Step
 		}
-		if v, ok := MetricValue(last, study.Spec.Objective.Metric); ok {
+		if v, ok := MetricValue(last, study.Spec.Objective.Metric); ok && !math.IsNaN(v) && !math.IsInf(v, 0) {
 			t.LastValue, t.HasValue = v, true
 		}
 		t.LastSeq = last.Seq
@@ -448,7 +471,8 @@ func (s *Scheduler) endTrial(h Held, end func(t *pb.Trial) error) error {
 	s.mu.Unlock()
 	s.log.Info("trial ended", zap.Uint64("trial", t.Id), zap.String("state", StateName(t.State)),
 		zap.Uint64("points", t.LastSeq), zap.String("reason", t.FailureReason))
-	return nil
+	// Complete now rather than at the next worker's request: none may come.
+	return s.completeIfIdle(t.StudyId, "")
 }
 
 // Heartbeat renews the leases a worker still holds and returns the trials it must stop:
@@ -538,5 +562,8 @@ func (s *Scheduler) expire(trialID uint64, now time.Time) error {
 	s.mu.Unlock()
 	s.log.Warn("lease expired", zap.Uint64("trial", trialID), zap.Uint64("worker", held.workerID),
 		zap.String("state", StateName(t.State)))
+	if t.State == pb.TrialState_TRIAL_STATE_LOST {
+		return s.completeIfIdle(t.StudyId, "")
+	}
 	return nil
 }
