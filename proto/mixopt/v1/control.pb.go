@@ -984,6 +984,191 @@ func (x *GetRecommendationResponse) GetRecommendation() *Recommendation {
 	return nil
 }
 
+type CancelTrialRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TrialId       uint64                 `protobuf:"varint,1,opt,name=trial_id,json=trialId,proto3" json:"trial_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelTrialRequest) Reset() {
+	*x = CancelTrialRequest{}
+	mi := &file_mixopt_v1_control_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelTrialRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelTrialRequest) ProtoMessage() {}
+
+func (x *CancelTrialRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mixopt_v1_control_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelTrialRequest.ProtoReflect.Descriptor instead.
+func (*CancelTrialRequest) Descriptor() ([]byte, []int) {
+	return file_mixopt_v1_control_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *CancelTrialRequest) GetTrialId() uint64 {
+	if x != nil {
+		return x.TrialId
+	}
+	return 0
+}
+
+type CancelTrialResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Trial         *Trial                 `protobuf:"bytes,1,opt,name=trial,proto3" json:"trial,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelTrialResponse) Reset() {
+	*x = CancelTrialResponse{}
+	mi := &file_mixopt_v1_control_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelTrialResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelTrialResponse) ProtoMessage() {}
+
+func (x *CancelTrialResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mixopt_v1_control_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelTrialResponse.ProtoReflect.Descriptor instead.
+func (*CancelTrialResponse) Descriptor() ([]byte, []int) {
+	return file_mixopt_v1_control_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *CancelTrialResponse) GetTrial() *Trial {
+	if x != nil {
+		return x.Trial
+	}
+	return nil
+}
+
+type DrainWorkerRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	WorkerId uint64                 `protobuf:"varint,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	// Undrain: let the worker take trials again.
+	Undrain       bool `protobuf:"varint,2,opt,name=undrain,proto3" json:"undrain,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainWorkerRequest) Reset() {
+	*x = DrainWorkerRequest{}
+	mi := &file_mixopt_v1_control_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainWorkerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainWorkerRequest) ProtoMessage() {}
+
+func (x *DrainWorkerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mixopt_v1_control_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainWorkerRequest.ProtoReflect.Descriptor instead.
+func (*DrainWorkerRequest) Descriptor() ([]byte, []int) {
+	return file_mixopt_v1_control_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *DrainWorkerRequest) GetWorkerId() uint64 {
+	if x != nil {
+		return x.WorkerId
+	}
+	return 0
+}
+
+func (x *DrainWorkerRequest) GetUndrain() bool {
+	if x != nil {
+		return x.Undrain
+	}
+	return false
+}
+
+type DrainWorkerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Worker        *Worker                `protobuf:"bytes,1,opt,name=worker,proto3" json:"worker,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainWorkerResponse) Reset() {
+	*x = DrainWorkerResponse{}
+	mi := &file_mixopt_v1_control_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainWorkerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainWorkerResponse) ProtoMessage() {}
+
+func (x *DrainWorkerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mixopt_v1_control_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainWorkerResponse.ProtoReflect.Descriptor instead.
+func (*DrainWorkerResponse) Descriptor() ([]byte, []int) {
+	return file_mixopt_v1_control_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *DrainWorkerResponse) GetWorker() *Worker {
+	if x != nil {
+		return x.Worker
+	}
+	return nil
+}
+
 var File_mixopt_v1_control_proto protoreflect.FileDescriptor
 
 const file_mixopt_v1_control_proto_rawDesc = "" +
@@ -1037,7 +1222,16 @@ const file_mixopt_v1_control_proto_rawDesc = "" +
 	"\x18GetRecommendationRequest\x12\x19\n" +
 	"\bstudy_id\x18\x01 \x01(\x04R\astudyId\"^\n" +
 	"\x19GetRecommendationResponse\x12A\n" +
-	"\x0erecommendation\x18\x01 \x01(\v2\x19.mixopt.v1.RecommendationR\x0erecommendation2\x96\x06\n" +
+	"\x0erecommendation\x18\x01 \x01(\v2\x19.mixopt.v1.RecommendationR\x0erecommendation\"/\n" +
+	"\x12CancelTrialRequest\x12\x19\n" +
+	"\btrial_id\x18\x01 \x01(\x04R\atrialId\"=\n" +
+	"\x13CancelTrialResponse\x12&\n" +
+	"\x05trial\x18\x01 \x01(\v2\x10.mixopt.v1.TrialR\x05trial\"K\n" +
+	"\x12DrainWorkerRequest\x12\x1b\n" +
+	"\tworker_id\x18\x01 \x01(\x04R\bworkerId\x12\x18\n" +
+	"\aundrain\x18\x02 \x01(\bR\aundrain\"@\n" +
+	"\x13DrainWorkerResponse\x12)\n" +
+	"\x06worker\x18\x01 \x01(\v2\x11.mixopt.v1.WorkerR\x06worker2\xb2\a\n" +
 	"\x0eControlService\x12L\n" +
 	"\vCreateStudy\x12\x1d.mixopt.v1.CreateStudyRequest\x1a\x1e.mixopt.v1.CreateStudyResponse\x12C\n" +
 	"\bGetStudy\x12\x1a.mixopt.v1.GetStudyRequest\x1a\x1b.mixopt.v1.GetStudyResponse\x12L\n" +
@@ -1050,7 +1244,9 @@ const file_mixopt_v1_control_proto_rawDesc = "" +
 	"PauseStudy\x12\x1c.mixopt.v1.PauseStudyRequest\x1a\x1d.mixopt.v1.PauseStudyResponse\x12L\n" +
 	"\vResumeStudy\x12\x1d.mixopt.v1.ResumeStudyRequest\x1a\x1e.mixopt.v1.ResumeStudyResponse\x12L\n" +
 	"\vCancelStudy\x12\x1d.mixopt.v1.CancelStudyRequest\x1a\x1e.mixopt.v1.CancelStudyResponse\x12^\n" +
-	"\x11GetRecommendation\x12#.mixopt.v1.GetRecommendationRequest\x1a$.mixopt.v1.GetRecommendationResponseB3Z1github.com/mixopt/mixopt/proto/mixopt/v1;mixoptv1b\x06proto3"
+	"\x11GetRecommendation\x12#.mixopt.v1.GetRecommendationRequest\x1a$.mixopt.v1.GetRecommendationResponse\x12L\n" +
+	"\vCancelTrial\x12\x1d.mixopt.v1.CancelTrialRequest\x1a\x1e.mixopt.v1.CancelTrialResponse\x12L\n" +
+	"\vDrainWorker\x12\x1d.mixopt.v1.DrainWorkerRequest\x1a\x1e.mixopt.v1.DrainWorkerResponseB3Z1github.com/mixopt/mixopt/proto/mixopt/v1;mixoptv1b\x06proto3"
 
 var (
 	file_mixopt_v1_control_proto_rawDescOnce sync.Once
@@ -1064,7 +1260,7 @@ func file_mixopt_v1_control_proto_rawDescGZIP() []byte {
 	return file_mixopt_v1_control_proto_rawDescData
 }
 
-var file_mixopt_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_mixopt_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_mixopt_v1_control_proto_goTypes = []any{
 	(*StudyStatus)(nil),               // 0: mixopt.v1.StudyStatus
 	(*CreateStudyRequest)(nil),        // 1: mixopt.v1.CreateStudyRequest
@@ -1087,57 +1283,67 @@ var file_mixopt_v1_control_proto_goTypes = []any{
 	(*CancelStudyResponse)(nil),       // 18: mixopt.v1.CancelStudyResponse
 	(*GetRecommendationRequest)(nil),  // 19: mixopt.v1.GetRecommendationRequest
 	(*GetRecommendationResponse)(nil), // 20: mixopt.v1.GetRecommendationResponse
-	nil,                               // 21: mixopt.v1.StudyStatus.TrialsByStateEntry
-	(*Study)(nil),                     // 22: mixopt.v1.Study
-	(*Recommendation)(nil),            // 23: mixopt.v1.Recommendation
-	(*StudySpec)(nil),                 // 24: mixopt.v1.StudySpec
-	(TrialState)(0),                   // 25: mixopt.v1.TrialState
-	(*Trial)(nil),                     // 26: mixopt.v1.Trial
-	(*CurvePoint)(nil),                // 27: mixopt.v1.CurvePoint
-	(*Worker)(nil),                    // 28: mixopt.v1.Worker
+	(*CancelTrialRequest)(nil),        // 21: mixopt.v1.CancelTrialRequest
+	(*CancelTrialResponse)(nil),       // 22: mixopt.v1.CancelTrialResponse
+	(*DrainWorkerRequest)(nil),        // 23: mixopt.v1.DrainWorkerRequest
+	(*DrainWorkerResponse)(nil),       // 24: mixopt.v1.DrainWorkerResponse
+	nil,                               // 25: mixopt.v1.StudyStatus.TrialsByStateEntry
+	(*Study)(nil),                     // 26: mixopt.v1.Study
+	(*Recommendation)(nil),            // 27: mixopt.v1.Recommendation
+	(*StudySpec)(nil),                 // 28: mixopt.v1.StudySpec
+	(TrialState)(0),                   // 29: mixopt.v1.TrialState
+	(*Trial)(nil),                     // 30: mixopt.v1.Trial
+	(*CurvePoint)(nil),                // 31: mixopt.v1.CurvePoint
+	(*Worker)(nil),                    // 32: mixopt.v1.Worker
 }
 var file_mixopt_v1_control_proto_depIdxs = []int32{
-	22, // 0: mixopt.v1.StudyStatus.study:type_name -> mixopt.v1.Study
-	21, // 1: mixopt.v1.StudyStatus.trials_by_state:type_name -> mixopt.v1.StudyStatus.TrialsByStateEntry
-	23, // 2: mixopt.v1.StudyStatus.recommendation:type_name -> mixopt.v1.Recommendation
-	24, // 3: mixopt.v1.CreateStudyRequest.spec:type_name -> mixopt.v1.StudySpec
-	22, // 4: mixopt.v1.CreateStudyResponse.study:type_name -> mixopt.v1.Study
+	26, // 0: mixopt.v1.StudyStatus.study:type_name -> mixopt.v1.Study
+	25, // 1: mixopt.v1.StudyStatus.trials_by_state:type_name -> mixopt.v1.StudyStatus.TrialsByStateEntry
+	27, // 2: mixopt.v1.StudyStatus.recommendation:type_name -> mixopt.v1.Recommendation
+	28, // 3: mixopt.v1.CreateStudyRequest.spec:type_name -> mixopt.v1.StudySpec
+	26, // 4: mixopt.v1.CreateStudyResponse.study:type_name -> mixopt.v1.Study
 	0,  // 5: mixopt.v1.GetStudyResponse.status:type_name -> mixopt.v1.StudyStatus
 	0,  // 6: mixopt.v1.ListStudiesResponse.studies:type_name -> mixopt.v1.StudyStatus
-	25, // 7: mixopt.v1.ListTrialsRequest.state:type_name -> mixopt.v1.TrialState
-	26, // 8: mixopt.v1.ListTrialsResponse.trials:type_name -> mixopt.v1.Trial
-	26, // 9: mixopt.v1.GetTrialResponse.trial:type_name -> mixopt.v1.Trial
-	27, // 10: mixopt.v1.GetTrialResponse.points:type_name -> mixopt.v1.CurvePoint
-	28, // 11: mixopt.v1.ListWorkersResponse.workers:type_name -> mixopt.v1.Worker
-	22, // 12: mixopt.v1.PauseStudyResponse.study:type_name -> mixopt.v1.Study
-	22, // 13: mixopt.v1.ResumeStudyResponse.study:type_name -> mixopt.v1.Study
-	22, // 14: mixopt.v1.CancelStudyResponse.study:type_name -> mixopt.v1.Study
-	23, // 15: mixopt.v1.GetRecommendationResponse.recommendation:type_name -> mixopt.v1.Recommendation
-	1,  // 16: mixopt.v1.ControlService.CreateStudy:input_type -> mixopt.v1.CreateStudyRequest
-	3,  // 17: mixopt.v1.ControlService.GetStudy:input_type -> mixopt.v1.GetStudyRequest
-	5,  // 18: mixopt.v1.ControlService.ListStudies:input_type -> mixopt.v1.ListStudiesRequest
-	7,  // 19: mixopt.v1.ControlService.ListTrials:input_type -> mixopt.v1.ListTrialsRequest
-	9,  // 20: mixopt.v1.ControlService.GetTrial:input_type -> mixopt.v1.GetTrialRequest
-	11, // 21: mixopt.v1.ControlService.ListWorkers:input_type -> mixopt.v1.ListWorkersRequest
-	13, // 22: mixopt.v1.ControlService.PauseStudy:input_type -> mixopt.v1.PauseStudyRequest
-	15, // 23: mixopt.v1.ControlService.ResumeStudy:input_type -> mixopt.v1.ResumeStudyRequest
-	17, // 24: mixopt.v1.ControlService.CancelStudy:input_type -> mixopt.v1.CancelStudyRequest
-	19, // 25: mixopt.v1.ControlService.GetRecommendation:input_type -> mixopt.v1.GetRecommendationRequest
-	2,  // 26: mixopt.v1.ControlService.CreateStudy:output_type -> mixopt.v1.CreateStudyResponse
-	4,  // 27: mixopt.v1.ControlService.GetStudy:output_type -> mixopt.v1.GetStudyResponse
-	6,  // 28: mixopt.v1.ControlService.ListStudies:output_type -> mixopt.v1.ListStudiesResponse
-	8,  // 29: mixopt.v1.ControlService.ListTrials:output_type -> mixopt.v1.ListTrialsResponse
-	10, // 30: mixopt.v1.ControlService.GetTrial:output_type -> mixopt.v1.GetTrialResponse
-	12, // 31: mixopt.v1.ControlService.ListWorkers:output_type -> mixopt.v1.ListWorkersResponse
-	14, // 32: mixopt.v1.ControlService.PauseStudy:output_type -> mixopt.v1.PauseStudyResponse
-	16, // 33: mixopt.v1.ControlService.ResumeStudy:output_type -> mixopt.v1.ResumeStudyResponse
-	18, // 34: mixopt.v1.ControlService.CancelStudy:output_type -> mixopt.v1.CancelStudyResponse
-	20, // 35: mixopt.v1.ControlService.GetRecommendation:output_type -> mixopt.v1.GetRecommendationResponse
-	26, // [26:36] is the sub-list for method output_type
-	16, // [16:26] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	29, // 7: mixopt.v1.ListTrialsRequest.state:type_name -> mixopt.v1.TrialState
+	30, // 8: mixopt.v1.ListTrialsResponse.trials:type_name -> mixopt.v1.Trial
+	30, // 9: mixopt.v1.GetTrialResponse.trial:type_name -> mixopt.v1.Trial
+	31, // 10: mixopt.v1.GetTrialResponse.points:type_name -> mixopt.v1.CurvePoint
+	32, // 11: mixopt.v1.ListWorkersResponse.workers:type_name -> mixopt.v1.Worker
+	26, // 12: mixopt.v1.PauseStudyResponse.study:type_name -> mixopt.v1.Study
+	26, // 13: mixopt.v1.ResumeStudyResponse.study:type_name -> mixopt.v1.Study
+	26, // 14: mixopt.v1.CancelStudyResponse.study:type_name -> mixopt.v1.Study
+	27, // 15: mixopt.v1.GetRecommendationResponse.recommendation:type_name -> mixopt.v1.Recommendation
+	30, // 16: mixopt.v1.CancelTrialResponse.trial:type_name -> mixopt.v1.Trial
+	32, // 17: mixopt.v1.DrainWorkerResponse.worker:type_name -> mixopt.v1.Worker
+	1,  // 18: mixopt.v1.ControlService.CreateStudy:input_type -> mixopt.v1.CreateStudyRequest
+	3,  // 19: mixopt.v1.ControlService.GetStudy:input_type -> mixopt.v1.GetStudyRequest
+	5,  // 20: mixopt.v1.ControlService.ListStudies:input_type -> mixopt.v1.ListStudiesRequest
+	7,  // 21: mixopt.v1.ControlService.ListTrials:input_type -> mixopt.v1.ListTrialsRequest
+	9,  // 22: mixopt.v1.ControlService.GetTrial:input_type -> mixopt.v1.GetTrialRequest
+	11, // 23: mixopt.v1.ControlService.ListWorkers:input_type -> mixopt.v1.ListWorkersRequest
+	13, // 24: mixopt.v1.ControlService.PauseStudy:input_type -> mixopt.v1.PauseStudyRequest
+	15, // 25: mixopt.v1.ControlService.ResumeStudy:input_type -> mixopt.v1.ResumeStudyRequest
+	17, // 26: mixopt.v1.ControlService.CancelStudy:input_type -> mixopt.v1.CancelStudyRequest
+	19, // 27: mixopt.v1.ControlService.GetRecommendation:input_type -> mixopt.v1.GetRecommendationRequest
+	21, // 28: mixopt.v1.ControlService.CancelTrial:input_type -> mixopt.v1.CancelTrialRequest
+	23, // 29: mixopt.v1.ControlService.DrainWorker:input_type -> mixopt.v1.DrainWorkerRequest
+	2,  // 30: mixopt.v1.ControlService.CreateStudy:output_type -> mixopt.v1.CreateStudyResponse
+	4,  // 31: mixopt.v1.ControlService.GetStudy:output_type -> mixopt.v1.GetStudyResponse
+	6,  // 32: mixopt.v1.ControlService.ListStudies:output_type -> mixopt.v1.ListStudiesResponse
+	8,  // 33: mixopt.v1.ControlService.ListTrials:output_type -> mixopt.v1.ListTrialsResponse
+	10, // 34: mixopt.v1.ControlService.GetTrial:output_type -> mixopt.v1.GetTrialResponse
+	12, // 35: mixopt.v1.ControlService.ListWorkers:output_type -> mixopt.v1.ListWorkersResponse
+	14, // 36: mixopt.v1.ControlService.PauseStudy:output_type -> mixopt.v1.PauseStudyResponse
+	16, // 37: mixopt.v1.ControlService.ResumeStudy:output_type -> mixopt.v1.ResumeStudyResponse
+	18, // 38: mixopt.v1.ControlService.CancelStudy:output_type -> mixopt.v1.CancelStudyResponse
+	20, // 39: mixopt.v1.ControlService.GetRecommendation:output_type -> mixopt.v1.GetRecommendationResponse
+	22, // 40: mixopt.v1.ControlService.CancelTrial:output_type -> mixopt.v1.CancelTrialResponse
+	24, // 41: mixopt.v1.ControlService.DrainWorker:output_type -> mixopt.v1.DrainWorkerResponse
+	30, // [30:42] is the sub-list for method output_type
+	18, // [18:30] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_mixopt_v1_control_proto_init() }
@@ -1152,7 +1358,7 @@ func file_mixopt_v1_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mixopt_v1_control_proto_rawDesc), len(file_mixopt_v1_control_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -29,6 +29,8 @@ const (
 	ControlService_ResumeStudy_FullMethodName       = "/mixopt.v1.ControlService/ResumeStudy"
 	ControlService_CancelStudy_FullMethodName       = "/mixopt.v1.ControlService/CancelStudy"
 	ControlService_GetRecommendation_FullMethodName = "/mixopt.v1.ControlService/GetRecommendation"
+	ControlService_CancelTrial_FullMethodName       = "/mixopt.v1.ControlService/CancelTrial"
+	ControlService_DrainWorker_FullMethodName       = "/mixopt.v1.ControlService/DrainWorker"
 )
 
 // ControlServiceClient is the client API for ControlService service.
@@ -47,6 +49,10 @@ type ControlServiceClient interface {
 	ResumeStudy(ctx context.Context, in *ResumeStudyRequest, opts ...grpc.CallOption) (*ResumeStudyResponse, error)
 	CancelStudy(ctx context.Context, in *CancelStudyRequest, opts ...grpc.CallOption) (*CancelStudyResponse, error)
 	GetRecommendation(ctx context.Context, in *GetRecommendationRequest, opts ...grpc.CallOption) (*GetRecommendationResponse, error)
+	// CancelTrial stops a running trial at its current step; its observed curve is kept.
+	CancelTrial(ctx context.Context, in *CancelTrialRequest, opts ...grpc.CallOption) (*CancelTrialResponse, error)
+	// DrainWorker stops new trials going to a worker; its running trials finish.
+	DrainWorker(ctx context.Context, in *DrainWorkerRequest, opts ...grpc.CallOption) (*DrainWorkerResponse, error)
 }
 
 type controlServiceClient struct {
@@ -157,6 +163,26 @@ func (c *controlServiceClient) GetRecommendation(ctx context.Context, in *GetRec
 	return out, nil
 }
 
+func (c *controlServiceClient) CancelTrial(ctx context.Context, in *CancelTrialRequest, opts ...grpc.CallOption) (*CancelTrialResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CancelTrialResponse)
+	err := c.cc.Invoke(ctx, ControlService_CancelTrial_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlServiceClient) DrainWorker(ctx context.Context, in *DrainWorkerRequest, opts ...grpc.CallOption) (*DrainWorkerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DrainWorkerResponse)
+	err := c.cc.Invoke(ctx, ControlService_DrainWorker_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControlServiceServer is the server API for ControlService service.
 // All implementations must embed UnimplementedControlServiceServer
 // for forward compatibility.
@@ -173,6 +199,10 @@ type ControlServiceServer interface {
 	ResumeStudy(context.Context, *ResumeStudyRequest) (*ResumeStudyResponse, error)
 	CancelStudy(context.Context, *CancelStudyRequest) (*CancelStudyResponse, error)
 	GetRecommendation(context.Context, *GetRecommendationRequest) (*GetRecommendationResponse, error)
+	// CancelTrial stops a running trial at its current step; its observed curve is kept.
+	CancelTrial(context.Context, *CancelTrialRequest) (*CancelTrialResponse, error)
+	// DrainWorker stops new trials going to a worker; its running trials finish.
+	DrainWorker(context.Context, *DrainWorkerRequest) (*DrainWorkerResponse, error)
 	mustEmbedUnimplementedControlServiceServer()
 }
 
@@ -212,6 +242,12 @@ func (UnimplementedControlServiceServer) CancelStudy(context.Context, *CancelStu
 }
 func (UnimplementedControlServiceServer) GetRecommendation(context.Context, *GetRecommendationRequest) (*GetRecommendationResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetRecommendation not implemented")
+}
+func (UnimplementedControlServiceServer) CancelTrial(context.Context, *CancelTrialRequest) (*CancelTrialResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CancelTrial not implemented")
+}
+func (UnimplementedControlServiceServer) DrainWorker(context.Context, *DrainWorkerRequest) (*DrainWorkerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DrainWorker not implemented")
 }
 func (UnimplementedControlServiceServer) mustEmbedUnimplementedControlServiceServer() {}
 func (UnimplementedControlServiceServer) testEmbeddedByValue()                        {}
@@ -414,6 +450,42 @@ func _ControlService_GetRecommendation_Handler(srv interface{}, ctx context.Cont
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ControlService_CancelTrial_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CancelTrialRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServiceServer).CancelTrial(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlService_CancelTrial_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServiceServer).CancelTrial(ctx, req.(*CancelTrialRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlService_DrainWorker_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DrainWorkerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServiceServer).DrainWorker(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlService_DrainWorker_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServiceServer).DrainWorker(ctx, req.(*DrainWorkerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ControlService_ServiceDesc is the grpc.ServiceDesc for ControlService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -460,6 +532,14 @@ var ControlService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetRecommendation",
 			Handler:    _ControlService_GetRecommendation_Handler,
+		},
+		{
+			MethodName: "CancelTrial",
+			Handler:    _ControlService_CancelTrial_Handler,
+		},
+		{
+			MethodName: "DrainWorker",
+			Handler:    _ControlService_DrainWorker_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -143,6 +143,8 @@ const (
 	WorkerState_WORKER_STATE_UNSPECIFIED WorkerState = 0
 	WorkerState_WORKER_STATE_ALIVE       WorkerState = 1
 	WorkerState_WORKER_STATE_LOST        WorkerState = 2
+	// Draining: finishes its running trials but gets no new ones.
+	WorkerState_WORKER_STATE_DRAINING WorkerState = 3
 )
 
 // Enum value maps for WorkerState.
@@ -151,11 +153,13 @@ var (
 		0: "WORKER_STATE_UNSPECIFIED",
 		1: "WORKER_STATE_ALIVE",
 		2: "WORKER_STATE_LOST",
+		3: "WORKER_STATE_DRAINING",
 	}
 	WorkerState_value = map[string]int32{
 		"WORKER_STATE_UNSPECIFIED": 0,
 		"WORKER_STATE_ALIVE":       1,
 		"WORKER_STATE_LOST":        2,
+		"WORKER_STATE_DRAINING":    3,
 	}
 )
 
@@ -607,7 +611,9 @@ type Study struct {
 	CreateTimeUnixMs int64 `protobuf:"varint,6,opt,name=create_time_unix_ms,json=createTimeUnixMs,proto3" json:"create_time_unix_ms,omitempty"`
 	EndTimeUnixMs    int64 `protobuf:"varint,7,opt,name=end_time_unix_ms,json=endTimeUnixMs,proto3" json:"end_time_unix_ms,omitempty"`
 	// Why the study ended ("budget exhausted", "max trials reached", "cancelled").
-	EndReason     string `protobuf:"bytes,8,opt,name=end_reason,json=endReason,proto3" json:"end_reason,omitempty"`
+	EndReason string `protobuf:"bytes,8,opt,name=end_reason,json=endReason,proto3" json:"end_reason,omitempty"`
+	// GPU-hours spent so far (wall time x GPUs, over all trials).
+	SpentGpuHours float64 `protobuf:"fixed64,9,opt,name=spent_gpu_hours,json=spentGpuHours,proto3" json:"spent_gpu_hours,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -698,6 +704,13 @@ func (x *Study) GetEndReason() string {
 	return ""
 }
 
+func (x *Study) GetSpentGpuHours() float64 {
+	if x != nil {
+		return x.SpentGpuHours
+	}
+	return 0
+}
+
 // Trial is one (mixture, scale, steps) run of a study.
 type Trial struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -729,6 +742,12 @@ type Trial struct {
 	EndTimeUnixMs    int64   `protobuf:"varint,19,opt,name=end_time_unix_ms,json=endTimeUnixMs,proto3" json:"end_time_unix_ms,omitempty"`
 	// Earlier attempts' reasons, oldest first.
 	ReasonHistory []string `protobuf:"bytes,20,rep,name=reason_history,json=reasonHistory,proto3" json:"reason_history,omitempty"`
+	// GPU indices of the worker the current attempt runs on.
+	GpuIndices []int32 `protobuf:"varint,21,rep,packed,name=gpu_indices,json=gpuIndices,proto3" json:"gpu_indices,omitempty"`
+	// GPU-seconds spent over all attempts (wall time x GPUs).
+	GpuSeconds float64 `protobuf:"fixed64,22,opt,name=gpu_seconds,json=gpuSeconds,proto3" json:"gpu_seconds,omitempty"`
+	// The operator or the policy asked for the trial to stop at its current step.
+	StopRequested bool `protobuf:"varint,23,opt,name=stop_requested,json=stopRequested,proto3" json:"stop_requested,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -903,6 +922,27 @@ func (x *Trial) GetReasonHistory() []string {
 	return nil
 }
 
+func (x *Trial) GetGpuIndices() []int32 {
+	if x != nil {
+		return x.GpuIndices
+	}
+	return nil
+}
+
+func (x *Trial) GetGpuSeconds() float64 {
+	if x != nil {
+		return x.GpuSeconds
+	}
+	return 0
+}
+
+func (x *Trial) GetStopRequested() bool {
+	if x != nil {
+		return x.StopRequested
+	}
+	return false
+}
+
 // CurvePoint is one point of a trial's loss curve.
 type CurvePoint struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1063,6 +1103,8 @@ type Worker struct {
 	LastHeartbeatUnixMs int64       `protobuf:"varint,7,opt,name=last_heartbeat_unix_ms,json=lastHeartbeatUnixMs,proto3" json:"last_heartbeat_unix_ms,omitempty"`
 	// Trial ids the worker holds now.
 	RunningTrials []uint64 `protobuf:"varint,8,rep,packed,name=running_trials,json=runningTrials,proto3" json:"running_trials,omitempty"`
+	// The operator drained the worker: it gets no new trials.
+	Draining      bool `protobuf:"varint,9,opt,name=draining,proto3" json:"draining,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1151,6 +1193,13 @@ func (x *Worker) GetRunningTrials() []uint64 {
 		return x.RunningTrials
 	}
 	return nil
+}
+
+func (x *Worker) GetDraining() bool {
+	if x != nil {
+		return x.Draining
+	}
+	return false
 }
 
 // Recommendation is the policy's best guess of the optimal mixture at the target.
@@ -1290,7 +1339,7 @@ const file_mixopt_v1_types_proto_rawDesc = "" +
 	"\bmaximize\x18\x02 \x01(\bR\bmaximize\"6\n" +
 	"\bFidelity\x12\x14\n" +
 	"\x05scale\x18\x01 \x01(\tR\x05scale\x12\x14\n" +
-	"\x05steps\x18\x02 \x01(\x03R\x05steps\"\xad\x02\n" +
+	"\x05steps\x18\x02 \x01(\x03R\x05steps\"\xd5\x02\n" +
 	"\x05Study\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12(\n" +
 	"\x04spec\x18\x02 \x01(\v2\x14.mixopt.v1.StudySpecR\x04spec\x12+\n" +
@@ -1301,7 +1350,8 @@ const file_mixopt_v1_types_proto_rawDesc = "" +
 	"\x13create_time_unix_ms\x18\x06 \x01(\x03R\x10createTimeUnixMs\x12'\n" +
 	"\x10end_time_unix_ms\x18\a \x01(\x03R\rendTimeUnixMs\x12\x1d\n" +
 	"\n" +
-	"end_reason\x18\b \x01(\tR\tendReason\"\x88\x05\n" +
+	"end_reason\x18\b \x01(\tR\tendReason\x12&\n" +
+	"\x0fspent_gpu_hours\x18\t \x01(\x01R\rspentGpuHours\"\xf1\x05\n" +
 	"\x05Trial\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x19\n" +
 	"\bstudy_id\x18\x02 \x01(\x04R\astudyId\x12\x18\n" +
@@ -1326,7 +1376,12 @@ const file_mixopt_v1_types_proto_rawDesc = "" +
 	"\x13create_time_unix_ms\x18\x11 \x01(\x03R\x10createTimeUnixMs\x12+\n" +
 	"\x12start_time_unix_ms\x18\x12 \x01(\x03R\x0fstartTimeUnixMs\x12'\n" +
 	"\x10end_time_unix_ms\x18\x13 \x01(\x03R\rendTimeUnixMs\x12%\n" +
-	"\x0ereason_history\x18\x14 \x03(\tR\rreasonHistory\"\xf7\x01\n" +
+	"\x0ereason_history\x18\x14 \x03(\tR\rreasonHistory\x12\x1f\n" +
+	"\vgpu_indices\x18\x15 \x03(\x05R\n" +
+	"gpuIndices\x12\x1f\n" +
+	"\vgpu_seconds\x18\x16 \x01(\x01R\n" +
+	"gpuSeconds\x12%\n" +
+	"\x0estop_requested\x18\x17 \x01(\bR\rstopRequested\"\xf7\x01\n" +
 	"\n" +
 	"CurvePoint\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x12\n" +
@@ -1343,7 +1398,7 @@ const file_mixopt_v1_types_proto_rawDesc = "" +
 	"\x05index\x18\x01 \x01(\x05R\x05index\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
-	"memory_mib\x18\x03 \x01(\x03R\tmemoryMib\"\xc4\x02\n" +
+	"memory_mib\x18\x03 \x01(\x03R\tmemoryMib\"\xe0\x02\n" +
 	"\x06Worker\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x1a\n" +
 	"\bhostname\x18\x02 \x01(\tR\bhostname\x12\"\n" +
@@ -1352,7 +1407,8 @@ const file_mixopt_v1_types_proto_rawDesc = "" +
 	"\x05state\x18\x05 \x01(\x0e2\x16.mixopt.v1.WorkerStateR\x05state\x121\n" +
 	"\x15register_time_unix_ms\x18\x06 \x01(\x03R\x12registerTimeUnixMs\x123\n" +
 	"\x16last_heartbeat_unix_ms\x18\a \x01(\x03R\x13lastHeartbeatUnixMs\x12%\n" +
-	"\x0erunning_trials\x18\b \x03(\x04R\rrunningTrials\"\xb5\x01\n" +
+	"\x0erunning_trials\x18\b \x03(\x04R\rrunningTrials\x12\x1a\n" +
+	"\bdraining\x18\t \x01(\bR\bdraining\"\xb5\x01\n" +
 	"\x0eRecommendation\x12\x19\n" +
 	"\bstudy_id\x18\x01 \x01(\x04R\astudyId\x12\x18\n" +
 	"\amixture\x18\x02 \x03(\x01R\amixture\x12\x14\n" +
@@ -1376,11 +1432,12 @@ const file_mixopt_v1_types_proto_rawDesc = "" +
 	"\x15TRIAL_STATE_SUCCEEDED\x10\x03\x12\x16\n" +
 	"\x12TRIAL_STATE_FAILED\x10\x04\x12\x17\n" +
 	"\x13TRIAL_STATE_STOPPED\x10\x05\x12\x14\n" +
-	"\x10TRIAL_STATE_LOST\x10\x06*Z\n" +
+	"\x10TRIAL_STATE_LOST\x10\x06*u\n" +
 	"\vWorkerState\x12\x1c\n" +
 	"\x18WORKER_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12WORKER_STATE_ALIVE\x10\x01\x12\x15\n" +
-	"\x11WORKER_STATE_LOST\x10\x02B3Z1github.com/mixopt/mixopt/proto/mixopt/v1;mixoptv1b\x06proto3"
+	"\x11WORKER_STATE_LOST\x10\x02\x12\x19\n" +
+	"\x15WORKER_STATE_DRAINING\x10\x03B3Z1github.com/mixopt/mixopt/proto/mixopt/v1;mixoptv1b\x06proto3"
 
 var (
 	file_mixopt_v1_types_proto_rawDescOnce sync.Once

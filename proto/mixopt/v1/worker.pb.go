@@ -28,8 +28,11 @@ type RegisterRequest struct {
 	Hostname          string `protobuf:"bytes,2,opt,name=hostname,proto3" json:"hostname,omitempty"`
 	Gpus              []*Gpu `protobuf:"bytes,3,rep,name=gpus,proto3" json:"gpus,omitempty"`
 	SimulatedCapacity int32  `protobuf:"varint,4,opt,name=simulated_capacity,json=simulatedCapacity,proto3" json:"simulated_capacity,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The leases the worker still holds. On re-registration, every other trial leased to
+	// this worker id (it restarted and lost them) is requeued at once.
+	Leases        []*HeldLease `protobuf:"bytes,5,rep,name=leases,proto3" json:"leases,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RegisterRequest) Reset() {
@@ -90,13 +93,24 @@ func (x *RegisterRequest) GetSimulatedCapacity() int32 {
 	return 0
 }
 
+func (x *RegisterRequest) GetLeases() []*HeldLease {
+	if x != nil {
+		return x.Leases
+	}
+	return nil
+}
+
 type RegisterResponse struct {
 	state               protoimpl.MessageState `protogen:"open.v1"`
 	WorkerId            uint64                 `protobuf:"varint,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
 	HeartbeatIntervalMs int64                  `protobuf:"varint,2,opt,name=heartbeat_interval_ms,json=heartbeatIntervalMs,proto3" json:"heartbeat_interval_ms,omitempty"`
 	LeaseTtlMs          int64                  `protobuf:"varint,3,opt,name=lease_ttl_ms,json=leaseTtlMs,proto3" json:"lease_ttl_ms,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// A worker that has not reached the coordinator for this long stops its trials
+	// (self-fencing); it is shorter than the lease TTL, so a requeued attempt never runs
+	// beside the old one.
+	FenceAfterMs  int64 `protobuf:"varint,4,opt,name=fence_after_ms,json=fenceAfterMs,proto3" json:"fence_after_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RegisterResponse) Reset() {
@@ -146,6 +160,13 @@ func (x *RegisterResponse) GetHeartbeatIntervalMs() int64 {
 func (x *RegisterResponse) GetLeaseTtlMs() int64 {
 	if x != nil {
 		return x.LeaseTtlMs
+	}
+	return 0
+}
+
+func (x *RegisterResponse) GetFenceAfterMs() int64 {
+	if x != nil {
+		return x.FenceAfterMs
 	}
 	return 0
 }
@@ -208,13 +229,15 @@ type Assignment struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Trial *Trial                 `protobuf:"bytes,1,opt,name=trial,proto3" json:"trial,omitempty"`
 	// The study's domains, in the order of trial.mixture.
-	Domains       []string `protobuf:"bytes,2,rep,name=domains,proto3" json:"domains,omitempty"`
-	Scale         *Scale   `protobuf:"bytes,3,opt,name=scale,proto3" json:"scale,omitempty"`
-	LeaseId       string   `protobuf:"bytes,4,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
-	Attempt       int32    `protobuf:"varint,5,opt,name=attempt,proto3" json:"attempt,omitempty"`
-	LeaseTtlMs    int64    `protobuf:"varint,6,opt,name=lease_ttl_ms,json=leaseTtlMs,proto3" json:"lease_ttl_ms,omitempty"`
-	EvalEvery     int64    `protobuf:"varint,7,opt,name=eval_every,json=evalEvery,proto3" json:"eval_every,omitempty"`
-	Seed          uint64   `protobuf:"varint,8,opt,name=seed,proto3" json:"seed,omitempty"`
+	Domains    []string `protobuf:"bytes,2,rep,name=domains,proto3" json:"domains,omitempty"`
+	Scale      *Scale   `protobuf:"bytes,3,opt,name=scale,proto3" json:"scale,omitempty"`
+	LeaseId    string   `protobuf:"bytes,4,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
+	Attempt    int32    `protobuf:"varint,5,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	LeaseTtlMs int64    `protobuf:"varint,6,opt,name=lease_ttl_ms,json=leaseTtlMs,proto3" json:"lease_ttl_ms,omitempty"`
+	EvalEvery  int64    `protobuf:"varint,7,opt,name=eval_every,json=evalEvery,proto3" json:"eval_every,omitempty"`
+	Seed       uint64   `protobuf:"varint,8,opt,name=seed,proto3" json:"seed,omitempty"`
+	// GPU indices (of those the worker registered) the trial must run on.
+	GpuIndices    []int32 `protobuf:"varint,9,rep,packed,name=gpu_indices,json=gpuIndices,proto3" json:"gpu_indices,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -303,6 +326,13 @@ func (x *Assignment) GetSeed() uint64 {
 		return x.Seed
 	}
 	return 0
+}
+
+func (x *Assignment) GetGpuIndices() []int32 {
+	if x != nil {
+		return x.GpuIndices
+	}
+	return nil
 }
 
 type AcquireTrialResponse struct {
@@ -430,7 +460,8 @@ type ReportPointsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Highest sequence number committed for this attempt.
 	AckedSeq uint64 `protobuf:"varint,1,opt,name=acked_seq,json=ackedSeq,proto3" json:"acked_seq,omitempty"`
-	// The coordinator wants the trial stopped (cancelled study, early stop).
+	// The coordinator wants the trial stopped at its current step (early stop, trial
+	// cancelled): the worker finishes it with the points sent so far.
 	Stop          bool `protobuf:"varint,2,opt,name=stop,proto3" json:"stop,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -848,6 +879,7 @@ type HeartbeatResponse struct {
 	// Trials the worker must stop: cancelled, stopped early, or no longer its own.
 	StopTrials    []uint64 `protobuf:"varint,1,rep,packed,name=stop_trials,json=stopTrials,proto3" json:"stop_trials,omitempty"`
 	LeaseTtlMs    int64    `protobuf:"varint,2,opt,name=lease_ttl_ms,json=leaseTtlMs,proto3" json:"lease_ttl_ms,omitempty"`
+	FenceAfterMs  int64    `protobuf:"varint,3,opt,name=fence_after_ms,json=fenceAfterMs,proto3" json:"fence_after_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -896,24 +928,33 @@ func (x *HeartbeatResponse) GetLeaseTtlMs() int64 {
 	return 0
 }
 
+func (x *HeartbeatResponse) GetFenceAfterMs() int64 {
+	if x != nil {
+		return x.FenceAfterMs
+	}
+	return 0
+}
+
 var File_mixopt_v1_worker_proto protoreflect.FileDescriptor
 
 const file_mixopt_v1_worker_proto_rawDesc = "" +
 	"\n" +
-	"\x16mixopt/v1/worker.proto\x12\tmixopt.v1\x1a\x15mixopt/v1/types.proto\"\x9d\x01\n" +
+	"\x16mixopt/v1/worker.proto\x12\tmixopt.v1\x1a\x15mixopt/v1/types.proto\"\xcb\x01\n" +
 	"\x0fRegisterRequest\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\x04R\bworkerId\x12\x1a\n" +
 	"\bhostname\x18\x02 \x01(\tR\bhostname\x12\"\n" +
 	"\x04gpus\x18\x03 \x03(\v2\x0e.mixopt.v1.GpuR\x04gpus\x12-\n" +
-	"\x12simulated_capacity\x18\x04 \x01(\x05R\x11simulatedCapacity\"\x85\x01\n" +
+	"\x12simulated_capacity\x18\x04 \x01(\x05R\x11simulatedCapacity\x12,\n" +
+	"\x06leases\x18\x05 \x03(\v2\x14.mixopt.v1.HeldLeaseR\x06leases\"\xab\x01\n" +
 	"\x10RegisterResponse\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\x04R\bworkerId\x122\n" +
 	"\x15heartbeat_interval_ms\x18\x02 \x01(\x03R\x13heartbeatIntervalMs\x12 \n" +
 	"\flease_ttl_ms\x18\x03 \x01(\x03R\n" +
-	"leaseTtlMs\"K\n" +
+	"leaseTtlMs\x12$\n" +
+	"\x0efence_after_ms\x18\x04 \x01(\x03R\ffenceAfterMs\"K\n" +
 	"\x13AcquireTrialRequest\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\x04R\bworkerId\x12\x17\n" +
-	"\await_ms\x18\x02 \x01(\x03R\x06waitMs\"\x80\x02\n" +
+	"\await_ms\x18\x02 \x01(\x03R\x06waitMs\"\xa1\x02\n" +
 	"\n" +
 	"Assignment\x12&\n" +
 	"\x05trial\x18\x01 \x01(\v2\x10.mixopt.v1.TrialR\x05trial\x12\x18\n" +
@@ -925,7 +966,9 @@ const file_mixopt_v1_worker_proto_rawDesc = "" +
 	"leaseTtlMs\x12\x1d\n" +
 	"\n" +
 	"eval_every\x18\a \x01(\x03R\tevalEvery\x12\x12\n" +
-	"\x04seed\x18\b \x01(\x04R\x04seed\"M\n" +
+	"\x04seed\x18\b \x01(\x04R\x04seed\x12\x1f\n" +
+	"\vgpu_indices\x18\t \x03(\x05R\n" +
+	"gpuIndices\"M\n" +
 	"\x14AcquireTrialResponse\x125\n" +
 	"\n" +
 	"assignment\x18\x01 \x01(\v2\x15.mixopt.v1.AssignmentR\n" +
@@ -964,12 +1007,13 @@ const file_mixopt_v1_worker_proto_rawDesc = "" +
 	"\aattempt\x18\x03 \x01(\x05R\aattempt\"]\n" +
 	"\x10HeartbeatRequest\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\x04R\bworkerId\x12,\n" +
-	"\x06leases\x18\x02 \x03(\v2\x14.mixopt.v1.HeldLeaseR\x06leases\"V\n" +
+	"\x06leases\x18\x02 \x03(\v2\x14.mixopt.v1.HeldLeaseR\x06leases\"|\n" +
 	"\x11HeartbeatResponse\x12\x1f\n" +
 	"\vstop_trials\x18\x01 \x03(\x04R\n" +
 	"stopTrials\x12 \n" +
 	"\flease_ttl_ms\x18\x02 \x01(\x03R\n" +
-	"leaseTtlMs2\xd4\x03\n" +
+	"leaseTtlMs\x12$\n" +
+	"\x0efence_after_ms\x18\x03 \x01(\x03R\ffenceAfterMs2\xd4\x03\n" +
 	"\rWorkerService\x12C\n" +
 	"\bRegister\x12\x1a.mixopt.v1.RegisterRequest\x1a\x1b.mixopt.v1.RegisterResponse\x12O\n" +
 	"\fAcquireTrial\x12\x1e.mixopt.v1.AcquireTrialRequest\x1a\x1f.mixopt.v1.AcquireTrialResponse\x12O\n" +
@@ -1013,28 +1057,29 @@ var file_mixopt_v1_worker_proto_goTypes = []any{
 }
 var file_mixopt_v1_worker_proto_depIdxs = []int32{
 	14, // 0: mixopt.v1.RegisterRequest.gpus:type_name -> mixopt.v1.Gpu
-	15, // 1: mixopt.v1.Assignment.trial:type_name -> mixopt.v1.Trial
-	16, // 2: mixopt.v1.Assignment.scale:type_name -> mixopt.v1.Scale
-	3,  // 3: mixopt.v1.AcquireTrialResponse.assignment:type_name -> mixopt.v1.Assignment
-	17, // 4: mixopt.v1.ReportPointsRequest.points:type_name -> mixopt.v1.CurvePoint
-	11, // 5: mixopt.v1.HeartbeatRequest.leases:type_name -> mixopt.v1.HeldLease
-	0,  // 6: mixopt.v1.WorkerService.Register:input_type -> mixopt.v1.RegisterRequest
-	2,  // 7: mixopt.v1.WorkerService.AcquireTrial:input_type -> mixopt.v1.AcquireTrialRequest
-	5,  // 8: mixopt.v1.WorkerService.ReportPoints:input_type -> mixopt.v1.ReportPointsRequest
-	7,  // 9: mixopt.v1.WorkerService.FinishTrial:input_type -> mixopt.v1.FinishTrialRequest
-	9,  // 10: mixopt.v1.WorkerService.FailTrial:input_type -> mixopt.v1.FailTrialRequest
-	12, // 11: mixopt.v1.WorkerService.Heartbeat:input_type -> mixopt.v1.HeartbeatRequest
-	1,  // 12: mixopt.v1.WorkerService.Register:output_type -> mixopt.v1.RegisterResponse
-	4,  // 13: mixopt.v1.WorkerService.AcquireTrial:output_type -> mixopt.v1.AcquireTrialResponse
-	6,  // 14: mixopt.v1.WorkerService.ReportPoints:output_type -> mixopt.v1.ReportPointsResponse
-	8,  // 15: mixopt.v1.WorkerService.FinishTrial:output_type -> mixopt.v1.FinishTrialResponse
-	10, // 16: mixopt.v1.WorkerService.FailTrial:output_type -> mixopt.v1.FailTrialResponse
-	13, // 17: mixopt.v1.WorkerService.Heartbeat:output_type -> mixopt.v1.HeartbeatResponse
-	12, // [12:18] is the sub-list for method output_type
-	6,  // [6:12] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	11, // 1: mixopt.v1.RegisterRequest.leases:type_name -> mixopt.v1.HeldLease
+	15, // 2: mixopt.v1.Assignment.trial:type_name -> mixopt.v1.Trial
+	16, // 3: mixopt.v1.Assignment.scale:type_name -> mixopt.v1.Scale
+	3,  // 4: mixopt.v1.AcquireTrialResponse.assignment:type_name -> mixopt.v1.Assignment
+	17, // 5: mixopt.v1.ReportPointsRequest.points:type_name -> mixopt.v1.CurvePoint
+	11, // 6: mixopt.v1.HeartbeatRequest.leases:type_name -> mixopt.v1.HeldLease
+	0,  // 7: mixopt.v1.WorkerService.Register:input_type -> mixopt.v1.RegisterRequest
+	2,  // 8: mixopt.v1.WorkerService.AcquireTrial:input_type -> mixopt.v1.AcquireTrialRequest
+	5,  // 9: mixopt.v1.WorkerService.ReportPoints:input_type -> mixopt.v1.ReportPointsRequest
+	7,  // 10: mixopt.v1.WorkerService.FinishTrial:input_type -> mixopt.v1.FinishTrialRequest
+	9,  // 11: mixopt.v1.WorkerService.FailTrial:input_type -> mixopt.v1.FailTrialRequest
+	12, // 12: mixopt.v1.WorkerService.Heartbeat:input_type -> mixopt.v1.HeartbeatRequest
+	1,  // 13: mixopt.v1.WorkerService.Register:output_type -> mixopt.v1.RegisterResponse
+	4,  // 14: mixopt.v1.WorkerService.AcquireTrial:output_type -> mixopt.v1.AcquireTrialResponse
+	6,  // 15: mixopt.v1.WorkerService.ReportPoints:output_type -> mixopt.v1.ReportPointsResponse
+	8,  // 16: mixopt.v1.WorkerService.FinishTrial:output_type -> mixopt.v1.FinishTrialResponse
+	10, // 17: mixopt.v1.WorkerService.FailTrial:output_type -> mixopt.v1.FailTrialResponse
+	13, // 18: mixopt.v1.WorkerService.Heartbeat:output_type -> mixopt.v1.HeartbeatResponse
+	13, // [13:19] is the sub-list for method output_type
+	7,  // [7:13] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_mixopt_v1_worker_proto_init() }
