@@ -209,6 +209,25 @@ func (db *DB) Update(fn func(tx *Tx) error) error {
 	return nil
 }
 
+// Batch runs fn in a write transaction shared with other concurrent Batch calls, so that
+// many small writers pay for one fsync between them. fn may run more than once (bbolt
+// re-runs it alone when another function of the batch failed), so it must be idempotent:
+// it sets every result it hands back afresh on each run.
+func (db *DB) Batch(fn func(tx *Tx) error) error {
+	var fnErr error
+	err := db.bolt.Batch(func(btx *bolt.Tx) error {
+		fnErr = run(btx, fn)
+		return fnErr
+	})
+	if fnErr != nil {
+		return fnErr
+	}
+	if err != nil {
+		return fmt.Errorf("commit to store %s: %w", db.path, err)
+	}
+	return nil
+}
+
 // View runs fn in a read-only transaction that sees one consistent snapshot.
 func (db *DB) View(fn func(tx *Tx) error) error {
 	return db.bolt.View(func(btx *bolt.Tx) error { return run(btx, fn) })

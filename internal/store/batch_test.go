@@ -1,0 +1,67 @@
+package store
+
+import (
+	"errors"
+	"sync"
+	"testing"
+
+	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
+)
+
+// Concurrent Batch calls all commit, and one that fails leaves the others' writes intact
+// and writes nothing itself.
+func TestBatchConcurrentWriters(t *testing.T) {
+	db := openTest(t)
+	var trialID uint64
+	update(t, db, func(tx *Tx) error {
+		sid, err := tx.NextStudyID()
+		if err != nil {
+			return err
+		}
+		if err := tx.PutStudy(&pb.Study{Id: sid}); err != nil {
+			return err
+		}
+		trialID, err = tx.NextTrialID()
+		if err != nil {
+			return err
+		}
+		return tx.PutTrial(&pb.Trial{Id: trialID, StudyId: sid, Attempt: 1})
+	})
+	errBoom := errors.New("boom")
+	var wg sync.WaitGroup
+	errs := make([]error, 40)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = db.Batch(func(tx *Tx) error {
+				if err := tx.AppendPoints(trialID, 1, []*pb.CurvePoint{{Seq: uint64(i + 1), Step: int64(i + 1)}}); err != nil {
+					return err
+				}
+				if i%10 == 9 {
+					return errBoom
+				}
+				return nil
+			})
+		}()
+	}
+	wg.Wait()
+	var pts []*pb.CurvePoint
+	view(t, db, func(tx *Tx) (err error) { pts, err = tx.Points(trialID, 1); return err })
+	stored := map[uint64]bool{}
+	for _, p := range pts {
+		stored[p.Seq] = true
+	}
+	for i, err := range errs {
+		failing := i%10 == 9
+		if failing != errors.Is(err, errBoom) {
+			t.Errorf("batch %d: err %v, want boom %v", i, err, failing)
+		}
+		if stored[uint64(i+1)] == failing {
+			t.Errorf("batch %d: point stored %v, want %v", i, stored[uint64(i+1)], !failing)
+		}
+	}
+	if len(pts) != 36 {
+		t.Errorf("%d points stored, want 36", len(pts))
+	}
+}
