@@ -112,7 +112,12 @@ var (
 )
 
 var constructors = map[string]func() Policy{
-	"random": func() Policy { return Random{} },
+	"random":    func() Policy { return RandomTarget{} },
+	"random-mf": func() Policy { return Random{} },
+	"mfms":      func() Policy { return NewMF("mfms", MFMSConfig()) },
+	"mfbo":      func() Policy { return NewMF("mfbo", MFBOConfig()) },
+	"gp-ei":     func() Policy { return NewMF("gp-ei", GPEIConfig()) },
+	"mfms-ei":   func() Policy { return NewMF("mfms-ei", MFMSEIConfig()) },
 }
 
 // New returns the named policy.

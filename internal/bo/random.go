@@ -2,16 +2,48 @@ package bo
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"math/rand/v2"
 )
 
+// RandomTarget is the benchmark's random-search baseline: every trial is a full run at
+// the target, its mixture drawn from softmax of logits uniform on [−3, 3] on even
+// decisions and from Dirichlet(1) on odd ones, projected into the bounds. It recommends the
+// best mixture observed at the target.
+type RandomTarget struct{}
+
+func (RandomTarget) Name() string { return "random" }
+
+func (RandomTarget) Next(_ context.Context, req Request) (Decision, error) {
+	p := &req.Problem
+	t := Trial{Scale: p.TargetScale, Steps: p.TargetSteps}
+	if p.TargetScale < 0 || p.TargetScale >= len(p.Scales) || len(p.Lower) != len(p.Domains) || len(p.Upper) != len(p.Domains) {
+		return Decision{}, fmt.Errorf("problem: target scale %d of %d, %d domains with %d/%d bounds",
+			p.TargetScale, len(p.Scales), len(p.Domains), len(p.Lower), len(p.Upper))
+	}
+	if p.Cost(t) > p.BudgetLeft {
+		return Decision{}, ErrNoTrialFits
+	}
+	rng := DecisionRand(p.Seed, req.Decision)
+	if req.Decision%2 == 0 {
+		t.Mixture = SampleSoftmaxLogits(rng, p.Lower, p.Upper)
+	} else {
+		t.Mixture = SampleDirichlet(rng, p.Lower, p.Upper)
+	}
+	return Decision{Trial: t, State: req.State}, nil
+}
+
+func (RandomTarget) Recommend(_ context.Context, req Request) (Recommendation, error) {
+	return BestObserved(req)
+}
+
 // Random draws mixtures from Dirichlet(1) within the bounds and picks a scale and step
-// budget uniformly among those that fit the budget left. It recommends the best mixture
-// observed at the target fidelity, or else at the highest fidelity observed.
+// budget uniformly among those that fit the budget left ("random-mf"). It recommends the
+// best mixture observed at the target fidelity, or else at the highest fidelity observed.
 type Random struct{}
 
-func (Random) Name() string { return "random" }
+func (Random) Name() string { return "random-mf" }
 
 func (Random) Next(_ context.Context, req Request) (Decision, error) {
 	p := &req.Problem
@@ -94,7 +126,7 @@ func BestObserved(req Request) (Recommendation, error) {
 	}
 	var best *cand
 	for _, o := range req.Observations {
-		if len(o.Curve) == 0 {
+		if len(o.Curve) == 0 || o.Scale < 0 || o.Scale >= len(p.Scales) || len(o.Mixture) != len(p.Domains) || !finite(o.Mixture) {
 			continue
 		}
 		last := o.Curve[len(o.Curve)-1]
@@ -124,4 +156,13 @@ func BestObserved(req Request) (Recommendation, error) {
 		Value:   best.value, Lower: best.value, Upper: best.value,
 		Basis: basis,
 	}, nil
+}
+
+func finite(v []float64) bool {
+	for _, x := range v {
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			return false
+		}
+	}
+	return true
 }

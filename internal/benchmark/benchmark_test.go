@@ -1,0 +1,144 @@
+package benchmark
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/mixopt/mixopt/internal/sim"
+)
+
+// tinyModel writes a small random data model (3 scales, 10 step points) and loads it.
+func tinyModel(t *testing.T) *sim.DataModel {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(1, 1))
+	layer := func(out, in int) map[string]any {
+		w := make([][]float64, out)
+		for i := range w {
+			w[i] = make([]float64, in)
+			for j := range w[i] {
+				w[i][j] = rng.NormFloat64() * 0.5
+			}
+		}
+		b := make([]float64, out)
+		return map[string]any{"weight": w, "bias": b}
+	}
+	m := map[string]any{
+		"name":    "tiny",
+		"domains": []string{"a", "b", "c", "d", "e"},
+		"scales": []map[string]any{
+			{"name": "20M", "size_m": 20, "gflops_per_step": 1e5},
+			{"name": "150M", "size_m": 150, "gflops_per_step": 6e5},
+			{"name": "1B", "size_m": 1000, "gflops_per_step": 8e6},
+		},
+		"steps":   map[string]any{"min": 100, "max": 1000, "every": 100, "full_run": 1000},
+		"x_mean":  []float64{0.2, 0.2, 0.2, 0.2, 0.2, 300, 500},
+		"x_std":   []float64{0.2, 0.2, 0.2, 0.2, 0.2, 400, 300},
+		"y_mean":  []float64{2, 1},
+		"y_std":   []float64{0.1, 0.05},
+		"outputs": []string{"train_ce", "stackexchange_ce"},
+		"layers":  []any{layer(8, 7), layer(2, 8)},
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "tiny.json")
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dm, err := sim.LoadDataModel(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dm
+}
+
+// A small end-to-end benchmark: every policy runs, regret is never negative or NaN,
+// spending stays within the budget, and the table, JSON and plots are written.
+func TestSmoke(t *testing.T) {
+	dm := tinyModel(t)
+	cfg := Config{Model: dm, Objective: "stackexchange_ce", Policies: []string{"random", "mfbo", "mfms"},
+		Seeds: 2, SeedBase: 1, Budget: 1.5, Noise: []float64{0.01}, Parallel: []int{1, 3},
+		FStarSamples: 2000, MaxTrials: 12, Workers: 2}
+	res, err := Execute(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Runs) != 3*2*1*2 {
+		t.Fatalf("%d runs", len(res.Runs))
+	}
+	for _, r := range res.Runs {
+		if r.Err != "" {
+			t.Errorf("%s seed %d %s: %s", r.Policy, r.Seed, r.Setting, r.Err)
+		}
+		if r.Spent > cfg.Budget*(1+1e-9) {
+			t.Errorf("%s spent %g TRE of %g", r.Policy, r.Spent, cfg.Budget)
+		}
+		if len(r.Curve) == 0 {
+			t.Errorf("%s seed %d: no recommendations", r.Policy, r.Seed)
+		}
+		for _, pt := range r.Curve {
+			if math.IsNaN(pt.Regret) || pt.Regret < -1e-9 {
+				t.Errorf("%s: regret %g", r.Policy, pt.Regret)
+			}
+		}
+	}
+	sums := Summarise(res, []string{"random", "mfbo"})
+	var buf bytes.Buffer
+	if err := WriteTable(&buf, res, sums); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"noise=0.01 parallel=3", "noise=0.01 parallel=1", "mfms", "vs random"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, buf.String())
+		}
+	}
+	dir := t.TempDir()
+	if err := WriteFiles(dir, res, sums, "test"); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"results.json", "regret_noise0.01_par1.svg", "regret_noise0.01_par3.svg"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// f* is at most every vertex and every sample the search could have drawn.
+func TestFStarBelowVertices(t *testing.T) {
+	dm := tinyModel(t)
+	f, w, err := FStar(dm, "stackexchange_ce", 5000, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := dm.OutputIndex("stackexchange_ce")
+	for i := 0; i < 5; i++ {
+		v := make([]float64, 5)
+		v[i] = 1
+		if dm.Eval(v, 1000, 1000)[out] < f-1e-12 {
+			t.Errorf("vertex %d beats f*", i)
+		}
+	}
+	if got := dm.Eval(w, 1000, 1000)[out]; math.Abs(got-f) > 1e-12 {
+		t.Errorf("f* %g but its mixture gives %g", f, got)
+	}
+}
+
+func TestReach(t *testing.T) {
+	grid := []float64{1, 2, 3, 4, 5}
+	med := []float64{0.5, 0.05, 0.2, 0.05, 0.01}
+	r := reach(grid, med, 0.1)
+	if r.First != 2 || r.Stay != 4 {
+		t.Errorf("reach = %+v, want first 2, stay 4", r)
+	}
+	if r := reach(grid, med, 0.001); !math.IsInf(r.Stay, 1) || !math.IsInf(r.First, 1) {
+		t.Errorf("unreached level: %+v", r)
+	}
+}

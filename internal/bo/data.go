@@ -1,0 +1,289 @@
+package bo
+
+import (
+	"fmt"
+	"math"
+	"sort"
+)
+
+// space maps trials to GP inputs: the mixture as is, then the log parameter count and the
+// log step count, each scaled to [0, 1] over the study's range.
+type space struct {
+	k                  int
+	logN0, logNSpan    float64
+	logT0, logTSpan    float64
+	scaleU             []float64 // us per scale index
+	target             Trial     // mixture nil
+	targetUS, targetUT float64
+}
+
+func newSpace(p *Problem) (*space, error) {
+	k := len(p.Domains)
+	if k == 0 || len(p.Lower) != k || len(p.Upper) != k {
+		return nil, fmt.Errorf("problem: %d domains with %d lower and %d upper bounds", k, len(p.Lower), len(p.Upper))
+	}
+	if len(p.Scales) == 0 || len(p.Steps) == 0 {
+		return nil, fmt.Errorf("problem: no scales or no step budgets")
+	}
+	if p.TargetScale < 0 || p.TargetScale >= len(p.Scales) {
+		return nil, fmt.Errorf("problem: target scale %d out of range", p.TargetScale)
+	}
+	if p.TargetSteps <= 0 {
+		return nil, fmt.Errorf("problem: target steps %d not positive", p.TargetSteps)
+	}
+	s := &space{k: k}
+	lo, hi := math.Inf(1), math.Inf(-1)
+	for _, sc := range p.Scales {
+		if !(sc.Params > 0) || !(sc.FlopsPerStep > 0) || math.IsInf(sc.Params, 0) || math.IsInf(sc.FlopsPerStep, 0) {
+			return nil, fmt.Errorf("problem: scale %q needs positive parameters and flops per step", sc.Name)
+		}
+		lo, hi = math.Min(lo, math.Log(sc.Params)), math.Max(hi, math.Log(sc.Params))
+	}
+	s.logN0, s.logNSpan = lo, math.Max(hi-lo, 1e-12)
+	tlo, thi := math.Inf(1), math.Log(float64(p.TargetSteps))
+	for _, t := range p.Steps {
+		if t <= 0 {
+			return nil, fmt.Errorf("problem: step budget %d not positive", t)
+		}
+		tlo = math.Min(tlo, math.Log(float64(t)))
+		thi = math.Max(thi, math.Log(float64(t)))
+	}
+	s.logT0, s.logTSpan = tlo, math.Max(thi-tlo, 1e-12)
+	s.scaleU = make([]float64, len(p.Scales))
+	for i, sc := range p.Scales {
+		s.scaleU[i] = (math.Log(sc.Params) - s.logN0) / s.logNSpan
+	}
+	s.target = Trial{Scale: p.TargetScale, Steps: p.TargetSteps}
+	s.targetUS = s.scaleU[p.TargetScale]
+	s.targetUT = s.stepU(p.TargetSteps)
+	return s, nil
+}
+
+func (s *space) stepU(step int64) float64 {
+	return (math.Log(float64(step)) - s.logT0) / s.logTSpan
+}
+
+// point is the GP input of mixture w at (scale, step).
+func (s *space) point(w []float64, scale int, step int64) []float64 {
+	x := make([]float64, s.k+2)
+	copy(x, w)
+	x[s.k] = s.scaleU[scale]
+	x[s.k+1] = s.stepU(step)
+	return x
+}
+
+// targetPoint is the GP input of mixture w at the target fidelity.
+func (s *space) targetPoint(w []float64) []float64 {
+	x := make([]float64, s.k+2)
+	copy(x, w)
+	x[s.k] = s.targetUS
+	x[s.k+1] = s.targetUT
+	return x
+}
+
+// transform maps raw objective values to what the GP models, "smaller is better": the log
+// of the metric when every value is positive (losses span a factor of five across scales
+// and steps, and their log is closer to a stationary GP), negated when maximising.
+type transform struct {
+	log, negate bool
+	mean, sd    float64
+}
+
+func (t transform) forward(v float64) float64 {
+	if t.log {
+		v = math.Log(v)
+	}
+	if t.negate {
+		v = -v
+	}
+	return (v - t.mean) / t.sd
+}
+
+// inverse maps a standardised value back to the metric.
+func (t transform) inverse(z float64) float64 {
+	v := z*t.sd + t.mean
+	if t.negate {
+		v = -v
+	}
+	if t.log {
+		v = math.Exp(v)
+	}
+	return v
+}
+
+// dataOptions bound the training set.
+type dataOptions struct {
+	// PointsPerTrial is how many curve points of each trial the GP sees: the last one and
+	// then the points nearest T/2, T/4, … (log-spaced back from the trial's last step T).
+	pointsPerTrial int
+	// MaxPoints caps the training set. Beyond it the points per trial shrink, down to one
+	// (the last point); beyond that, the trials kept are the most expensive fidelities
+	// and the best values, half each.
+	maxPoints int
+	// Scales, when not nil, keeps only observations at these scale indices (mfbo).
+	scales map[int]bool
+}
+
+// trainingSet is the GP's data: inputs, standardised targets and the transform.
+type trainingSet struct {
+	x  [][]float64
+	y  []float64
+	tr transform
+	// raw values of the kept points, for diagnostics
+	trials int
+}
+
+type obsPoint struct {
+	trial int
+	step  int64
+	value float64
+}
+
+// buildTraining selects and transforms the observed points. Points with a NaN or infinite
+// value (or a non-positive one when the log transform is on) are dropped, as are
+// observations whose mixture or scale does not fit the problem.
+func buildTraining(p *Problem, s *space, obs []Observation, opt dataOptions) (*trainingSet, error) {
+	type trialPts struct {
+		obs  *Observation
+		pts  []CurvePoint // valid points, ascending step
+		last float64
+		cost float64
+	}
+	var trials []trialPts
+	allPos := true
+	for i := range obs {
+		o := &obs[i]
+		if len(o.Mixture) != s.k || o.Scale < 0 || o.Scale >= len(p.Scales) {
+			continue
+		}
+		if opt.scales != nil && !opt.scales[o.Scale] {
+			continue
+		}
+		okMix := true
+		for _, w := range o.Mixture {
+			if math.IsNaN(w) || math.IsInf(w, 0) {
+				okMix = false
+			}
+		}
+		if !okMix {
+			continue
+		}
+		var pts []CurvePoint
+		for _, c := range o.Curve {
+			if c.Step <= 0 || math.IsNaN(c.Value) || math.IsInf(c.Value, 0) {
+				continue
+			}
+			pts = append(pts, c)
+			if c.Value <= 0 {
+				allPos = false
+			}
+		}
+		if len(pts) == 0 {
+			continue
+		}
+		sort.SliceStable(pts, func(a, b int) bool { return pts[a].Step < pts[b].Step })
+		last := pts[len(pts)-1]
+		trials = append(trials, trialPts{obs: o, pts: pts, last: last.Value,
+			cost: p.Scales[o.Scale].FlopsPerStep * float64(last.Step)})
+	}
+	if len(trials) == 0 {
+		return nil, ErrNoObservations
+	}
+	tr := transform{log: allPos, negate: p.Maximize, sd: 1}
+	maxPts := opt.maxPoints
+	if maxPts <= 0 {
+		maxPts = 1 << 30
+	}
+	if len(trials) > maxPts {
+		// Keep the best values and the most expensive fidelities, half each.
+		idx := make([]int, len(trials))
+		for i := range idx {
+			idx[i] = i
+		}
+		keep := map[int]bool{}
+		sort.SliceStable(idx, func(a, b int) bool { return trials[idx[a]].cost > trials[idx[b]].cost })
+		for _, i := range idx[:maxPts/2] {
+			keep[i] = true
+		}
+		sort.SliceStable(idx, func(a, b int) bool {
+			return tr.forward(trials[idx[a]].last) < tr.forward(trials[idx[b]].last)
+		})
+		for _, i := range idx {
+			if len(keep) >= maxPts {
+				break
+			}
+			keep[i] = true
+		}
+		var kept []trialPts
+		for i := range trials {
+			if keep[i] {
+				kept = append(kept, trials[i])
+			}
+		}
+		trials = kept
+	}
+	per := opt.pointsPerTrial
+	if per < 1 {
+		per = 1
+	}
+	for per > 1 && per*len(trials) > maxPts {
+		per--
+	}
+	ts := &trainingSet{tr: tr, trials: len(trials)}
+	var raw []float64
+	for _, t := range trials {
+		for _, c := range pickLogSpaced(t.pts, per) {
+			ts.x = append(ts.x, s.point(t.obs.Mixture, t.obs.Scale, c.Step))
+			raw = append(raw, c.Value)
+		}
+	}
+	// Standardise after the log: mean 0, standard deviation 1 (1 when all are equal).
+	z := make([]float64, len(raw))
+	m := 0.0
+	for i, v := range raw {
+		z[i] = transform{log: tr.log, negate: tr.negate, sd: 1}.forward(v)
+		m += z[i]
+	}
+	m /= float64(len(z))
+	sd := 0.0
+	for _, v := range z {
+		sd += (v - m) * (v - m)
+	}
+	sd = math.Sqrt(sd / float64(len(z)))
+	if !(sd > 1e-9) {
+		sd = 1
+	}
+	ts.tr.mean, ts.tr.sd = m, sd
+	ts.y = make([]float64, len(z))
+	for i, v := range z {
+		ts.y[i] = (v - m) / sd
+	}
+	return ts, nil
+}
+
+// pickLogSpaced returns up to n points of an ascending curve: the last one, then the ones
+// nearest to half, a quarter, … of its step.
+func pickLogSpaced(pts []CurvePoint, n int) []CurvePoint {
+	last := pts[len(pts)-1]
+	out := []CurvePoint{last}
+	used := map[int]bool{len(pts) - 1: true}
+	want := float64(last.Step)
+	for len(out) < n {
+		want /= 2
+		if want < float64(pts[0].Step)/2 {
+			break
+		}
+		best, bestD := -1, math.Inf(1)
+		for i, c := range pts {
+			d := math.Abs(math.Log(float64(c.Step)) - math.Log(want))
+			if d < bestD {
+				best, bestD = i, d
+			}
+		}
+		if !used[best] {
+			used[best] = true
+			out = append(out, pts[best])
+		}
+	}
+	return out
+}

@@ -1,0 +1,559 @@
+package bo
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"sort"
+
+	"gonum.org/v1/gonum/mat"
+)
+
+// MFConfig configures a GP policy. The registered policies are MFConfig presets:
+// "mfms" (every scale and step budget), "mfbo" (step budgets at the target scale) and
+// "gp-ei" (full target runs only).
+type MFConfig struct {
+	// MultiScale lets trials and observations use every scale; otherwise only the target's.
+	MultiScale bool
+	// MultiStep lets trials stop before the target's steps.
+	MultiStep bool
+	// Acquisition is "kg" (knowledge gradient per cost) or "ei" (expected improvement at
+	// the target, weighted by the correlation of the trial with the target, per cost).
+	Acquisition string
+	// CostExponent α divides the acquisition value by cost^α (cost in target-run units).
+	CostExponent float64
+	// InitTrials are drawn at random (at InitScale, InitStepFraction of the target's
+	// steps) before the GP decides.
+	InitTrials       int
+	InitScale        int // index into Problem.Scales; -1 means the target scale
+	InitStepFraction float64
+	// StepChoices is how many step budgets a trial may get: the target's, and the grid
+	// values nearest to half, a quarter, … of it.
+	StepChoices int
+	// PointsPerTrial and MaxPoints bound the GP's data (see dataOptions); FitPoints bounds
+	// the data used to fit the hyperparameters.
+	PointsPerTrial, MaxPoints, FitPoints int
+	// Candidate pool sizes.
+	Pool candidateOptions
+	// ObsMixtures is how many mixtures are tried at every fidelity; TargetSet is the size
+	// of the discrete set over which the knowledge gradient takes its minimum.
+	ObsMixtures, TargetSet int
+}
+
+// MF is a Gaussian-process policy over (mixture, scale, steps).
+type MF struct {
+	name string
+	cfg  MFConfig
+}
+
+// NewMF returns a GP policy with the given name and configuration.
+func NewMF(name string, cfg MFConfig) *MF { return &MF{name: name, cfg: cfg} }
+
+// MFMSConfig is the multi-fidelity multi-scale preset.
+func MFMSConfig() MFConfig {
+	return MFConfig{
+		MultiScale: true, MultiStep: true, Acquisition: "kg", CostExponent: 1,
+		InitTrials: 6, InitScale: 0, InitStepFraction: 1, StepChoices: 6,
+		PointsPerTrial: 4, MaxPoints: 400, FitPoints: 160,
+		Pool:        candidateOptions{dirichlet: 150, sparse: 100, softmax: 100, local: 40, centres: 5},
+		ObsMixtures: 40, TargetSet: 250,
+	}
+}
+
+// MFBOConfig is the multi-fidelity baseline: step budgets at the target scale only.
+func MFBOConfig() MFConfig {
+	c := MFMSConfig()
+	c.MultiScale = false
+	c.InitTrials = 4
+	c.InitScale = -1
+	c.InitStepFraction = 0.25
+	return c
+}
+
+// MFMSEIConfig is mfms with the correlation-weighted expected improvement per cost^½.
+func MFMSEIConfig() MFConfig {
+	c := MFMSConfig()
+	c.Acquisition = "ei"
+	c.CostExponent = 0.5
+	return c
+}
+
+// GPEIConfig is single-fidelity GP-EI: full target runs only.
+func GPEIConfig() MFConfig {
+	c := MFMSConfig()
+	c.MultiScale, c.MultiStep = false, false
+	c.Acquisition = "ei"
+	c.CostExponent = 0
+	c.InitTrials = 3
+	c.InitScale = -1
+	c.StepChoices = 1
+	return c
+}
+
+func (m *MF) Name() string { return m.name }
+
+// mfState is what the policy persists between decisions: the last fitted hyperparameters
+// (a warm start, and reused until the next scheduled refit) and how many trials they saw.
+type mfState struct {
+	Theta     []float64 `json:"theta,omitempty"`
+	FitTrials int       `json:"fit_trials,omitempty"`
+}
+
+func decodeState(b []byte) mfState {
+	var s mfState
+	if len(b) > 0 && json.Unmarshal(b, &s) != nil {
+		return mfState{} // unreadable state only costs a full refit
+	}
+	for _, t := range s.Theta {
+		if math.IsNaN(t) || math.IsInf(t, 0) {
+			return mfState{}
+		}
+	}
+	return s
+}
+
+func (s mfState) encode() []byte {
+	b, _ := json.Marshal(s)
+	return b
+}
+
+func (m *MF) model(s *space) model { return model{kn: kernel{k: s.k}} }
+
+func (m *MF) dataOpts(p *Problem, maxPts int) dataOptions {
+	o := dataOptions{pointsPerTrial: m.cfg.PointsPerTrial, maxPoints: maxPts}
+	if !m.cfg.MultiScale {
+		o.scales = map[int]bool{p.TargetScale: true}
+	}
+	if !m.cfg.MultiStep {
+		o.pointsPerTrial = 1
+	}
+	return o
+}
+
+// fidelity is a (scale, steps) a trial may run at.
+type fidelity struct {
+	scale int
+	steps int64
+	cost  float64 // in target-run units
+}
+
+// fidelities lists the (scale, steps) this policy may choose that fit the budget left.
+func (m *MF) fidelities(p *Problem) []fidelity {
+	var steps []int64
+	if m.cfg.MultiStep {
+		want := float64(p.TargetSteps)
+		for len(steps) < max(m.cfg.StepChoices, 1) && want >= 1 {
+			s := nearestStep(p.Steps, want, p.TargetSteps)
+			if len(steps) == 0 || steps[len(steps)-1] != s {
+				steps = append(steps, s)
+			}
+			want /= 2
+			if want < float64(p.Steps[0])/2 {
+				break
+			}
+		}
+	} else {
+		steps = []int64{p.TargetSteps}
+	}
+	target := p.Cost(Trial{Scale: p.TargetScale, Steps: p.TargetSteps})
+	var out []fidelity
+	for sc := range p.Scales {
+		if !m.cfg.MultiScale && sc != p.TargetScale {
+			continue
+		}
+		for _, st := range steps {
+			c := p.Cost(Trial{Scale: sc, Steps: st})
+			if c <= p.BudgetLeft {
+				out = append(out, fidelity{scale: sc, steps: st, cost: c / target})
+			}
+		}
+	}
+	return out
+}
+
+// nearestStep is the grid value nearest to want in log distance, at most limit.
+func nearestStep(grid []int64, want float64, limit int64) int64 {
+	best, bestD := limit, math.Inf(1)
+	for _, g := range grid {
+		if g > limit {
+			continue
+		}
+		d := math.Abs(math.Log(float64(g) / want))
+		if d < bestD {
+			best, bestD = g, d
+		}
+	}
+	return best
+}
+
+// conditioned is the GP of one decision with what it was built from.
+type conditioned struct {
+	s     *space
+	ts    *trainingSet
+	g     *gp
+	state mfState
+}
+
+// condition builds the training set, fits or reuses hyperparameters, and conditions the GP.
+func (m *MF) condition(req *Request, allowFit bool) (*conditioned, error) {
+	p := &req.Problem
+	s, err := newSpace(p)
+	if err != nil {
+		return nil, err
+	}
+	ts, err := buildTraining(p, s, req.Observations, m.dataOpts(p, m.cfg.MaxPoints))
+	if err != nil {
+		return nil, err
+	}
+	mod := m.model(s)
+	st := decodeState(req.State)
+	if len(st.Theta) != mod.nParams() {
+		st = mfState{}
+	}
+	refit := st.Theta == nil ||
+		(allowFit && (ts.trials < 25 || ts.trials >= st.FitTrials+max(2, st.FitTrials/5)))
+	if refit {
+		fitSet := ts
+		if len(ts.x) > m.cfg.FitPoints {
+			fitSet, err = buildTraining(p, s, req.Observations, m.dataOpts(p, m.cfg.FitPoints))
+			if err != nil {
+				return nil, err
+			}
+		}
+		opt := fitOptions{restarts: 0, iterations: 30}
+		if st.Theta == nil || ts.trials < 25 {
+			opt = fitOptions{restarts: 2, iterations: 60}
+		}
+		rng := DecisionRand(p.Seed^0xF17, req.Decision)
+		theta, _, err := mod.fit(fitSet.x, fitSet.y, st.Theta, opt, rng)
+		if err != nil {
+			if st.Theta == nil {
+				return nil, err
+			}
+			theta = st.Theta // keep the last good fit
+		}
+		st = mfState{Theta: theta, FitTrials: ts.trials}
+	}
+	g, err := newGP(mod, st.Theta, ts.x, ts.y)
+	if err != nil {
+		return nil, fmt.Errorf("condition gp: %w", err)
+	}
+	return &conditioned{s: s, ts: ts, g: g, state: st}, nil
+}
+
+// centres are the observed mixtures with the lowest posterior mean at the target.
+func (c *conditioned) centres(obs []Observation, n int) [][]float64 {
+	type mv struct {
+		w  []float64
+		mu float64
+	}
+	var all []mv
+	seen := map[string]bool{}
+	for _, o := range obs {
+		if len(o.Mixture) != c.s.k {
+			continue
+		}
+		key := fmt.Sprint(o.Mixture)
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
+		mu := c.g.predictMean(c.s.targetPoint(o.Mixture))
+		if !math.IsNaN(mu) {
+			all = append(all, mv{o.Mixture, mu})
+		}
+	}
+	sort.SliceStable(all, func(i, j int) bool { return all[i].mu < all[j].mu })
+	var out [][]float64
+	for i := 0; i < len(all) && i < n; i++ {
+		out = append(out, all[i].w)
+	}
+	return out
+}
+
+func (m *MF) Next(ctx context.Context, req Request) (Decision, error) {
+	p := &req.Problem
+	if _, err := newSpace(p); err != nil {
+		return Decision{}, err
+	}
+	fids := m.fidelities(p)
+	if len(fids) == 0 {
+		return Decision{}, ErrNoTrialFits
+	}
+	rng := DecisionRand(p.Seed, req.Decision)
+	var c *conditioned
+	var err error
+	nTrials := 0
+	c, err = m.condition(&req, true)
+	switch {
+	case errors.Is(err, ErrNoObservations):
+	case err != nil:
+		return Decision{}, err
+	default:
+		nTrials = c.ts.trials
+	}
+	if c == nil || nTrials+len(req.Pending) < m.cfg.InitTrials {
+		return m.initial(req, fids, rng, c)
+	}
+	if err := ctx.Err(); err != nil {
+		return Decision{}, err
+	}
+	// Kriging believer: each running trial is taken to return the posterior mean at its
+	// fidelity, which shrinks the variance there so parallel workers spread out.
+	g := c.g
+	if len(req.Pending) > 0 {
+		x := append([][]float64(nil), c.ts.x...)
+		y := append([]float64(nil), c.ts.y...)
+		for _, t := range req.Pending {
+			if len(t.Mixture) != c.s.k || t.Scale < 0 || t.Scale >= len(p.Scales) || t.Steps <= 0 {
+				continue
+			}
+			if !m.cfg.MultiScale && t.Scale != p.TargetScale {
+				continue
+			}
+			pt := c.s.point(t.Mixture, t.Scale, t.Steps)
+			x = append(x, pt)
+			y = append(y, g.predictMean(pt))
+		}
+		if gb, err := newGP(g.m, g.theta, x, y); err == nil {
+			g = gb
+		}
+	}
+	trial, ok := m.choose(c, g, req, fids, rng)
+	if !ok {
+		return m.initial(req, fids, rng, c)
+	}
+	return Decision{Trial: trial, State: c.state.encode()}, nil
+}
+
+// initial is a random mixture at the initial design's fidelity (or the cheapest that fits).
+func (m *MF) initial(req Request, fids []fidelity, rng *rand.Rand, c *conditioned) (Decision, error) {
+	p := &req.Problem
+	scale := m.cfg.InitScale
+	if scale < 0 || scale >= len(p.Scales) || !m.cfg.MultiScale {
+		scale = p.TargetScale
+	}
+	want := float64(p.TargetSteps) * m.cfg.InitStepFraction
+	if !m.cfg.MultiStep || want <= 0 {
+		want = float64(p.TargetSteps)
+	}
+	steps := nearestStep(p.Steps, want, p.TargetSteps)
+	f := fids[0]
+	found := false
+	for _, fd := range fids {
+		if fd.scale == scale && fd.steps == steps {
+			f, found = fd, true
+		}
+	}
+	if !found {
+		for _, fd := range fids {
+			if fd.cost < f.cost {
+				f = fd
+			}
+		}
+	}
+	var w []float64
+	if req.Decision%2 == 0 {
+		w = SampleDirichlet(rng, p.Lower, p.Upper)
+	} else {
+		w = SampleSoftmaxLogits(rng, p.Lower, p.Upper)
+	}
+	state := req.State
+	if c != nil {
+		state = c.state.encode()
+	}
+	return Decision{Trial: Trial{Mixture: w, Scale: f.scale, Steps: f.steps}, State: state}, nil
+}
+
+// choose scores every (candidate mixture, fidelity) and returns the best trial.
+func (m *MF) choose(c *conditioned, g *gp, req Request, fids []fidelity, rng *rand.Rand) (Trial, bool) {
+	p := &req.Problem
+	s := c.s
+	pool := candidatePool(rng, p.Lower, p.Upper, c.centres(req.Observations, m.cfg.Pool.centres), m.cfg.Pool)
+	tpts := make([][]float64, len(pool))
+	for i, w := range pool {
+		tpts[i] = s.targetPoint(w)
+	}
+	mu, vr, _ := g.predict(tpts)
+	// Rank the pool by a lower confidence bound at the target.
+	idx := make([]int, len(pool))
+	for i := range idx {
+		idx[i] = i
+	}
+	lcb := func(i int) float64 { return mu[i] - 2*math.Sqrt(vr[i]) }
+	sort.SliceStable(idx, func(a, b int) bool { return lcb(idx[a]) < lcb(idx[b]) })
+	byMu := append([]int(nil), idx...)
+	sort.SliceStable(byMu, func(a, b int) bool { return mu[byMu[a]] < mu[byMu[b]] })
+	pick := map[int]bool{}
+	var obsIdx []int
+	addObs := func(i int) {
+		if !pick[i] {
+			pick[i] = true
+			obsIdx = append(obsIdx, i)
+		}
+	}
+	for _, i := range byMu[:min(len(byMu), m.cfg.ObsMixtures/4)] {
+		addObs(i)
+	}
+	for _, i := range idx {
+		if len(obsIdx) >= m.cfg.ObsMixtures*3/4 {
+			break
+		}
+		addObs(i)
+	}
+	for len(obsIdx) < min(m.cfg.ObsMixtures, len(pool)) {
+		addObs(rng.IntN(len(pool)))
+	}
+	// Target set: the obs mixtures and the best of the pool by LCB and by mean.
+	tset := append([]int(nil), obsIdx...)
+	inT := map[int]bool{}
+	for _, i := range tset {
+		inT[i] = true
+	}
+	for li, list := range [][]int{byMu, idx} {
+		limit := m.cfg.TargetSet * (li + 1) / 2
+		for _, i := range list {
+			if len(tset) >= limit {
+				break
+			}
+			if !inT[i] {
+				inT[i] = true
+				tset = append(tset, i)
+			}
+		}
+	}
+	tx := make([][]float64, len(tset))
+	tmu := make([]float64, len(tset))
+	for j, i := range tset {
+		tx[j], tmu[j] = tpts[i], mu[i]
+	}
+	// Observation candidates.
+	type cand struct {
+		mixPos int // position in tset
+		f      fidelity
+	}
+	var cands []cand
+	var cx [][]float64
+	for pos, i := range obsIdx {
+		for _, f := range fids {
+			cands = append(cands, cand{pos, f})
+			cx = append(cx, s.point(pool[i], f.scale, f.steps))
+		}
+	}
+	// Cov(target set, candidates) = K(T, C) − (L⁻¹K(X,T))ᵀ (L⁻¹K(X,C)).
+	_, _, at := g.predict(tx)
+	_, cvar, vc := g.predict(cx)
+	var red mat.Dense
+	red.Mul(at.T(), vc)
+	cov := crossPrior(g, tx, cx)
+	cov.Sub(cov, &red)
+	best := math.Inf(1)
+	for _, v := range tmu {
+		best = math.Min(best, v)
+	}
+	scratch := make([]int, len(tset))
+	b := make([]float64, len(tset))
+	bestV, bestC := 0.0, -1
+	for ci, cd := range cands {
+		sdY := math.Sqrt(cvar[ci] + g.p.noise)
+		var v float64
+		switch m.cfg.Acquisition {
+		case "ei":
+			j := cd.mixPos
+			tv := vr[tset[j]]
+			rho := cov.At(j, ci) / math.Sqrt(tv*(cvar[ci]+g.p.noise))
+			v = expectedImprovement(best, tmu[j], math.Sqrt(tv)) * math.Max(rho, 0)
+		default:
+			for j := range tset {
+				b[j] = cov.At(j, ci) / sdY
+			}
+			v = kgMin(tmu, b, scratch)
+		}
+		v /= math.Pow(cd.f.cost, m.cfg.CostExponent)
+		if v > bestV && !math.IsNaN(v) {
+			bestV, bestC = v, ci
+		}
+	}
+	if bestC < 0 {
+		return Trial{}, false
+	}
+	cd := cands[bestC]
+	return Trial{Mixture: append([]float64(nil), pool[obsIdx[cd.mixPos]]...), Scale: cd.f.scale, Steps: cd.f.steps}, true
+}
+
+// crossPrior is the prior covariance matrix K(a, b).
+func crossPrior(g *gp, a, b [][]float64) *mat.Dense {
+	out := mat.NewDense(len(a), len(b), nil)
+	raw := out.RawMatrix()
+	for i := range a {
+		row := raw.Data[i*raw.Stride : i*raw.Stride+len(b)]
+		for j := range b {
+			row[j] = g.m.kn.cov(&g.p, a[i], b[j])
+		}
+	}
+	return out
+}
+
+func (m *MF) Recommend(ctx context.Context, req Request) (Recommendation, error) {
+	c, err := m.condition(&req, false)
+	if err != nil {
+		if errors.Is(err, ErrNoObservations) {
+			return Recommendation{}, err
+		}
+		// The model could not be built: say so, and fall back to the data.
+		r, berr := BestObserved(req)
+		if berr != nil {
+			return Recommendation{}, fmt.Errorf("%w (model: %v)", berr, err)
+		}
+		r.Basis += " (no model: " + err.Error() + ")"
+		return r, nil
+	}
+	return m.recommendFrom(ctx, c, req)
+}
+
+// recommendFrom minimises the posterior mean at the target over a candidate pool, then
+// refines the best few by pairwise weight moves.
+func (m *MF) recommendFrom(_ context.Context, c *conditioned, req Request) (Recommendation, error) {
+	p := &req.Problem
+	s := c.s
+	rng := DecisionRand(p.Seed^0x5EC, req.Decision)
+	pool := candidatePool(rng, p.Lower, p.Upper, c.centres(req.Observations, m.cfg.Pool.centres), m.cfg.Pool)
+	tpts := make([][]float64, len(pool))
+	for i, w := range pool {
+		tpts[i] = s.targetPoint(w)
+	}
+	mu, _, _ := c.g.predict(tpts)
+	idx := make([]int, len(pool))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.SliceStable(idx, func(a, b int) bool { return mu[idx[a]] < mu[idx[b]] })
+	f := func(w []float64) float64 { return c.g.predictMean(s.targetPoint(w)) }
+	var bestW []float64
+	bestF := math.Inf(1)
+	for _, i := range idx[:min(3, len(idx))] {
+		w, v := refineMean(pool[i], p.Lower, p.Upper, f, 60)
+		if v < bestF {
+			bestW, bestF = w, v
+		}
+	}
+	if bestW == nil || math.IsNaN(bestF) {
+		return BestObserved(req)
+	}
+	muB, vrB, _ := c.g.predict([][]float64{s.targetPoint(bestW)})
+	sd := math.Sqrt(vrB[0])
+	const z90 = 1.6448536269514722
+	v := c.ts.tr.inverse(muB[0])
+	lo, hi := c.ts.tr.inverse(muB[0]-z90*sd), c.ts.tr.inverse(muB[0]+z90*sd)
+	if lo > hi {
+		lo, hi = hi, lo
+	}
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return BestObserved(req)
+	}
+	return Recommendation{Mixture: bestW, Value: v, Lower: lo, Upper: hi,
+		Basis: fmt.Sprintf("posterior mean minimiser at the target (%d trials, %d points)", c.ts.trials, len(c.ts.x))}, nil
+}

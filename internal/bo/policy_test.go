@@ -1,0 +1,297 @@
+package bo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"reflect"
+	"testing"
+)
+
+// synthProblem is a 5-domain study with a scaling-law-like synthetic loss whose best
+// mixture at the target is wStar.
+func synthProblem() Problem {
+	p := Problem{
+		Domains: []string{"a", "b", "c", "d", "e"},
+		Lower:   make([]float64, 5), Upper: []float64{1, 1, 1, 1, 1},
+		Scales: []Scale{
+			{Name: "20M", Params: 20e6, FlopsPerStep: 1e14},
+			{Name: "150M", Params: 150e6, FlopsPerStep: 6e14},
+			{Name: "1B", Params: 1e9, FlopsPerStep: 8e15},
+		},
+		TargetScale: 2, TargetSteps: 2000, Seed: 42,
+	}
+	for s := int64(100); s <= 2000; s += 100 {
+		p.Steps = append(p.Steps, s)
+	}
+	p.BudgetLeft = 20 * p.Cost(Trial{Scale: 2, Steps: 2000})
+	return p
+}
+
+var wStar = []float64{0.1, 0.5, 0.2, 0.1, 0.1}
+
+func synthLoss(w []float64, params float64, step int64) float64 {
+	d := 0.0
+	for i := range w {
+		d += (w[i] - wStar[i]) * (w[i] - wStar[i]) * float64(i+1)
+	}
+	return 0.8 + 2*math.Pow(params/1e7, -0.3) + 3*math.Pow(float64(step)/100, -0.5) + 0.3*d
+}
+
+// synthObservations runs n random trials of the synthetic problem.
+func synthObservations(p *Problem, n int, seed uint64) []Observation {
+	rng := rand.New(rand.NewPCG(seed, 99))
+	var obs []Observation
+	for i := 0; i < n; i++ {
+		t := Trial{Mixture: SampleDirichlet(rng, p.Lower, p.Upper), Scale: rng.IntN(len(p.Scales)), Steps: p.Steps[rng.IntN(len(p.Steps))]}
+		o := Observation{Trial: t, Done: true}
+		for s := int64(100); s <= t.Steps; s += 100 {
+			o.Curve = append(o.Curve, CurvePoint{Step: s, Value: synthLoss(t.Mixture, p.Scales[t.Scale].Params, s)})
+		}
+		obs = append(obs, o)
+	}
+	return obs
+}
+
+func gpPolicies() []Policy {
+	return []Policy{NewMF("mfms", MFMSConfig()), NewMF("mfbo", MFBOConfig()), NewMF("gp-ei", GPEIConfig()), NewMF("mfms-ei", MFMSEIConfig())}
+}
+
+func TestRegistry(t *testing.T) {
+	for _, n := range []string{"random", "random-mf", "mfms", "mfbo", "gp-ei", "mfms-ei"} {
+		p, err := New(n)
+		if err != nil || p.Name() != n {
+			t.Errorf("New(%q) = %v, %v", n, p, err)
+		}
+	}
+	if _, err := New("nope"); !errors.Is(err, ErrUnknownPolicy) {
+		t.Errorf("unknown policy: %v", err)
+	}
+}
+
+// A decision is a pure function of the request.
+func TestDeterministic(t *testing.T) {
+	p := synthProblem()
+	obs := synthObservations(&p, 30, 1)
+	// Make sure some target-scale data exist for the single-scale policies.
+	obs = append(obs, synthObservations(&Problem{Lower: p.Lower, Upper: p.Upper, Scales: p.Scales[2:], Steps: p.Steps[len(p.Steps)-1:]}, 6, 2)...)
+	for i := range obs[30:] {
+		obs[30+i].Scale = 2
+	}
+	for _, pol := range gpPolicies() {
+		req := Request{Problem: p, Observations: obs, Decision: 36}
+		d1, err := pol.Next(context.Background(), req)
+		if err != nil {
+			t.Fatalf("%s: %v", pol.Name(), err)
+		}
+		d2, err := pol.Next(context.Background(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(d1, d2) {
+			t.Errorf("%s: two decisions on one request differ: %+v vs %+v", pol.Name(), d1.Trial, d2.Trial)
+		}
+		checkMixture(t, d1.Trial.Mixture, p.Lower, p.Upper)
+		if p.Cost(d1.Trial) > p.BudgetLeft {
+			t.Errorf("%s: trial over budget", pol.Name())
+		}
+		// With the state it returned, the next decision reuses it and stays deterministic.
+		req.State = d1.State
+		r1, err := pol.Recommend(context.Background(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r2, _ := pol.Recommend(context.Background(), req)
+		if !reflect.DeepEqual(r1, r2) {
+			t.Errorf("%s: recommendations differ", pol.Name())
+		}
+		if !(r1.Lower <= r1.Value && r1.Value <= r1.Upper) || math.IsNaN(r1.Value) {
+			t.Errorf("%s: recommendation %+v has a bad interval", pol.Name(), r1)
+		}
+		checkMixture(t, r1.Mixture, p.Lower, p.Upper)
+	}
+}
+
+// The recommendation finds the synthetic optimum from cheap data, and its interval
+// covers the true value.
+func TestRecommendationNearOptimum(t *testing.T) {
+	p := synthProblem()
+	obs := synthObservations(&p, 60, 3)
+	r, err := NewMF("mfms", MFMSConfig()).Recommend(context.Background(), Request{Problem: p, Observations: obs, Decision: 60})
+	if err != nil {
+		t.Fatal(err)
+	}
+	truth := synthLoss(r.Mixture, 1e9, 2000)
+	best := synthLoss(wStar, 1e9, 2000)
+	if truth-best > 0.01 {
+		t.Errorf("recommended %v with loss %g, optimum %g", r.Mixture, truth, best)
+	}
+	if truth < r.Lower-1e-3 || truth > r.Upper+1e-3 {
+		t.Errorf("true value %g outside the 90%% interval [%g, %g]", truth, r.Lower, r.Upper)
+	}
+}
+
+// A running trial changes the next decision (parallel workers do not get the same trial).
+func TestPendingChangesDecision(t *testing.T) {
+	p := synthProblem()
+	obs := synthObservations(&p, 25, 4)
+	for _, pol := range []Policy{NewMF("mfms", MFMSConfig()), NewMF("mfms-ei", MFMSEIConfig())} {
+		req := Request{Problem: p, Observations: obs, Decision: 25}
+		d1, err := pol.Next(context.Background(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Pending = []Trial{d1.Trial}
+		req.State = d1.State
+		d2, err := pol.Next(context.Background(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if reflect.DeepEqual(d1.Trial, d2.Trial) {
+			t.Errorf("%s: the pending trial %+v was chosen again", pol.Name(), d1.Trial)
+		}
+	}
+}
+
+func TestNoTrialFits(t *testing.T) {
+	p := synthProblem()
+	p.BudgetLeft = p.Cost(Trial{Scale: 0, Steps: 100}) / 2
+	for _, pol := range append(gpPolicies(), RandomTarget{}, Random{}) {
+		if _, err := pol.Next(context.Background(), Request{Problem: p}); !errors.Is(err, ErrNoTrialFits) {
+			t.Errorf("%s: got %v, want ErrNoTrialFits", pol.Name(), err)
+		}
+	}
+	// Only cheap trials fit: the multi-scale policy still decides, within the budget.
+	p.BudgetLeft = p.Cost(Trial{Scale: 1, Steps: 2000})
+	obs := synthObservations(&p, 10, 5)
+	d, err := NewMF("mfms", MFMSConfig()).Next(context.Background(), Request{Problem: p, Observations: obs, Decision: 10})
+	if err != nil || p.Cost(d.Trial) > p.BudgetLeft {
+		t.Errorf("cheap decision: %+v, %v", d.Trial, err)
+	}
+}
+
+// Degenerate data: a sensible decision or a clear error, never a panic or a NaN.
+func TestDegenerateData(t *testing.T) {
+	p := synthProblem()
+	one := synthObservations(&p, 1, 6)
+	flat := synthObservations(&p, 12, 7)
+	for i := range flat {
+		for j := range flat[i].Curve {
+			flat[i].Curve[j].Value = 1.5
+		}
+	}
+	bad := synthObservations(&p, 12, 8)
+	bad[0].Curve[0].Value = math.NaN()
+	bad[1].Curve[len(bad[1].Curve)-1].Value = math.Inf(1)
+	bad[2].Curve = nil
+	bad[3].Mixture = []float64{math.NaN(), 0, 0, 0, 1}
+	bad[4].Scale = 17
+	dup := synthObservations(&p, 3, 9)
+	for range 10 {
+		dup = append(dup, dup[0])
+	}
+	neg := synthObservations(&p, 12, 10)
+	for i := range neg {
+		for j := range neg[i].Curve {
+			neg[i].Curve[j].Value -= 3 // not positive: no log transform
+		}
+	}
+	cases := map[string][]Observation{"none": nil, "one": one, "flat": flat, "bad": bad, "duplicates": dup, "negative": neg}
+	for name, obs := range cases {
+		for _, pol := range append(gpPolicies(), RandomTarget{}) {
+			req := Request{Problem: p, Observations: obs, Decision: len(obs)}
+			d, err := pol.Next(context.Background(), req)
+			if err != nil {
+				t.Errorf("%s/%s: next: %v", name, pol.Name(), err)
+				continue
+			}
+			checkMixture(t, d.Trial.Mixture, p.Lower, p.Upper)
+			req.State = d.State
+			r, err := pol.Recommend(context.Background(), req)
+			if err != nil {
+				if !errors.Is(err, ErrNoObservations) {
+					t.Errorf("%s/%s: recommend: %v", name, pol.Name(), err)
+				}
+				continue
+			}
+			if math.IsNaN(r.Value) || math.IsNaN(r.Lower) || math.IsNaN(r.Upper) || len(r.Mixture) != 5 {
+				t.Errorf("%s/%s: recommendation %+v", name, pol.Name(), r)
+			}
+		}
+	}
+	// A malformed problem is an error, not a panic.
+	q := synthProblem()
+	q.Lower = q.Lower[:2]
+	if _, err := NewMF("mfms", MFMSConfig()).Next(context.Background(), Request{Problem: q}); err == nil {
+		t.Error("malformed bounds accepted")
+	}
+}
+
+func benchRequest(n int) Request {
+	p := synthProblem()
+	p.Steps = nil
+	for s := int64(100); s <= 2000; s += 100 {
+		p.Steps = append(p.Steps, s)
+	}
+	return Request{Problem: p, Observations: synthObservations(&p, n, uint64(n)), Decision: n}
+}
+
+// BenchmarkFit is a full hyperparameter fit (restarts, no warm start).
+func BenchmarkFit(b *testing.B) {
+	for _, n := range []int{100, 300, 1000} {
+		b.Run(fmt.Sprintf("trials=%d", n), func(b *testing.B) {
+			req := benchRequest(n)
+			pol := NewMF("mfms", MFMSConfig())
+			for b.Loop() {
+				if _, err := pol.condition(&req, true); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkDecision is one decision of mfms with a warm state: the steady state of a study.
+// Every sixth decision of a growing study is a warm refit; BenchmarkDecisionRefit times those.
+func BenchmarkDecision(b *testing.B) {
+	for _, n := range []int{100, 300, 1000} {
+		b.Run(fmt.Sprintf("trials=%d", n), func(b *testing.B) {
+			req := benchRequest(n)
+			pol := NewMF("mfms", MFMSConfig())
+			d, err := pol.Next(context.Background(), req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			req.State = d.State
+			for b.Loop() {
+				if _, err := pol.Next(context.Background(), req); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkDecisionRefit is a decision that refits from a warm start (the scheduled refit).
+func BenchmarkDecisionRefit(b *testing.B) {
+	for _, n := range []int{100, 300, 1000} {
+		b.Run(fmt.Sprintf("trials=%d", n), func(b *testing.B) {
+			req := benchRequest(n)
+			pol := NewMF("mfms", MFMSConfig())
+			d, err := pol.Next(context.Background(), req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			st := decodeState(d.State)
+			st.FitTrials = n / 2 // due for a refit
+			req.State = st.encode()
+			for b.Loop() {
+				if _, err := pol.Next(context.Background(), req); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
