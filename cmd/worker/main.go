@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"go.uber.org/zap"
@@ -20,7 +21,7 @@ import (
 
 func main() {
 	var cfg worker.Config
-	var simulate, logLevel string
+	var simulate, logLevel, stateDir, faults string
 	var speedup, noise float64
 	var slots int
 	host, _ := os.Hostname()
@@ -30,6 +31,9 @@ func main() {
 	flag.Float64Var(&speedup, "speedup", 1, "simulated mode: replay this many times faster than the modelled wall time")
 	flag.Float64Var(&noise, "noise", 0, "simulated mode: standard deviation of Gaussian noise added to model sources' metrics")
 	flag.IntVar(&slots, "slots", 1, "simulated mode: trials run at once (virtual GPUs)")
+	flag.StringVar(&stateDir, "state-dir", "", "folder for the worker's id (kept across restarts) and points spilled while the coordinator is away")
+	flag.IntVar(&cfg.MaxBufferedPoints, "max-buffered-points", 100000, "points per trial kept in memory while the coordinator is away (more spill to -state-dir)")
+	flag.StringVar(&faults, "inject-faults", "", `simulated mode: fail attempts on purpose, "RATE:CLASS[,CLASS...]" with classes crash, oom, diverged, bad_data (fault drills)`)
 	flag.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	flag.Parse()
 
@@ -53,7 +57,18 @@ func main() {
 	if err != nil {
 		fail(fmt.Errorf("-simulate: %w", err))
 	}
-	cfg.Runner = worker.SimRunner{Source: src, Speedup: speedup}
+	injected, err := worker.ParseFaults(faults)
+	if err != nil {
+		fail(fmt.Errorf("-inject-faults: %w", err))
+	}
+	if stateDir != "" {
+		if err := os.MkdirAll(stateDir, 0o755); err != nil {
+			fail(fmt.Errorf("-state-dir: %w", err))
+		}
+		cfg.IDFile = filepath.Join(stateDir, "worker-id")
+		cfg.SpillDir = stateDir
+	}
+	cfg.Runner = worker.SimRunner{Source: src, Speedup: speedup, Faults: injected}
 	cfg.Capacity = int32(slots)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)

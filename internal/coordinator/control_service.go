@@ -118,3 +118,25 @@ func (s *ControlService) GetRecommendation(ctx context.Context, req *pb.GetRecom
 	}
 	return &pb.GetRecommendationResponse{Recommendation: rec}, nil
 }
+
+func (s *ControlService) CancelTrial(ctx context.Context, req *pb.CancelTrialRequest) (*pb.CancelTrialResponse, error) {
+	if req.TrialId == 0 {
+		return nil, missing("trial_id")
+	}
+	t, err := s.Sched.CancelTrial(ctx, req.TrialId)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.CancelTrialResponse{Trial: t}, nil
+}
+
+func (s *ControlService) DrainWorker(ctx context.Context, req *pb.DrainWorkerRequest) (*pb.DrainWorkerResponse, error) {
+	if req.WorkerId == 0 {
+		return nil, missing("worker_id")
+	}
+	w, err := s.Sched.DrainWorker(ctx, req.WorkerId, req.Undrain)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.DrainWorkerResponse{Worker: w}, nil
+}

@@ -17,9 +17,13 @@ type WorkerService struct {
 var _ pb.WorkerServiceServer = (*WorkerService)(nil)
 
 func (s *WorkerService) Register(ctx context.Context, req *pb.RegisterRequest) (*pb.RegisterResponse, error) {
-	id, err := s.Sched.Register(ctx, scheduler.Registration{
+	reg := scheduler.Registration{
 		WorkerID: req.WorkerId, Hostname: req.Hostname, GPUs: req.Gpus, SimulatedCapacity: req.SimulatedCapacity,
-	})
+	}
+	for _, l := range req.Leases {
+		reg.Held = append(reg.Held, scheduler.Held{WorkerID: req.WorkerId, TrialID: l.TrialId, LeaseID: l.LeaseId, Attempt: l.Attempt})
+	}
+	id, err := s.Sched.Register(ctx, reg)
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -28,6 +32,7 @@ func (s *WorkerService) Register(ctx context.Context, req *pb.RegisterRequest) (
 		WorkerId:            id,
 		HeartbeatIntervalMs: cfg.HeartbeatInterval.Milliseconds(),
 		LeaseTtlMs:          cfg.LeaseTTL.Milliseconds(),
+		FenceAfterMs:        cfg.FenceAfter.Milliseconds(),
 	}, nil
 }
 
@@ -61,11 +66,11 @@ func (s *WorkerService) ReportPoints(ctx context.Context, req *pb.ReportPointsRe
 	if err != nil {
 		return nil, err
 	}
-	acked, err := s.Sched.ReportPoints(ctx, h, req.Points)
+	acked, stop, err := s.Sched.ReportPoints(ctx, h, req.Points)
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &pb.ReportPointsResponse{AckedSeq: acked}, nil
+	return &pb.ReportPointsResponse{AckedSeq: acked, Stop: stop}, nil
 }
 
 func (s *WorkerService) FinishTrial(ctx context.Context, req *pb.FinishTrialRequest) (*pb.FinishTrialResponse, error) {
@@ -102,5 +107,6 @@ func (s *WorkerService) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest)
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &pb.HeartbeatResponse{StopTrials: stop, LeaseTtlMs: s.Sched.Config().LeaseTTL.Milliseconds()}, nil
+	cfg := s.Sched.Config()
+	return &pb.HeartbeatResponse{StopTrials: stop, LeaseTtlMs: cfg.LeaseTTL.Milliseconds(), FenceAfterMs: cfg.FenceAfter.Milliseconds()}, nil
 }

@@ -243,7 +243,7 @@ func pts(from, to uint64) []*pb.CurvePoint {
 
 func (e *env) report(h Held, points []*pb.CurvePoint) uint64 {
 	e.t.Helper()
-	acked, err := e.s.ReportPoints(context.Background(), h, points)
+	acked, _, err := e.s.ReportPoints(context.Background(), h, points)
 	if err != nil {
 		e.t.Fatalf("ReportPoints: %v", err)
 	}

@@ -36,6 +36,10 @@ type Config struct {
 	// RestartGrace extends every lease found running at start-up, so that workers can
 	// reattach before anything expires.
 	RestartGrace time.Duration
+	// FenceAfter is how long a worker may go without reaching the coordinator before it
+	// stops its trials. It must be shorter than LeaseTTL, so that a worker has stopped
+	// before its trial is requeued elsewhere.
+	FenceAfter time.Duration
 	// MaxAttempts is the delivery limit: a trial whose lease expired this many times is lost.
 	MaxAttempts int32
 	// MaxWait caps how long AcquireTrial may hold a call open.
@@ -48,10 +52,13 @@ type Config struct {
 
 func (c *Config) setDefaults() {
 	if c.LeaseTTL <= 0 {
-		c.LeaseTTL = 20 * time.Second
+		c.LeaseTTL = 30 * time.Second
 	}
 	if c.HeartbeatInterval <= 0 {
-		c.HeartbeatInterval = c.LeaseTTL / 4
+		c.HeartbeatInterval = c.LeaseTTL / 6
+	}
+	if c.FenceAfter <= 0 || c.FenceAfter >= c.LeaseTTL {
+		c.FenceAfter = c.LeaseTTL * 2 / 3
 	}
 	if c.RestartGrace <= 0 {
 		c.RestartGrace = 30 * time.Second
@@ -79,6 +86,7 @@ type lease struct {
 	id       string
 	attempt  int32
 	workerID uint64
+	gpus     []int32
 	deadline time.Time
 }
 
@@ -127,7 +135,7 @@ func New(db *store.DB, cfg Config) (*Scheduler, error) {
 	}
 	deadline := cfg.Clock.Now().Add(cfg.RestartGrace + cfg.LeaseTTL)
 	for _, t := range running {
-		s.leases[t.Id] = &lease{id: t.LeaseId, attempt: t.Attempt, workerID: t.WorkerId, deadline: deadline}
+		s.leases[t.Id] = &lease{id: t.LeaseId, attempt: t.Attempt, workerID: t.WorkerId, gpus: t.GpuIndices, deadline: deadline}
 	}
 	if len(running) > 0 {
 		s.log.Info("recovered running trials; workers may reattach",

@@ -2,14 +2,12 @@ package scheduler
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"time"
 
 	"go.uber.org/zap"
 
-	"github.com/mixopt/mixopt/internal/bo"
 	"github.com/mixopt/mixopt/internal/store"
 	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
 )
@@ -49,214 +47,6 @@ func (s *Scheduler) AcquireTrial(ctx context.Context, workerID uint64, wait time
 			return nil, ctx.Err()
 		}
 	}
-}
-
-// capacity is how many trials a worker runs at once.
-func capacity(w *pb.Worker) int {
-	switch {
-	case w.SimulatedCapacity > 0:
-		return int(w.SimulatedCapacity)
-	case len(w.Gpus) > 0:
-		return len(w.Gpus)
-	default:
-		return 1
-	}
-}
-
-func (s *Scheduler) heldBy(workerID uint64) int {
-	n := 0
-	for _, l := range s.leases {
-		if l.workerID == workerID {
-			n++
-		}
-	}
-	return n
-}
-
-func (s *Scheduler) tryAssign(ctx context.Context, workerID uint64) (*pb.Assignment, error) {
-	s.decideMu.Lock()
-	defer s.decideMu.Unlock()
-	var worker *pb.Worker
-	var studyIDs []uint64
-	err := s.db.View(func(tx *store.Tx) error {
-		var err error
-		if worker, err = tx.Worker(workerID); err != nil {
-			return wrapStore(err, fmt.Sprintf("worker %d", workerID))
-		}
-		studies, err := tx.Studies()
-		for _, st := range studies {
-			if st.State == pb.StudyState_STUDY_STATE_RUNNING {
-				studyIDs = append(studyIDs, st.Id)
-			}
-		}
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	s.heartbeats[workerID] = s.now()
-	full := s.heldBy(workerID) >= capacity(worker)
-	s.mu.Unlock()
-	if full {
-		return nil, nil
-	}
-	for _, id := range studyIDs {
-		a, err := s.assignFromStudy(ctx, id, workerID)
-		if a != nil || err != nil {
-			return a, err
-		}
-	}
-	return nil, nil
-}
-
-// assignFromStudy leases a requeued trial of the study, or else a new one decided by its
-// policy, or completes the study when nothing more can run. Callers hold decideMu.
-func (s *Scheduler) assignFromStudy(ctx context.Context, studyID, workerID uint64) (*pb.Assignment, error) {
-	var snap *studySnapshot
-	if err := s.db.View(func(tx *store.Tx) (err error) { snap, err = loadSnapshot(tx, studyID); return err }); err != nil {
-		return nil, err
-	}
-	study, spec := snap.study, snap.study.Spec
-	if study.State != pb.StudyState_STUDY_STATE_RUNNING {
-		return nil, nil
-	}
-	running := snap.running()
-	if running >= int(spec.MaxParallel) {
-		return nil, nil
-	}
-	for _, t := range snap.trials {
-		if t.State == pb.TrialState_TRIAL_STATE_PENDING {
-			return s.lease(study, t, workerID, nil, false)
-		}
-	}
-	if spec.MaxTrials > 0 && study.TrialsCreated >= spec.MaxTrials {
-		return nil, s.completeIfIdle(studyID, "max trials reached")
-	}
-	budgetLeft := spec.BudgetFlops - study.SpentFlops - snap.committed()
-	policy, err := s.cfg.NewPolicy(spec.Policy)
-	if err != nil {
-		return nil, err
-	}
-	d, err := policy.Next(ctx, snap.request(budgetLeft))
-	if errors.Is(err, bo.ErrNoTrialFits) {
-		return nil, s.completeIfIdle(studyID, "budget exhausted")
-	}
-	if err != nil {
-		return nil, fmt.Errorf("study %d: policy %s: %w", studyID, spec.Policy, err)
-	}
-	if err := checkDecision(spec, d.Trial, budgetLeft); err != nil {
-		return nil, fmt.Errorf("study %d: policy %s decided an invalid trial: %w", studyID, spec.Policy, err)
-	}
-	t := &pb.Trial{
-		StudyId: studyID, Mixture: d.Trial.Mixture, Scale: spec.Scales[d.Trial.Scale].Name, Steps: d.Trial.Steps,
-		CreateTimeUnixMs: unixMs(s.now()),
-	}
-	return s.lease(study, t, workerID, d.State, true)
-}
-
-func checkDecision(spec *pb.StudySpec, t bo.Trial, budgetLeft float64) error {
-	if t.Scale < 0 || t.Scale >= len(spec.Scales) {
-		return fmt.Errorf("scale index %d out of range", t.Scale)
-	}
-	if len(t.Mixture) != len(spec.Domains) {
-		return fmt.Errorf("mixture has %d weights for %d domains", len(t.Mixture), len(spec.Domains))
-	}
-	sum := 0.0
-	for i, w := range t.Mixture {
-		d := spec.Domains[i]
-		if math.IsNaN(w) || w < d.MinWeight-1e-6 || w > d.MaxWeight+1e-6 {
-			return fmt.Errorf("weight %v of %s outside [%v, %v]", w, d.Name, d.MinWeight, d.MaxWeight)
-		}
-		sum += w
-	}
-	if math.Abs(sum-1) > 1e-6 {
-		return fmt.Errorf("mixture sums to %v", sum)
-	}
-	if cost := spec.Scales[t.Scale].FlopsPerStep * float64(t.Steps); cost > budgetLeft*(1+1e-9) {
-		return fmt.Errorf("cost %.3g exceeds the budget left %.3g", cost, budgetLeft)
-	}
-	return nil
-}
-
-// lease starts a new attempt of t on the worker in one transaction (creating t when isNew,
-// together with the study's decision count and the policy state).
-func (s *Scheduler) lease(study *pb.Study, t *pb.Trial, workerID uint64, policyState []byte, isNew bool) (*pb.Assignment, error) {
-	now := s.now()
-	t.State = pb.TrialState_TRIAL_STATE_RUNNING
-	t.Attempt++
-	t.LeaseId = newLeaseID()
-	t.WorkerId = workerID
-	t.LastSeq, t.StepsDone, t.HasValue, t.LastValue = 0, 0, false, 0
-	t.StartTimeUnixMs = unixMs(now)
-	err := s.db.Update(func(tx *store.Tx) error {
-		st, err := tx.Study(study.Id)
-		if err != nil {
-			return err
-		}
-		// The snapshot the decision came from may be stale: the study may have been
-		// paused or cancelled, or the requeued trial stopped, since.
-		if st.State != pb.StudyState_STUDY_STATE_RUNNING {
-			return errGone
-		}
-		if !isNew {
-			cur, err := tx.Trial(t.Id)
-			if err != nil {
-				return err
-			}
-			if cur.State != pb.TrialState_TRIAL_STATE_PENDING || cur.Attempt != t.Attempt-1 {
-				return errGone
-			}
-		}
-		if isNew {
-			if t.Id, err = tx.NextTrialID(); err != nil {
-				return err
-			}
-			st.TrialsCreated++
-			if err := tx.PutStudy(st); err != nil {
-				return err
-			}
-			if err := tx.PutPolicyState(st.Id, policyState); err != nil {
-				return err
-			}
-		}
-		return tx.PutTrial(t)
-	})
-	if errors.Is(err, errGone) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("lease trial: %w", err)
-	}
-	s.mu.Lock()
-	s.leases[t.Id] = &lease{id: t.LeaseId, attempt: t.Attempt, workerID: workerID, deadline: now.Add(s.cfg.LeaseTTL)}
-	s.bumpLocked(study.Id)
-	s.mu.Unlock()
-	spec := study.Spec
-	s.log.Info("trial leased", zap.Uint64("study", study.Id), zap.Uint64("trial", t.Id),
-		zap.Uint64("worker", workerID), zap.Int32("attempt", t.Attempt),
-		zap.String("scale", t.Scale), zap.Int64("steps", t.Steps))
-	return &pb.Assignment{
-		Trial:      t,
-		Domains:    domainNames(spec),
-		Scale:      spec.Scales[ScaleIndex(spec, t.Scale)],
-		LeaseId:    t.LeaseId,
-		Attempt:    t.Attempt,
-		LeaseTtlMs: s.cfg.LeaseTTL.Milliseconds(),
-		EvalEvery:  spec.EvalEvery,
-		Seed:       spec.Seed ^ t.Id,
-	}, nil
-}
-
-// errGone aborts a lease whose study or trial changed state since the decision.
-var errGone = errors.New("study or trial no longer runnable")
-
-func domainNames(spec *pb.StudySpec) []string {
-	names := make([]string, len(spec.Domains))
-	for i, d := range spec.Domains {
-		names[i] = d.Name
-	}
-	return names
 }
 
 // completeIfIdle ends a study that can start nothing more once its last trial is done.
@@ -324,15 +114,17 @@ func checkHeld(t *pb.Trial, h Held) error {
 }
 
 // ReportPoints commits a batch of curve points of a held attempt and returns the highest
-// sequence number committed. Points at or below it are acknowledged again without being
-// written twice; a gap in the sequence is refused.
-func (s *Scheduler) ReportPoints(_ context.Context, h Held, points []*pb.CurvePoint) (uint64, error) {
+// sequence number committed, and whether the trial should stop at its current step. Points
+// at or below it are acknowledged again without being written twice; a gap in the
+// sequence is refused. Concurrent reports share one transaction (store Batch).
+func (s *Scheduler) ReportPoints(_ context.Context, h Held, points []*pb.CurvePoint) (acked uint64, stop bool, err error) {
 	if err := validatePoints(points); err != nil {
-		return 0, err
+		return 0, false, err
 	}
-	var acked uint64
 	var studyID uint64
-	err := s.db.Update(func(tx *store.Tx) error {
+	err = s.db.Batch(func(tx *store.Tx) error {
+		// Batch may run this twice: every result is set afresh.
+		acked, stop, studyID = 0, false, 0
 		t, err := tx.Trial(h.TrialID)
 		if err != nil {
 			return wrapStore(err, fmt.Sprintf("trial %d", h.TrialID))
@@ -340,22 +132,22 @@ func (s *Scheduler) ReportPoints(_ context.Context, h Held, points []*pb.CurvePo
 		if err := checkHeld(t, h); err != nil {
 			return err
 		}
-		studyID = t.StudyId
+		studyID, stop = t.StudyId, t.StopRequested
 		var fresh []*pb.CurvePoint
 		for i, p := range points {
 			if p.Seq <= t.LastSeq {
 				continue // already committed: a re-sent batch
 			}
-			if p.Seq != t.LastSeq+uint64(len(fresh))+1 {
-				return fmt.Errorf("points[%d].seq: got %d, want %d (no gaps): %w", i, p.Seq, t.LastSeq+uint64(len(fresh))+1, ErrInvalid)
+			if want := t.LastSeq + uint64(len(fresh)) + 1; p.Seq != want {
+				return fmt.Errorf("points[%d].seq: got %d, want %d (no gaps): %w", i, p.Seq, want, ErrInvalid)
 			}
 			if p.Step > t.Steps {
 				return fmt.Errorf("points[%d].step: %d is beyond the trial's %d steps: %w", i, p.Step, t.Steps, ErrInvalid)
 			}
 			fresh = append(fresh, p)
 		}
+		acked = t.LastSeq
 		if len(fresh) == 0 {
-			acked = t.LastSeq
 			return nil
 		}
 		if err := tx.AppendPoints(t.Id, t.Attempt, fresh); err != nil {
@@ -367,8 +159,14 @@ func (s *Scheduler) ReportPoints(_ context.Context, h Held, points []*pb.CurvePo
 		}
 		last := fresh[len(fresh)-1]
 		if last.Step > t.StepsDone {
-			study.SpentFlops += float64(last.Step-t.StepsDone) * study.Spec.Scales[ScaleIndex(study.Spec, t.Scale)].FlopsPerStep
+			study.SpentFlops += float64(last.Step-t.StepsDone) * scaleOf(study.Spec, t.Scale).FlopsPerStep
 			t.StepsDone = last.Step
+		}
+		if dt := last.WallTimeS - t.AttemptWallTimeS; dt > 0 && !math.IsInf(dt, 0) {
+			gpuSeconds := dt * float64(max(len(t.GpuIndices), 1))
+			t.GpuSeconds += gpuSeconds
+			study.SpentGpuHours += gpuSeconds / 3600
+			t.AttemptWallTimeS = last.WallTimeS
 		}
 		if v, ok := MetricValue(last, study.Spec.Objective.Metric); ok && !math.IsNaN(v) && !math.IsInf(v, 0) {
 			t.LastValue, t.HasValue = v, true
@@ -381,7 +179,7 @@ func (s *Scheduler) ReportPoints(_ context.Context, h Held, points []*pb.CurvePo
 		return tx.PutTrial(t)
 	})
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	s.mu.Lock()
 	if l := s.leases[h.TrialID]; l != nil && l.id == h.LeaseID {
@@ -390,7 +188,7 @@ func (s *Scheduler) ReportPoints(_ context.Context, h Held, points []*pb.CurvePo
 	s.heartbeats[h.WorkerID] = s.now()
 	s.bumpLocked(studyID)
 	s.mu.Unlock()
-	return acked, nil
+	return acked, stop, nil
 }
 
 func validatePoints(points []*pb.CurvePoint) error {
@@ -410,6 +208,8 @@ func validatePoints(points []*pb.CurvePoint) error {
 			return fmt.Errorf("points[%d].step: negative: %w", i, ErrInvalid)
 		case i > 0 && p.Seq <= points[i-1].Seq:
 			return fmt.Errorf("points[%d].seq: not ascending: %w", i, ErrInvalid)
+		case math.IsNaN(p.WallTimeS) || p.WallTimeS < 0:
+			return fmt.Errorf("points[%d].wall_time_s: %v is not a time: %w", i, p.WallTimeS, ErrInvalid)
 		}
 		if len(p.Eval) > 256 {
 			return fmt.Errorf("points[%d].eval: %d metrics, at most 256: %w", i, len(p.Eval), ErrInvalid)
@@ -418,34 +218,73 @@ func validatePoints(points []*pb.CurvePoint) error {
 	return nil
 }
 
-// FinishTrial marks a held attempt succeeded once every point up to finalSeq is committed.
+// FinishTrial ends a held attempt once every point up to finalSeq is committed: succeeded,
+// or stopped when a stop was requested (its curve ends where it stopped).
 func (s *Scheduler) FinishTrial(_ context.Context, h Held, finalSeq uint64, sourceRun string, sourceDistance float64) error {
-	return s.endTrial(h, func(t *pb.Trial) error {
+	return s.endTrial(h, func(tx *store.Tx, t *pb.Trial) error {
 		if t.LastSeq != finalSeq {
 			return fmt.Errorf("final_seq: %d, but points up to %d are committed: %w", finalSeq, t.LastSeq, ErrConflict)
 		}
 		t.State = pb.TrialState_TRIAL_STATE_SUCCEEDED
+		if t.StopRequested {
+			t.State = pb.TrialState_TRIAL_STATE_STOPPED
+		}
 		t.SourceRun, t.SourceDistance = sourceRun, sourceDistance
 		return nil
 	})
 }
 
-// FailTrial marks a held attempt failed with the worker's reason.
+// Error classes a worker reports for a failed training run. A deterministic failure fails
+// the trial: running the same configuration again would fail the same way. Anything else
+// (a crash, a lost GPU) is retried as a new attempt up to the delivery limit.
+var deterministicFailures = map[string]bool{"oom": true, "diverged": true, "bad_data": true}
+
+// FailTrial ends a held attempt that failed with the worker's reason and class; the retry
+// policy above decides between failing the trial and requeueing it.
 func (s *Scheduler) FailTrial(_ context.Context, h Held, reason, class string) error {
 	if reason == "" {
 		return fmt.Errorf("reason: missing: %w", ErrInvalid)
 	}
-	return s.endTrial(h, func(t *pb.Trial) error {
-		t.State = pb.TrialState_TRIAL_STATE_FAILED
-		t.FailureReason = reason
-		if class != "" {
+	if len(reason) > 4096 {
+		reason = reason[:4096]
+	}
+	if class == "" {
+		class = "other"
+	}
+	return s.endTrial(h, func(tx *store.Tx, t *pb.Trial) error {
+		why := fmt.Sprintf("attempt %d: %s: %s", t.Attempt, class, reason)
+		if deterministicFailures[class] || t.StopRequested {
+			t.State = pb.TrialState_TRIAL_STATE_FAILED
 			t.FailureReason = class + ": " + reason
+			t.ReasonHistory = append(t.ReasonHistory, why)
+			return nil
 		}
+		s.requeue(t, why)
 		return nil
 	})
 }
 
-func (s *Scheduler) endTrial(h Held, end func(t *pb.Trial) error) error {
+// requeue puts a trial whose attempt ended without a result back in the queue as pending
+// for a new attempt, or, past the delivery limit, marks it lost with its reason history.
+func (s *Scheduler) requeue(t *pb.Trial, why string) {
+	t.ReasonHistory = append(t.ReasonHistory, why)
+	t.LeaseId, t.WorkerId, t.GpuIndices = "", 0, nil
+	if t.StopRequested {
+		t.State = pb.TrialState_TRIAL_STATE_STOPPED
+		t.FailureReason = "stopped: " + why
+		t.EndTimeUnixMs = unixMs(s.now())
+		return
+	}
+	if t.Attempt >= s.cfg.MaxAttempts {
+		t.State = pb.TrialState_TRIAL_STATE_LOST
+		t.FailureReason = fmt.Sprintf("lost after %d attempts", t.Attempt)
+		t.EndTimeUnixMs = unixMs(s.now())
+		return
+	}
+	t.State = pb.TrialState_TRIAL_STATE_PENDING
+}
+
+func (s *Scheduler) endTrial(h Held, end func(tx *store.Tx, t *pb.Trial) error) error {
 	var t *pb.Trial
 	err := s.db.Update(func(tx *store.Tx) error {
 		var err error
@@ -455,10 +294,12 @@ func (s *Scheduler) endTrial(h Held, end func(t *pb.Trial) error) error {
 		if err := checkHeld(t, h); err != nil {
 			return err
 		}
-		if err := end(t); err != nil {
+		if err := end(tx, t); err != nil {
 			return err
 		}
-		t.EndTimeUnixMs = unixMs(s.now())
+		if t.State != pb.TrialState_TRIAL_STATE_PENDING {
+			t.EndTimeUnixMs = unixMs(s.now())
+		}
 		return tx.PutTrial(t)
 	})
 	if err != nil {
@@ -469,10 +310,46 @@ func (s *Scheduler) endTrial(h Held, end func(t *pb.Trial) error) error {
 	s.bumpLocked(t.StudyId)
 	s.notifyLocked()
 	s.mu.Unlock()
-	s.log.Info("trial ended", zap.Uint64("trial", t.Id), zap.String("state", StateName(t.State)),
-		zap.Uint64("points", t.LastSeq), zap.String("reason", t.FailureReason))
+	s.log.Info("trial attempt ended", zap.Uint64("trial", t.Id), zap.Int32("attempt", t.Attempt),
+		zap.String("state", StateName(t.State)), zap.Uint64("points", t.LastSeq), zap.String("reason", t.FailureReason))
 	// Complete now rather than at the next worker's request: none may come.
 	return s.completeIfIdle(t.StudyId, "")
+}
+
+// CancelTrial stops a trial: a pending one at once, a running one at its current step
+// (its worker learns it from its next report, finishes with the points it sent, and the
+// observed prefix is kept).
+func (s *Scheduler) CancelTrial(_ context.Context, id uint64) (*pb.Trial, error) {
+	var t *pb.Trial
+	err := s.db.Update(func(tx *store.Tx) error {
+		var err error
+		if t, err = tx.Trial(id); err != nil {
+			return wrapStore(err, fmt.Sprintf("trial %d", id))
+		}
+		switch t.State {
+		case pb.TrialState_TRIAL_STATE_RUNNING:
+			t.StopRequested = true
+		case pb.TrialState_TRIAL_STATE_PENDING:
+			t.StopRequested = true
+			t.State = pb.TrialState_TRIAL_STATE_STOPPED
+			t.FailureReason = "cancelled by the operator"
+			t.EndTimeUnixMs = unixMs(s.now())
+		case pb.TrialState_TRIAL_STATE_STOPPED:
+			return nil
+		default:
+			return fmt.Errorf("trial %d already ended %s: %w", id, StateName(t.State), ErrConflict)
+		}
+		return tx.PutTrial(t)
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	s.bumpLocked(t.StudyId)
+	s.notifyLocked()
+	s.mu.Unlock()
+	s.log.Info("trial stop requested", zap.Uint64("trial", id), zap.String("state", StateName(t.State)))
+	return t, s.completeIfIdle(t.StudyId, "")
 }
 
 // Heartbeat renews the leases a worker still holds and returns the trials it must stop:
@@ -538,16 +415,7 @@ func (s *Scheduler) expire(trialID uint64, now time.Time) error {
 		if t.State != pb.TrialState_TRIAL_STATE_RUNNING || t.LeaseId != held.id {
 			return nil
 		}
-		reason := fmt.Sprintf("attempt %d: lease expired on worker %d", t.Attempt, t.WorkerId)
-		t.ReasonHistory = append(t.ReasonHistory, reason)
-		t.LeaseId, t.WorkerId = "", 0
-		if t.Attempt >= s.cfg.MaxAttempts {
-			t.State = pb.TrialState_TRIAL_STATE_LOST
-			t.FailureReason = fmt.Sprintf("lost after %d attempts", t.Attempt)
-			t.EndTimeUnixMs = unixMs(now)
-		} else {
-			t.State = pb.TrialState_TRIAL_STATE_PENDING
-		}
+		s.requeue(t, fmt.Sprintf("attempt %d: lease expired on worker %d", t.Attempt, t.WorkerId))
 		return tx.PutTrial(t)
 	})
 	if err != nil {
@@ -562,8 +430,5 @@ func (s *Scheduler) expire(trialID uint64, now time.Time) error {
 	s.mu.Unlock()
 	s.log.Warn("lease expired", zap.Uint64("trial", trialID), zap.Uint64("worker", held.workerID),
 		zap.String("state", StateName(t.State)))
-	if t.State == pb.TrialState_TRIAL_STATE_LOST {
-		return s.completeIfIdle(t.StudyId, "")
-	}
-	return nil
+	return s.completeIfIdle(t.StudyId, "")
 }

@@ -87,7 +87,7 @@ func TestTrialLifecycle(t *testing.T) {
 	}
 	for _, tc := range refused {
 		t.Run("report/"+tc.name, func(t *testing.T) {
-			_, err := e.s.ReportPoints(ctx, tc.h, tc.points)
+			_, _, err := e.s.ReportPoints(ctx, tc.h, tc.points)
 			wantErr(t, err, tc.class, tc.name)
 			if tc.field != "" && !strings.HasPrefix(err.Error(), tc.field+": ") {
 				t.Errorf("error %q does not name %q", err, tc.field)
@@ -123,7 +123,7 @@ func TestTrialLifecycle(t *testing.T) {
 	}
 
 	// The lease is gone: reports, a second finish and heartbeats are refused or told to stop.
-	_, err = e.s.ReportPoints(ctx, h, pts(5, 5))
+	_, _, err = e.s.ReportPoints(ctx, h, pts(5, 5))
 	wantErr(t, err, ErrStaleLease, "report after finish")
 	err = e.s.FinishTrial(ctx, h, 4, "", 0)
 	wantErr(t, err, ErrStaleLease, "second finish")
@@ -170,8 +170,11 @@ func TestFailTrial(t *testing.T) {
 	if err := e.s.FailTrial(ctx, heldOf(w, b), "exit status 1", ""); err != nil {
 		t.Fatalf("FailTrial: %v", err)
 	}
-	if tr, _ := e.trial(b.Trial.Id); tr.FailureReason != "exit status 1" {
-		t.Errorf("reason without a class = %q", tr.FailureReason)
+	// A failure without a class is "other": not deterministic, so it is retried.
+	tr, _ = e.trial(b.Trial.Id)
+	if tr.State != pb.TrialState_TRIAL_STATE_PENDING || len(tr.ReasonHistory) != 1 ||
+		tr.ReasonHistory[0] != "attempt 1: other: exit status 1" {
+		t.Errorf("unclassified failure: state %v history %q, want pending with the reason", tr.State, tr.ReasonHistory)
 	}
 }
 
@@ -341,7 +344,7 @@ func TestCancelStudy(t *testing.T) {
 	if err != nil || !slices.Equal(stop, []uint64{a.Trial.Id}) {
 		t.Errorf("Heartbeat after cancel = %v, %v; want stop [%d]", stop, err, a.Trial.Id)
 	}
-	_, err = e.s.ReportPoints(ctx, h, pts(3, 3))
+	_, _, err = e.s.ReportPoints(ctx, h, pts(3, 3))
 	wantErr(t, err, ErrStaleLease, "report after cancel")
 	if got := e.acquire(w); got != nil {
 		t.Fatalf("cancelled study assigned a trial")
@@ -431,7 +434,7 @@ func TestLeaseExpiryRequeuesThenLoses(t *testing.T) {
 		if err != nil || !slices.Equal(stop, []uint64{a.Trial.Id}) {
 			t.Errorf("attempt %d: Heartbeat with the expired lease = %v, %v", attempt, stop, err)
 		}
-		_, err = e.s.ReportPoints(ctx, lastLease, pts(4, 4))
+		_, _, err = e.s.ReportPoints(ctx, lastLease, pts(4, 4))
 		wantErr(t, err, ErrStaleLease, "report with an expired lease")
 		if attempt == testMaxAttempt {
 			if tr.State != pb.TrialState_TRIAL_STATE_LOST || !strings.Contains(tr.FailureReason, "3 attempts") {
@@ -449,7 +452,7 @@ func TestLeaseExpiryRequeuesThenLoses(t *testing.T) {
 			t.Fatalf("re-acquired trial %d attempt %d lease %q; want trial %d attempt %d with a new lease",
 				next.Trial.Id, next.Attempt, next.LeaseId, a.Trial.Id, attempt+1)
 		}
-		_, err = e.s.ReportPoints(ctx, lastLease, pts(1, 1))
+		_, _, err = e.s.ReportPoints(ctx, lastLease, pts(1, 1))
 		wantErr(t, err, ErrStaleLease, "report under the old attempt")
 		lastLease = heldOf(holder, next)
 		// The new attempt's curve starts over.
@@ -493,7 +496,7 @@ func TestRestartKeepsRunningTrials(t *testing.T) {
 				t.Fatalf("Workers after restart = %v, %v", workers, err)
 			}
 			// The worker reattaches under its id and flushes what it buffered.
-			if id, err := e.s.Register(ctx, Registration{WorkerID: w, Hostname: "w1", SimulatedCapacity: 1}); err != nil || id != w {
+			if id, err := e.s.Register(ctx, Registration{WorkerID: w, Hostname: "w1", SimulatedCapacity: 1, Held: []Held{h}}); err != nil || id != w {
 				t.Fatalf("re-register = %d, %v; want %d", id, err, w)
 			}
 			if stop, err := e.s.Heartbeat(ctx, w, []Held{h}); err != nil || len(stop) != 0 {
@@ -536,7 +539,7 @@ func TestRestartGraceRunsOut(t *testing.T) {
 	if tr.State != pb.TrialState_TRIAL_STATE_PENDING || len(tr.ReasonHistory) != 1 {
 		t.Errorf("trial %v history %q after the grace period ran out", tr.State, tr.ReasonHistory)
 	}
-	_, err := e.s.ReportPoints(context.Background(), heldOf(w, a), pts(1, 1))
+	_, _, err := e.s.ReportPoints(context.Background(), heldOf(w, a), pts(1, 1))
 	wantErr(t, err, ErrStaleLease, "report after the grace period")
 }
 

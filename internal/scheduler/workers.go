@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -19,10 +20,14 @@ type Registration struct {
 	Hostname          string
 	GPUs              []*pb.Gpu
 	SimulatedCapacity int32
+	// Held lists the leases the worker still holds; on re-registration every other trial
+	// leased to it is requeued (the worker restarted and lost it).
+	Held []Held
 }
 
-// Register records a worker and returns its id. A known id keeps its identity (and its
-// leases); an unknown non-zero id gets a fresh one.
+// Register records a worker and returns its id. A known id keeps its identity and the
+// leases it says it holds; the trials it no longer runs are requeued at once rather than
+// after their leases expire. An unknown non-zero id gets a fresh one.
 func (s *Scheduler) Register(_ context.Context, r Registration) (uint64, error) {
 	if r.Hostname == "" || len(r.Hostname) > 255 {
 		return 0, fmt.Errorf("hostname: must be 1-255 characters: %w", ErrInvalid)
@@ -33,36 +38,107 @@ func (s *Scheduler) Register(_ context.Context, r Registration) (uint64, error) 
 	if len(r.GPUs) > 1024 {
 		return 0, fmt.Errorf("gpus: %d, at most 1024: %w", len(r.GPUs), ErrInvalid)
 	}
+	seenIndex := map[int32]bool{}
 	for i, g := range r.GPUs {
 		if g.MemoryMib < 0 || g.Index < 0 {
 			return 0, fmt.Errorf("gpus[%d]: negative index or memory: %w", i, ErrInvalid)
 		}
+		if seenIndex[g.Index] {
+			return 0, fmt.Errorf("gpus[%d].index: %d appears twice: %w", i, g.Index, ErrInvalid)
+		}
+		seenIndex[g.Index] = true
+	}
+	if len(r.Held) > 100_000 {
+		return 0, fmt.Errorf("leases: %d, at most 100000: %w", len(r.Held), ErrInvalid)
+	}
+	stillHeld := map[uint64]string{}
+	for _, h := range r.Held {
+		stillHeld[h.TrialID] = h.LeaseID
 	}
 	now := s.now()
 	var id uint64
+	var requeued []*pb.Trial
 	err := s.db.Update(func(tx *store.Tx) error {
+		requeued = requeued[:0]
 		w, err := tx.Worker(r.WorkerID)
-		if r.WorkerID == 0 || err != nil {
+		if r.WorkerID == 0 || errors.Is(err, store.ErrNotFound) {
 			if id, err = tx.NextWorkerID(); err != nil {
 				return err
 			}
 			w = &pb.Worker{Id: id, RegisterTimeUnixMs: unixMs(now)}
+		} else if err != nil {
+			return err
 		}
 		id = w.Id
 		w.Hostname, w.Gpus, w.SimulatedCapacity = r.Hostname, r.GPUs, r.SimulatedCapacity
 		w.State = pb.WorkerState_WORKER_STATE_ALIVE
 		w.LastHeartbeatUnixMs = unixMs(now)
-		return tx.PutWorker(w)
+		if err := tx.PutWorker(w); err != nil {
+			return err
+		}
+		running, err := tx.AllTrials(pb.TrialState_TRIAL_STATE_RUNNING)
+		if err != nil {
+			return err
+		}
+		for _, t := range running {
+			if t.WorkerId != id || stillHeld[t.Id] == t.LeaseId {
+				continue
+			}
+			s.requeue(t, fmt.Sprintf("attempt %d: worker %d restarted without it", t.Attempt, id))
+			if err := tx.PutTrial(t); err != nil {
+				return err
+			}
+			requeued = append(requeued, t)
+		}
+		return nil
 	})
 	if err != nil {
 		return 0, fmt.Errorf("register worker: %w", err)
 	}
 	s.mu.Lock()
 	s.heartbeats[id] = now
+	for _, t := range requeued {
+		delete(s.leases, t.Id)
+		s.bumpLocked(t.StudyId)
+	}
 	s.notifyLocked()
 	s.mu.Unlock()
-	s.log.Info("worker registered", zap.Uint64("worker", id), zap.String("hostname", r.Hostname))
+	s.log.Info("worker registered", zap.Uint64("worker", id), zap.String("hostname", r.Hostname),
+		zap.Int("requeued_trials", len(requeued)))
+	for _, t := range requeued {
+		if err := s.completeIfIdle(t.StudyId, ""); err != nil {
+			return 0, err
+		}
+	}
 	return id, nil
+}
+
+// DrainWorker stops (or, with undrain, resumes) assigning new trials to a worker; its
+// running trials go on to the end.
+func (s *Scheduler) DrainWorker(ctx context.Context, id uint64, undrain bool) (*pb.Worker, error) {
+	err := s.db.Update(func(tx *store.Tx) error {
+		w, err := tx.Worker(id)
+		if err != nil {
+			return wrapStore(err, fmt.Sprintf("worker %d", id))
+		}
+		w.Draining = !undrain
+		return tx.PutWorker(w)
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.notify()
+	s.log.Info("worker drain changed", zap.Uint64("worker", id), zap.Bool("draining", !undrain))
+	workers, err := s.Workers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range workers {
+		if w.Id == id {
+			return w, nil
+		}
+	}
+	return nil, fmt.Errorf("worker %d: %w", id, ErrNotFound)
 }
 
 // Workers lists the registered workers with their liveness and the trials they hold.
@@ -79,8 +155,12 @@ func (s *Scheduler) Workers(_ context.Context) ([]*pb.Worker, error) {
 		if seen, ok := s.heartbeats[w.Id]; ok {
 			w.LastHeartbeatUnixMs = unixMs(seen)
 		}
-		w.State = pb.WorkerState_WORKER_STATE_LOST
-		if now.Sub(time.UnixMilli(w.LastHeartbeatUnixMs)) <= 3*s.cfg.HeartbeatInterval {
+		switch {
+		case now.Sub(time.UnixMilli(w.LastHeartbeatUnixMs)) > 3*s.cfg.HeartbeatInterval:
+			w.State = pb.WorkerState_WORKER_STATE_LOST
+		case w.Draining:
+			w.State = pb.WorkerState_WORKER_STATE_DRAINING
+		default:
 			w.State = pb.WorkerState_WORKER_STATE_ALIVE
 		}
 		w.RunningTrials = w.RunningTrials[:0]

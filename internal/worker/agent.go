@@ -34,8 +34,17 @@ type Config struct {
 	// MaxBatch caps points per ReportPoints call.
 	MaxBatch int
 	// MaxBackoff caps the delay between retries while the coordinator is unreachable.
-	MaxBackoff  time.Duration
+	MaxBackoff time.Duration
+	// MaxBufferedPoints bounds the points a trial keeps in memory while the coordinator
+	// is away; beyond it they go to files in SpillDir (memory only when SpillDir is "").
+	MaxBufferedPoints int
+	SpillDir          string
+	// IDFile keeps the worker's id across restarts, so that a restarted worker is known
+	// and its lost trials are requeued at once ("" forgets it).
+	IDFile      string
 	DialOptions []grpc.DialOption
+	// Now tells the time (tests inject a fake one).
+	Now func() time.Time
 }
 
 func (c *Config) setDefaults() {
@@ -57,6 +66,12 @@ func (c *Config) setDefaults() {
 	if c.Capacity <= 0 {
 		c.Capacity = int32(max(len(c.GPUs), 1))
 	}
+	if c.MaxBufferedPoints <= 0 {
+		c.MaxBufferedPoints = 100_000
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
 }
 
 // Agent is a running worker.
@@ -65,11 +80,13 @@ type Agent struct {
 	log    *zap.Logger
 	client pb.WorkerServiceClient
 
-	mu       sync.Mutex
-	workerID uint64
-	trials   map[uint64]*trialRun
-	slotFree chan struct{} // signalled when a trial ends
-	hbEvery  time.Duration
+	mu          sync.Mutex
+	workerID    uint64
+	trials      map[uint64]*trialRun
+	slotFree    chan struct{} // signalled when a trial ends
+	hbEvery     time.Duration
+	fenceAfter  time.Duration // 0 until the coordinator says
+	lastContact time.Time     // when an RPC last succeeded
 }
 
 // Run registers and works until ctx ends; running trials are stopped on the way out.
@@ -88,12 +105,16 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg: cfg, log: cfg.Logger, client: pb.NewWorkerServiceClient(conn),
 		trials: map[uint64]*trialRun{}, slotFree: make(chan struct{}, 1), hbEvery: time.Second,
 	}
+	if a.workerID, err = readWorkerID(cfg.IDFile); err != nil {
+		return err
+	}
 	if err := a.register(ctx); err != nil {
 		return err
 	}
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() { defer wg.Done(); a.heartbeatLoop(ctx) }()
+	go func() { defer wg.Done(); a.fenceLoop(ctx) }()
 	a.acquireLoop(ctx, &wg)
 	wg.Wait()
 	return nil
@@ -133,20 +154,28 @@ func (a *Agent) id() uint64 {
 	return a.workerID
 }
 
-// register (re-)announces the worker, retrying while the coordinator is unreachable.
+// register (re-)announces the worker with the leases it holds, retrying while the
+// coordinator is unreachable.
 func (a *Agent) register(ctx context.Context) error {
 	b := backoff{max: a.cfg.MaxBackoff}
 	for {
+		simulated := int32(0)
+		if len(a.cfg.GPUs) == 0 {
+			simulated = a.cfg.Capacity
+		}
 		resp, err := a.client.Register(ctx, &pb.RegisterRequest{
-			WorkerId: a.id(), Hostname: a.cfg.Hostname, Gpus: a.cfg.GPUs, SimulatedCapacity: a.cfg.Capacity,
+			WorkerId: a.id(), Hostname: a.cfg.Hostname, Gpus: a.cfg.GPUs, SimulatedCapacity: simulated,
+			Leases: a.heldLeases(),
 		})
 		if err == nil {
+			a.contact()
 			a.mu.Lock()
 			a.workerID = resp.WorkerId
-			if resp.HeartbeatIntervalMs > 0 {
-				a.hbEvery = time.Duration(resp.HeartbeatIntervalMs) * time.Millisecond
-			}
+			a.setIntervalsLocked(resp.HeartbeatIntervalMs, resp.FenceAfterMs)
 			a.mu.Unlock()
+			if err := writeWorkerID(a.cfg.IDFile, resp.WorkerId); err != nil {
+				return err
+			}
 			a.log.Info("registered", zap.Uint64("worker", resp.WorkerId))
 			return nil
 		}
@@ -177,6 +206,7 @@ func (a *Agent) acquireLoop(ctx context.Context, wg *sync.WaitGroup) {
 		cancel()
 		switch {
 		case err == nil:
+			a.contact()
 			b = backoff{max: a.cfg.MaxBackoff}
 			if resp.Assignment != nil {
 				a.start(ctx, wg, resp.Assignment)
@@ -196,15 +226,73 @@ func (a *Agent) acquireLoop(ctx context.Context, wg *sync.WaitGroup) {
 	}
 }
 
+func (a *Agent) setIntervalsLocked(heartbeatMs, fenceMs int64) {
+	if heartbeatMs > 0 {
+		a.hbEvery = time.Duration(heartbeatMs) * time.Millisecond
+	}
+	if fenceMs > 0 {
+		a.fenceAfter = time.Duration(fenceMs) * time.Millisecond
+	}
+}
+
+// contact records that the coordinator answered, for self-fencing.
+func (a *Agent) contact() {
+	a.mu.Lock()
+	a.lastContact = a.cfg.Now()
+	a.mu.Unlock()
+}
+
+func (a *Agent) heldLeases() []*pb.HeldLease {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	leases := make([]*pb.HeldLease, 0, len(a.trials))
+	for _, t := range a.trials {
+		leases = append(leases, &pb.HeldLease{TrialId: t.a.Trial.Id, LeaseId: t.a.LeaseId, Attempt: t.a.Attempt})
+	}
+	return leases
+}
+
+// fenceLoop stops every trial once the coordinator has been unreachable for longer than
+// it allows: by then it may have requeued them elsewhere, and two attempts of one trial
+// must never run at once.
+func (a *Agent) fenceLoop(ctx context.Context) {
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			a.checkFence()
+		}
+	}
+}
+
+func (a *Agent) checkFence() {
+	a.mu.Lock()
+	silent := a.cfg.Now().Sub(a.lastContact)
+	limit := a.fenceAfter
+	var running []*trialRun
+	for _, t := range a.trials {
+		running = append(running, t)
+	}
+	a.mu.Unlock()
+	if limit <= 0 || silent <= limit || len(running) == 0 {
+		return
+	}
+	a.log.Warn("coordinator unreachable past the fence limit; stopping trials",
+		zap.Duration("silent", silent), zap.Duration("limit", limit), zap.Int("trials", len(running)))
+	for _, t := range running {
+		t.abandon()
+	}
+}
+
 func (a *Agent) heartbeatLoop(ctx context.Context) {
 	for {
 		a.mu.Lock()
 		every := a.hbEvery
-		var leases []*pb.HeldLease
-		for _, t := range a.trials {
-			leases = append(leases, &pb.HeldLease{TrialId: t.a.Trial.Id, LeaseId: t.a.LeaseId, Attempt: t.a.Attempt})
-		}
 		a.mu.Unlock()
+		leases := a.heldLeases()
 		// Jitter spreads a fleet's heartbeats so they do not arrive in waves.
 		wait := every - time.Duration(rand.Int64N(int64(every)/5+1))
 		select {
@@ -221,6 +309,10 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 			}
 			continue
 		}
+		a.contact()
+		a.mu.Lock()
+		a.setIntervalsLocked(0, resp.FenceAfterMs)
+		a.mu.Unlock()
 		for _, id := range resp.StopTrials {
 			a.stopTrial(id, "coordinator asked to stop")
 		}

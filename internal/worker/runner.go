@@ -37,6 +37,8 @@ func (e *RunError) Error() string { return e.Class + ": " + e.Reason }
 type SimRunner struct {
 	Source  sim.Source
 	Speedup float64
+	// Faults, when set, makes some attempts fail halfway (fault tests and drills).
+	Faults *Faults
 }
 
 func (r SimRunner) Run(ctx context.Context, a *pb.Assignment, emit func(*pb.CurvePoint)) (RunResult, error) {
@@ -53,8 +55,12 @@ func (r SimRunner) Run(ctx context.Context, a *pb.Assignment, emit func(*pb.Curv
 	if speedup <= 0 {
 		speedup = 1
 	}
+	fault, failing := r.Faults.draw(t.Id, a.Attempt)
 	start := time.Now()
-	for _, p := range run.Points {
+	for i, p := range run.Points {
+		if failing && i >= len(run.Points)/2 {
+			return RunResult{}, fault
+		}
 		due := start.Add(time.Duration(p.WallTime / speedup * float64(time.Second)))
 		if wait := time.Until(due); wait > 0 {
 			select {

@@ -13,7 +13,7 @@ import (
 	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
 )
 
-// trialRun is one attempt on this worker: the runner appends points to a buffer and the
+// trialRun is one attempt on this worker: the runner pushes points into a queue and the
 // sender drains it to the coordinator, so training never waits for the network.
 type trialRun struct {
 	agent *Agent
@@ -24,18 +24,22 @@ type trialRun struct {
 	cancelRun context.CancelFunc
 
 	mu       sync.Mutex
-	buf      []*pb.CurvePoint // emitted, not yet acknowledged
+	queue    *pointQueue // emitted, not yet acknowledged
 	nextSeq  uint64
-	acked    uint64
+	queueErr error // the queue could not spill: the attempt cannot keep its points
 	wake     chan struct{}
 	finished bool
-	lost     bool // the coordinator refused our lease: stop and report nothing more
+	// lost: the coordinator refused our lease (or we fenced ourselves): stop and report
+	// nothing more. stopping: the coordinator asked to stop at the current step: stop
+	// the run, then finish with the points sent.
+	lost, stopping bool
 }
 
 func newTrialRun(ctx context.Context, agent *Agent, a *pb.Assignment) *trialRun {
 	t := &trialRun{
 		agent: agent, a: a, nextSeq: 1, wake: make(chan struct{}, 1),
-		log: agent.log.With(zap.Uint64("trial", a.Trial.Id), zap.Int32("attempt", a.Attempt)),
+		queue: newPointQueue(agent.cfg.MaxBufferedPoints, agent.cfg.SpillDir),
+		log:   agent.log.With(zap.Uint64("trial", a.Trial.Id), zap.Int32("attempt", a.Attempt)),
 	}
 	t.runCtx, t.cancelRun = context.WithCancel(ctx)
 	return t
@@ -45,8 +49,10 @@ func (t *trialRun) emit(p *pb.CurvePoint) {
 	t.mu.Lock()
 	p.Seq = t.nextSeq
 	t.nextSeq++
-	t.buf = append(t.buf, p)
-	full := len(t.buf) >= t.agent.cfg.MaxBatch
+	if err := t.queue.Push(p); err != nil && t.queueErr == nil {
+		t.queueErr = err
+	}
+	full := t.queue.Len() >= t.agent.cfg.MaxBatch
 	t.mu.Unlock()
 	if full {
 		t.poke()
@@ -69,14 +75,28 @@ func (t *trialRun) abandon() {
 	t.poke()
 }
 
-func (t *trialRun) isLost() bool {
+// stopAtCurrentStep ends the run early; the points already emitted are still sent and the
+// trial is finished with them.
+func (t *trialRun) stopAtCurrentStep() {
+	t.mu.Lock()
+	t.stopping = true
+	t.mu.Unlock()
+	t.cancelRun()
+}
+
+func (t *trialRun) state() (lost, stopping bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.lost
+	return t.lost, t.stopping
 }
 
 func (t *trialRun) run(ctx context.Context) {
 	defer t.cancelRun()
+	defer func() {
+		t.mu.Lock()
+		t.queue.Close()
+		t.mu.Unlock()
+	}()
 	type outcome struct {
 		res RunResult
 		err error
@@ -92,25 +112,17 @@ func (t *trialRun) run(ctx context.Context) {
 	}()
 	t.sendUntilDrained(ctx)
 	out := <-done
-	if t.isLost() || ctx.Err() != nil {
+	lost, stopping := t.state()
+	if lost || ctx.Err() != nil {
 		return
 	}
-	if out.err != nil {
-		var re *RunError
-		class := "other"
-		if errors.As(out.err, &re) {
-			class = re.Class
-		}
-		t.log.Warn("trial failed", zap.String("class", class), zap.Error(out.err))
-		t.call(ctx, func(c context.Context) error {
-			_, err := t.agent.client.FailTrial(c, &pb.FailTrialRequest{
-				WorkerId: t.agent.id(), TrialId: t.a.Trial.Id, LeaseId: t.a.LeaseId, Attempt: t.a.Attempt,
-				Reason: out.err.Error(), ErrorClass: class,
-			})
-			return err
-		})
+	if out.err != nil && !(stopping && errors.Is(out.err, context.Canceled)) {
+		t.fail(ctx, out.err)
 		return
 	}
+	// A run stopped at the coordinator's request may have emitted more after the last
+	// send; send those too so the final sequence number is complete.
+	t.sendUntilDrained(ctx)
 	t.mu.Lock()
 	final := t.nextSeq - 1
 	t.mu.Unlock()
@@ -121,22 +133,47 @@ func (t *trialRun) run(ctx context.Context) {
 		})
 		return err
 	}) {
-		t.log.Info("trial finished", zap.Uint64("points", final))
+		t.log.Info("trial finished", zap.Uint64("points", final), zap.Bool("stopped_early", stopping))
 	}
 }
 
-// sendUntilDrained reports buffered points until the runner has finished and everything it
+func (t *trialRun) fail(ctx context.Context, runErr error) {
+	var re *RunError
+	class := "other"
+	if errors.As(runErr, &re) {
+		class = re.Class
+	}
+	t.log.Warn("trial failed", zap.String("class", class), zap.Error(runErr))
+	// Points emitted before the failure are part of the attempt's record.
+	t.sendUntilDrained(ctx)
+	t.call(ctx, func(c context.Context) error {
+		_, err := t.agent.client.FailTrial(c, &pb.FailTrialRequest{
+			WorkerId: t.agent.id(), TrialId: t.a.Trial.Id, LeaseId: t.a.LeaseId, Attempt: t.a.Attempt,
+			Reason: runErr.Error(), ErrorClass: class,
+		})
+		return err
+	})
+}
+
+// sendUntilDrained reports queued points until the runner has finished and everything it
 // emitted is acknowledged, or the lease is lost.
 func (t *trialRun) sendUntilDrained(ctx context.Context) {
 	tick := time.NewTicker(t.agent.cfg.FlushInterval)
 	defer tick.Stop()
 	for {
 		t.mu.Lock()
-		batch := t.buf[:min(len(t.buf), t.agent.cfg.MaxBatch)]
-		batch = append([]*pb.CurvePoint(nil), batch...)
-		done := t.finished && len(t.buf) == 0
+		batch, err := t.queue.Peek(t.agent.cfg.MaxBatch)
+		if err == nil {
+			err = t.queueErr
+		}
+		done := t.finished && t.queue.Len() == 0
 		lost := t.lost
 		t.mu.Unlock()
+		if err != nil {
+			t.log.Error("point queue failed; abandoning trial", zap.Error(err))
+			t.abandon()
+			return
+		}
 		if done || lost || ctx.Err() != nil {
 			return
 		}
@@ -163,19 +200,13 @@ func (t *trialRun) report(ctx context.Context, batch []*pb.CurvePoint) error {
 		return err
 	}
 	t.mu.Lock()
-	defer t.mu.Unlock()
-	if resp.AckedSeq > t.acked {
-		t.acked = resp.AckedSeq
-	}
-	// Drop what is acknowledged; sequence numbers in buf are contiguous.
-	n := 0
-	for n < len(t.buf) && t.buf[n].Seq <= t.acked {
-		n++
-	}
-	t.buf = t.buf[n:]
+	t.queue.Ack(resp.AckedSeq)
+	t.mu.Unlock()
 	if resp.Stop {
-		t.lost = true
-		t.cancelRun()
+		if _, stopping := t.state(); !stopping {
+			t.log.Info("coordinator asked to stop at the current step")
+			t.stopAtCurrentStep()
+		}
 	}
 	return nil
 }
@@ -186,10 +217,14 @@ func (t *trialRun) report(ctx context.Context, batch []*pb.CurvePoint) error {
 func (t *trialRun) call(ctx context.Context, rpc func(context.Context) error) bool {
 	b := backoff{max: t.agent.cfg.MaxBackoff}
 	for {
+		if lost, _ := t.state(); lost {
+			return false
+		}
 		c, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err := rpc(c)
 		cancel()
 		if err == nil {
+			t.agent.contact()
 			return true
 		}
 		if ctx.Err() != nil {
