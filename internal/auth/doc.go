@@ -33,6 +33,9 @@
 // Clients send their token with TokenCredentials (grpc.WithPerRPCCredentials); ClientToken
 // reads it from a flag's file, $MIXOPT_TOKEN_FILE or $MIXOPT_TOKEN.
 //
+// Authenticator.HTTP guards HTTP handlers (the dashboard, /metrics) with the same tokens, as
+// a Bearer header or as the password of HTTP Basic auth (a browser's login prompt).
+//
 // # TLS
 //
 // ServerTLSConfig builds a server config from a certificate and key, and with a client CA

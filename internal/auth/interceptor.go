@@ -109,7 +109,11 @@ func (a *Authenticator) Authorize(ctx context.Context, fullMethod string) (conte
 	if !Allowed(id.Role, fullMethod) {
 		return nil, status.Errorf(codes.PermissionDenied, "role %s may not call %s", id.Role, fullMethod)
 	}
-	return context.WithValue(ctx, identityKey{}, id), nil
+	return withIdentity(ctx, id), nil
+}
+
+func withIdentity(ctx context.Context, id Identity) context.Context {
+	return context.WithValue(ctx, identityKey{}, id)
 }
 
 // bearer extracts the token from "authorization: Bearer <token>".
