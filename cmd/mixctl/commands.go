@@ -174,9 +174,9 @@ func (c *cli) trialsCmd() *cobra.Command {
 }
 
 func (c *cli) trialCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "trial TRIAL_ID",
-		Short: "Show one trial and its curve",
+	cmd := &cobra.Command{
+		Use:   "trial TRIAL_ID | trial cancel TRIAL_ID",
+		Short: "Show one trial and its curve, or cancel it",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id, err := parseID(args[0], "TRIAL_ID")
@@ -201,12 +201,40 @@ func (c *cli) trialCmd() *cobra.Command {
 			return nil
 		},
 	}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "cancel TRIAL_ID",
+		Short: "Stop a trial at its current step; its observed curve is kept",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := parseID(args[0], "TRIAL_ID")
+			if err != nil {
+				return err
+			}
+			client, done, err := c.client()
+			if err != nil {
+				return err
+			}
+			defer done()
+			ctx, cancel := c.ctx()
+			defer cancel()
+			resp, err := client.CancelTrial(ctx, &pb.CancelTrialRequest{TrialId: id})
+			if err != nil {
+				return err
+			}
+			if c.output == "json" {
+				return writeJSON(c.out, resp.Trial)
+			}
+			fmt.Fprintf(c.out, "trial %d: %s (stop requested)\n", id, trialState(resp.Trial.State))
+			return nil
+		},
+	})
+	return cmd
 }
 
 func (c *cli) workersCmd() *cobra.Command {
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "workers",
-		Short: "List workers",
+		Short: "List workers, or drain one",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			client, done, err := c.client()
@@ -227,6 +255,37 @@ func (c *cli) workersCmd() *cobra.Command {
 			return nil
 		},
 	}
+	var undrain bool
+	drain := &cobra.Command{
+		Use:   "drain WORKER_ID",
+		Short: "Give a worker no new trials (its running ones finish); --undrain reverses it",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := parseID(args[0], "WORKER_ID")
+			if err != nil {
+				return err
+			}
+			client, done, err := c.client()
+			if err != nil {
+				return err
+			}
+			defer done()
+			ctx, cancel := c.ctx()
+			defer cancel()
+			resp, err := client.DrainWorker(ctx, &pb.DrainWorkerRequest{WorkerId: id, Undrain: undrain})
+			if err != nil {
+				return err
+			}
+			if c.output == "json" {
+				return writeJSON(c.out, resp.Worker)
+			}
+			fmt.Fprintf(c.out, "worker %d: %s\n", id, strings.ToLower(strings.TrimPrefix(resp.Worker.State.String(), "WORKER_STATE_")))
+			return nil
+		},
+	}
+	drain.Flags().BoolVar(&undrain, "undrain", false, "let the worker take trials again")
+	cmd.AddCommand(drain)
+	return cmd
 }
 
 func (c *cli) bestCmd() *cobra.Command {

@@ -28,9 +28,9 @@ var trialStates = []string{"pending", "running", "succeeded", "failed", "stopped
 
 func printStudies(w io.Writer, studies []*pb.StudyStatus) {
 	tw := newTable(w)
-	fmt.Fprintln(tw, "STUDY\tNAME\tSTATE\tPOLICY\tTRIALS (run/ok/fail/other)\tBUDGET SPENT\tBEST AT TARGET\tMIXTURE")
+	fmt.Fprintln(tw, "STUDY\tNAME\tSTATE\tPOLICY\tTRIALS (run/ok/fail/other)\tBUDGET SPENT (FLOPs)\tGPU-HOURS\tBEST AT TARGET\tMIXTURE")
 	if len(studies) == 0 {
-		fmt.Fprintln(tw, none+"\t\t\t\t\t\t\t")
+		fmt.Fprintln(tw, none+"\t\t\t\t\t\t\t\t")
 	}
 	for _, s := range studies {
 		st, spec := s.Study, s.Study.Spec
@@ -45,9 +45,9 @@ func printStudies(w io.Writer, studies []*pb.StudyStatus) {
 		if name == "" {
 			name = none
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d/%d/%d/%d\t%s\t%s\t%s\n", st.Id, name, studyState(st.State), spec.Policy,
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d/%d/%d/%d\t%s\t%.1f\t%s\t%s\n", st.Id, name, studyState(st.State), spec.Policy,
 			n["running"], n["succeeded"], n["failed"], other,
-			formatBudget(st.SpentFlops, spec.BudgetFlops), best, mix)
+			formatBudget(st.SpentFlops, spec.BudgetFlops), st.SpentGpuHours, best, mix)
 	}
 	tw.Flush()
 }
