@@ -418,7 +418,7 @@ def build_model(cfg, attention="auto"):
                 y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
             else:
                 att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))
-                att = att.masked_fill(mask[:T, :T], float("-inf"))
+                att = att.masked_fill(mask, float("-inf"))
                 y = torch.softmax(att.float(), dim=-1).type_as(v) @ v
             x = x + self.proj(y.transpose(1, 2).reshape(B, T, D))
             g, u = self.gate_up(self.norm2(x)).chunk(2, dim=-1)
@@ -434,8 +434,6 @@ def build_model(cfg, attention="auto"):
             cos, sin = rope_tables(cfg["seq_len"], d // cfg["n_heads"])
             self.register_buffer("cos", cos, persistent=False)
             self.register_buffer("sin", sin, persistent=False)
-            mask = torch.ones(cfg["seq_len"], cfg["seq_len"], dtype=torch.bool).triu(1)
-            self.register_buffer("mask", mask, persistent=False)
             std = 0.02
             for name, p in self.named_parameters():
                 if p.dim() == 2:
@@ -445,8 +443,11 @@ def build_model(cfg, attention="auto"):
 
         def forward(self, idx, targets):
             x = self.embed(idx)
+            T = idx.shape[1]
+            # Built per call, not a buffer: DDP syncs buffers and gloo cannot send bool tensors.
+            mask = None if use_sdpa else torch.ones(T, T, dtype=torch.bool, device=idx.device).triu(1)
             for b in self.blocks:
-                x = b(x, self.cos, self.sin, self.mask)
+                x = b(x, self.cos, self.sin, mask)
             logits = F.linear(self.norm(x), self.embed.weight)  # tied output embedding
             return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1))
 
@@ -486,6 +487,14 @@ class Dist:
         torch.distributed.all_reduce(t)
         return bool(t.item() > 0)
 
+    def sum_counts(self, counts, device):
+        """Per-domain sequence counts summed over ranks (each rank counts what it drew)."""
+        if not self.enabled:
+            return list(counts)
+        t = torch.tensor(counts, dtype=torch.float64, device=device)
+        torch.distributed.all_reduce(t)
+        return [int(x) for x in t.tolist()]
+
     def barrier(self):
         if self.enabled:
             torch.distributed.barrier()
@@ -498,10 +507,11 @@ class Dist:
 def pick_device(arg, dist):
     if arg == "auto":
         return "cuda:%d" % dist.local_rank if torch.cuda.is_available() else "cpu"
-    if arg == "cuda" and dist.enabled:
-        return "cuda:%d" % dist.local_rank
     if arg.startswith("cuda") and not torch.cuda.is_available():
         raise BadInput("--device %s but CUDA is not available" % arg)
+    if arg == "cuda":
+        # torch.cuda.set_device needs an index; under torchrun each rank takes its local one.
+        return "cuda:%d" % dist.local_rank
     if arg != "cpu" and not arg.startswith("cuda"):
         raise BadInput("unknown --device %r (cpu, cuda, cuda:N or auto)" % arg)
     return arg
@@ -601,7 +611,10 @@ def train(args, proto, dist):
         compatible(ckpt, cfg, domains, weights, args.seed)
         raw.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optim"])
-        step, tokens, counts = ckpt["step"], ckpt["tokens"], ckpt["domain_sequences"]
+        step, tokens = ckpt["step"], ckpt["tokens"]
+        # The checkpoint holds counts summed over ranks: rank 0 carries them on.
+        if dist.rank == 0:
+            counts = list(ckpt["domain_sequences"])
         proto.wall_offset = ckpt.get("wall_time_s", 0.0)
         if ckpt["config"].get("schedule_steps") != horizon:
             log("warning: schedule horizon changes from %s to %d on resume; the curve bends here"
@@ -619,7 +632,9 @@ def train(args, proto, dist):
     model = torch.compile(raw) if compile_on else raw
     if dist.enabled:
         from torch.nn.parallel import DistributedDataParallel as DDP
-        model = DDP(model, device_ids=[dist.local_rank] if device_type == "cuda" else None)
+        # The only buffers are the constant RoPE tables: nothing to broadcast each step.
+        model = DDP(model, device_ids=[dist.local_rank] if device_type == "cuda" else None,
+                    broadcast_buffers=False)
 
     tokens_per_step = cfg["batch_size"] * cfg["seq_len"]
     run_cfg = dict(cfg, steps=args.steps, schedule_steps=horizon, warmup_steps=warmup,
@@ -660,10 +675,11 @@ def train(args, proto, dist):
     def checkpoint():
         if not ckpt_path:
             return
+        total = dist.sum_counts(counts, device)
         if dist.rank == 0:
             os.makedirs(args.checkpoint_dir, exist_ok=True)
             save_checkpoint(ckpt_path, raw, opt, dict(
-                step=step, tokens=tokens, domain_sequences=counts, wall_time_s=proto.wall(),
+                step=step, tokens=tokens, domain_sequences=total, wall_time_s=proto.wall(),
                 config=dict(run_cfg)))
             proto.emit("checkpoint", step=step, tokens=tokens, path=ckpt_path, wall_time_s=proto.wall())
         dist.barrier()
@@ -731,7 +747,7 @@ def train(args, proto, dist):
         if stopping:
             log("stopped on SIGTERM at step %d" % step)
             proto.emit("done", status="stopped", step=step, tokens=tokens,
-                       domain_sequences=dict(zip(domains, counts)), wall_time_s=proto.wall())
+                       domain_sequences=dict(zip(domains, dist.sum_counts(counts, device))), wall_time_s=proto.wall())
             return EXIT_STOPPED
     if last_eval != step or step == resumed_from and step > 0:
         do_eval(None)
@@ -740,7 +756,7 @@ def train(args, proto, dist):
     if args.max_memory_check and device_type == "cuda":
         extra["peak_memory_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     proto.emit("done", status="completed", step=step, tokens=tokens,
-               domain_sequences=dict(zip(domains, counts)), wall_time_s=proto.wall(), **extra)
+               domain_sequences=dict(zip(domains, dist.sum_counts(counts, device))), wall_time_s=proto.wall(), **extra)
     return EXIT_OK
 
 
