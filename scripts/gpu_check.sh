@@ -65,10 +65,11 @@ report() {
 import json, sys
 path, peak = sys.argv[1], float(sys.argv[2]) * 1e12
 ev = [json.loads(l) for l in open(path) if l.strip()]
-start = next(e for e in ev if e["event"] == "start")["config"]
+start = next((e["config"] for e in ev if e["event"] == "start"), None)
 err = [e for e in ev if e["event"] == "error"]
-if err:
-    print("%-5s ERROR %s: %s" % (start["preset"] if start else "?", err[-1]["class"], err[-1]["message"]))
+if err or start is None:
+    why = "%s: %s" % (err[-1]["class"], err[-1]["message"]) if err else "no start event"
+    print("%-5s ERROR %s" % (start["preset"] if start else path, why))
     sys.exit(1)
 pts = [e for e in ev if e["event"] == "point"]
 tail = pts[len(pts) // 2:] or pts

@@ -607,7 +607,11 @@ def train(args, proto, dist):
 
     step, tokens, counts = 0, 0, [0] * len(domains)
     if ckpt_path and os.path.exists(ckpt_path) and not args.no_resume:
-        ckpt = torch.load(ckpt_path, map_location="cpu")
+        # A checkpoint is tensors and plain values, so torch 2.x loads it weights-only (no code
+        # unpickled); torch 1.13's weights-only unpickler cannot read floats, so it gets a full
+        # load of the file this script wrote into its own checkpoint directory.
+        weights_only = int(torch.__version__.split(".")[0]) >= 2
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=weights_only)
         compatible(ckpt, cfg, domains, weights, args.seed)
         raw.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optim"])

@@ -122,6 +122,31 @@ class TrainRunTest(unittest.TestCase):
         self.assertEqual(events[-1]["status"], "stopped")
         self.assertTrue(os.path.exists(os.path.join(ck, "ckpt.pt")))
 
+    def test_ddp_on_cpu(self):
+        # torchrun's own launcher is broken on Debian's torch 1.13 with Python 3.11, so the two
+        # ranks get the environment torchrun would give them; gloo carries the collectives.
+        import socket
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        procs = []
+        for rank in (0, 1):
+            env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2",
+                       RANK=str(rank), LOCAL_RANK=str(rank))
+            procs.append(subprocess.Popen(
+                [PYTHON, TRAIN] + base_args(self.data, "--steps", "10", "--eval-every", "5", "--micro-batch", "8",
+                                            "--device", "cpu"),
+                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True))
+        outs = [p.communicate(timeout=120) for p in procs]
+        for p, (out, err) in zip(procs, outs):
+            self.assertEqual(p.returncode, 0, err)
+        self.assertEqual(outs[1][0], "", "only rank 0 writes the protocol")
+        events = parse_protocol(outs[0][0])
+        self.assertEqual(events[0]["config"]["world_size"], 2)
+        self.assertEqual(events[0]["config"]["grad_accum"], 1)
+        self.assertEqual(sum(events[-1]["domain_sequences"].values()), 10 * 16)
+        self.assertEqual(sorted(evals(events)), [0, 5, 10])
+
 
 class BadInputTest(unittest.TestCase):
     @classmethod
