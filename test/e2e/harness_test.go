@@ -143,9 +143,20 @@ func mixctl(t *testing.T, addr string, args ...string) (string, error) {
 	return out.String(), nil
 }
 
+// mixctlJSON runs mixctl with -o json and parses its output into m, waiting out a
+// coordinator that is restarting.
 func mixctlJSON(t *testing.T, addr string, m proto.Message, args ...string) {
 	t.Helper()
-	out, err := mixctl(t, addr, append(args, "-o", "json")...)
+	var out string
+	var err error
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out, err = mixctl(t, addr, append(args, "-o", "json")...)
+		if err == nil || !strings.Contains(err.Error(), "exit status 6") || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
