@@ -69,6 +69,16 @@ func place(free []*pb.Gpu, sc *pb.Scale) []int32 {
 	return nil
 }
 
+// placeOn places a trial at the scale on the worker's free GPUs. A simulated worker's
+// virtual GPU is one trial slot: a replay runs simulated_capacity trials at once, whatever
+// GPUs the scale needs.
+func placeOn(w *pb.Worker, free []*pb.Gpu, sc *pb.Scale) []int32 {
+	if w.SimulatedCapacity > 0 {
+		return place(free, &pb.Scale{Name: sc.Name})
+	}
+	return place(free, sc)
+}
+
 func (s *Scheduler) tryAssign(ctx context.Context, workerID uint64) (*pb.Assignment, error) {
 	s.decideMu.Lock()
 	defer s.decideMu.Unlock()
@@ -124,7 +134,7 @@ func (s *Scheduler) assignFromStudy(ctx context.Context, studyID uint64, worker 
 		switch t.State {
 		case pb.TrialState_TRIAL_STATE_PENDING:
 			active++
-			if gpus := place(free, scaleOf(spec, t.Scale)); gpus != nil {
+			if gpus := placeOn(worker, free, scaleOf(spec, t.Scale)); gpus != nil {
 				return s.startAttempt(study, t, worker.Id, gpus, nil, false)
 			}
 		case pb.TrialState_TRIAL_STATE_RUNNING:
@@ -156,7 +166,7 @@ func (s *Scheduler) assignFromStudy(ctx context.Context, studyID uint64, worker 
 		StudyId: studyID, Mixture: d.Trial.Mixture, Scale: spec.Scales[d.Trial.Scale].Name, Steps: d.Trial.Steps,
 		CreateTimeUnixMs: unixMs(s.now()),
 	}
-	gpus := place(free, spec.Scales[d.Trial.Scale])
+	gpus := placeOn(worker, free, spec.Scales[d.Trial.Scale])
 	if gpus == nil {
 		_, err := s.startAttempt(study, t, 0, nil, d.State, true)
 		return nil, err

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mixopt/mixopt/internal/bo"
+	"github.com/mixopt/mixopt/internal/metrics"
 	"github.com/mixopt/mixopt/internal/store"
 	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
 )
@@ -48,6 +49,8 @@ type Config struct {
 	Logger  *zap.Logger
 	// NewPolicy builds a study's policy by name (default bo.New).
 	NewPolicy func(name string) (bo.Policy, error)
+	// Metrics receives measurements (default: none recorded).
+	Metrics metrics.Recorder
 }
 
 func (c *Config) setDefaults() {
@@ -77,6 +80,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.NewPolicy == nil {
 		c.NewPolicy = bo.New
+	}
+	if c.Metrics == nil {
+		c.Metrics = metrics.Nop{}
 	}
 }
 
@@ -147,10 +153,12 @@ func New(db *store.DB, cfg Config) (*Scheduler, error) {
 // Config returns the effective configuration.
 func (s *Scheduler) Config() Config { return s.cfg }
 
-// Run expires leases until ctx ends.
+// Run expires leases and refreshes the per-study gauges until ctx ends.
 func (s *Scheduler) Run(ctx context.Context) {
 	tick := time.NewTicker(s.cfg.LeaseTTL / 10)
 	defer tick.Stop()
+	gauges := time.NewTicker(5 * time.Second)
+	defer gauges.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -159,8 +167,35 @@ func (s *Scheduler) Run(ctx context.Context) {
 			if err := s.ExpireLeases(); err != nil {
 				s.log.Error("expire leases", zap.Error(err))
 			}
+		case <-gauges.C:
+			if err := s.recordGauges(); err != nil {
+				s.log.Warn("record metrics", zap.Error(err))
+			}
 		}
 	}
+}
+
+// recordGauges sets each study's trial counts and budget from one read transaction.
+func (s *Scheduler) recordGauges() error {
+	return s.db.View(func(tx *store.Tx) error {
+		studies, err := tx.Studies()
+		if err != nil {
+			return err
+		}
+		for _, st := range studies {
+			trials, err := tx.TrialsOfStudy(st.Id)
+			if err != nil {
+				return err
+			}
+			byState := map[string]int{}
+			for _, t := range trials {
+				byState[StateName(t.State)]++
+			}
+			s.cfg.Metrics.SetTrials(st.Id, byState)
+			s.cfg.Metrics.SetBudget(st.Id, st.SpentFlops, st.Spec.BudgetFlops)
+		}
+		return nil
+	})
 }
 
 func (s *Scheduler) now() time.Time { return s.cfg.Clock.Now() }

@@ -122,9 +122,10 @@ func (s *Scheduler) ReportPoints(_ context.Context, h Held, points []*pb.CurvePo
 		return 0, false, err
 	}
 	var studyID uint64
+	var fresh []*pb.CurvePoint
 	err = s.db.Batch(func(tx *store.Tx) error {
 		// Batch may run this twice: every result is set afresh.
-		acked, stop, studyID = 0, false, 0
+		acked, stop, studyID, fresh = 0, false, 0, nil
 		t, err := tx.Trial(h.TrialID)
 		if err != nil {
 			return wrapStore(err, fmt.Sprintf("trial %d", h.TrialID))
@@ -133,7 +134,6 @@ func (s *Scheduler) ReportPoints(_ context.Context, h Held, points []*pb.CurvePo
 			return err
 		}
 		studyID, stop = t.StudyId, t.StopRequested
-		var fresh []*pb.CurvePoint
 		for i, p := range points {
 			if p.Seq <= t.LastSeq {
 				continue // already committed: a re-sent batch
@@ -181,6 +181,7 @@ func (s *Scheduler) ReportPoints(_ context.Context, h Held, points []*pb.CurvePo
 	if err != nil {
 		return 0, false, err
 	}
+	s.cfg.Metrics.PointsIngested(len(fresh))
 	s.mu.Lock()
 	if l := s.leases[h.TrialID]; l != nil && l.id == h.LeaseID {
 		l.deadline = s.now().Add(s.cfg.LeaseTTL)

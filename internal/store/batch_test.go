@@ -2,6 +2,8 @@ package store
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 
@@ -63,5 +65,36 @@ func TestBatchConcurrentWriters(t *testing.T) {
 	}
 	if len(pts) != 36 {
 		t.Errorf("%d points stored, want 36", len(pts))
+	}
+}
+
+// A backup taken while the store is open opens as a store with the same data.
+func TestBackupOpensWithTheSameData(t *testing.T) {
+	db := openTest(t)
+	var id uint64
+	update(t, db, func(tx *Tx) error {
+		var err error
+		if id, err = tx.NextStudyID(); err != nil {
+			return err
+		}
+		return tx.PutStudy(&pb.Study{Id: id, Spec: &pb.StudySpec{Name: "backed-up"}})
+	})
+	path := filepath.Join(t.TempDir(), "copy.db")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := db.Backup(f)
+	if err != nil || n == 0 {
+		t.Fatalf("Backup = %d, %v", n, err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	copyDB := openAtTest(t, path)
+	var got *pb.Study
+	view(t, copyDB, func(tx *Tx) (err error) { got, err = tx.Study(id); return err })
+	if got.Spec.GetName() != "backed-up" {
+		t.Fatalf("study in the backup: %v", got)
 	}
 }

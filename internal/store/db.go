@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"runtime/debug"
 	"time"
@@ -226,6 +227,21 @@ func (db *DB) Batch(fn func(tx *Tx) error) error {
 		return fmt.Errorf("commit to store %s: %w", db.path, err)
 	}
 	return nil
+}
+
+// Backup writes a consistent copy of the database to w from one read transaction, so
+// writers go on meanwhile; the copy opens like the original.
+func (db *DB) Backup(w io.Writer) (int64, error) {
+	var n int64
+	err := db.bolt.View(func(btx *bolt.Tx) error {
+		var err error
+		n, err = btx.WriteTo(w)
+		return err
+	})
+	if err != nil {
+		return n, fmt.Errorf("back up store %s: %w", db.path, err)
+	}
+	return n, nil
 }
 
 // View runs fn in a read-only transaction that sees one consistent snapshot.

@@ -1169,6 +1169,87 @@ func (x *DrainWorkerResponse) GetWorker() *Worker {
 	return nil
 }
 
+type BackupRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupRequest) Reset() {
+	*x = BackupRequest{}
+	mi := &file_mixopt_v1_control_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupRequest) ProtoMessage() {}
+
+func (x *BackupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mixopt_v1_control_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupRequest.ProtoReflect.Descriptor instead.
+func (*BackupRequest) Descriptor() ([]byte, []int) {
+	return file_mixopt_v1_control_proto_rawDescGZIP(), []int{25}
+}
+
+type BackupResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The next bytes of the database file.
+	Chunk         []byte `protobuf:"bytes,1,opt,name=chunk,proto3" json:"chunk,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupResponse) Reset() {
+	*x = BackupResponse{}
+	mi := &file_mixopt_v1_control_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupResponse) ProtoMessage() {}
+
+func (x *BackupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mixopt_v1_control_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupResponse.ProtoReflect.Descriptor instead.
+func (*BackupResponse) Descriptor() ([]byte, []int) {
+	return file_mixopt_v1_control_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *BackupResponse) GetChunk() []byte {
+	if x != nil {
+		return x.Chunk
+	}
+	return nil
+}
+
 var File_mixopt_v1_control_proto protoreflect.FileDescriptor
 
 const file_mixopt_v1_control_proto_rawDesc = "" +
@@ -1231,7 +1312,10 @@ const file_mixopt_v1_control_proto_rawDesc = "" +
 	"\tworker_id\x18\x01 \x01(\x04R\bworkerId\x12\x18\n" +
 	"\aundrain\x18\x02 \x01(\bR\aundrain\"@\n" +
 	"\x13DrainWorkerResponse\x12)\n" +
-	"\x06worker\x18\x01 \x01(\v2\x11.mixopt.v1.WorkerR\x06worker2\xb2\a\n" +
+	"\x06worker\x18\x01 \x01(\v2\x11.mixopt.v1.WorkerR\x06worker\"\x0f\n" +
+	"\rBackupRequest\"&\n" +
+	"\x0eBackupResponse\x12\x14\n" +
+	"\x05chunk\x18\x01 \x01(\fR\x05chunk2\xf3\a\n" +
 	"\x0eControlService\x12L\n" +
 	"\vCreateStudy\x12\x1d.mixopt.v1.CreateStudyRequest\x1a\x1e.mixopt.v1.CreateStudyResponse\x12C\n" +
 	"\bGetStudy\x12\x1a.mixopt.v1.GetStudyRequest\x1a\x1b.mixopt.v1.GetStudyResponse\x12L\n" +
@@ -1246,7 +1330,8 @@ const file_mixopt_v1_control_proto_rawDesc = "" +
 	"\vCancelStudy\x12\x1d.mixopt.v1.CancelStudyRequest\x1a\x1e.mixopt.v1.CancelStudyResponse\x12^\n" +
 	"\x11GetRecommendation\x12#.mixopt.v1.GetRecommendationRequest\x1a$.mixopt.v1.GetRecommendationResponse\x12L\n" +
 	"\vCancelTrial\x12\x1d.mixopt.v1.CancelTrialRequest\x1a\x1e.mixopt.v1.CancelTrialResponse\x12L\n" +
-	"\vDrainWorker\x12\x1d.mixopt.v1.DrainWorkerRequest\x1a\x1e.mixopt.v1.DrainWorkerResponseB3Z1github.com/mixopt/mixopt/proto/mixopt/v1;mixoptv1b\x06proto3"
+	"\vDrainWorker\x12\x1d.mixopt.v1.DrainWorkerRequest\x1a\x1e.mixopt.v1.DrainWorkerResponse\x12?\n" +
+	"\x06Backup\x12\x18.mixopt.v1.BackupRequest\x1a\x19.mixopt.v1.BackupResponse0\x01B3Z1github.com/mixopt/mixopt/proto/mixopt/v1;mixoptv1b\x06proto3"
 
 var (
 	file_mixopt_v1_control_proto_rawDescOnce sync.Once
@@ -1260,7 +1345,7 @@ func file_mixopt_v1_control_proto_rawDescGZIP() []byte {
 	return file_mixopt_v1_control_proto_rawDescData
 }
 
-var file_mixopt_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_mixopt_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_mixopt_v1_control_proto_goTypes = []any{
 	(*StudyStatus)(nil),               // 0: mixopt.v1.StudyStatus
 	(*CreateStudyRequest)(nil),        // 1: mixopt.v1.CreateStudyRequest
@@ -1287,34 +1372,36 @@ var file_mixopt_v1_control_proto_goTypes = []any{
 	(*CancelTrialResponse)(nil),       // 22: mixopt.v1.CancelTrialResponse
 	(*DrainWorkerRequest)(nil),        // 23: mixopt.v1.DrainWorkerRequest
 	(*DrainWorkerResponse)(nil),       // 24: mixopt.v1.DrainWorkerResponse
-	nil,                               // 25: mixopt.v1.StudyStatus.TrialsByStateEntry
-	(*Study)(nil),                     // 26: mixopt.v1.Study
-	(*Recommendation)(nil),            // 27: mixopt.v1.Recommendation
-	(*StudySpec)(nil),                 // 28: mixopt.v1.StudySpec
-	(TrialState)(0),                   // 29: mixopt.v1.TrialState
-	(*Trial)(nil),                     // 30: mixopt.v1.Trial
-	(*CurvePoint)(nil),                // 31: mixopt.v1.CurvePoint
-	(*Worker)(nil),                    // 32: mixopt.v1.Worker
+	(*BackupRequest)(nil),             // 25: mixopt.v1.BackupRequest
+	(*BackupResponse)(nil),            // 26: mixopt.v1.BackupResponse
+	nil,                               // 27: mixopt.v1.StudyStatus.TrialsByStateEntry
+	(*Study)(nil),                     // 28: mixopt.v1.Study
+	(*Recommendation)(nil),            // 29: mixopt.v1.Recommendation
+	(*StudySpec)(nil),                 // 30: mixopt.v1.StudySpec
+	(TrialState)(0),                   // 31: mixopt.v1.TrialState
+	(*Trial)(nil),                     // 32: mixopt.v1.Trial
+	(*CurvePoint)(nil),                // 33: mixopt.v1.CurvePoint
+	(*Worker)(nil),                    // 34: mixopt.v1.Worker
 }
 var file_mixopt_v1_control_proto_depIdxs = []int32{
-	26, // 0: mixopt.v1.StudyStatus.study:type_name -> mixopt.v1.Study
-	25, // 1: mixopt.v1.StudyStatus.trials_by_state:type_name -> mixopt.v1.StudyStatus.TrialsByStateEntry
-	27, // 2: mixopt.v1.StudyStatus.recommendation:type_name -> mixopt.v1.Recommendation
-	28, // 3: mixopt.v1.CreateStudyRequest.spec:type_name -> mixopt.v1.StudySpec
-	26, // 4: mixopt.v1.CreateStudyResponse.study:type_name -> mixopt.v1.Study
+	28, // 0: mixopt.v1.StudyStatus.study:type_name -> mixopt.v1.Study
+	27, // 1: mixopt.v1.StudyStatus.trials_by_state:type_name -> mixopt.v1.StudyStatus.TrialsByStateEntry
+	29, // 2: mixopt.v1.StudyStatus.recommendation:type_name -> mixopt.v1.Recommendation
+	30, // 3: mixopt.v1.CreateStudyRequest.spec:type_name -> mixopt.v1.StudySpec
+	28, // 4: mixopt.v1.CreateStudyResponse.study:type_name -> mixopt.v1.Study
 	0,  // 5: mixopt.v1.GetStudyResponse.status:type_name -> mixopt.v1.StudyStatus
 	0,  // 6: mixopt.v1.ListStudiesResponse.studies:type_name -> mixopt.v1.StudyStatus
-	29, // 7: mixopt.v1.ListTrialsRequest.state:type_name -> mixopt.v1.TrialState
-	30, // 8: mixopt.v1.ListTrialsResponse.trials:type_name -> mixopt.v1.Trial
-	30, // 9: mixopt.v1.GetTrialResponse.trial:type_name -> mixopt.v1.Trial
-	31, // 10: mixopt.v1.GetTrialResponse.points:type_name -> mixopt.v1.CurvePoint
-	32, // 11: mixopt.v1.ListWorkersResponse.workers:type_name -> mixopt.v1.Worker
-	26, // 12: mixopt.v1.PauseStudyResponse.study:type_name -> mixopt.v1.Study
-	26, // 13: mixopt.v1.ResumeStudyResponse.study:type_name -> mixopt.v1.Study
-	26, // 14: mixopt.v1.CancelStudyResponse.study:type_name -> mixopt.v1.Study
-	27, // 15: mixopt.v1.GetRecommendationResponse.recommendation:type_name -> mixopt.v1.Recommendation
-	30, // 16: mixopt.v1.CancelTrialResponse.trial:type_name -> mixopt.v1.Trial
-	32, // 17: mixopt.v1.DrainWorkerResponse.worker:type_name -> mixopt.v1.Worker
+	31, // 7: mixopt.v1.ListTrialsRequest.state:type_name -> mixopt.v1.TrialState
+	32, // 8: mixopt.v1.ListTrialsResponse.trials:type_name -> mixopt.v1.Trial
+	32, // 9: mixopt.v1.GetTrialResponse.trial:type_name -> mixopt.v1.Trial
+	33, // 10: mixopt.v1.GetTrialResponse.points:type_name -> mixopt.v1.CurvePoint
+	34, // 11: mixopt.v1.ListWorkersResponse.workers:type_name -> mixopt.v1.Worker
+	28, // 12: mixopt.v1.PauseStudyResponse.study:type_name -> mixopt.v1.Study
+	28, // 13: mixopt.v1.ResumeStudyResponse.study:type_name -> mixopt.v1.Study
+	28, // 14: mixopt.v1.CancelStudyResponse.study:type_name -> mixopt.v1.Study
+	29, // 15: mixopt.v1.GetRecommendationResponse.recommendation:type_name -> mixopt.v1.Recommendation
+	32, // 16: mixopt.v1.CancelTrialResponse.trial:type_name -> mixopt.v1.Trial
+	34, // 17: mixopt.v1.DrainWorkerResponse.worker:type_name -> mixopt.v1.Worker
 	1,  // 18: mixopt.v1.ControlService.CreateStudy:input_type -> mixopt.v1.CreateStudyRequest
 	3,  // 19: mixopt.v1.ControlService.GetStudy:input_type -> mixopt.v1.GetStudyRequest
 	5,  // 20: mixopt.v1.ControlService.ListStudies:input_type -> mixopt.v1.ListStudiesRequest
@@ -1327,20 +1414,22 @@ var file_mixopt_v1_control_proto_depIdxs = []int32{
 	19, // 27: mixopt.v1.ControlService.GetRecommendation:input_type -> mixopt.v1.GetRecommendationRequest
 	21, // 28: mixopt.v1.ControlService.CancelTrial:input_type -> mixopt.v1.CancelTrialRequest
 	23, // 29: mixopt.v1.ControlService.DrainWorker:input_type -> mixopt.v1.DrainWorkerRequest
-	2,  // 30: mixopt.v1.ControlService.CreateStudy:output_type -> mixopt.v1.CreateStudyResponse
-	4,  // 31: mixopt.v1.ControlService.GetStudy:output_type -> mixopt.v1.GetStudyResponse
-	6,  // 32: mixopt.v1.ControlService.ListStudies:output_type -> mixopt.v1.ListStudiesResponse
-	8,  // 33: mixopt.v1.ControlService.ListTrials:output_type -> mixopt.v1.ListTrialsResponse
-	10, // 34: mixopt.v1.ControlService.GetTrial:output_type -> mixopt.v1.GetTrialResponse
-	12, // 35: mixopt.v1.ControlService.ListWorkers:output_type -> mixopt.v1.ListWorkersResponse
-	14, // 36: mixopt.v1.ControlService.PauseStudy:output_type -> mixopt.v1.PauseStudyResponse
-	16, // 37: mixopt.v1.ControlService.ResumeStudy:output_type -> mixopt.v1.ResumeStudyResponse
-	18, // 38: mixopt.v1.ControlService.CancelStudy:output_type -> mixopt.v1.CancelStudyResponse
-	20, // 39: mixopt.v1.ControlService.GetRecommendation:output_type -> mixopt.v1.GetRecommendationResponse
-	22, // 40: mixopt.v1.ControlService.CancelTrial:output_type -> mixopt.v1.CancelTrialResponse
-	24, // 41: mixopt.v1.ControlService.DrainWorker:output_type -> mixopt.v1.DrainWorkerResponse
-	30, // [30:42] is the sub-list for method output_type
-	18, // [18:30] is the sub-list for method input_type
+	25, // 30: mixopt.v1.ControlService.Backup:input_type -> mixopt.v1.BackupRequest
+	2,  // 31: mixopt.v1.ControlService.CreateStudy:output_type -> mixopt.v1.CreateStudyResponse
+	4,  // 32: mixopt.v1.ControlService.GetStudy:output_type -> mixopt.v1.GetStudyResponse
+	6,  // 33: mixopt.v1.ControlService.ListStudies:output_type -> mixopt.v1.ListStudiesResponse
+	8,  // 34: mixopt.v1.ControlService.ListTrials:output_type -> mixopt.v1.ListTrialsResponse
+	10, // 35: mixopt.v1.ControlService.GetTrial:output_type -> mixopt.v1.GetTrialResponse
+	12, // 36: mixopt.v1.ControlService.ListWorkers:output_type -> mixopt.v1.ListWorkersResponse
+	14, // 37: mixopt.v1.ControlService.PauseStudy:output_type -> mixopt.v1.PauseStudyResponse
+	16, // 38: mixopt.v1.ControlService.ResumeStudy:output_type -> mixopt.v1.ResumeStudyResponse
+	18, // 39: mixopt.v1.ControlService.CancelStudy:output_type -> mixopt.v1.CancelStudyResponse
+	20, // 40: mixopt.v1.ControlService.GetRecommendation:output_type -> mixopt.v1.GetRecommendationResponse
+	22, // 41: mixopt.v1.ControlService.CancelTrial:output_type -> mixopt.v1.CancelTrialResponse
+	24, // 42: mixopt.v1.ControlService.DrainWorker:output_type -> mixopt.v1.DrainWorkerResponse
+	26, // 43: mixopt.v1.ControlService.Backup:output_type -> mixopt.v1.BackupResponse
+	31, // [31:44] is the sub-list for method output_type
+	18, // [18:31] is the sub-list for method input_type
 	18, // [18:18] is the sub-list for extension type_name
 	18, // [18:18] is the sub-list for extension extendee
 	0,  // [0:18] is the sub-list for field type_name
@@ -1358,7 +1447,7 @@ func file_mixopt_v1_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mixopt_v1_control_proto_rawDesc), len(file_mixopt_v1_control_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

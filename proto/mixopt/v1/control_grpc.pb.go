@@ -31,6 +31,7 @@ const (
 	ControlService_GetRecommendation_FullMethodName = "/mixopt.v1.ControlService/GetRecommendation"
 	ControlService_CancelTrial_FullMethodName       = "/mixopt.v1.ControlService/CancelTrial"
 	ControlService_DrainWorker_FullMethodName       = "/mixopt.v1.ControlService/DrainWorker"
+	ControlService_Backup_FullMethodName            = "/mixopt.v1.ControlService/Backup"
 )
 
 // ControlServiceClient is the client API for ControlService service.
@@ -53,6 +54,9 @@ type ControlServiceClient interface {
 	CancelTrial(ctx context.Context, in *CancelTrialRequest, opts ...grpc.CallOption) (*CancelTrialResponse, error)
 	// DrainWorker stops new trials going to a worker; its running trials finish.
 	DrainWorker(ctx context.Context, in *DrainWorkerRequest, opts ...grpc.CallOption) (*DrainWorkerResponse, error)
+	// Backup streams a consistent copy of the database, taken in one read transaction
+	// while the coordinator keeps serving.
+	Backup(ctx context.Context, in *BackupRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupResponse], error)
 }
 
 type controlServiceClient struct {
@@ -183,6 +187,25 @@ func (c *controlServiceClient) DrainWorker(ctx context.Context, in *DrainWorkerR
 	return out, nil
 }
 
+func (c *controlServiceClient) Backup(ctx context.Context, in *BackupRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ControlService_ServiceDesc.Streams[0], ControlService_Backup_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[BackupRequest, BackupResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ControlService_BackupClient = grpc.ServerStreamingClient[BackupResponse]
+
 // ControlServiceServer is the server API for ControlService service.
 // All implementations must embed UnimplementedControlServiceServer
 // for forward compatibility.
@@ -203,6 +226,9 @@ type ControlServiceServer interface {
 	CancelTrial(context.Context, *CancelTrialRequest) (*CancelTrialResponse, error)
 	// DrainWorker stops new trials going to a worker; its running trials finish.
 	DrainWorker(context.Context, *DrainWorkerRequest) (*DrainWorkerResponse, error)
+	// Backup streams a consistent copy of the database, taken in one read transaction
+	// while the coordinator keeps serving.
+	Backup(*BackupRequest, grpc.ServerStreamingServer[BackupResponse]) error
 	mustEmbedUnimplementedControlServiceServer()
 }
 
@@ -248,6 +274,9 @@ func (UnimplementedControlServiceServer) CancelTrial(context.Context, *CancelTri
 }
 func (UnimplementedControlServiceServer) DrainWorker(context.Context, *DrainWorkerRequest) (*DrainWorkerResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DrainWorker not implemented")
+}
+func (UnimplementedControlServiceServer) Backup(*BackupRequest, grpc.ServerStreamingServer[BackupResponse]) error {
+	return status.Error(codes.Unimplemented, "method Backup not implemented")
 }
 func (UnimplementedControlServiceServer) mustEmbedUnimplementedControlServiceServer() {}
 func (UnimplementedControlServiceServer) testEmbeddedByValue()                        {}
@@ -486,6 +515,17 @@ func _ControlService_DrainWorker_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ControlService_Backup_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(BackupRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ControlServiceServer).Backup(m, &grpc.GenericServerStream[BackupRequest, BackupResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ControlService_BackupServer = grpc.ServerStreamingServer[BackupResponse]
+
 // ControlService_ServiceDesc is the grpc.ServiceDesc for ControlService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -542,6 +582,12 @@ var ControlService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _ControlService_DrainWorker_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Backup",
+			Handler:       _ControlService_Backup_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "mixopt/v1/control.proto",
 }

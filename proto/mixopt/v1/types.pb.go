@@ -748,8 +748,10 @@ type Trial struct {
 	GpuSeconds float64 `protobuf:"fixed64,22,opt,name=gpu_seconds,json=gpuSeconds,proto3" json:"gpu_seconds,omitempty"`
 	// The operator or the policy asked for the trial to stop at its current step.
 	StopRequested bool `protobuf:"varint,23,opt,name=stop_requested,json=stopRequested,proto3" json:"stop_requested,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Wall time of the current attempt's last committed point, seconds.
+	AttemptWallTimeS float64 `protobuf:"fixed64,24,opt,name=attempt_wall_time_s,json=attemptWallTimeS,proto3" json:"attempt_wall_time_s,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Trial) Reset() {
@@ -941,6 +943,13 @@ func (x *Trial) GetStopRequested() bool {
 		return x.StopRequested
 	}
 	return false
+}
+
+func (x *Trial) GetAttemptWallTimeS() float64 {
+	if x != nil {
+		return x.AttemptWallTimeS
+	}
+	return 0
 }
 
 // CurvePoint is one point of a trial's loss curve.
@@ -1351,7 +1360,7 @@ const file_mixopt_v1_types_proto_rawDesc = "" +
 	"\x10end_time_unix_ms\x18\a \x01(\x03R\rendTimeUnixMs\x12\x1d\n" +
 	"\n" +
 	"end_reason\x18\b \x01(\tR\tendReason\x12&\n" +
-	"\x0fspent_gpu_hours\x18\t \x01(\x01R\rspentGpuHours\"\xf1\x05\n" +
+	"\x0fspent_gpu_hours\x18\t \x01(\x01R\rspentGpuHours\"\xa0\x06\n" +
 	"\x05Trial\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x19\n" +
 	"\bstudy_id\x18\x02 \x01(\x04R\astudyId\x12\x18\n" +
@@ -1381,7 +1390,8 @@ const file_mixopt_v1_types_proto_rawDesc = "" +
 	"gpuIndices\x12\x1f\n" +
 	"\vgpu_seconds\x18\x16 \x01(\x01R\n" +
 	"gpuSeconds\x12%\n" +
-	"\x0estop_requested\x18\x17 \x01(\bR\rstopRequested\"\xf7\x01\n" +
+	"\x0estop_requested\x18\x17 \x01(\bR\rstopRequested\x12-\n" +
+	"\x13attempt_wall_time_s\x18\x18 \x01(\x01R\x10attemptWallTimeS\"\xf7\x01\n" +
 	"\n" +
 	"CurvePoint\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x12\n" +
