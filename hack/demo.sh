@@ -15,12 +15,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-bin/coordinator -listen 127.0.0.1:0 -addr-file "$work/addr" -db "$work/mixopt.db" 2>"$work/coordinator.log" &
+bin/coordinator -listen 127.0.0.1:0 -addr-file "$work/addr" -http-listen 127.0.0.1:0 -http-addr-file "$work/http" \
+  -db "$work/mixopt.db" 2>"$work/coordinator.log" &
 pids+=($!)
 for _ in $(seq 100); do [ -s "$work/addr" ] && break; sleep 0.1; done
 [ -s "$work/addr" ] || { echo "coordinator did not start:"; cat "$work/coordinator.log"; exit 1; }
 addr=$(cat "$work/addr")
-echo "coordinator on $addr (database $work/mixopt.db, logs in $work)"
+echo "coordinator on $addr, dashboard at http://$(cat "$work/http")/ (database and logs in $work)"
 for i in 1 2 3; do
   bin/worker -coordinator "$addr" -hostname "sim-$i" -simulate "$source" -speedup 20000 -slots 2 \
     2>"$work/worker-$i.log" &

@@ -1,14 +1,20 @@
 // Command coordinator serves mixopt's WorkerService and ControlService over gRPC, keeping
-// all state in one bbolt file.
+// all state in one bbolt file, with the dashboard and Prometheus metrics over HTTP.
+//
+// Settings come from the defaults, then a YAML file (-config), then flags: a flag given
+// on the command line wins. `coordinator config default` prints the default file.
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -17,23 +23,48 @@ import (
 )
 
 func main() {
+	if len(os.Args) >= 3 && os.Args[1] == "config" && os.Args[2] == "default" {
+		out, err := coordinator.DefaultFileConfig().YAML()
+		if err != nil {
+			fail(err)
+		}
+		os.Stdout.Write(out)
+		return
+	}
+	fc, err := fileConfig(os.Args[1:])
+	if err != nil {
+		fail(err)
+	}
 	var cfg coordinator.Config
-	var logLevel string
-	flag.StringVar(&cfg.Listen, "listen", "127.0.0.1:7070", "TCP address to serve gRPC on (port 0: any free port)")
-	flag.StringVar(&cfg.AddrFile, "addr-file", "", "write the address actually served on to this file")
-	flag.StringVar(&cfg.DBPath, "db", "mixopt.db", "bbolt database file holding all state")
-	flag.DurationVar(&cfg.DBOpenTimeout, "db-timeout", 0, "wait this long for another process's lock on the database (default 1s)")
-	flag.DurationVar(&cfg.StopTimeout, "stop-timeout", 0, "bound on the graceful stop (default 10s)")
-	flag.DurationVar(&cfg.Scheduler.LeaseTTL, "lease-ttl", 0, "trial lease time-to-live without heartbeats (default 20s)")
-	flag.DurationVar(&cfg.Scheduler.HeartbeatInterval, "heartbeat", 0, "heartbeat interval told to workers (default lease-ttl/4)")
-	flag.DurationVar(&cfg.Scheduler.RestartGrace, "restart-grace", 0, "extra lease time after a restart for workers to reattach (default 30s)")
-	flag.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	flag.Parse()
+	var configPath, logLevel string
+	fs := flag.NewFlagSet("coordinator", flag.ExitOnError)
+	fs.StringVar(&configPath, "config", "", "YAML configuration file (flags override it); see `coordinator config default`")
+	fs.StringVar(&cfg.Listen, "listen", fc.Listen, "gRPC TCP address (port 0: any free port)")
+	fs.StringVar(&cfg.HTTPListen, "http-listen", fc.HTTPListen, `HTTP address of the dashboard and /metrics ("": off)`)
+	fs.StringVar(&cfg.AddrFile, "addr-file", "", "write the gRPC address actually served on to this file")
+	fs.StringVar(&cfg.HTTPAddrFile, "http-addr-file", "", "write the HTTP address actually served on to this file")
+	fs.StringVar(&cfg.DBPath, "db", fc.DB, "bbolt database file holding all state")
+	fs.DurationVar(&cfg.DBOpenTimeout, "db-timeout", time.Duration(fc.DBTimeout), "wait this long for another process's lock on the database")
+	fs.DurationVar(&cfg.StopTimeout, "stop-timeout", time.Duration(fc.StopTimeout), "bound on the graceful stop")
+	fs.DurationVar(&cfg.Scheduler.LeaseTTL, "lease-ttl", time.Duration(fc.LeaseTTL), "trial lease time-to-live without heartbeats")
+	fs.DurationVar(&cfg.Scheduler.HeartbeatInterval, "heartbeat", time.Duration(fc.Heartbeat), "heartbeat interval told to workers (0: lease-ttl/6)")
+	fs.DurationVar(&cfg.Scheduler.RestartGrace, "restart-grace", time.Duration(fc.RestartGrace), "extra lease time after a restart for workers to reattach")
+	var maxAttempts int
+	fs.IntVar(&maxAttempts, "max-attempts", int(fc.MaxAttempts), "attempts of a trial before it is lost (delivery limit)")
+	fs.StringVar(&cfg.TokensFile, "tokens", fc.TokensFile, "bearer tokens with roles (docs/security.md); empty: no authentication")
+	fs.StringVar(&cfg.TLSCert, "tls-cert", fc.TLSCert, "TLS certificate file")
+	fs.StringVar(&cfg.TLSKey, "tls-key", fc.TLSKey, "TLS private key file")
+	fs.StringVar(&cfg.TLSClientCA, "tls-client-ca", fc.TLSClientCA, "CA of client certificates: makes TLS mutual")
+	fs.IntVar(&cfg.MaxMessageBytes, "max-message-bytes", fc.MaxMessageBytes, "largest gRPC message accepted")
+	fs.Float64Var(&cfg.RegisterRate, "register-rate", fc.RegisterRate, "worker registrations accepted per second")
+	fs.IntVar(&cfg.RegisterBurst, "register-burst", fc.RegisterBurst, "burst of worker registrations accepted")
+	fs.StringVar(&logLevel, "log-level", fc.LogLevel, "log level: debug, info, warn, error")
+	fs.Parse(os.Args[1:])
+	cfg.Scheduler.MaxAttempts = int32(maxAttempts)
 
 	log, err := logging.New(logLevel)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "coordinator:", err)
-		os.Exit(2)
+		fail(err)
 	}
 	defer log.Sync()
 	cfg.Logger = log
@@ -42,7 +73,30 @@ func main() {
 	defer stop()
 	if err := coordinator.Run(ctx, cfg); err != nil {
 		log.Error("coordinator failed", zap.Error(err))
-		fmt.Fprintln(os.Stderr, "coordinator:", err)
-		os.Exit(1)
+		fail(err)
 	}
+}
+
+// fileConfig finds -config among the arguments and loads it, so that its values become the
+// flags' defaults and flags given on the command line override them.
+func fileConfig(args []string) (coordinator.FileConfig, error) {
+	fs := flag.NewFlagSet("config", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	path := fs.String("config", "", "")
+	for len(args) > 0 {
+		err := fs.Parse(args)
+		if err == nil || errors.Is(err, flag.ErrHelp) {
+			break
+		}
+		args = args[1:] // skip a flag this pre-pass does not know
+	}
+	if *path == "" {
+		return coordinator.DefaultFileConfig(), nil
+	}
+	return coordinator.LoadFileConfig(*path)
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "coordinator:", err)
+	os.Exit(1)
 }

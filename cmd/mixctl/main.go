@@ -1,6 +1,7 @@
 // Command mixctl operates a mixopt coordinator: create and steer studies, and see what
 // they are doing. Exit codes: 0 success, 1 other error, 2 usage, 3 invalid argument,
-// 4 not found, 5 failed precondition, 6 coordinator unavailable.
+// 4 not found, 5 failed precondition, 6 coordinator unavailable, 7 unauthenticated,
+// 8 permission denied.
 package main
 
 import (
@@ -42,6 +43,10 @@ func exitCode(err error) int {
 		return 5
 	case codes.Unavailable, codes.DeadlineExceeded:
 		return 6
+	case codes.Unauthenticated:
+		return 7
+	case codes.PermissionDenied:
+		return 8
 	}
 	return 1
 }

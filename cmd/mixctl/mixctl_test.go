@@ -90,6 +90,8 @@ func TestExitCodes(t *testing.T) {
 		{status.Error(codes.FailedPrecondition, "x"), 5},
 		{status.Error(codes.Unavailable, "x"), 6},
 		{status.Error(codes.DeadlineExceeded, "x"), 6},
+		{status.Error(codes.Unauthenticated, "x"), 7},
+		{status.Error(codes.PermissionDenied, "x"), 8},
 		{status.Error(codes.Internal, "x"), 1},
 	} {
 		if got := exitCode(tc.err); got != tc.want {

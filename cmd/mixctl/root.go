@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"net"
 	"fmt"
 	"io"
 	"os"
@@ -10,7 +11,10 @@ import (
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/mixopt/mixopt/internal/auth"
 
 	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
 )
@@ -21,6 +25,8 @@ type cli struct {
 	addr    string
 	output  string
 	timeout time.Duration
+	// Security: a bearer token (file or environment) and TLS files.
+	tokenFile, tlsCA, tlsCert, tlsKey, tlsServerName string
 }
 
 func newRootCmd(out io.Writer) *cobra.Command {
@@ -40,7 +46,13 @@ func newRootCmd(out io.Writer) *cobra.Command {
 	root.PersistentFlags().StringVar(&c.addr, "addr", addr, "coordinator address (env MIXOPT_ADDR)")
 	root.PersistentFlags().StringVarP(&c.output, "output", "o", "table", "output format: table or json")
 	root.PersistentFlags().DurationVar(&c.timeout, "timeout", 30*time.Second, "timeout of each call")
-	root.AddCommand(c.statusCmd(), c.studyCmd(), c.trialsCmd(), c.trialCmd(), c.workersCmd(), c.bestCmd())
+	root.PersistentFlags().StringVar(&c.tokenFile, "token-file", "", "file holding the bearer token (env MIXOPT_TOKEN_FILE or MIXOPT_TOKEN)")
+	root.PersistentFlags().StringVar(&c.tlsCA, "tls-ca", os.Getenv("MIXOPT_TLS_CA"), "CA certificate of the coordinator: turns TLS on (env MIXOPT_TLS_CA)")
+	root.PersistentFlags().StringVar(&c.tlsCert, "tls-cert", "", "client certificate, for mutual TLS")
+	root.PersistentFlags().StringVar(&c.tlsKey, "tls-key", "", "client key, for mutual TLS")
+	root.PersistentFlags().StringVar(&c.tlsServerName, "tls-server-name", "", "name the coordinator's certificate must carry (default: the host of --addr)")
+	root.AddCommand(c.statusCmd(), c.studiesCmd(), c.studyCmd(), c.trialsCmd(), c.trialCmd(), c.workersCmd(),
+		c.bestCmd(), c.watchCmd(), c.exportCmd(), c.backupCmd())
 	return root
 }
 
@@ -56,7 +68,11 @@ func (c *cli) client() (pb.ControlServiceClient, func(), error) {
 	if err := c.checkOutput(); err != nil {
 		return nil, nil, err
 	}
-	conn, err := grpc.NewClient(c.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	opts, err := c.dialOptions()
+	if err != nil {
+		return nil, nil, err
+	}
+	conn, err := grpc.NewClient(c.addr, opts...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("dial %s: %w", c.addr, err)
 	}
@@ -73,4 +89,47 @@ func parseID(arg, what string) (uint64, error) {
 		return 0, usageError{fmt.Errorf("%s: %q is not a positive integer id", what, arg)}
 	}
 	return id, nil
+}
+
+// dialOptions sets up TLS when a CA or client certificate is given and sends the bearer
+// token when one is found; tokens are only sent in the clear to loopback addresses.
+func (c *cli) dialOptions() ([]grpc.DialOption, error) {
+	var opts []grpc.DialOption
+	secure := c.tlsCA != "" || c.tlsCert != ""
+	if secure {
+		tc, err := auth.ClientTLSConfig(c.tlsCA, c.tlsCert, c.tlsKey, c.tlsServerName)
+		if err != nil {
+			return nil, usageError{err}
+		}
+		opts = append(opts, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
+	} else {
+		opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	}
+	token, err := auth.ClientToken(c.tokenFile)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	if token != "" {
+		if !secure && !isLoopback(c.addr) {
+			return nil, usageError{fmt.Errorf("--addr %s: refusing to send a token without TLS to a non-loopback address (give --tls-ca)", c.addr)}
+		}
+		creds, err := auth.NewTokenCredentials(token, !isLoopback(c.addr))
+		if err != nil {
+			return nil, usageError{err}
+		}
+		opts = append(opts, grpc.WithPerRPCCredentials(creds))
+	}
+	return opts, nil
+}
+
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -37,6 +37,7 @@ var MethodRoles = map[string]Role{
 	pb.ControlService_CancelStudy_FullMethodName: RoleAdmin,
 	pb.ControlService_CancelTrial_FullMethodName: RoleAdmin,
 	pb.ControlService_DrainWorker_FullMethodName: RoleAdmin,
+	pb.ControlService_Backup_FullMethodName:      RoleAdmin,
 }
 
 // OpenServices are the services callable without a token: probes and stock clients need

@@ -140,3 +140,44 @@ func (s *ControlService) DrainWorker(ctx context.Context, req *pb.DrainWorkerReq
 	}
 	return &pb.DrainWorkerResponse{Worker: w}, nil
 }
+
+// backupChunk is the size of one Backup message: well under the default message limit.
+const backupChunk = 1 << 20
+
+func (s *ControlService) Backup(_ *pb.BackupRequest, stream pb.ControlService_BackupServer) error {
+	w := &chunkWriter{send: func(b []byte) error { return stream.Send(&pb.BackupResponse{Chunk: b}) }}
+	if _, err := s.Sched.Backup(w); err != nil {
+		return toStatus(err)
+	}
+	return toStatus(w.flush())
+}
+
+// chunkWriter turns a byte stream into messages of backupChunk bytes.
+type chunkWriter struct {
+	buf  []byte
+	send func([]byte) error
+}
+
+func (w *chunkWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		take := min(backupChunk-len(w.buf), len(p))
+		w.buf = append(w.buf, p[:take]...)
+		p = p[take:]
+		if len(w.buf) == backupChunk {
+			if err := w.flush(); err != nil {
+				return 0, err
+			}
+		}
+	}
+	return n, nil
+}
+
+func (w *chunkWriter) flush() error {
+	if len(w.buf) == 0 {
+		return nil
+	}
+	err := w.send(w.buf)
+	w.buf = nil
+	return err
+}

@@ -2,26 +2,39 @@ package coordinator
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"time"
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
 
+	"github.com/mixopt/mixopt/internal/auth"
+	"github.com/mixopt/mixopt/internal/dashboard"
+	"github.com/mixopt/mixopt/internal/metrics"
 	"github.com/mixopt/mixopt/internal/scheduler"
 	"github.com/mixopt/mixopt/internal/store"
 	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
 )
 
-// Config is the coordinator's configuration; cmd/coordinator fills it from flags.
+// Config is the coordinator's configuration; cmd/coordinator fills it from its file and
+// flags.
 type Config struct {
-	// Listen is the TCP address to serve on (port 0 picks a free one).
+	// Listen is the gRPC TCP address (port 0 picks a free one).
 	Listen string
-	// AddrFile, when set, receives the address actually listened on (for scripts and tests).
-	AddrFile string
+	// HTTPListen serves /metrics and the dashboard ("" turns it off).
+	HTTPListen string
+	// AddrFile, when set, receives the gRPC address actually listened on (for scripts
+	// and tests); HTTPAddrFile the HTTP one.
+	AddrFile, HTTPAddrFile string
 	// DBPath is the bbolt file holding all state.
 	DBPath string
 	// DBOpenTimeout bounds the wait for another process's lock on the file.
@@ -30,15 +43,20 @@ type Config struct {
 	StopTimeout time.Duration
 	// MaxMessageBytes bounds received messages.
 	MaxMessageBytes int
-	Scheduler       scheduler.Config
-	Logger          *zap.Logger
+	// TokensFile enables bearer-token authentication with roles (docs/security.md).
+	TokensFile string
+	// TLS certificate and key; a client CA makes TLS mutual.
+	TLSCert, TLSKey, TLSClientCA string
+	// RegisterRate and RegisterBurst bound worker registrations per second.
+	RegisterRate  float64
+	RegisterBurst int
+	Scheduler     scheduler.Config
+	Logger        *zap.Logger
 }
 
-// Run opens the store, serves both services until ctx ends, then stops gracefully.
-func Run(ctx context.Context, cfg Config) error {
-	log := cfg.Logger
-	if log == nil {
-		log = zap.NewNop()
+func (cfg *Config) setDefaults() {
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
 	}
 	if cfg.StopTimeout <= 0 {
 		cfg.StopTimeout = 10 * time.Second
@@ -46,6 +64,19 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.MaxMessageBytes <= 0 {
 		cfg.MaxMessageBytes = 16 << 20
 	}
+	if cfg.RegisterRate <= 0 {
+		cfg.RegisterRate = 20
+	}
+	if cfg.RegisterBurst <= 0 {
+		cfg.RegisterBurst = 200
+	}
+}
+
+// Run opens the store, serves the gRPC services (and, when configured, the HTTP dashboard
+// and metrics) until ctx ends, then stops gracefully.
+func Run(ctx context.Context, cfg Config) error {
+	cfg.setDefaults()
+	log := cfg.Logger
 	db, err := store.Open(cfg.DBPath, store.Options{Timeout: cfg.DBOpenTimeout})
 	if err != nil {
 		return err
@@ -56,51 +87,161 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := db.Check(); err != nil {
 		return err
 	}
+	recorder := metrics.New()
 	cfg.Scheduler.Logger = log
+	cfg.Scheduler.Metrics = recorder
 	sched, err := scheduler.New(db, cfg.Scheduler)
 	if err != nil {
 		return err
 	}
+
+	tlsConfig, authn, err := security(cfg)
+	if err != nil {
+		return err
+	}
+	opts := []grpc.ServerOption{grpc.MaxRecvMsgSize(cfg.MaxMessageBytes)}
+	if tlsConfig != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsConfig)))
+	}
+	if authn != nil {
+		opts = append(opts, authn.ServerOptions()...)
+	} else if !isLoopback(cfg.Listen) {
+		log.Warn("serving without tokens on a non-loopback address: anyone who reaches it can control studies",
+			zap.String("listen", cfg.Listen))
+	}
+	// Chained after authentication: only authenticated registrations use up the budget.
+	opts = append(opts, grpc.ChainUnaryInterceptor(auth.RateLimitUnary(
+		auth.NewLimiter(cfg.RegisterRate, cfg.RegisterBurst, nil), pb.WorkerService_Register_FullMethodName)))
+	srv := grpc.NewServer(opts...)
+	pb.RegisterWorkerServiceServer(srv, &WorkerService{Sched: sched})
+	pb.RegisterControlServiceServer(srv, &ControlService{Sched: sched})
+	healthSrv := health.NewServer()
+	healthpb.RegisterHealthServer(srv, healthSrv)
+	reflection.Register(srv)
+
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
-	srv := grpc.NewServer(grpc.MaxRecvMsgSize(cfg.MaxMessageBytes))
-	pb.RegisterWorkerServiceServer(srv, &WorkerService{Sched: sched})
-	pb.RegisterControlServiceServer(srv, &ControlService{Sched: sched})
-
-	if cfg.AddrFile != "" {
-		if err := writeFileAtomic(cfg.AddrFile, []byte(lis.Addr().String()+"\n")); err != nil {
+	var httpSrv *http.Server
+	var httpLis net.Listener
+	if cfg.HTTPListen != "" {
+		if httpLis, err = net.Listen("tcp", cfg.HTTPListen); err != nil {
 			lis.Close()
-			return err
+			return fmt.Errorf("listen on %s: %w", cfg.HTTPListen, err)
+		}
+		httpSrv = &http.Server{Handler: httpHandler(sched, recorder, authn), ReadHeaderTimeout: 10 * time.Second, TLSConfig: tlsConfig}
+	}
+	for path, addr := range map[string]net.Listener{cfg.AddrFile: lis, cfg.HTTPAddrFile: httpLis} {
+		if path != "" && addr != nil {
+			if err := writeFileAtomic(path, []byte(addr.Addr().String()+"\n")); err != nil {
+				lis.Close()
+				return err
+			}
 		}
 	}
-	log.Info("coordinator serving", zap.String("addr", lis.Addr().String()), zap.String("db", cfg.DBPath))
+	log.Info("coordinator serving", zap.String("addr", lis.Addr().String()), zap.String("db", cfg.DBPath),
+		zap.Bool("tls", tlsConfig != nil), zap.Bool("tokens", authn != nil))
 
 	schedCtx, stopSched := context.WithCancel(ctx)
 	defer stopSched()
 	go sched.Run(schedCtx)
 
-	serveErr := make(chan error, 1)
+	serveErr := make(chan error, 2)
 	go func() { serveErr <- srv.Serve(lis) }()
+	if httpSrv != nil {
+		log.Info("dashboard and metrics serving", zap.String("addr", httpLis.Addr().String()))
+		go func() {
+			var err error
+			if tlsConfig != nil {
+				err = httpSrv.ServeTLS(httpLis, "", "")
+			} else {
+				err = httpSrv.Serve(httpLis)
+			}
+			if errors.Is(err, http.ErrServerClosed) {
+				err = nil
+			}
+			serveErr <- err
+		}()
+	}
 	select {
 	case err := <-serveErr:
+		srv.Stop()
+		if httpSrv != nil {
+			httpSrv.Close()
+		}
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
 	log.Info("stopping")
+	healthSrv.Shutdown()
+	stopCtx, cancel := context.WithTimeout(context.Background(), cfg.StopTimeout)
+	defer cancel()
 	stopped := make(chan struct{})
 	go func() { srv.GracefulStop(); close(stopped) }()
+	if httpSrv != nil {
+		if err := httpSrv.Shutdown(stopCtx); err != nil {
+			httpSrv.Close()
+		}
+	}
 	select {
 	case <-stopped:
-	case <-time.After(cfg.StopTimeout):
+	case <-stopCtx.Done():
 		log.Warn("graceful stop timed out; closing connections")
 		srv.Stop()
 	}
-	if err := <-serveErr; err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-		return fmt.Errorf("serve: %w", err)
-	}
 	return nil
+}
+
+// security builds the TLS configuration and the token authenticator the config asks for.
+func security(cfg Config) (*tls.Config, *auth.Authenticator, error) {
+	var tlsConfig *tls.Config
+	if cfg.TLSCert != "" || cfg.TLSKey != "" || cfg.TLSClientCA != "" {
+		if cfg.TLSCert == "" || cfg.TLSKey == "" {
+			return nil, nil, errors.New("tls: both a certificate and a key are needed (tls_client_ca alone does not enable TLS)")
+		}
+		var err error
+		if tlsConfig, err = auth.ServerTLSConfig(cfg.TLSCert, cfg.TLSKey, cfg.TLSClientCA); err != nil {
+			return nil, nil, err
+		}
+	}
+	if cfg.TokensFile == "" {
+		return tlsConfig, nil, nil
+	}
+	tokens, warning, err := auth.LoadTokensFile(cfg.TokensFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	if warning != "" {
+		cfg.Logger.Warn(warning)
+	}
+	return tlsConfig, auth.NewAuthenticator(tokens), nil
+}
+
+// httpHandler serves /metrics and the read-only dashboard, behind the viewer role when
+// tokens are on.
+func httpHandler(sched *scheduler.Scheduler, recorder *metrics.Prometheus, authn *auth.Authenticator) http.Handler {
+	var metricsHandler, dash http.Handler = recorder.Handler(), dashboard.Handler(sched)
+	if authn != nil {
+		metricsHandler = authn.HTTP(metricsHandler, auth.RoleViewer)
+		dash = authn.HTTP(dash, auth.RoleViewer)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", metricsHandler)
+	mux.Handle("/", dash)
+	return mux
+}
+
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func writeFileAtomic(path string, data []byte) error {

@@ -3,6 +3,7 @@ package scheduler
 import (
 	"context"
 	"errors"
+	"io"
 	"fmt"
 	"slices"
 	"time"
@@ -208,3 +209,6 @@ func (s *Scheduler) Trial(_ context.Context, id uint64) (*pb.Trial, []*pb.CurveP
 	})
 	return t, pts, err
 }
+
+// Backup writes a consistent copy of the database to w while the coordinator serves.
+func (s *Scheduler) Backup(w io.Writer) (int64, error) { return s.db.Backup(w) }

@@ -1,0 +1,91 @@
+package main
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
+)
+
+func (c *cli) studiesCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "studies",
+		Short: "List studies with their progress and best mixture",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			client, done, err := c.client()
+			if err != nil {
+				return err
+			}
+			defer done()
+			ctx, cancel := c.ctx()
+			defer cancel()
+			resp, err := client.ListStudies(ctx, &pb.ListStudiesRequest{})
+			if err != nil {
+				return err
+			}
+			if c.output == "json" {
+				return writeJSON(c.out, resp)
+			}
+			printStudies(c.out, resp.Studies)
+			return nil
+		},
+	}
+}
+
+// watchCmd redraws a study's progress until it ends: its status line, its recommendation
+// and its latest trials. With -o json it prints one status object per change instead.
+func (c *cli) watchCmd() *cobra.Command {
+	var interval time.Duration
+	var recent int
+	cmd := &cobra.Command{
+		Use:   "watch STUDY_ID",
+		Short: "Follow a study live until it ends",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := parseID(args[0], "STUDY_ID")
+			if err != nil {
+				return err
+			}
+			client, done, err := c.client()
+			if err != nil {
+				return err
+			}
+			defer done()
+			for {
+				ctx, cancel := c.ctx()
+				st, err := client.GetStudy(ctx, &pb.GetStudyRequest{StudyId: id})
+				var trials *pb.ListTrialsResponse
+				if err == nil {
+					trials, err = client.ListTrials(ctx, &pb.ListTrialsRequest{StudyId: id})
+				}
+				cancel()
+				if err != nil {
+					return err
+				}
+				if c.output == "json" {
+					if err := writeJSON(c.out, st.Status); err != nil {
+						return err
+					}
+				} else {
+					fmt.Fprint(c.out, "\033[H\033[2J") // clear the terminal: a live view
+					fmt.Fprintf(c.out, "mixctl watch %d — every %s, Ctrl-C to stop\n\n", id, interval)
+					printStudies(c.out, []*pb.StudyStatus{st.Status})
+					fmt.Fprintln(c.out)
+					ts := trials.Trials
+					printTrials(c.out, ts[max(0, len(ts)-recent):])
+				}
+				switch st.Status.Study.State {
+				case pb.StudyState_STUDY_STATE_COMPLETED, pb.StudyState_STUDY_STATE_CANCELLED:
+					return nil
+				}
+				time.Sleep(interval)
+			}
+		},
+	}
+	cmd.Flags().DurationVar(&interval, "interval", 2*time.Second, "refresh interval")
+	cmd.Flags().IntVar(&recent, "recent", 15, "latest trials shown")
+	return cmd
+}
