@@ -1,5 +1,6 @@
 // Command worker takes trials from a mixopt coordinator and runs them: as real training
-// through scripts/train.py, or, with -simulate, by replaying a simulator source.
+// through scripts/train.py on this host's GPUs (or its CPU), or, with -simulate, by replaying
+// a simulator source. docs/worker.md describes both modes and every flag.
 package main
 
 import (
@@ -7,76 +8,279 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
+	"github.com/mixopt/mixopt/internal/auth"
+	"github.com/mixopt/mixopt/internal/gpuexec"
 	"github.com/mixopt/mixopt/internal/logging"
 	"github.com/mixopt/mixopt/internal/sim"
 	"github.com/mixopt/mixopt/internal/worker"
+	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
+)
+
+// flags are the command line, kept together so that checks can name what was set.
+type flags struct {
+	simulate, logLevel, stateDir, faults, record                 string
+	dataDir, python, trainScript, checkpointDir, gpus, presetMap string
+	tokenFile, tlsCA, tlsCert, tlsKey, tlsServerName             string
+	speedup, noise                                               float64
+	slots, threads                                               int
+	checkpointEvery                                              int64
+	stopGrace                                                    time.Duration
+	useTLS                                                       bool
+	set                                                          map[string]bool
+}
+
+// Flags that only mean something in one mode; giving one in the other is a mistake worth
+// an error rather than a silent no-op.
+var (
+	simOnly  = []string{"speedup", "noise", "slots", "inject-faults"}
+	realOnly = []string{"data-dir", "python", "train-script", "checkpoint-dir", "checkpoint-every", "gpus", "preset-map", "threads", "stop-grace"}
 )
 
 func main() {
 	var cfg worker.Config
-	var simulate, logLevel, stateDir, faults string
-	var speedup, noise float64
-	var slots int
+	var f flags
 	host, _ := os.Hostname()
 	flag.StringVar(&cfg.Addr, "coordinator", "127.0.0.1:7070", "coordinator gRPC address")
 	flag.StringVar(&cfg.Hostname, "hostname", host, "name this worker reports")
-	flag.StringVar(&simulate, "simulate", "", `replay a simulator source instead of training: "synthetic", "recording:FILE.jsonl" or "datamodel:FILE.json"`)
-	flag.Float64Var(&speedup, "speedup", 1, "simulated mode: replay this many times faster than the modelled wall time")
-	flag.Float64Var(&noise, "noise", 0, "simulated mode: standard deviation of Gaussian noise added to model sources' metrics")
-	flag.IntVar(&slots, "slots", 1, "simulated mode: trials run at once (virtual GPUs)")
-	flag.StringVar(&stateDir, "state-dir", "", "folder for the worker's id (kept across restarts) and points spilled while the coordinator is away")
+	flag.StringVar(&f.simulate, "simulate", "", `replay a simulator source instead of training: "synthetic", "recording:FILE.jsonl" or "datamodel:FILE.json"`)
+	flag.Float64Var(&f.speedup, "speedup", 1, "simulated mode: replay this many times faster than the modelled wall time")
+	flag.Float64Var(&f.noise, "noise", 0, "simulated mode: standard deviation of Gaussian noise added to model sources' metrics")
+	flag.IntVar(&f.slots, "slots", 1, "simulated mode: trials run at once (virtual GPUs)")
+	flag.StringVar(&f.faults, "inject-faults", "", `simulated mode: fail attempts on purpose, "RATE:CLASS[,CLASS...]" with classes crash, oom, diverged, bad_data (fault drills)`)
+	flag.StringVar(&f.dataDir, "data-dir", "", "real mode: folder written by scripts/prepare_data.py (required)")
+	flag.StringVar(&f.python, "python", "/usr/bin/python3", "real mode: Python interpreter with torch and numpy")
+	flag.StringVar(&f.trainScript, "train-script", "", "real mode: scripts/train.py (default: ../scripts/train.py beside this binary's folder, as in a checkout's bin/)")
+	flag.StringVar(&f.checkpointDir, "checkpoint-dir", "", "real mode: folder for per-trial checkpoints, so a requeued attempt resumes (default: -state-dir/checkpoints; none without -state-dir)")
+	flag.Int64Var(&f.checkpointEvery, "checkpoint-every", 0, "real mode: checkpoint interval in steps (0: at the end and when stopped)")
+	flag.StringVar(&f.gpus, "gpus", "", `real mode: GPUs to use instead of nvidia-smi's and CUDA_VISIBLE_DEVICES' ("none", "0,1" or "0:81920,1:81920" with memory in MiB)`)
+	flag.StringVar(&f.presetMap, "preset-map", "", `real mode: train.py preset per scale, "SCALE=PRESET,..." (a scale not listed uses the preset of its own name)`)
+	flag.IntVar(&f.threads, "threads", 0, "real mode: CPU threads per training process (0: torch's default)")
+	flag.DurationVar(&f.stopGrace, "stop-grace", 30*time.Second, "real mode: time a stopped trial gets to checkpoint before it is killed")
+	flag.StringVar(&f.record, "record", "", "append each trial that succeeds to this recording (JSONL, docs/recording-format.md)")
+	flag.StringVar(&f.stateDir, "state-dir", "", "folder for the worker's id (kept across restarts) and points spilled while the coordinator is away")
 	flag.IntVar(&cfg.MaxBufferedPoints, "max-buffered-points", 100000, "points per trial kept in memory while the coordinator is away (more spill to -state-dir)")
-	flag.StringVar(&faults, "inject-faults", "", `simulated mode: fail attempts on purpose, "RATE:CLASS[,CLASS...]" with classes crash, oom, diverged, bad_data (fault drills)`)
-	flag.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	flag.StringVar(&f.tokenFile, "token-file", "", "file holding this worker's token (else $"+auth.EnvTokenFile+", else $"+auth.EnvToken+")")
+	flag.BoolVar(&f.useTLS, "tls", false, "connect with TLS, trusting the system's roots (implied by the other -tls flags)")
+	flag.StringVar(&f.tlsCA, "tls-ca", "", "CA file to verify the coordinator's certificate with")
+	flag.StringVar(&f.tlsCert, "tls-cert", "", "client certificate for mutual TLS (with -tls-key)")
+	flag.StringVar(&f.tlsKey, "tls-key", "", "client key for mutual TLS (with -tls-cert)")
+	flag.StringVar(&f.tlsServerName, "tls-server-name", "", "name to check the coordinator's certificate against (default: the host dialled)")
+	flag.StringVar(&f.logLevel, "log-level", "info", "log level: debug (also copies train.py's stderr), info, warn, error")
 	flag.Parse()
+	f.set = map[string]bool{}
+	flag.Visit(func(fl *flag.Flag) { f.set[fl.Name] = true })
 
-	log, err := logging.New(logLevel)
+	log, err := logging.New(f.logLevel)
 	if err != nil {
-		fail(err)
+		fail(fmt.Errorf("-log-level: %w", err))
 	}
 	defer log.Sync()
 	cfg.Logger = log.With(zap.String("hostname", cfg.Hostname))
 
-	if simulate == "" {
-		fail(errors.New("-simulate is required until the real training mode lands (see docs/training.md)"))
-	}
-	if slots < 1 || slots > 10000 {
-		fail(fmt.Errorf("-slots: %d out of range (1 to 10000)", slots))
-	}
-	if speedup <= 0 {
-		fail(fmt.Errorf("-speedup: must be positive, got %v", speedup))
-	}
-	src, err := sim.Open(simulate, sim.OpenOptions{Noise: noise})
-	if err != nil {
-		fail(fmt.Errorf("-simulate: %w", err))
-	}
-	injected, err := worker.ParseFaults(faults)
-	if err != nil {
-		fail(fmt.Errorf("-inject-faults: %w", err))
-	}
-	if stateDir != "" {
-		if err := os.MkdirAll(stateDir, 0o755); err != nil {
-			fail(fmt.Errorf("-state-dir: %w", err))
-		}
-		cfg.IDFile = filepath.Join(stateDir, "worker-id")
-		cfg.SpillDir = stateDir
-	}
-	cfg.Runner = worker.SimRunner{Source: src, Speedup: speedup, Faults: injected}
-	cfg.Capacity = int32(slots)
-
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
+	if err := configure(ctx, &cfg, &f); err != nil {
+		fail(err)
+	}
+	if f.record != "" {
+		file, err := worker.OpenRecording(f.record)
+		if err != nil {
+			fail(fmt.Errorf("-record: %w", err))
+		}
+		defer file.Close()
+		cfg.Runner = &worker.RecordingRunner{Runner: cfg.Runner, File: file, Hostname: cfg.Hostname, Logger: cfg.Logger}
+	}
 	if err := worker.Run(ctx, cfg); err != nil && !errors.Is(err, context.Canceled) {
 		log.Error("worker failed", zap.Error(err))
 		fail(err)
 	}
+}
+
+// configure turns flags into cfg: connection security, state, and the runner of the mode.
+func configure(ctx context.Context, cfg *worker.Config, f *flags) error {
+	if err := security(cfg, f); err != nil {
+		return err
+	}
+	if f.stateDir != "" {
+		if err := os.MkdirAll(f.stateDir, 0o755); err != nil {
+			return fmt.Errorf("-state-dir: %w", err)
+		}
+		cfg.IDFile = filepath.Join(f.stateDir, "worker-id")
+		cfg.SpillDir = f.stateDir
+	}
+	if f.simulate != "" {
+		for _, name := range realOnly {
+			if f.set[name] {
+				return fmt.Errorf("-%s: only for real training, not with -simulate", name)
+			}
+		}
+		return simulated(cfg, f)
+	}
+	for _, name := range simOnly {
+		if f.set[name] {
+			return fmt.Errorf("-%s: only for simulated workers (-simulate)", name)
+		}
+	}
+	return real(ctx, cfg, f)
+}
+
+func simulated(cfg *worker.Config, f *flags) error {
+	if f.slots < 1 || f.slots > 10000 {
+		return fmt.Errorf("-slots: %d out of range (1 to 10000)", f.slots)
+	}
+	if f.speedup <= 0 {
+		return fmt.Errorf("-speedup: must be positive, got %v", f.speedup)
+	}
+	src, err := sim.Open(f.simulate, sim.OpenOptions{Noise: f.noise})
+	if err != nil {
+		return fmt.Errorf("-simulate: %w", err)
+	}
+	injected, err := worker.ParseFaults(f.faults)
+	if err != nil {
+		return fmt.Errorf("-inject-faults: %w", err)
+	}
+	cfg.Runner = worker.SimRunner{Source: src, Speedup: f.speedup, Faults: injected}
+	cfg.Capacity = int32(f.slots)
+	return nil
+}
+
+func real(ctx context.Context, cfg *worker.Config, f *flags) error {
+	if f.dataDir == "" {
+		return errors.New("-data-dir: required for real training (or give -simulate SOURCE to replay)")
+	}
+	abs := func(flagName, p string) (string, error) {
+		a, err := filepath.Abs(p)
+		if err != nil {
+			return "", fmt.Errorf("-%s: %w", flagName, err)
+		}
+		if _, err := os.Stat(a); err != nil {
+			return "", fmt.Errorf("-%s: %w", flagName, err)
+		}
+		return a, nil
+	}
+	var tc worker.TrainConfig
+	var err error
+	if tc.DataDir, err = abs("data-dir", f.dataDir); err != nil {
+		return err
+	}
+	if _, err := os.Stat(filepath.Join(tc.DataDir, "meta.json")); err != nil {
+		return fmt.Errorf("-data-dir: %s has no meta.json; write it with scripts/prepare_data.py: %w", tc.DataDir, err)
+	}
+	if tc.Python, err = abs("python", f.python); err != nil {
+		return err
+	}
+	script := f.trainScript
+	if script == "" {
+		exe, err := os.Executable()
+		if err == nil {
+			exe, err = filepath.EvalSymlinks(exe)
+		}
+		if err != nil {
+			return fmt.Errorf("-train-script: not given, and this binary's path is unknown: %w", err)
+		}
+		script = filepath.Join(filepath.Dir(exe), "..", "scripts", "train.py")
+	}
+	if tc.Script, err = abs("train-script", script); err != nil {
+		return err
+	}
+	ckdir := f.checkpointDir
+	if ckdir == "" && f.stateDir != "" {
+		ckdir = filepath.Join(f.stateDir, "checkpoints")
+	}
+	if ckdir != "" {
+		if err := os.MkdirAll(ckdir, 0o755); err != nil {
+			return fmt.Errorf("-checkpoint-dir: %w", err)
+		}
+		if tc.CheckpointRoot, err = abs("checkpoint-dir", ckdir); err != nil {
+			return err
+		}
+	}
+	if f.checkpointEvery < 0 {
+		return fmt.Errorf("-checkpoint-every: %d is negative", f.checkpointEvery)
+	}
+	if f.threads < 0 {
+		return fmt.Errorf("-threads: %d is negative", f.threads)
+	}
+	if f.stopGrace <= 0 {
+		return fmt.Errorf("-stop-grace: %v must be positive", f.stopGrace)
+	}
+	if tc.Presets, err = worker.ParsePresetMap(f.presetMap); err != nil {
+		return fmt.Errorf("-preset-map: %w", err)
+	}
+	if tc.GPUs, err = gpuexec.Discover(ctx, gpuexec.DiscoverOptions{Override: f.gpus}); err != nil {
+		return fmt.Errorf("-gpus: discover gpus: %w", err)
+	}
+	tc.CheckpointEvery, tc.Threads, tc.StopGrace = f.checkpointEvery, f.threads, f.stopGrace
+	tc.Logger = cfg.Logger
+	if f.logLevel == "debug" {
+		tc.Stderr = os.Stderr
+	}
+	runner, err := worker.NewTrainRunner(tc)
+	if err != nil {
+		return err
+	}
+	cfg.Runner = runner
+	for _, g := range tc.GPUs {
+		cfg.GPUs = append(cfg.GPUs, &pb.Gpu{Index: int32(g.Index), Name: g.Name, MemoryMib: g.MemoryMiB})
+	}
+	// One trial per GPU set the scheduler places; a CPU-only host runs one trial at a time.
+	cfg.Capacity = int32(max(len(tc.GPUs), 1))
+	cfg.Logger.Info("real training", zap.Int("gpus", len(tc.GPUs)), zap.String("data_dir", tc.DataDir),
+		zap.String("train_script", tc.Script), zap.String("checkpoint_dir", tc.CheckpointRoot))
+	return nil
+}
+
+// security sets TLS and the bearer token from the flags.
+func security(cfg *worker.Config, f *flags) error {
+	useTLS := f.useTLS || f.tlsCA != "" || f.tlsCert != "" || f.tlsKey != "" || f.tlsServerName != ""
+	if useTLS {
+		tc, err := auth.ClientTLSConfig(f.tlsCA, f.tlsCert, f.tlsKey, f.tlsServerName)
+		if err != nil {
+			return fmt.Errorf("-tls-ca/-tls-cert/-tls-key: %w", err)
+		}
+		cfg.TransportCredentials = credentials.NewTLS(tc)
+	}
+	tok, err := auth.ClientToken(f.tokenFile)
+	if err != nil {
+		return fmt.Errorf("-token-file: %w", err)
+	}
+	if tok == "" {
+		return nil
+	}
+	if !useTLS && !isLoopback(cfg.Addr) {
+		return fmt.Errorf("-token-file: refusing to send the token without TLS to %s (not loopback); add -tls-ca or -tls", cfg.Addr)
+	}
+	creds, err := auth.NewTokenCredentials(tok, useTLS)
+	if err != nil {
+		return fmt.Errorf("-token-file: %w", err)
+	}
+	cfg.DialOptions = append(cfg.DialOptions, grpc.WithPerRPCCredentials(creds))
+	return nil
+}
+
+// isLoopback says whether addr's host is a loopback name or address, where a token may
+// travel without TLS because nobody else can read the wire.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func fail(err error) {

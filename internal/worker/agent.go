@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
@@ -41,8 +42,11 @@ type Config struct {
 	SpillDir          string
 	// IDFile keeps the worker's id across restarts, so that a restarted worker is known
 	// and its lost trials are requeued at once ("" forgets it).
-	IDFile      string
-	DialOptions []grpc.DialOption
+	IDFile string
+	// TransportCredentials secure the connection (TLS); nil dials without transport
+	// security, for loopback and tests. Per-call tokens go in DialOptions.
+	TransportCredentials credentials.TransportCredentials
+	DialOptions          []grpc.DialOption
 	// Now tells the time (tests inject a fake one).
 	Now func() time.Time
 }
@@ -95,7 +99,11 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Runner == nil {
 		return errors.New("worker: no runner configured")
 	}
-	opts := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, cfg.DialOptions...)
+	creds := cfg.TransportCredentials
+	if creds == nil {
+		creds = insecure.NewCredentials()
+	}
+	opts := append([]grpc.DialOption{grpc.WithTransportCredentials(creds)}, cfg.DialOptions...)
 	conn, err := grpc.NewClient(cfg.Addr, opts...)
 	if err != nil {
 		return fmt.Errorf("dial coordinator %s: %w", cfg.Addr, err)

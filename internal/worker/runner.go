@@ -22,6 +22,14 @@ type Runner interface {
 type RunResult struct {
 	SourceRun      string
 	SourceDistance float64
+	// Params, TokensPerStep and FlopsPerStep are what a real run measured (train.py's start
+	// event), which a recording should hold rather than the spec's nominal values; zero for
+	// replays.
+	Params        float64
+	TokensPerStep int64
+	FlopsPerStep  float64
+	// Provenance is free-form facts about the run (preset, device, …) for a recording.
+	Provenance map[string]any
 }
 
 // RunError is a classified training failure (class: "oom", "diverged", "bad_data", "other").

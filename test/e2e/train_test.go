@@ -1,0 +1,138 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/mixopt/mixopt/internal/sim"
+	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
+)
+
+// python is the interpreter CI installs python3-torch for (hack/python-deps.sh).
+const python = "/usr/bin/python3"
+
+// requireTorch fails, rather than skips, without torch: CI installs it, so a missing torch
+// is a broken set-up that must not pass silently.
+func requireTorch(t *testing.T) {
+	t.Helper()
+	out, err := exec.Command(python, "-c", "import torch, numpy").CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s cannot import torch and numpy (%v: %s); install them with hack/python-deps.sh "+
+			"(apt-get install python3-torch python3-numpy)", python, err, out)
+	}
+}
+
+// trainSpec is a tiny study over the synthetic corpus: two scales that both run the tiny
+// preset ("tiny" by name, "xs" through -preset-map), three trials of 40 steps.
+const trainSpec = `
+name: e2e-train
+domains: [{name: prose}, {name: code}, {name: math}]
+scales:
+  - {name: tiny, params: 127296, tokens_per_step: 1024}
+  - {name: xs, params: 127296, tokens_per_step: 1024}
+steps: [20, 40]
+eval_every: 10
+objective: {metric: mean_ce}
+target: {scale: tiny, steps: 40}
+budget_flops: 1.0e15
+max_parallel: 1
+max_trials: 3
+policy: random-mf
+seed: 5
+`
+
+// A coordinator and one real CPU worker run a tiny study with real training to the end;
+// every trial's curve is whole and its loss falls, and --record wrote each run.
+func TestRealWorkerRunsStudy(t *testing.T) {
+	requireTorch(t)
+	began := time.Now()
+	c := newCluster(t, "30s")
+	data := filepath.Join(c.dir, "data")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	prep := exec.CommandContext(ctx, python, filepath.Join(repoRoot(), "scripts", "prepare_data.py"),
+		"--out-dir", data, "--synthetic", "--tokenizer", "byte", "--synthetic-chars", "60000")
+	if out, err := prep.CombinedOutput(); err != nil {
+		t.Fatalf("prepare_data.py: %v\n%s", err, out)
+	}
+	c.coordinator()
+	record := filepath.Join(c.dir, "runs.jsonl")
+	c.start("worker", "-coordinator", c.addr, "-hostname", "cpu-1", "-log-level", "debug",
+		"-data-dir", data, "-python", python, "-train-script", filepath.Join(repoRoot(), "scripts", "train.py"),
+		"-checkpoint-dir", filepath.Join(c.dir, "ckpt"), "-preset-map", "xs=tiny", "-threads", "1",
+		"-record", record)
+	c.createStudy(trainSpec)
+	c.wait("3m")
+
+	trials := c.trials()
+	if len(trials) != 3 {
+		t.Fatalf("%d trials, want 3", len(trials))
+	}
+	for _, tr := range trials {
+		if tr.State != pb.TrialState_TRIAL_STATE_SUCCEEDED || tr.Attempt != 1 {
+			t.Errorf("trial %d: %s attempt %d %q %v; want succeeded on its first attempt",
+				tr.Id, tr.State, tr.Attempt, tr.FailureReason, tr.ReasonHistory)
+			continue
+		}
+		c.checkCurve(tr, 10)
+		var got pb.GetTrialResponse
+		mixctlJSON(t, c.addr, &got, "trial", fmt.Sprint(tr.Id))
+		pts := got.Points
+		for _, p := range pts {
+			for _, m := range []string{"prose_ce", "code_ce", "math_ce", "mean_ce"} {
+				if v, ok := p.Eval[m]; !ok || math.IsNaN(v) {
+					t.Errorf("trial %d step %d: eval %s missing: %v", tr.Id, p.Step, m, p.Eval)
+				}
+			}
+			if p.Tokens != p.Step*1024 {
+				t.Errorf("trial %d step %d: %d tokens, want %d", tr.Id, p.Step, p.Tokens, p.Step*1024)
+			}
+		}
+		if len(pts) >= 2 {
+			first, last := pts[0], pts[len(pts)-1]
+			if !(last.TrainLoss < first.TrainLoss) || !(last.Eval["mean_ce"] < first.Eval["mean_ce"]) {
+				t.Errorf("trial %d: loss did not fall: train %.3f → %.3f, mean_ce %.3f → %.3f", tr.Id,
+					first.TrainLoss, last.TrainLoss, first.Eval["mean_ce"], last.Eval["mean_ce"])
+			}
+		}
+	}
+
+	rec, err := sim.LoadRecording(record)
+	if err != nil {
+		t.Fatalf("--record wrote a recording LoadRecording refuses: %v", err)
+	}
+	runs := rec.Runs()
+	if len(runs) != len(trials) {
+		t.Fatalf("recording holds %d runs, want one per trial (%d)", len(runs), len(trials))
+	}
+	for _, tr := range trials {
+		i := slices.IndexFunc(runs, func(r sim.RecordedRun) bool { return r.Source["trial_id"] == float64(tr.Id) })
+		if i < 0 {
+			t.Errorf("trial %d is not in the recording", tr.Id)
+			continue
+		}
+		r := runs[i]
+		if r.Scale != tr.Scale || r.Steps != tr.Steps || !slices.Equal(r.Mixture, tr.Mixture) ||
+			r.Params != 127296 || r.TokensPerStep != 1024 || len(r.Points) != int(tr.Steps/10) {
+			t.Errorf("trial %d recorded as scale %s, %d steps, mixture %v, %g params, %d tokens/step, %d points; want %s, %d, %v, 127296, 1024, %d",
+				tr.Id, r.Scale, r.Steps, r.Mixture, r.Params, r.TokensPerStep, len(r.Points), tr.Scale, tr.Steps, tr.Mixture, tr.Steps/10)
+		}
+		if r.Source["preset"] != "tiny" || r.Source["runner"] != "train.py" {
+			t.Errorf("trial %d provenance %v, want runner train.py and preset tiny", tr.Id, r.Source)
+		}
+	}
+	// Checkpoints of finished trials are removed; only the root stays.
+	if left, _ := filepath.Glob(filepath.Join(c.dir, "ckpt", "study-*", "trial-*")); len(left) != 0 {
+		t.Errorf("checkpoint folders left after success: %v", left)
+	}
+	t.Logf("study of %d real trials done in %s", len(trials), time.Since(began).Round(time.Second))
+}
+
+// start runs one of the binaries in the cluster's folder.
+func (c *cluster) start(name string, args ...string) *proc { return start(c.t, c.dir, name, args...) }
