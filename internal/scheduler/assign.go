@@ -122,7 +122,7 @@ func (s *Scheduler) tryAssign(ctx context.Context, workerID uint64) (*pb.Assignm
 // hold decideMu.
 func (s *Scheduler) assignFromStudy(ctx context.Context, studyID uint64, worker *pb.Worker, free []*pb.Gpu) (*pb.Assignment, error) {
 	var snap *studySnapshot
-	if err := s.db.View(func(tx *store.Tx) (err error) { snap, err = loadSnapshot(tx, studyID); return err }); err != nil {
+	if err := s.db.View(func(tx *store.Tx) (err error) { snap, err = s.loadSnapshot(tx, studyID); return err }); err != nil {
 		return nil, err
 	}
 	study, spec := snap.study, snap.study.Spec

@@ -112,6 +112,7 @@ type Scheduler struct {
 	wake       chan struct{}        // closed and replaced when work may have appeared
 	recs       map[uint64]recCache  // recommendation cache by study id
 	versions   map[uint64]uint64    // bumped when a study's data changes
+	curves     *curveCache          // objective curves, so decisions need not re-read points
 }
 
 type recCache struct {
@@ -129,6 +130,7 @@ func New(db *store.DB, cfg Config) (*Scheduler, error) {
 		wake:       make(chan struct{}),
 		recs:       map[uint64]recCache{},
 		versions:   map[uint64]uint64{},
+		curves:     newCurveCache(),
 	}
 	var running []*pb.Trial
 	err := db.View(func(tx *store.Tx) error {

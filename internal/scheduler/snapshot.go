@@ -1,8 +1,6 @@
 package scheduler
 
 import (
-	"math"
-
 	"github.com/mixopt/mixopt/internal/bo"
 	"github.com/mixopt/mixopt/internal/store"
 	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
@@ -13,11 +11,11 @@ import (
 type studySnapshot struct {
 	study       *pb.Study
 	trials      []*pb.Trial
-	points      map[uint64][]*pb.CurvePoint // current attempt's curve by trial id
+	curves      map[uint64][]bo.CurvePoint // objective curve of the current attempt by trial id
 	policyState []byte
 }
 
-func loadSnapshot(tx *store.Tx, id uint64) (*studySnapshot, error) {
+func (s *Scheduler) loadSnapshot(tx *store.Tx, id uint64) (*studySnapshot, error) {
 	study, err := tx.Study(id)
 	if err != nil {
 		return nil, err
@@ -26,16 +24,15 @@ func loadSnapshot(tx *store.Tx, id uint64) (*studySnapshot, error) {
 	if err != nil {
 		return nil, err
 	}
-	snap := &studySnapshot{study: study, trials: trials, points: map[uint64][]*pb.CurvePoint{}}
+	snap := &studySnapshot{study: study, trials: trials, curves: map[uint64][]bo.CurvePoint{}}
 	for _, t := range trials {
-		if t.LastSeq == 0 {
-			continue
-		}
-		pts, err := tx.Points(t.Id, t.Attempt)
+		curve, err := s.curves.curve(tx, t, study.Spec.Objective.Metric)
 		if err != nil {
 			return nil, err
 		}
-		snap.points[t.Id] = pts
+		if len(curve) > 0 {
+			snap.curves[t.Id] = curve
+		}
 	}
 	if snap.policyState, err = tx.PolicyState(id); err != nil {
 		return nil, err
@@ -108,14 +105,7 @@ func (snap *studySnapshot) request(budgetLeft float64) bo.Request {
 		if t.State == pb.TrialState_TRIAL_STATE_RUNNING || t.State == pb.TrialState_TRIAL_STATE_PENDING {
 			req.Pending = append(req.Pending, trial)
 		}
-		var curve []bo.CurvePoint
-		for _, p := range snap.points[t.Id] {
-			v, ok := MetricValue(p, spec.Objective.Metric)
-			if !ok || math.IsNaN(v) || math.IsInf(v, 0) {
-				continue
-			}
-			curve = append(curve, bo.CurvePoint{Step: p.Step, Value: v})
-		}
+		curve := snap.curves[t.Id]
 		if len(curve) == 0 {
 			continue
 		}

@@ -43,7 +43,7 @@ func (s *Scheduler) StudyStatus(ctx context.Context, id uint64) (*pb.StudyStatus
 	var snap *studySnapshot
 	err := s.db.View(func(tx *store.Tx) error {
 		var err error
-		snap, err = loadSnapshot(tx, id)
+		snap, err = s.loadSnapshot(tx, id)
 		return err
 	})
 	if err != nil {
@@ -182,7 +182,7 @@ func (s *Scheduler) Recommendation(ctx context.Context, id uint64) (*pb.Recommen
 	var snap *studySnapshot
 	err := s.db.View(func(tx *store.Tx) error {
 		var err error
-		snap, err = loadSnapshot(tx, id)
+		snap, err = s.loadSnapshot(tx, id)
 		return err
 	})
 	if err != nil {

@@ -123,9 +123,10 @@ func (s *Scheduler) ReportPoints(_ context.Context, h Held, points []*pb.CurvePo
 	}
 	var studyID uint64
 	var fresh []*pb.CurvePoint
+	var metric string
 	err = s.db.Batch(func(tx *store.Tx) error {
 		// Batch may run this twice: every result is set afresh.
-		acked, stop, studyID, fresh = 0, false, 0, nil
+		acked, stop, studyID, fresh, metric = 0, false, 0, nil, ""
 		t, err := tx.Trial(h.TrialID)
 		if err != nil {
 			return wrapStore(err, fmt.Sprintf("trial %d", h.TrialID))
@@ -157,6 +158,7 @@ func (s *Scheduler) ReportPoints(_ context.Context, h Held, points []*pb.CurvePo
 		if err != nil {
 			return err
 		}
+		metric = study.Spec.Objective.Metric
 		last := fresh[len(fresh)-1]
 		if last.Step > t.StepsDone {
 			study.SpentFlops += float64(last.Step-t.StepsDone) * scaleOf(study.Spec, t.Scale).FlopsPerStep
@@ -182,6 +184,7 @@ func (s *Scheduler) ReportPoints(_ context.Context, h Held, points []*pb.CurvePo
 		return 0, false, err
 	}
 	s.cfg.Metrics.PointsIngested(len(fresh))
+	s.curves.append(h.TrialID, h.Attempt, metric, fresh)
 	s.mu.Lock()
 	if l := s.leases[h.TrialID]; l != nil && l.id == h.LeaseID {
 		l.deadline = s.now().Add(s.cfg.LeaseTTL)

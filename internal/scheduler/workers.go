@@ -3,8 +3,8 @@ package scheduler
 import (
 	"context"
 	"errors"
-	"io"
 	"fmt"
+	"io"
 	"slices"
 	"time"
 
