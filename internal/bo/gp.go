@@ -110,7 +110,7 @@ func newGP(m model, theta []float64, x [][]float64, y []float64) (*gp, error) {
 		return nil, ErrNoObservations
 	}
 	p := m.kn.params(theta)
-	chol, jitter, err := factorize(func(j float64) *mat.SymDense { return m.covMatrix(&p, x, j) }, p.sf1+p.sf2+p.noise)
+	chol, jitter, err := factorize(func(j float64) *mat.SymDense { return m.covMatrix(&p, x, j) }, p.sf1+p.sf2+p.sf3+p.noise)
 	if err != nil {
 		return nil, err
 	}
@@ -189,7 +189,7 @@ func (g *gp) predict(pts [][]float64) (mu, variance []float64, v *mat.Dense) {
 		}
 	}
 	for j := range variance {
-		variance[j] = math.Max(variance[j], 1e-12*(g.p.sf1+g.p.sf2))
+		variance[j] = math.Max(variance[j], 1e-12*(g.p.sf1+g.p.sf2+g.p.sf3))
 	}
 	return mu, variance, ks
 }
@@ -208,7 +208,7 @@ func (g *gp) predictMean(x []float64) float64 {
 func (m model) logML(theta []float64, x [][]float64, y []float64, grad []float64) (float64, error) {
 	n := len(x)
 	p := m.kn.params(theta)
-	chol, jitter, err := factorize(func(j float64) *mat.SymDense { return m.covMatrix(&p, x, j) }, p.sf1+p.sf2+p.noise)
+	chol, jitter, err := factorize(func(j float64) *mat.SymDense { return m.covMatrix(&p, x, j) }, p.sf1+p.sf2+p.sf3+p.noise)
 	if err != nil {
 		return math.Inf(-1), err
 	}

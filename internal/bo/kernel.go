@@ -6,18 +6,24 @@ import "math"
 // and us, ut the normalised log parameter count and log steps, is
 //
 //	k(x, x') = sf1 · m52(us; ls1) · m52(ut; lt1)                  (fidelity trend, any mixture)
-//	         + sf2 · m52ARD(w; lw) · m52(us; ls2) · m52(ut; lt2)  (mixture effect)
+//	         + sf2 · m52ARD(w; lw) · m52(us; ls2) · m52(ut; lt2)  (mixture effect shared across fidelities)
+//	         + sf3 · m52ARD(w; lw) · m52(us; ls3)                 (mixture effect local to a scale)
 //
 // plus noise on the diagonal. The first term carries the large change of the loss with
 // scale and steps that every mixture shares; the second is the product kernel of the
 // mixture with the fidelities, whose long fidelity lengthscales are what lets cheap trials
-// inform the target.
+// inform the target; the third, with a short scale lengthscale, lets the best mixture
+// move between scales (on the paper's data the 700M optimum is not the 1B one), so the
+// model knows how much a cheap trial can no longer say about the target. It is constant
+// along steps so that it cannot mistake the noise of a curve's points for structure.
 //
 // Hyperparameters live in one vector θ, all on log scales (see the index constants).
 
 // kernel indexes θ for a mixture of k domains.
 type kernel struct {
 	k int // number of domains
+	// noLocal pins sf3 near zero: no scale-local mixture term.
+	noLocal bool
 }
 
 func (kn kernel) iLW(d int) int { return d }
@@ -28,7 +34,9 @@ func (kn kernel) iLT2() int     { return kn.k + 3 }
 func (kn kernel) iSF1() int     { return kn.k + 4 }
 func (kn kernel) iSF2() int     { return kn.k + 5 }
 func (kn kernel) iNoise() int   { return kn.k + 6 }
-func (kn kernel) nParams() int  { return kn.k + 7 }
+func (kn kernel) iLS3() int     { return kn.k + 7 }
+func (kn kernel) iSF3() int     { return kn.k + 8 }
+func (kn kernel) nParams() int  { return kn.k + 9 }
 
 // dim is the length of an input point.
 func (kn kernel) dim() int { return kn.k + 2 }
@@ -55,6 +63,11 @@ func (kn kernel) bounds() hyperBounds {
 	set(kn.iSF1(), math.Log(1e-3), math.Log(100), math.Log(1))
 	set(kn.iSF2(), math.Log(1e-5), math.Log(100), math.Log(0.1))
 	set(kn.iNoise(), math.Log(1e-7), math.Log(1), math.Log(1e-4))
+	set(kn.iLS3(), math.Log(0.02), math.Log(2), math.Log(0.2))
+	set(kn.iSF3(), math.Log(1e-6), math.Log(10), math.Log(0.01))
+	if kn.noLocal {
+		set(kn.iSF3(), math.Log(1e-10), math.Log(1e-10), math.Log(1e-10))
+	}
 	return b
 }
 
@@ -76,7 +89,9 @@ type params struct {
 	invLW              []float64
 	invLS1, invLT1     float64
 	invLS2, invLT2     float64
-	sf1, sf2, noise    float64
+	invLS3             float64
+	sf1, sf2, sf3      float64
+	noise              float64
 	theta              []float64
 	usesScale, usesMix bool
 }
@@ -92,6 +107,8 @@ func (kn kernel) params(theta []float64) params {
 	p.invLT2 = math.Exp(-theta[kn.iLT2()])
 	p.sf1 = math.Exp(theta[kn.iSF1()])
 	p.sf2 = math.Exp(theta[kn.iSF2()])
+	p.invLS3 = math.Exp(-theta[kn.iLS3()])
+	p.sf3 = math.Exp(theta[kn.iSF3()])
 	p.noise = math.Exp(theta[kn.iNoise()])
 	return p
 }
@@ -106,8 +123,9 @@ func (kn kernel) cov(p *params, a, b []float64) float64 {
 	}
 	ds := math.Abs(a[k] - b[k])
 	dt := math.Abs(a[k+1] - b[k+1])
+	kw := m52(math.Sqrt(r2))
 	return p.sf1*m52(ds*p.invLS1)*m52(dt*p.invLT1) +
-		p.sf2*m52(math.Sqrt(r2))*m52(ds*p.invLS2)*m52(dt*p.invLT2)
+		kw*(p.sf2*m52(ds*p.invLS2)*m52(dt*p.invLT2)+p.sf3*m52(ds*p.invLS3))
 }
 
 // covGrad adds w·∂k(a,b)/∂θ to grad (noise excluded).
@@ -123,17 +141,22 @@ func (kn kernel) covGrad(p *params, a, b []float64, w float64, grad []float64) {
 	rt1 := math.Abs(a[k+1]-b[k+1]) * p.invLT1
 	rs2 := math.Abs(a[k]-b[k]) * p.invLS2
 	rt2 := math.Abs(a[k+1]-b[k+1]) * p.invLT2
+	rs3 := math.Abs(a[k]-b[k]) * p.invLS3
 	ks1, kt1 := m52(rs1), m52(rt1)
 	kw, ks2, kt2 := m52(rw), m52(rs2), m52(rt2)
+	ks3 := m52(rs3)
 	t1 := p.sf1 * ks1 * kt1
 	t2 := p.sf2 * kw * ks2 * kt2
+	t3 := p.sf3 * kw * ks3
 	grad[kn.iSF1()] += w * t1
 	grad[kn.iSF2()] += w * t2
+	grad[kn.iSF3()] += w * t3
+	grad[kn.iLS3()] += w * p.sf3 * kw * m52g(rs3) * rs3 * rs3
 	grad[kn.iLS1()] += w * p.sf1 * kt1 * m52g(rs1) * rs1 * rs1
 	grad[kn.iLT1()] += w * p.sf1 * ks1 * m52g(rt1) * rt1 * rt1
 	grad[kn.iLS2()] += w * p.sf2 * kw * kt2 * m52g(rs2) * rs2 * rs2
 	grad[kn.iLT2()] += w * p.sf2 * kw * ks2 * m52g(rt2) * rt2 * rt2
-	gw := w * p.sf2 * ks2 * kt2 * m52g(rw)
+	gw := w * (p.sf2*ks2*kt2 + p.sf3*ks3) * m52g(rw)
 	for d := 0; d < k; d++ {
 		t := (a[d] - b[d]) * p.invLW[d]
 		grad[kn.iLW(d)] += gw * t * t

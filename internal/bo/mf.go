@@ -18,13 +18,18 @@ import (
 type MFConfig struct {
 	// MultiScale lets trials and observations use every scale; otherwise only the target's.
 	MultiScale bool
+	// LocalScaleTerm adds the kernel's scale-local mixture term (see kernel).
+	LocalScaleTerm bool
 	// MultiStep lets trials stop before the target's steps.
 	MultiStep bool
 	// Acquisition is "kg" (knowledge gradient per cost) or "ei" (expected improvement at
 	// the target, weighted by the correlation of the trial with the target, per cost).
 	Acquisition string
-	// CostExponent α divides the acquisition value by cost^α (cost in target-run units).
-	CostExponent float64
+	// CostExponent α divides the acquisition value by (cost + TrialOverhead)^α (in
+	// target-run units). The overhead stands for what every trial costs beyond its steps
+	// (start, evaluation, a worker's time) and keeps the policy from buying hundreds of
+	// crumbs at the cheapest fidelity.
+	CostExponent, TrialOverhead float64
 	// InitTrials are drawn at random (at InitScale, InitStepFraction of the target's
 	// steps) before the GP decides.
 	InitTrials       int
@@ -55,11 +60,11 @@ func NewMF(name string, cfg MFConfig) *MF { return &MF{name: name, cfg: cfg} }
 // MFMSConfig is the multi-fidelity multi-scale preset.
 func MFMSConfig() MFConfig {
 	return MFConfig{
-		MultiScale: true, MultiStep: true, Acquisition: "kg", CostExponent: 1,
-		InitTrials: 6, InitScale: 0, InitStepFraction: 1, StepChoices: 6,
-		PointsPerTrial: 4, MaxPoints: 400, FitPoints: 160,
-		Pool:        candidateOptions{dirichlet: 150, sparse: 100, softmax: 100, local: 40, centres: 5},
-		ObsMixtures: 40, TargetSet: 250,
+		MultiScale: true, MultiStep: true, Acquisition: "kg", CostExponent: 1, TrialOverhead: 0.02,
+		InitTrials: 6, InitScale: 0, InitStepFraction: 1, StepChoices: 5,
+		PointsPerTrial: 3, MaxPoints: 240, FitPoints: 120,
+		Pool:        candidateOptions{dirichlet: 100, sparse: 80, softmax: 80, local: 30, centres: 5},
+		ObsMixtures: 24, TargetSet: 160,
 	}
 }
 
@@ -120,7 +125,7 @@ func (s mfState) encode() []byte {
 	return b
 }
 
-func (m *MF) model(s *space) model { return model{kn: kernel{k: s.k}} }
+func (m *MF) model(s *space) model { return model{kn: kernel{k: s.k, noLocal: !m.cfg.LocalScaleTerm}} }
 
 func (m *MF) dataOpts(p *Problem, maxPts int) dataOptions {
 	o := dataOptions{pointsPerTrial: m.cfg.PointsPerTrial, maxPoints: maxPts}
@@ -472,7 +477,7 @@ func (m *MF) choose(c *conditioned, g *gp, req Request, fids []fidelity, rng *ra
 			}
 			v = kgMin(tmu, b, scratch)
 		}
-		v /= math.Pow(cd.f.cost, m.cfg.CostExponent)
+		v /= math.Pow(cd.f.cost+m.cfg.TrialOverhead, m.cfg.CostExponent)
 		if v > bestV && !math.IsNaN(v) {
 			bestV, bestC = v, ci
 		}
