@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -53,6 +55,8 @@ func TestRealWorkerRunsStudy(t *testing.T) {
 	requireTorch(t)
 	began := time.Now()
 	c := newCluster(t, "30s")
+	// The dashboard's default port may be taken on a shared machine; this test needs none.
+	c.args = append(c.args, "-http-listen", "")
 	data := filepath.Join(c.dir, "data")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -136,3 +140,47 @@ func TestRealWorkerRunsStudy(t *testing.T) {
 
 // start runs one of the binaries in the cluster's folder.
 func (c *cluster) start(name string, args ...string) *proc { return start(c.t, c.dir, name, args...) }
+
+// A worker reaches a coordinator that requires TLS and tokens with -tls-ca and -token-file,
+// and runs a study there; without its token it is refused.
+func TestWorkerOverTLSWithToken(t *testing.T) {
+	dir := t.TempDir()
+	ca, cert, key := writeCerts(t, dir)
+	const admin, workerTok = "admin-token-0123456789abcdef", "worker-token-0123456789abcdef"
+	tokens := filepath.Join(dir, "tokens")
+	writeFile(t, tokens, fmt.Sprintf("admin %s ops\nworker %s nodes\n", admin, workerTok))
+	tokFile := filepath.Join(dir, "worker-token")
+	writeFile(t, tokFile, workerTok+"\n")
+	addr := freeAddr(t)
+	start(t, dir, "coordinator", "-listen", addr, "-db", filepath.Join(dir, "db"), "-tokens", tokens,
+		"-tls-cert", cert, "-tls-key", key, "-http-listen", "")
+	refused := start(t, dir, "worker", "-coordinator", addr, "-tls-ca", ca, "-simulate", "synthetic")
+	start(t, dir, "worker", "-coordinator", addr, "-tls-ca", ca, "-token-file", tokFile,
+		"-simulate", "synthetic", "-speedup", "20000")
+	specPath := filepath.Join(dir, "spec.yaml")
+	writeFile(t, specPath, faultSpec(2, 1))
+	base := []string{"--addr", addr, "--tls-ca", ca}
+	env := []string{"MIXOPT_TOKEN=" + admin}
+	eventually(t, 30*time.Second, "coordinator to serve", func() bool {
+		code, _ := mixctlCode(t, env, append(base, "study", "create", "-f", specPath)...)
+		return code == 0
+	})
+	if code, out := mixctlCode(t, env, append(base, "study", "wait", "1", "--limit", "1m")...); code != 0 {
+		t.Fatalf("study wait: exit %d: %s", code, out)
+	}
+	select {
+	case <-refused.done:
+		if log, _ := os.ReadFile(refused.log); !strings.Contains(string(log), "Unauthenticated") {
+			t.Errorf("worker without a token ended without an Unauthenticated error:\n%s", log)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("worker without a token is still running")
+	}
+}
+
+func writeFile(t *testing.T, path, body string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
