@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -59,7 +60,18 @@ func main() {
 	fs.Float64Var(&cfg.RegisterRate, "register-rate", fc.RegisterRate, "worker registrations accepted per second")
 	fs.IntVar(&cfg.RegisterBurst, "register-burst", fc.RegisterBurst, "burst of worker registrations accepted")
 	fs.StringVar(&logLevel, "log-level", fc.LogLevel, "log level: debug, info, warn, error")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile to this file until the coordinator stops")
 	fs.Parse(os.Args[1:])
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fail(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fail(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	cfg.Scheduler.MaxAttempts = int32(maxAttempts)
 
 	log, err := logging.New(logLevel)

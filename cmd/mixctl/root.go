@@ -2,9 +2,9 @@ package main
 
 import (
 	"context"
-	"net"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"strconv"
 	"time"

@@ -36,9 +36,9 @@ func TestFileConfigRoundTripAndErrors(t *testing.T) {
 	}
 
 	for body, want := range map[string]string{
-		"lease_tll: 3s\n":  "lease_tll",
+		"lease_tll: 3s\n":   "lease_tll",
 		"lease_ttl: soon\n": "soon",
-		"lease_ttl: 3\n":   "duration",
+		"lease_ttl: 3\n":    "duration",
 	} {
 		os.WriteFile(p, []byte(body), 0o644)
 		if _, err := LoadFileConfig(p); err == nil || !strings.Contains(err.Error(), want) {

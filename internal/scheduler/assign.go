@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
+	"time"
 
 	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/mixopt/mixopt/internal/bo"
 	"github.com/mixopt/mixopt/internal/store"
@@ -17,13 +20,16 @@ import (
 // any scale, since a replay needs none.
 const virtualGPUMemoryMiB = math.MaxInt64
 
+// virtualGPU names a simulated worker's slots.
+const virtualGPU = "virtual"
+
 // gpuSlots returns the GPUs trials can be placed on: the worker's registered GPUs, or one
 // virtual GPU per slot of a simulated worker.
 func gpuSlots(w *pb.Worker) []*pb.Gpu {
 	if w.SimulatedCapacity > 0 {
 		slots := make([]*pb.Gpu, w.SimulatedCapacity)
 		for i := range slots {
-			slots[i] = &pb.Gpu{Index: int32(i), Name: "virtual", MemoryMib: virtualGPUMemoryMiB}
+			slots[i] = &pb.Gpu{Index: int32(i), Name: virtualGPU, MemoryMib: virtualGPUMemoryMiB}
 		}
 		return slots
 	}
@@ -79,99 +85,236 @@ func placeOn(w *pb.Worker, free []*pb.Gpu, sc *pb.Scale) []int32 {
 	return place(free, sc)
 }
 
-func (s *Scheduler) tryAssign(ctx context.Context, workerID uint64) (*pb.Assignment, error) {
-	s.decideMu.Lock()
-	defer s.decideMu.Unlock()
-	var worker *pb.Worker
-	var studyIDs []uint64
-	err := s.db.View(func(tx *store.Tx) error {
-		var err error
-		if worker, err = tx.Worker(workerID); err != nil {
-			return wrapStore(err, fmt.Sprintf("worker %d", workerID))
-		}
-		studies, err := tx.Studies()
-		for _, st := range studies {
-			if st.State == pb.StudyState_STUDY_STATE_RUNNING {
-				studyIDs = append(studyIDs, st.Id)
-			}
-		}
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	s.heartbeats[workerID] = s.now()
-	free := s.freeGPUsLocked(worker)
-	s.mu.Unlock()
-	if worker.Draining || len(free) == 0 {
-		return nil, nil
-	}
-	for _, id := range studyIDs {
-		a, err := s.assignFromStudy(ctx, id, worker, free)
-		if a != nil || err != nil {
-			return a, err
-		}
-	}
-	return nil, nil
+// assignReq is one worker's request for a trial, queued for the next group decision.
+type assignReq struct {
+	workerID uint64
+	a        *pb.Assignment
+	err      error
+	done     chan struct{}
 }
 
-// assignFromStudy leases a pending trial of the study that fits the worker's free GPUs, or
-// else a new one decided by its policy, or completes the study when nothing more can run.
-// A new trial that does not fit this worker is stored pending for one it fits. Callers
-// hold decideMu.
-func (s *Scheduler) assignFromStudy(ctx context.Context, studyID uint64, worker *pb.Worker, free []*pb.Gpu) (*pb.Assignment, error) {
-	var snap *studySnapshot
-	if err := s.db.View(func(tx *store.Tx) (err error) { snap, err = s.loadSnapshot(tx, studyID); return err }); err != nil {
-		return nil, err
+// tryAssign decides a trial for the worker, or nil when none is available now. Requests
+// that arrive while a decision runs are decided together at the next one, in one read of
+// each study and one write transaction: a fleet of workers asking at once pays for one
+// disk sync, not one each (flat combining over decideMu).
+func (s *Scheduler) tryAssign(ctx context.Context, workerID uint64) (*pb.Assignment, error) {
+	req := &assignReq{workerID: workerID, done: make(chan struct{})}
+	s.mu.Lock()
+	s.assignQueue = append(s.assignQueue, req)
+	s.mu.Unlock()
+	s.decideMu.Lock()
+	s.mu.Lock()
+	batch := s.assignQueue
+	s.assignQueue = nil
+	s.mu.Unlock()
+	if len(batch) > 0 {
+		// The batch serves other callers too: one caller going away must not cancel it.
+		s.assignBatch(context.WithoutCancel(ctx), batch)
 	}
+	s.decideMu.Unlock()
+	<-req.done // served by this batch or by an earlier holder's
+	return req.a, req.err
+}
+
+// plannedTrial is a trial a group decision will lease (workerID != 0) or store pending.
+type plannedTrial struct {
+	study       *studySnapshot
+	trial       *pb.Trial
+	req         *assignReq // nil while only stored pending
+	gpus        []int32
+	isNew       bool
+	prevAttempt int32
+}
+
+// assignBatch serves a group of requests. Callers hold decideMu.
+func (s *Scheduler) assignBatch(ctx context.Context, batch []*assignReq) {
+	defer func() {
+		for _, r := range batch {
+			close(r.done)
+		}
+	}()
+	workers := map[uint64]*pb.Worker{}
+	var studies []*studySnapshot
+	err := s.db.View(func(tx *store.Tx) error {
+		for _, r := range batch {
+			w, err := tx.Worker(r.workerID)
+			if err != nil {
+				r.err = wrapStore(err, fmt.Sprintf("worker %d", r.workerID))
+				continue
+			}
+			workers[w.Id] = w
+		}
+		all, err := tx.Studies()
+		if err != nil {
+			return err
+		}
+		for _, st := range all {
+			if st.State != pb.StudyState_STUDY_STATE_RUNNING {
+				continue
+			}
+			snap, err := s.loadSnapshot(tx, st.Id)
+			if err != nil {
+				return err
+			}
+			studies = append(studies, snap)
+		}
+		return nil
+	})
+	if err != nil {
+		for _, r := range batch {
+			r.err = err
+		}
+		return
+	}
+	now := s.now()
+	free := map[uint64][]*pb.Gpu{}
+	s.mu.Lock()
+	for id, w := range workers {
+		s.heartbeats[id] = now
+		free[id] = s.freeGPUsLocked(w)
+	}
+	s.mu.Unlock()
+
+	var plans []*plannedTrial
+	ending := map[uint64]string{} // studies that can start nothing more, and why
+	for _, r := range batch {
+		w := workers[r.workerID]
+		if r.err != nil || w == nil || w.Draining {
+			continue
+		}
+		for _, snap := range studies {
+			p, why, err := s.plan(ctx, snap, &plans, w, free[w.Id])
+			if err != nil {
+				r.err = err
+				break
+			}
+			if why != "" {
+				ending[snap.study.Id] = why
+			}
+			if p != nil {
+				p.req = r
+				free[w.Id] = withoutGPUs(free[w.Id], p.gpus)
+				break
+			}
+		}
+	}
+	if err := s.commitPlans(plans); err != nil {
+		for _, r := range batch {
+			if r.err == nil && r.a == nil {
+				r.err = err
+			}
+		}
+		return
+	}
+	for id, why := range ending {
+		if err := s.completeIfIdle(id, why); err != nil {
+			s.log.Error("complete study", zap.Uint64("study", id), zap.Error(err))
+		}
+	}
+}
+
+func withoutGPUs(free []*pb.Gpu, taken []int32) []*pb.Gpu {
+	var out []*pb.Gpu
+	for _, g := range free {
+		if !slices.Contains(taken, g.Index) {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+// plan picks the worker's next trial from one study: a pending trial that fits its free
+// GPUs, or else a new one from the study's policy. A new trial that fits no free GPU of
+// this worker is planned pending, for a worker it fits. The snapshot is updated in memory
+// so that the next request of the group sees this decision as pending. why, when set,
+// says the study can start nothing more.
+func (s *Scheduler) plan(ctx context.Context, snap *studySnapshot, plans *[]*plannedTrial, w *pb.Worker, free []*pb.Gpu) (p *plannedTrial, why string, err error) {
 	study, spec := snap.study, snap.study.Spec
-	if study.State != pb.StudyState_STUDY_STATE_RUNNING {
-		return nil, nil
+	if len(free) == 0 {
+		return nil, "", nil
 	}
-	active := 0
+	active, waiting := 0, false
 	for _, t := range snap.trials {
 		switch t.State {
 		case pb.TrialState_TRIAL_STATE_PENDING:
 			active++
-			if gpus := placeOn(worker, free, scaleOf(spec, t.Scale)); gpus != nil {
-				return s.startAttempt(study, t, worker.Id, gpus, nil, false)
+			gpus := placeOn(w, free, scaleOf(spec, t.Scale))
+			if gpus == nil {
+				waiting = true
+				continue
 			}
+			// A trial this group planned pending is taken over; a stored one starts a
+			// new attempt.
+			for _, q := range *plans {
+				if q.trial == t {
+					s.leaseInMemory(t, w.Id, gpus)
+					q.gpus = gpus
+					return q, "", nil
+				}
+			}
+			prev := t.Attempt
+			s.leaseInMemory(t, w.Id, gpus)
+			q := &plannedTrial{study: snap, trial: t, gpus: gpus, prevAttempt: prev}
+			*plans = append(*plans, q)
+			return q, "", nil
 		case pb.TrialState_TRIAL_STATE_RUNNING:
 			active++
 		}
 	}
-	if active >= int(spec.MaxParallel) {
-		return nil, nil
+	// A trial already waits for a worker it fits: deciding more for this worker would
+	// pile up pending trials that it cannot run either.
+	if active >= int(spec.MaxParallel) || waiting {
+		return nil, "", nil
 	}
 	if spec.MaxTrials > 0 && study.TrialsCreated >= spec.MaxTrials {
-		return nil, s.completeIfIdle(studyID, "max trials reached")
+		return nil, "max trials reached", nil
 	}
 	budgetLeft := spec.BudgetFlops - study.SpentFlops - snap.committed()
 	policy, err := s.cfg.NewPolicy(spec.Policy)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
+	start := time.Now() // wall time, not the injected clock: this measures the policy
 	d, err := policy.Next(ctx, snap.request(budgetLeft))
+	s.cfg.Metrics.ObserveDecision(spec.Policy, time.Since(start))
 	if errors.Is(err, bo.ErrNoTrialFits) {
-		return nil, s.completeIfIdle(studyID, "budget exhausted")
+		return nil, "budget exhausted", nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("study %d: policy %s: %w", studyID, spec.Policy, err)
+		return nil, "", fmt.Errorf("study %d: policy %s: %w", study.Id, spec.Policy, err)
 	}
 	if err := checkDecision(spec, d.Trial, budgetLeft); err != nil {
-		return nil, fmt.Errorf("study %d: policy %s decided an invalid trial: %w", studyID, spec.Policy, err)
+		return nil, "", fmt.Errorf("study %d: policy %s decided an invalid trial: %w", study.Id, spec.Policy, err)
 	}
 	t := &pb.Trial{
-		StudyId: studyID, Mixture: d.Trial.Mixture, Scale: spec.Scales[d.Trial.Scale].Name, Steps: d.Trial.Steps,
-		CreateTimeUnixMs: unixMs(s.now()),
+		StudyId: study.Id, Mixture: d.Trial.Mixture, Scale: spec.Scales[d.Trial.Scale].Name, Steps: d.Trial.Steps,
+		CreateTimeUnixMs: unixMs(s.now()), State: pb.TrialState_TRIAL_STATE_PENDING,
 	}
-	gpus := placeOn(worker, free, spec.Scales[d.Trial.Scale])
+	snap.trials = append(snap.trials, t)
+	study.TrialsCreated++
+	snap.policyState = d.State
+	q := &plannedTrial{study: snap, trial: t, isNew: true}
+	*plans = append(*plans, q)
+	gpus := placeOn(w, free, spec.Scales[d.Trial.Scale])
 	if gpus == nil {
-		_, err := s.startAttempt(study, t, 0, nil, d.State, true)
-		return nil, err
+		s.log.Info("trial pending: it fits no free GPUs of the asking worker", zap.Uint64("study", study.Id),
+			zap.String("scale", t.Scale), zap.Uint64("worker", w.Id))
+		return nil, "", nil
 	}
-	return s.startAttempt(study, t, worker.Id, gpus, d.State, true)
+	s.leaseInMemory(t, w.Id, gpus)
+	q.gpus = gpus
+	return q, "", nil
+}
+
+// leaseInMemory turns t into a new running attempt on the worker; commitPlans stores it.
+func (s *Scheduler) leaseInMemory(t *pb.Trial, workerID uint64, gpus []int32) {
+	t.State = pb.TrialState_TRIAL_STATE_RUNNING
+	t.Attempt++
+	t.LeaseId = newLeaseID()
+	t.WorkerId = workerID
+	t.GpuIndices = gpus
+	t.LastSeq, t.StepsDone, t.HasValue, t.LastValue, t.AttemptWallTimeS = 0, 0, false, 0, 0
+	t.StartTimeUnixMs = unixMs(s.now())
 }
 
 func scaleOf(spec *pb.StudySpec, name string) *pb.Scale {
@@ -205,89 +348,103 @@ func checkDecision(spec *pb.StudySpec, t bo.Trial, budgetLeft float64) error {
 	return nil
 }
 
-// startAttempt, in one transaction, starts a new attempt of t leased to the worker on the
-// given GPUs, or with workerID 0 stores t pending for a worker it fits. isNew creates t,
-// together with the study's decision count and the policy state.
-func (s *Scheduler) startAttempt(study *pb.Study, t *pb.Trial, workerID uint64, gpus []int32, policyState []byte, isNew bool) (*pb.Assignment, error) {
-	now := s.now()
-	prevAttempt := t.Attempt
-	if workerID == 0 {
-		t.State = pb.TrialState_TRIAL_STATE_PENDING
-	} else {
-		t.State = pb.TrialState_TRIAL_STATE_RUNNING
-		t.Attempt++
-		t.LeaseId = newLeaseID()
-		t.WorkerId = workerID
-		t.GpuIndices = gpus
-		t.LastSeq, t.StepsDone, t.HasValue, t.LastValue, t.AttemptWallTimeS = 0, 0, false, 0, 0
-		t.StartTimeUnixMs = unixMs(now)
+// commitPlans stores a group decision in one transaction. A plan whose study or trial
+// changed state since the snapshot (paused, cancelled, stopped) is dropped: its worker
+// gets no trial this time.
+func (s *Scheduler) commitPlans(plans []*plannedTrial) error {
+	if len(plans) == 0 {
+		return nil
 	}
+	kept := make([]bool, len(plans))
 	err := s.db.Update(func(tx *store.Tx) error {
-		st, err := tx.Study(study.Id)
-		if err != nil {
-			return err
-		}
-		// The snapshot the decision came from may be stale: the study may have been
-		// paused or cancelled, or the pending trial stopped, since.
-		if st.State != pb.StudyState_STUDY_STATE_RUNNING {
-			return errGone
-		}
-		if !isNew {
-			cur, err := tx.Trial(t.Id)
-			if err != nil {
+		clear(kept)
+		studies := map[uint64]*pb.Study{}
+		for i, p := range plans {
+			st, ok := studies[p.study.study.Id]
+			if !ok {
+				var err error
+				if st, err = tx.Study(p.study.study.Id); err != nil {
+					return err
+				}
+				studies[st.Id] = st
+			}
+			if st.State != pb.StudyState_STUDY_STATE_RUNNING {
+				continue
+			}
+			if p.isNew {
+				id, err := tx.NextTrialID()
+				if err != nil {
+					return err
+				}
+				p.trial.Id = id
+				st.TrialsCreated++
+			} else {
+				cur, err := tx.Trial(p.trial.Id)
+				if err != nil {
+					return err
+				}
+				if cur.State != pb.TrialState_TRIAL_STATE_PENDING || cur.Attempt != p.prevAttempt {
+					continue
+				}
+			}
+			if err := tx.PutTrial(p.trial); err != nil {
 				return err
 			}
-			if cur.State != pb.TrialState_TRIAL_STATE_PENDING || cur.Attempt != prevAttempt {
-				return errGone
-			}
+			kept[i] = true
 		}
-		if isNew {
-			if t.Id, err = tx.NextTrialID(); err != nil {
-				return err
-			}
-			st.TrialsCreated++
+		for id, st := range studies {
 			if err := tx.PutStudy(st); err != nil {
 				return err
 			}
-			if err := tx.PutPolicyState(st.Id, policyState); err != nil {
-				return err
+			for _, p := range plans {
+				if p.study.study.Id == id && p.isNew {
+					if err := tx.PutPolicyState(id, p.study.policyState); err != nil {
+						return err
+					}
+					break
+				}
 			}
 		}
-		return tx.PutTrial(t)
+		return nil
 	})
-	if errors.Is(err, errGone) {
-		return nil, nil
-	}
 	if err != nil {
-		return nil, fmt.Errorf("lease trial: %w", err)
+		return fmt.Errorf("lease trials: %w", err)
 	}
 	s.mu.Lock()
-	if workerID != 0 {
-		s.leases[t.Id] = &lease{id: t.LeaseId, attempt: t.Attempt, workerID: workerID, gpus: gpus, deadline: now.Add(s.cfg.LeaseTTL)}
+	for i, p := range plans {
+		if !kept[i] {
+			continue
+		}
+		t := p.trial
+		if p.req != nil {
+			s.leases[t.Id] = &lease{id: t.LeaseId, attempt: t.Attempt, workerID: t.WorkerId, studyID: t.StudyId, gpus: p.gpus,
+				deadline: s.now().Add(s.cfg.LeaseTTL)}
+		}
+		s.bumpLocked(t.StudyId)
 	}
-	s.bumpLocked(study.Id)
 	s.notifyLocked()
 	s.mu.Unlock()
-	spec := study.Spec
-	if workerID == 0 {
-		s.log.Info("trial pending: it fits no free GPUs of the asking worker", zap.Uint64("study", study.Id),
-			zap.Uint64("trial", t.Id), zap.String("scale", t.Scale))
-		return nil, nil
+	for i, p := range plans {
+		if !kept[i] || p.req == nil {
+			continue
+		}
+		t, spec := p.trial, p.study.study.Spec
+		s.log.Info("trial leased", zap.Uint64("study", t.StudyId), zap.Uint64("trial", t.Id),
+			zap.Uint64("worker", t.WorkerId), zap.Int32("attempt", t.Attempt), zap.Int32s("gpus", p.gpus),
+			zap.String("scale", t.Scale), zap.Int64("steps", t.Steps))
+		p.req.a = &pb.Assignment{
+			Trial:      proto.Clone(t).(*pb.Trial),
+			Domains:    domainNames(spec),
+			Scale:      spec.Scales[ScaleIndex(spec, t.Scale)],
+			LeaseId:    t.LeaseId,
+			Attempt:    t.Attempt,
+			LeaseTtlMs: s.cfg.LeaseTTL.Milliseconds(),
+			EvalEvery:  spec.EvalEvery,
+			Seed:       spec.Seed ^ t.Id,
+			GpuIndices: p.gpus,
+		}
 	}
-	s.log.Info("trial leased", zap.Uint64("study", study.Id), zap.Uint64("trial", t.Id),
-		zap.Uint64("worker", workerID), zap.Int32("attempt", t.Attempt), zap.Int32s("gpus", gpus),
-		zap.String("scale", t.Scale), zap.Int64("steps", t.Steps))
-	return &pb.Assignment{
-		Trial:      t,
-		Domains:    domainNames(spec),
-		Scale:      spec.Scales[ScaleIndex(spec, t.Scale)],
-		LeaseId:    t.LeaseId,
-		Attempt:    t.Attempt,
-		LeaseTtlMs: s.cfg.LeaseTTL.Milliseconds(),
-		EvalEvery:  spec.EvalEvery,
-		Seed:       spec.Seed ^ t.Id,
-		GpuIndices: gpus,
-	}, nil
+	return nil
 }
 
 // errGone aborts a lease whose study or trial changed state since the decision.

@@ -88,7 +88,8 @@ func TestPlace(t *testing.T) {
 
 // A trial needing two GPUs with memory goes only to a worker with two such GPUs free; the
 // GPUs it holds are not handed out again until it ends; a decided trial that fits no free
-// GPUs of the asking worker waits pending for one it fits.
+// GPUs of the asking worker waits pending for one it fits, and while it waits no more
+// are decided for workers it does not fit.
 func TestPlacementOnGPUNeeds(t *testing.T) {
 	e := newEnv(t, withFakePolicy())
 	oneGPU := e.registerGPUs("one-gpu", gpu(0, bigGPUMiB))
@@ -103,16 +104,16 @@ func TestPlacementOnGPUNeeds(t *testing.T) {
 		}
 	}
 	pending := e.trialsIn(st.Id, pb.TrialState_TRIAL_STATE_PENDING)
-	if len(pending) != 2 {
-		t.Fatalf("%d pending trials after the misfits asked, want 2 (max_parallel)", len(pending))
+	if len(pending) != 1 {
+		t.Fatalf("%d pending trials after the misfits asked, want 1: one waits, no pile-up", len(pending))
 	}
 	for _, p := range pending {
 		if p.WorkerId != 0 || p.LeaseId != "" || p.Attempt != 0 || len(p.GpuIndices) != 0 || p.Scale != "pair" {
 			t.Errorf("pending trial: %v", p)
 		}
 	}
-	if got := e.study(st.Id).Study.TrialsCreated; got != 2 {
-		t.Errorf("trials_created %d, want 2", got)
+	if got := e.study(st.Id).Study.TrialsCreated; got != 1 {
+		t.Errorf("trials_created %d, want 1", got)
 	}
 
 	a := e.mustAcquire(good)
@@ -120,8 +121,8 @@ func TestPlacementOnGPUNeeds(t *testing.T) {
 		t.Fatalf("assignment on GPUs %v (trial says %v), want [0 2]: the first two with the memory",
 			a.GpuIndices, a.Trial.GpuIndices)
 	}
-	if a.Trial.Id != pending[0].Id && a.Trial.Id != pending[1].Id {
-		t.Fatalf("leased trial %d, not one of the pending ones", a.Trial.Id)
+	if a.Trial.Id != pending[0].Id {
+		t.Fatalf("leased trial %d, not the pending one %d", a.Trial.Id, pending[0].Id)
 	}
 	if a.Attempt != 1 || a.Scale.GetName() != "pair" {
 		t.Errorf("assignment attempt %d scale %v", a.Attempt, a.Scale)
@@ -131,8 +132,8 @@ func TestPlacementOnGPUNeeds(t *testing.T) {
 		t.Fatalf("stored trial: %v", tr)
 	}
 
-	// GPUs 1 (too small) and 3 are free: the other pending trial does not fit, and
-	// nobody else fits it either.
+	// GPUs 1 (too small) and 3 are free: the next decided trial does not fit and waits,
+	// and nobody else fits it either.
 	for _, w := range []uint64{good, oneGPU, lowMem} {
 		if b := e.acquire(w); b != nil {
 			t.Fatalf("worker %d leased trial %d on GPUs %v while GPUs 0 and 2 of worker %d are held",
@@ -144,12 +145,13 @@ func TestPlacementOnGPUNeeds(t *testing.T) {
 	}
 
 	// Ending the trial frees its GPUs for the trial that waited.
+	waiting := e.trialsIn(st.Id, pb.TrialState_TRIAL_STATE_PENDING)
+	if len(waiting) != 1 {
+		t.Fatalf("%d trials waiting, want 1", len(waiting))
+	}
 	e.runToEnd(heldOf(good, a), targetSteps)
 	b := e.mustAcquire(good)
-	other := pending[0].Id
-	if other == a.Trial.Id {
-		other = pending[1].Id
-	}
+	other := waiting[0].Id
 	if b.Trial.Id != other || !slices.Equal(b.GpuIndices, []int32{0, 2}) || b.Attempt != 1 {
 		t.Errorf("after the first ended: trial %d attempt %d on GPUs %v, want trial %d attempt 1 on [0 2]",
 			b.Trial.Id, b.Attempt, b.GpuIndices, other)

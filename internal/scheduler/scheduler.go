@@ -92,6 +92,7 @@ type lease struct {
 	id       string
 	attempt  int32
 	workerID uint64
+	studyID  uint64
 	gpus     []int32
 	deadline time.Time
 }
@@ -105,6 +106,8 @@ type Scheduler struct {
 	// decideMu serialises decisions so two workers never get trials decided from the
 	// same snapshot; it is never held by code that holds mu.
 	decideMu sync.Mutex
+	// assignQueue holds requests waiting for the next group decision (guarded by mu).
+	assignQueue []*assignReq
 
 	mu         sync.Mutex
 	leases     map[uint64]*lease    // by trial id
@@ -143,7 +146,7 @@ func New(db *store.DB, cfg Config) (*Scheduler, error) {
 	}
 	deadline := cfg.Clock.Now().Add(cfg.RestartGrace + cfg.LeaseTTL)
 	for _, t := range running {
-		s.leases[t.Id] = &lease{id: t.LeaseId, attempt: t.Attempt, workerID: t.WorkerId, gpus: t.GpuIndices, deadline: deadline}
+		s.leases[t.Id] = &lease{id: t.LeaseId, attempt: t.Attempt, workerID: t.WorkerId, studyID: t.StudyId, gpus: t.GpuIndices, deadline: deadline}
 	}
 	if len(running) > 0 {
 		s.log.Info("recovered running trials; workers may reattach",

@@ -53,35 +53,65 @@ func (s *Scheduler) AcquireTrial(ctx context.Context, workerID uint64, wait time
 // An empty reason asks it to find one: the trial limit reached, or no trial of the space
 // affordable with the budget left; without one the study goes on.
 func (s *Scheduler) completeIfIdle(studyID uint64, reason string) error {
-	completed := false
-	err := s.db.Update(func(tx *store.Tx) error {
-		completed = false
+	// ending finds whether the study ends now, and why. It runs first in a read
+	// transaction: most calls find the study still busy, and a write transaction would
+	// cost a disk sync for nothing.
+	ending := func(tx *store.Tx) (*pb.Study, string, error) {
 		st, err := tx.Study(studyID)
 		if err != nil || st.State != pb.StudyState_STUDY_STATE_RUNNING {
-			return err
+			return nil, "", err
 		}
+		why := reason
+		if why == "" {
+			if why = doneReason(st); why == "" {
+				return nil, "", nil
+			}
+		}
+		// Only now read every trial: most calls stop above.
 		trials, err := tx.TrialsOfStudy(studyID)
 		if err != nil {
-			return err
+			return nil, "", err
 		}
 		for _, t := range trials {
 			if t.State == pb.TrialState_TRIAL_STATE_RUNNING || t.State == pb.TrialState_TRIAL_STATE_PENDING {
-				return nil
+				return nil, "", nil
 			}
 		}
-		if reason == "" {
-			if reason = doneReason(st); reason == "" {
-				return nil
-			}
+		return st, why, nil
+	}
+	// A study with a leased trial is busy: no read needed.
+	s.mu.Lock()
+	for _, l := range s.leases {
+		if l.studyID == studyID {
+			s.mu.Unlock()
+			return nil
 		}
+	}
+	s.mu.Unlock()
+	ends := false
+	if err := s.db.View(func(tx *store.Tx) error {
+		st, _, err := ending(tx)
+		ends = st != nil
+		return err
+	}); err != nil || !ends {
+		return err
+	}
+	why := ""
+	err := s.db.Update(func(tx *store.Tx) error {
+		st, r, err := ending(tx)
+		if st == nil {
+			why = ""
+			return err
+		}
+		why = r
 		st.State = pb.StudyState_STUDY_STATE_COMPLETED
-		st.EndReason = reason
+		st.EndReason = r
 		st.EndTimeUnixMs = unixMs(s.now())
-		completed = true
 		return tx.PutStudy(st)
 	})
-	if completed {
-		s.log.Info("study completed", zap.Uint64("study", studyID), zap.String("reason", reason))
+	if err == nil && why != "" {
+		s.log.Info("study completed", zap.Uint64("study", studyID), zap.String("reason", why))
+		s.notify()
 	}
 	return err
 }
@@ -290,7 +320,9 @@ func (s *Scheduler) requeue(t *pb.Trial, why string) {
 
 func (s *Scheduler) endTrial(h Held, end func(tx *store.Tx, t *pb.Trial) error) error {
 	var t *pb.Trial
-	err := s.db.Update(func(tx *store.Tx) error {
+	// Batch: trials ending at once share a disk sync. The function reads the trial
+	// afresh, so a second run sees what the first did not commit.
+	err := s.db.Batch(func(tx *store.Tx) error {
 		var err error
 		if t, err = tx.Trial(h.TrialID); err != nil {
 			return wrapStore(err, fmt.Sprintf("trial %d", h.TrialID))

@@ -215,7 +215,8 @@ func TestFrozenWorkerFencesItself(t *testing.T) {
 	c.checkCurve(tr, 25)
 	eventually(t, 30*time.Second, "the thawed worker to stop its stale attempt", func() bool {
 		b, _ := os.ReadFile(frozen.log)
-		return strings.Contains(string(b), "fence limit") || strings.Contains(string(b), "lease refused")
+		return strings.Contains(string(b), "fence limit") || strings.Contains(string(b), "lease refused") ||
+			strings.Contains(string(b), "coordinator asked to stop")
 	})
 }
 

@@ -1,0 +1,303 @@
+// Package loadtest drives one real coordinator process with many in-process simulated
+// workers over loopback gRPC, measures ingestion and decision latency, and verifies that
+// every point a worker emitted is stored exactly once.
+package loadtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/mixopt/mixopt/internal/sim"
+	"github.com/mixopt/mixopt/internal/store"
+	"github.com/mixopt/mixopt/internal/worker"
+	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
+)
+
+// Config sets up one load run.
+type Config struct {
+	// CoordinatorBin is the coordinator binary to start.
+	CoordinatorBin string
+	// Workers simulated workers, each running one trial at a time.
+	Workers int
+	// TrialsPerWorker sets the study's size: Workers x TrialsPerWorker trials.
+	TrialsPerWorker int
+	// PointsPerTrial is the curve length of each trial.
+	PointsPerTrial int
+	// Policy decides the trials ("random" keeps the decision itself cheap).
+	Policy string
+	// Dir holds the database and logs.
+	Dir string
+	// Timeout bounds the whole run.
+	Timeout time.Duration
+	// CPUProfile, when set, is where the coordinator writes its CPU profile.
+	CPUProfile string
+}
+
+// Result is what one run measured.
+type Result struct {
+	Workers, Trials   int
+	PointsSent        int64 // emitted by the workers' runners
+	PointsStored      int64 // in the database after the run
+	Lost, Duplicated  int64
+	Elapsed           time.Duration
+	PointsPerSecond   float64
+	DecisionP50       time.Duration // AcquireTrial calls that returned a trial
+	DecisionP99       time.Duration
+	CoordinatorPeakMB float64 // peak resident memory of the coordinator process
+}
+
+// countingRunner counts the points each attempt emitted.
+type countingRunner struct {
+	inner worker.Runner
+	mu    sync.Mutex
+	sent  map[[2]uint64]int64 // (trial, attempt) -> points
+	total atomic.Int64
+}
+
+func (r *countingRunner) Run(ctx context.Context, a *pb.Assignment, emit func(*pb.CurvePoint)) (worker.RunResult, error) {
+	key := [2]uint64{a.Trial.Id, uint64(a.Attempt)}
+	return r.inner.Run(ctx, a, func(p *pb.CurvePoint) {
+		r.mu.Lock()
+		r.sent[key]++
+		r.mu.Unlock()
+		r.total.Add(1)
+		emit(p)
+	})
+}
+
+// latencies records the duration of AcquireTrial calls that returned an assignment: the
+// decision as a worker sees it (queueing, policy, the lease transaction, the network).
+type latencies struct {
+	mu sync.Mutex
+	d  []time.Duration
+}
+
+func (l *latencies) interceptor(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	start := time.Now()
+	err := invoker(ctx, method, req, reply, cc, opts...)
+	if r, ok := reply.(*pb.AcquireTrialResponse); ok && err == nil && r.Assignment != nil {
+		l.mu.Lock()
+		l.d = append(l.d, time.Since(start))
+		l.mu.Unlock()
+	}
+	return err
+}
+
+func (l *latencies) quantile(q float64) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.d) == 0 {
+		return 0
+	}
+	s := slices.Clone(l.d)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(q*float64(len(s))))]
+}
+
+// Run performs one load run.
+func Run(ctx context.Context, cfg Config) (*Result, error) {
+	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	dbPath := filepath.Join(cfg.Dir, "load.db")
+	addrFile := filepath.Join(cfg.Dir, "addr")
+	logFile, err := os.Create(filepath.Join(cfg.Dir, "coordinator.log"))
+	if err != nil {
+		return nil, err
+	}
+	defer logFile.Close()
+	coord := exec.Command(cfg.CoordinatorBin, "-listen", "127.0.0.1:0", "-addr-file", addrFile, "-http-listen", "",
+		"-db", dbPath, "-lease-ttl", "60s", "-register-rate", "100000", "-register-burst", "100000", "-log-level", "warn")
+	if cfg.CPUProfile != "" {
+		coord.Args = append(coord.Args, "-cpuprofile", cfg.CPUProfile)
+	}
+	coord.Stdout, coord.Stderr = logFile, logFile
+	if err := coord.Start(); err != nil {
+		return nil, fmt.Errorf("start coordinator: %w", err)
+	}
+	defer func() {
+		coord.Process.Signal(syscall.SIGKILL)
+		coord.Wait()
+	}()
+	addr, err := waitAddr(ctx, addrFile)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	control := pb.NewControlServiceClient(conn)
+
+	trials := cfg.Workers * cfg.TrialsPerWorker
+	const every = 10
+	steps := int64(cfg.PointsPerTrial * every)
+	spec := &pb.StudySpec{
+		Name:        "load",
+		Domains:     []*pb.Domain{{Name: "web"}, {Name: "code"}, {Name: "books"}},
+		Scales:      []*pb.Scale{{Name: "s", Params: 2e7, FlopsPerStep: 1e12}},
+		Steps:       []int64{steps},
+		EvalEvery:   every,
+		Objective:   &pb.Objective{Metric: "mean_ce"},
+		Target:      &pb.Fidelity{Scale: "s", Steps: steps},
+		BudgetFlops: 1e30,
+		MaxParallel: int32(cfg.Workers),
+		MaxTrials:   int32(trials),
+		Policy:      cfg.Policy,
+		Seed:        1,
+	}
+
+	runner := &countingRunner{inner: worker.SimRunner{Source: sim.NewSynthetic(sim.SyntheticOptions{}), Speedup: 1e12},
+		sent: map[[2]uint64]int64{}}
+	lat := &latencies{}
+	workCtx, stopWorkers := context.WithCancel(ctx)
+	defer stopWorkers()
+	var wg sync.WaitGroup
+	for i := range cfg.Workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := worker.Run(workCtx, worker.Config{
+				Addr: addr, Hostname: fmt.Sprintf("load-%d", i), Capacity: 1, Runner: runner,
+				PollWait:    time.Second,
+				DialOptions: []grpc.DialOption{grpc.WithUnaryInterceptor(lat.interceptor)},
+			})
+			if err != nil && !errors.Is(err, context.Canceled) {
+				fmt.Fprintln(os.Stderr, "loadtest: worker:", err)
+			}
+		}()
+	}
+	// Let the workers register before the clock starts, so the run measures steady work.
+	if err := waitWorkers(ctx, control, cfg.Workers); err != nil {
+		return nil, err
+	}
+	begin := time.Now()
+	if _, err := control.CreateStudy(ctx, &pb.CreateStudyRequest{Spec: spec}); err != nil {
+		return nil, fmt.Errorf("create study: %w", err)
+	}
+	if err := waitStudy(ctx, control); err != nil {
+		return nil, err
+	}
+	elapsed := time.Since(begin)
+	peak, _ := peakRSSMB(coord.Process.Pid)
+	stopWorkers()
+	wg.Wait()
+	coord.Process.Signal(syscall.SIGTERM)
+	coord.Wait()
+
+	res := &Result{Workers: cfg.Workers, Trials: trials, PointsSent: runner.total.Load(), Elapsed: elapsed,
+		DecisionP50: lat.quantile(0.5), DecisionP99: lat.quantile(0.99), CoordinatorPeakMB: peak}
+	if err := verify(dbPath, runner, res); err != nil {
+		return nil, err
+	}
+	res.PointsPerSecond = float64(res.PointsStored) / elapsed.Seconds()
+	return res, nil
+}
+
+// verify compares, attempt by attempt, the points stored with those the workers emitted.
+func verify(dbPath string, runner *countingRunner, res *Result) error {
+	db, err := store.Open(dbPath, store.Options{})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	return db.View(func(tx *store.Tx) error {
+		trials, err := tx.AllTrials(pb.TrialState_TRIAL_STATE_UNSPECIFIED)
+		if err != nil {
+			return err
+		}
+		for _, t := range trials {
+			all, err := tx.AllPoints(t.Id)
+			if err != nil {
+				return err
+			}
+			for attempt, pts := range all {
+				stored := int64(len(pts))
+				res.PointsStored += stored
+				sent := runner.sent[[2]uint64{t.Id, uint64(attempt)}]
+				for i, p := range pts {
+					if p.Seq != uint64(i+1) {
+						res.Duplicated++ // keys are unique: a wrong seq means a gap or a repeat
+					}
+				}
+				if t.State == pb.TrialState_TRIAL_STATE_SUCCEEDED && attempt == t.Attempt && stored != sent {
+					res.Lost += sent - stored
+				}
+			}
+		}
+		return nil
+	})
+}
+
+func waitAddr(ctx context.Context, path string) (string, error) {
+	for {
+		if b, err := os.ReadFile(path); err == nil && len(b) > 0 {
+			return strings.TrimSpace(string(b)), nil
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("coordinator did not start: %w", ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func waitWorkers(ctx context.Context, c pb.ControlServiceClient, n int) error {
+	for {
+		r, err := c.ListWorkers(ctx, &pb.ListWorkersRequest{})
+		if err == nil && len(r.Workers) >= n {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("workers did not register: %w", ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func waitStudy(ctx context.Context, c pb.ControlServiceClient) error {
+	for {
+		r, err := c.GetStudy(ctx, &pb.GetStudyRequest{StudyId: 1})
+		if err != nil {
+			return err
+		}
+		if r.Status.Study.State == pb.StudyState_STUDY_STATE_COMPLETED {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("study did not finish (%v so far): %w", r.Status.TrialsByState, ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// peakRSSMB reads a process's peak resident memory (VmHWM) from /proc.
+func peakRSSMB(pid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
+			kb, err := strconv.ParseFloat(f[1], 64)
+			return kb / 1024, err
+		}
+	}
+	return 0, errors.New("no VmHWM in /proc status")
+}
