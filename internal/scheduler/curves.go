@@ -21,10 +21,12 @@ type curveCache struct {
 
 type cachedCurve struct {
 	attempt int32
-	// values[i] is the objective at point seq i+1 (NaN where the point lacks it), and
-	// steps[i] its step: sequence numbers are contiguous from 1.
-	values []float64
-	steps  []int64
+	// seqs counts the points seen (sequence numbers are contiguous from 1); obs holds
+	// their finite objective values, and finiteUpTo[i] how many of obs come from the
+	// first i+1 points. obs only grows, so a slice of it handed out stays valid.
+	seqs       uint64
+	obs        []bo.CurvePoint
+	finiteUpTo []int
 }
 
 func newCurveCache() *curveCache { return &curveCache{trials: map[uint64]*cachedCurve{}} }
@@ -44,27 +46,27 @@ func (c *curveCache) append(trialID uint64, attempt int32, metric string, pts []
 		c.trials[trialID] = e
 	}
 	for _, p := range pts {
-		if p.Seq != uint64(len(e.values))+1 {
+		if p.Seq != e.seqs+1 {
 			continue // already known, or a gap the store will fill
 		}
-		v, ok := MetricValue(p, metric)
-		if !ok {
-			v = math.NaN()
+		e.seqs++
+		if v, ok := MetricValue(p, metric); ok && !math.IsNaN(v) && !math.IsInf(v, 0) {
+			e.obs = append(e.obs, bo.CurvePoint{Step: p.Step, Value: v})
 		}
-		e.values = append(e.values, v)
-		e.steps = append(e.steps, p.Step)
+		e.finiteUpTo = append(e.finiteUpTo, len(e.obs))
 	}
 }
 
 // curve returns the trial's finite objective values up to its last committed point,
-// reading the store for what the cache lacks.
+// reading the store for what the cache lacks. The slice is shared: callers must not
+// modify it.
 func (c *curveCache) curve(tx *store.Tx, t *pb.Trial, metric string) ([]bo.CurvePoint, error) {
 	if t.LastSeq == 0 || t.Attempt == 0 {
 		return nil, nil
 	}
 	c.mu.Lock()
 	e := c.trials[t.Id]
-	fresh := e != nil && e.attempt == t.Attempt && uint64(len(e.values)) >= t.LastSeq
+	fresh := e != nil && e.attempt == t.Attempt && e.seqs >= t.LastSeq
 	c.mu.Unlock()
 	if !fresh {
 		pts, err := tx.Points(t.Id, t.Attempt)
@@ -82,12 +84,10 @@ func (c *curveCache) curve(tx *store.Tx, t *pb.Trial, metric string) ([]bo.Curve
 	if e == nil {
 		return nil, nil
 	}
-	n := min(uint64(len(e.values)), t.LastSeq)
-	out := make([]bo.CurvePoint, 0, n)
-	for i := range n {
-		if v := e.values[i]; !math.IsNaN(v) && !math.IsInf(v, 0) {
-			out = append(out, bo.CurvePoint{Step: e.steps[i], Value: v})
-		}
+	n := min(e.seqs, t.LastSeq)
+	if n == 0 {
+		return nil, nil
 	}
-	return out, nil
+	k := e.finiteUpTo[n-1]
+	return e.obs[:k:k], nil
 }
