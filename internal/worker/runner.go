@@ -81,7 +81,9 @@ func (r SimRunner) Run(ctx context.Context, a *pb.Assignment, emit func(*pb.Curv
 		}
 		emit(&pb.CurvePoint{
 			Step: p.Step, Tokens: p.Tokens, TrainLoss: p.TrainLoss, Eval: p.Eval,
-			WallTimeS: time.Since(start).Seconds(),
+			// The modelled time, not the replay's: GPU-hours then mean what the run
+			// would have cost.
+			WallTimeS: p.WallTime,
 		})
 	}
 	return RunResult{SourceRun: run.SourceRun, SourceDistance: run.Distance}, nil
