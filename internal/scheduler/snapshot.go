@@ -102,7 +102,7 @@ func (snap *studySnapshot) request(budgetLeft float64) bo.Request {
 	}
 	for _, t := range snap.trials {
 		trial := bo.Trial{Mixture: t.Mixture, Scale: ScaleIndex(spec, t.Scale), Steps: t.Steps}
-		if t.State == pb.TrialState_TRIAL_STATE_RUNNING || t.State == pb.TrialState_TRIAL_STATE_PENDING {
+		if isActive(t) {
 			req.Pending = append(req.Pending, trial)
 		}
 		curve := snap.curves[t.Id]
@@ -114,4 +114,19 @@ func (snap *studySnapshot) request(budgetLeft float64) bo.Request {
 		})
 	}
 	return req
+}
+
+func isActive(t *pb.Trial) bool {
+	return t.State == pb.TrialState_TRIAL_STATE_RUNNING || t.State == pb.TrialState_TRIAL_STATE_PENDING
+}
+
+// pending lists the trials behind request().Pending, in the same order.
+func (snap *studySnapshot) pending() []*pb.Trial {
+	var out []*pb.Trial
+	for _, t := range snap.trials {
+		if isActive(t) {
+			out = append(out, t)
+		}
+	}
+	return out
 }
