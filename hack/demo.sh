@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # The README's run command: a coordinator on a temporary database, three simulated workers
-# replaying the built-in synthetic source, one small study run to the end, then its status.
-# Set MIXOPT_SIMULATE to replay another source (recording:FILE.jsonl, datamodel:FILE.json).
+# replaying testdata/recordings/tiny-cpu.jsonl (real CPU training runs of the tiny presets,
+# made by scripts/make_recording.sh), the study in examples/recording-study.yaml run to the
+# end, then its status. Set MIXOPT_SIMULATE to replay another source (synthetic,
+# recording:FILE.jsonl, datamodel:FILE.json) and MIXOPT_SPEC to a study it answers, e.g.
+# MIXOPT_SIMULATE=synthetic MIXOPT_SPEC=examples/demo-study.yaml.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source="${MIXOPT_SIMULATE:-synthetic}"
-spec="${MIXOPT_SPEC:-examples/demo-study.yaml}"
+source="${MIXOPT_SIMULATE:-recording:testdata/recordings/tiny-cpu.jsonl}"
+spec="${MIXOPT_SPEC:-examples/recording-study.yaml}"
 work=$(mktemp -d)
 pids=()
 cleanup() {

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"sigs.k8s.io/yaml"
+
 	"github.com/mixopt/mixopt/internal/sim"
 	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
 )
@@ -182,5 +184,60 @@ func writeFile(t *testing.T, path, body string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The shipped recording loads, and answers every fidelity of the study that replays it
+// (examples/recording-study.yaml, the default of `make demo`).
+func TestShippedRecordingAnswersItsStudy(t *testing.T) {
+	rec, err := sim.LoadRecording(filepath.Join(repoRoot(), "testdata", "recordings", "tiny-cpu.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(repoRoot(), "examples", "recording-study.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var spec struct {
+		Domains []struct{ Name string }
+		Scales  []struct {
+			Name          string
+			Params        float64
+			TokensPerStep int64 `json:"tokens_per_step"`
+		}
+		Steps     []int64
+		EvalEvery int64 `json:"eval_every"`
+	}
+	if err := yaml.Unmarshal(b, &spec); err != nil {
+		t.Fatal(err)
+	}
+	var domains []string
+	for _, d := range spec.Domains {
+		domains = append(domains, d.Name)
+	}
+	mixture := make([]float64, len(domains))
+	for i := range mixture {
+		mixture[i] = 1 / float64(len(domains))
+	}
+	for _, sc := range spec.Scales {
+		for _, steps := range spec.Steps {
+			run, err := rec.Run(sim.Request{Domains: domains, Mixture: mixture, Scale: sc.Name, Params: sc.Params,
+				TokensPerStep: sc.TokensPerStep, Steps: steps, EvalEvery: spec.EvalEvery})
+			if err != nil {
+				t.Errorf("scale %s, %d steps: %v", sc.Name, steps, err)
+				continue
+			}
+			if last := run.Points[len(run.Points)-1]; last.Step != steps {
+				t.Errorf("scale %s, %d steps: replay ends at step %d", sc.Name, steps, last.Step)
+			}
+		}
+		i := slices.IndexFunc(rec.Runs(), func(r sim.RecordedRun) bool { return r.Scale == sc.Name })
+		if i < 0 {
+			continue // reported above
+		}
+		if r := rec.Runs()[i]; r.Params != sc.Params || r.TokensPerStep != sc.TokensPerStep {
+			t.Errorf("scale %s: spec says %g params and %d tokens/step, the recording %g and %d",
+				sc.Name, sc.Params, sc.TokensPerStep, r.Params, r.TokensPerStep)
+		}
 	}
 }
