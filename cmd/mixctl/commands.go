@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -23,28 +24,23 @@ func (c *cli) statusCmd() *cobra.Command {
 		Short: "Studies (trials by state, budget, best mixture so far) and live workers",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			client, done, err := c.client()
-			if err != nil {
-				return err
-			}
-			defer done()
-			ctx, cancel := c.ctx()
-			defer cancel()
-			studies, err := client.ListStudies(ctx, &pb.ListStudiesRequest{})
-			if err != nil {
-				return err
-			}
-			workers, err := client.ListWorkers(ctx, &pb.ListWorkersRequest{})
-			if err != nil {
-				return err
-			}
-			if c.output == "json" {
-				return writeStatusJSON(c.out, studies.Studies, workers.Workers)
-			}
-			printStudies(c.out, studies.Studies)
-			fmt.Fprintln(c.out)
-			printWorkers(c.out, workers.Workers, time.Now())
-			return nil
+			return c.call(func(ctx context.Context, client pb.ControlServiceClient) error {
+				studies, err := client.ListStudies(ctx, &pb.ListStudiesRequest{})
+				if err != nil {
+					return err
+				}
+				workers, err := client.ListWorkers(ctx, &pb.ListWorkersRequest{})
+				if err != nil {
+					return err
+				}
+				if c.output == "json" {
+					return writeStatusJSON(c.out, studies.Studies, workers.Workers)
+				}
+				printStudies(c.out, studies.Studies)
+				fmt.Fprintln(c.out)
+				printWorkers(c.out, workers.Workers, time.Now())
+				return nil
+			})
 		},
 	}
 }
@@ -64,22 +60,17 @@ func (c *cli) studyCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			client, done, err := c.client()
-			if err != nil {
-				return err
-			}
-			defer done()
-			ctx, cancel := c.ctx()
-			defer cancel()
-			resp, err := client.CreateStudy(ctx, &pb.CreateStudyRequest{Spec: spec})
-			if err != nil {
-				return err
-			}
-			if c.output == "json" {
-				return writeJSON(c.out, resp.Study)
-			}
-			fmt.Fprintf(c.out, "study %d created (%s, policy %s)\n", resp.Study.Id, resp.Study.Spec.Name, resp.Study.Spec.Policy)
-			return nil
+			return c.call(func(ctx context.Context, client pb.ControlServiceClient) error {
+				resp, err := client.CreateStudy(ctx, &pb.CreateStudyRequest{Spec: spec})
+				if err != nil {
+					return err
+				}
+				if c.output == "json" {
+					return writeJSON(c.out, resp.Study)
+				}
+				fmt.Fprintf(c.out, "study %d created (%s, policy %s)\n", resp.Study.Id, resp.Study.Spec.Name, resp.Study.Spec.Policy)
+				return nil
+			})
 		},
 	}
 	create.Flags().StringVarP(&file, "file", "f", "", "spec file (YAML or JSON); - for standard input")
@@ -100,33 +91,28 @@ func (c *cli) studyVerbCmd(verb string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			client, done, err := c.client()
-			if err != nil {
-				return err
-			}
-			defer done()
-			ctx, cancel := c.ctx()
-			defer cancel()
-			var st *pb.Study
-			switch verb {
-			case "pause":
-				r, e := client.PauseStudy(ctx, &pb.PauseStudyRequest{StudyId: id})
-				st, err = r.GetStudy(), e
-			case "resume":
-				r, e := client.ResumeStudy(ctx, &pb.ResumeStudyRequest{StudyId: id})
-				st, err = r.GetStudy(), e
-			case "cancel":
-				r, e := client.CancelStudy(ctx, &pb.CancelStudyRequest{StudyId: id})
-				st, err = r.GetStudy(), e
-			}
-			if err != nil {
-				return err
-			}
-			if c.output == "json" {
-				return writeJSON(c.out, st)
-			}
-			fmt.Fprintf(c.out, "study %d is %s\n", st.Id, studyState(st.State))
-			return nil
+			return c.call(func(ctx context.Context, client pb.ControlServiceClient) error {
+				var st *pb.Study
+				switch verb {
+				case "pause":
+					r, e := client.PauseStudy(ctx, &pb.PauseStudyRequest{StudyId: id})
+					st, err = r.GetStudy(), e
+				case "resume":
+					r, e := client.ResumeStudy(ctx, &pb.ResumeStudyRequest{StudyId: id})
+					st, err = r.GetStudy(), e
+				case "cancel":
+					r, e := client.CancelStudy(ctx, &pb.CancelStudyRequest{StudyId: id})
+					st, err = r.GetStudy(), e
+				}
+				if err != nil {
+					return err
+				}
+				if c.output == "json" {
+					return writeJSON(c.out, st)
+				}
+				fmt.Fprintf(c.out, "study %d is %s\n", st.Id, studyState(st.State))
+				return nil
+			})
 		},
 	}
 }
@@ -150,22 +136,17 @@ func (c *cli) trialsCmd() *cobra.Command {
 				}
 				req.State = pb.TrialState(v)
 			}
-			client, done, err := c.client()
-			if err != nil {
-				return err
-			}
-			defer done()
-			ctx, cancel := c.ctx()
-			defer cancel()
-			resp, err := client.ListTrials(ctx, req)
-			if err != nil {
-				return err
-			}
-			if c.output == "json" {
-				return writeJSON(c.out, resp)
-			}
-			printTrials(c.out, resp.Trials)
-			return nil
+			return c.call(func(ctx context.Context, client pb.ControlServiceClient) error {
+				resp, err := client.ListTrials(ctx, req)
+				if err != nil {
+					return err
+				}
+				if c.output == "json" {
+					return writeJSON(c.out, resp)
+				}
+				printTrials(c.out, resp.Trials)
+				return nil
+			})
 		},
 	}
 	cmd.Flags().StringVar(&state, "state", "", "only trials in this state (pending, running, succeeded, failed, stopped, lost)")
@@ -183,22 +164,17 @@ func (c *cli) trialCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			client, done, err := c.client()
-			if err != nil {
-				return err
-			}
-			defer done()
-			ctx, cancel := c.ctx()
-			defer cancel()
-			resp, err := client.GetTrial(ctx, &pb.GetTrialRequest{TrialId: id})
-			if err != nil {
-				return err
-			}
-			if c.output == "json" {
-				return writeJSON(c.out, resp)
-			}
-			printTrial(c.out, resp)
-			return nil
+			return c.call(func(ctx context.Context, client pb.ControlServiceClient) error {
+				resp, err := client.GetTrial(ctx, &pb.GetTrialRequest{TrialId: id})
+				if err != nil {
+					return err
+				}
+				if c.output == "json" {
+					return writeJSON(c.out, resp)
+				}
+				printTrial(c.out, resp)
+				return nil
+			})
 		},
 	}
 	cmd.AddCommand(&cobra.Command{
@@ -210,22 +186,17 @@ func (c *cli) trialCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			client, done, err := c.client()
-			if err != nil {
-				return err
-			}
-			defer done()
-			ctx, cancel := c.ctx()
-			defer cancel()
-			resp, err := client.CancelTrial(ctx, &pb.CancelTrialRequest{TrialId: id})
-			if err != nil {
-				return err
-			}
-			if c.output == "json" {
-				return writeJSON(c.out, resp.Trial)
-			}
-			fmt.Fprintf(c.out, "trial %d: %s (stop requested)\n", id, trialState(resp.Trial.State))
-			return nil
+			return c.call(func(ctx context.Context, client pb.ControlServiceClient) error {
+				resp, err := client.CancelTrial(ctx, &pb.CancelTrialRequest{TrialId: id})
+				if err != nil {
+					return err
+				}
+				if c.output == "json" {
+					return writeJSON(c.out, resp.Trial)
+				}
+				fmt.Fprintf(c.out, "trial %d: %s (stop requested)\n", id, trialState(resp.Trial.State))
+				return nil
+			})
 		},
 	})
 	return cmd
@@ -237,22 +208,17 @@ func (c *cli) workersCmd() *cobra.Command {
 		Short: "List workers, or drain one",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			client, done, err := c.client()
-			if err != nil {
-				return err
-			}
-			defer done()
-			ctx, cancel := c.ctx()
-			defer cancel()
-			resp, err := client.ListWorkers(ctx, &pb.ListWorkersRequest{})
-			if err != nil {
-				return err
-			}
-			if c.output == "json" {
-				return writeJSON(c.out, resp)
-			}
-			printWorkers(c.out, resp.Workers, time.Now())
-			return nil
+			return c.call(func(ctx context.Context, client pb.ControlServiceClient) error {
+				resp, err := client.ListWorkers(ctx, &pb.ListWorkersRequest{})
+				if err != nil {
+					return err
+				}
+				if c.output == "json" {
+					return writeJSON(c.out, resp)
+				}
+				printWorkers(c.out, resp.Workers, time.Now())
+				return nil
+			})
 		},
 	}
 	var undrain bool
@@ -265,22 +231,17 @@ func (c *cli) workersCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			client, done, err := c.client()
-			if err != nil {
-				return err
-			}
-			defer done()
-			ctx, cancel := c.ctx()
-			defer cancel()
-			resp, err := client.DrainWorker(ctx, &pb.DrainWorkerRequest{WorkerId: id, Undrain: undrain})
-			if err != nil {
-				return err
-			}
-			if c.output == "json" {
-				return writeJSON(c.out, resp.Worker)
-			}
-			fmt.Fprintf(c.out, "worker %d: %s\n", id, strings.ToLower(strings.TrimPrefix(resp.Worker.State.String(), "WORKER_STATE_")))
-			return nil
+			return c.call(func(ctx context.Context, client pb.ControlServiceClient) error {
+				resp, err := client.DrainWorker(ctx, &pb.DrainWorkerRequest{WorkerId: id, Undrain: undrain})
+				if err != nil {
+					return err
+				}
+				if c.output == "json" {
+					return writeJSON(c.out, resp.Worker)
+				}
+				fmt.Fprintf(c.out, "worker %d: %s\n", id, strings.ToLower(strings.TrimPrefix(resp.Worker.State.String(), "WORKER_STATE_")))
+				return nil
+			})
 		},
 	}
 	drain.Flags().BoolVar(&undrain, "undrain", false, "let the worker take trials again")
@@ -298,26 +259,21 @@ func (c *cli) bestCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			client, done, err := c.client()
-			if err != nil {
-				return err
-			}
-			defer done()
-			ctx, cancel := c.ctx()
-			defer cancel()
-			st, err := client.GetStudy(ctx, &pb.GetStudyRequest{StudyId: id})
-			if err != nil {
-				return err
-			}
-			rec, err := client.GetRecommendation(ctx, &pb.GetRecommendationRequest{StudyId: id})
-			if err != nil {
-				return err
-			}
-			if c.output == "json" {
-				return writeJSON(c.out, rec.Recommendation)
-			}
-			printRecommendation(c.out, st.Status.Study.Spec, rec.Recommendation)
-			return nil
+			return c.call(func(ctx context.Context, client pb.ControlServiceClient) error {
+				st, err := client.GetStudy(ctx, &pb.GetStudyRequest{StudyId: id})
+				if err != nil {
+					return err
+				}
+				rec, err := client.GetRecommendation(ctx, &pb.GetRecommendationRequest{StudyId: id})
+				if err != nil {
+					return err
+				}
+				if c.output == "json" {
+					return writeJSON(c.out, rec.Recommendation)
+				}
+				printRecommendation(c.out, st.Status.Study.Spec, rec.Recommendation)
+				return nil
+			})
 		},
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
@@ -31,47 +32,42 @@ func (c *cli) exportCmd() *cobra.Command {
 			if format != "csv" && format != "jsonl" && format != "recording" {
 				return usageError{fmt.Errorf("--format: %q is not csv, jsonl or recording", format)}
 			}
-			client, done, err := c.client()
-			if err != nil {
-				return err
-			}
-			defer done()
-			ctx, cancel := c.ctx()
-			defer cancel()
-			st, err := client.GetStudy(ctx, &pb.GetStudyRequest{StudyId: id})
-			if err != nil {
-				return err
-			}
-			list, err := client.ListTrials(ctx, &pb.ListTrialsRequest{StudyId: id})
-			if err != nil {
-				return err
-			}
-			var trials []*pb.GetTrialResponse
-			for _, t := range list.Trials {
-				r, err := client.GetTrial(ctx, &pb.GetTrialRequest{TrialId: t.Id})
+			return c.call(func(ctx context.Context, client pb.ControlServiceClient) error {
+				st, err := client.GetStudy(ctx, &pb.GetStudyRequest{StudyId: id})
 				if err != nil {
 					return err
 				}
-				trials = append(trials, r)
-			}
-			out := c.out
-			if file != "" && file != "-" {
-				f, err := os.Create(file)
+				list, err := client.ListTrials(ctx, &pb.ListTrialsRequest{StudyId: id})
 				if err != nil {
 					return err
 				}
-				defer f.Close()
-				out = f
-			}
-			spec := st.Status.Study.Spec
-			switch format {
-			case "csv":
-				return exportCSV(out, spec, trials)
-			case "jsonl":
-				return exportJSONL(out, trials)
-			default:
-				return exportRecording(out, st.Status.Study, trials)
-			}
+				var trials []*pb.GetTrialResponse
+				for _, t := range list.Trials {
+					r, err := client.GetTrial(ctx, &pb.GetTrialRequest{TrialId: t.Id})
+					if err != nil {
+						return err
+					}
+					trials = append(trials, r)
+				}
+				out := c.out
+				if file != "" && file != "-" {
+					f, err := os.Create(file)
+					if err != nil {
+						return err
+					}
+					defer f.Close()
+					out = f
+				}
+				spec := st.Status.Study.Spec
+				switch format {
+				case "csv":
+					return exportCSV(out, spec, trials)
+				case "jsonl":
+					return exportJSONL(out, trials)
+				default:
+					return exportRecording(out, st.Status.Study, trials)
+				}
+			})
 		},
 	}
 	cmd.Flags().StringVar(&format, "format", "csv", "csv (a row per point), jsonl (a trial per line) or recording (docs/recording-format.md)")
@@ -194,54 +190,49 @@ func (c *cli) backupCmd() *cobra.Command {
 			if file == "" {
 				return usageError{fmt.Errorf("-f: a file to write is required")}
 			}
-			client, done, err := c.client()
-			if err != nil {
-				return err
-			}
-			defer done()
-			ctx, cancel := c.ctx()
-			defer cancel()
-			stream, err := client.Backup(ctx, &pb.BackupRequest{})
-			if err != nil {
-				return err
-			}
-			// Write next to the target and rename at the end: a failed backup never
-			// leaves a truncated file under the name asked for.
-			tmp := file + ".partial"
-			f, err := os.Create(tmp)
-			if err != nil {
-				return err
-			}
-			defer os.Remove(tmp)
-			var n int64
-			for {
-				msg, err := stream.Recv()
-				if err == io.EOF {
-					break
-				}
+			return c.call(func(ctx context.Context, client pb.ControlServiceClient) error {
+				stream, err := client.Backup(ctx, &pb.BackupRequest{})
 				if err != nil {
+					return err
+				}
+				// Write next to the target and rename at the end: a failed backup never
+				// leaves a truncated file under the name asked for.
+				tmp := file + ".partial"
+				f, err := os.Create(tmp)
+				if err != nil {
+					return err
+				}
+				defer os.Remove(tmp)
+				var n int64
+				for {
+					msg, err := stream.Recv()
+					if err == io.EOF {
+						break
+					}
+					if err != nil {
+						f.Close()
+						return err
+					}
+					k, err := f.Write(msg.Chunk)
+					n += int64(k)
+					if err != nil {
+						f.Close()
+						return err
+					}
+				}
+				if err := f.Sync(); err != nil {
 					f.Close()
 					return err
 				}
-				k, err := f.Write(msg.Chunk)
-				n += int64(k)
-				if err != nil {
-					f.Close()
+				if err := f.Close(); err != nil {
 					return err
 				}
-			}
-			if err := f.Sync(); err != nil {
-				f.Close()
-				return err
-			}
-			if err := f.Close(); err != nil {
-				return err
-			}
-			if err := os.Rename(tmp, file); err != nil {
-				return err
-			}
-			fmt.Fprintf(c.out, "backed up %d bytes to %s\n", n, file)
-			return nil
+				if err := os.Rename(tmp, file); err != nil {
+					return err
+				}
+				fmt.Fprintf(c.out, "backed up %d bytes to %s\n", n, file)
+				return nil
+			})
 		},
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "", "where to write the copy")

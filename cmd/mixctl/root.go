@@ -133,3 +133,16 @@ func isLoopback(addr string) bool {
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
 }
+
+// call dials the coordinator and runs fn with a client and a context bounded by
+// --timeout; every subcommand that makes calls goes through it.
+func (c *cli) call(fn func(ctx context.Context, client pb.ControlServiceClient) error) error {
+	client, done, err := c.client()
+	if err != nil {
+		return err
+	}
+	defer done()
+	ctx, cancel := c.ctx()
+	defer cancel()
+	return fn(ctx, client)
+}

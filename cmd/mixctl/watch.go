@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"time"
 
@@ -15,22 +16,17 @@ func (c *cli) studiesCmd() *cobra.Command {
 		Short: "List studies with their progress and best mixture",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			client, done, err := c.client()
-			if err != nil {
-				return err
-			}
-			defer done()
-			ctx, cancel := c.ctx()
-			defer cancel()
-			resp, err := client.ListStudies(ctx, &pb.ListStudiesRequest{})
-			if err != nil {
-				return err
-			}
-			if c.output == "json" {
-				return writeJSON(c.out, resp)
-			}
-			printStudies(c.out, resp.Studies)
-			return nil
+			return c.call(func(ctx context.Context, client pb.ControlServiceClient) error {
+				resp, err := client.ListStudies(ctx, &pb.ListStudiesRequest{})
+				if err != nil {
+					return err
+				}
+				if c.output == "json" {
+					return writeJSON(c.out, resp)
+				}
+				printStudies(c.out, resp.Studies)
+				return nil
+			})
 		},
 	}
 }

@@ -40,14 +40,9 @@ func (s *Scheduler) CreateStudy(_ context.Context, spec *pb.StudySpec) (*pb.Stud
 // policy has one, its recommendation.
 func (s *Scheduler) StudyStatus(ctx context.Context, id uint64) (*pb.StudyStatus, error) {
 	version := s.version(id) // before the snapshot: see recommend
-	var snap *studySnapshot
-	err := s.db.View(func(tx *store.Tx) error {
-		var err error
-		snap, err = s.loadSnapshot(tx, id)
-		return err
-	})
+	snap, err := s.viewSnapshot(id)
 	if err != nil {
-		return nil, wrapStore(err, fmt.Sprintf("study %d", id))
+		return nil, err
 	}
 	st := &pb.StudyStatus{Study: snap.study, TrialsByState: map[string]int32{}}
 	for _, t := range snap.trials {
@@ -179,14 +174,9 @@ func (s *Scheduler) CancelStudy(_ context.Context, id uint64) (*pb.Study, error)
 // Recommendation returns the study policy's recommended mixture at the target.
 func (s *Scheduler) Recommendation(ctx context.Context, id uint64) (*pb.Recommendation, error) {
 	version := s.version(id) // before the snapshot: see recommend
-	var snap *studySnapshot
-	err := s.db.View(func(tx *store.Tx) error {
-		var err error
-		snap, err = s.loadSnapshot(tx, id)
-		return err
-	})
+	snap, err := s.viewSnapshot(id)
 	if err != nil {
-		return nil, wrapStore(err, fmt.Sprintf("study %d", id))
+		return nil, err
 	}
 	return s.recommend(ctx, snap, version)
 }
@@ -244,4 +234,18 @@ func StateName(st pb.TrialState) string {
 
 func studyStateName(st pb.StudyState) string {
 	return strings.ToLower(strings.TrimPrefix(st.String(), "STUDY_STATE_"))
+}
+
+// viewSnapshot reads a study's snapshot in its own read transaction.
+func (s *Scheduler) viewSnapshot(id uint64) (*studySnapshot, error) {
+	var snap *studySnapshot
+	err := s.db.View(func(tx *store.Tx) error {
+		var err error
+		snap, err = s.loadSnapshot(tx, id)
+		return err
+	})
+	if err != nil {
+		return nil, wrapStore(err, fmt.Sprintf("study %d", id))
+	}
+	return snap, nil
 }
