@@ -11,7 +11,7 @@ BUF_VERSION := v1.75.0
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 
-.PHONY: build demo test test-go test-python vet proto proto-check tools python-deps bench clean
+.PHONY: build demo test test-go test-python vet proto proto-check tools test-deps bench clean
 
 build:
 	$(GO) build -o bin/ ./cmd/...
@@ -26,16 +26,16 @@ vet:
 	@bad=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \
 	  if [ -n "$$bad" ]; then echo "gofmt needed: $$bad"; exit 1; fi
 
-test-go: build python-deps
+test-go: build test-deps
 	$(GO) test -race -timeout 30m ./...
 
-test-python: python-deps
+test-python: test-deps
 	@if [ -d scripts/tests ]; then /usr/bin/python3 -m unittest discover -s scripts/tests -v; fi
 
-# The real training path needs Debian's PyTorch; install it when missing (as root on a
+# The training script and the dashboard test need Debian packages; install them when missing (as root on a
 # fresh machine of this kind).
-python-deps:
-	@hack/python-deps.sh
+test-deps:
+	@hack/test-deps.sh
 
 tools: $(BUF) $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc
 
