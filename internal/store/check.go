@@ -13,18 +13,20 @@ import (
 // checkSchema verifies what bbolt cannot know: the version, that every record
 // decodes and sits under its own id below its bucket's sequence, that the study
 // index and the trials agree both ways, and that every points bucket belongs to a
-// trial and has well-formed keys. Every problem found is reported, each wrapping
-// ErrCorrupt.
+// trial and holds well-formed records: each decodes, starts at its key's seq, and
+// continues its attempt's points without gap or overlap from seq 1. Every problem
+// found is reported, each wrapping ErrCorrupt.
 func checkSchema(btx *bolt.Tx) error {
 	var errs []error
 	more := 0
-	fail := func(format string, args ...any) {
+	add := func(err error) {
 		if len(errs) == maxCheckErrors {
 			more++ // a badly damaged file would otherwise give one line per record
 			return
 		}
-		errs = append(errs, fmt.Errorf(format+": %w", append(args, ErrCorrupt)...))
+		errs = append(errs, err)
 	}
+	fail := func(format string, args ...any) { add(fmt.Errorf(format+": %w", append(args, ErrCorrupt)...)) }
 	if v, err := schemaVersion(btx); err != nil {
 		return err
 	} else if v != currentVersion {
@@ -107,11 +109,20 @@ func checkSchema(btx *bolt.Tx) error {
 		if _, ok := trialStudy[t]; !ok {
 			fail("points of trial %d: the trial does not exist", t)
 		}
+		// Records ascend by attempt, then seq: each continues the one before it
+		// when both are of the same attempt (decodeRecord checks the rest).
+		var attempt, next uint64
 		return btx.Bucket(bucketPoints).Bucket(k).ForEach(func(pk, pv []byte) error {
-			attempt, seq, err := decodePair(pk)
-			if err != nil || pv == nil || attempt < 1 || attempt > 1<<31-1 || seq < 1 {
-				fail("points of trial %d: bad entry %x", t, pk)
+			if a, _, _ := decodePair(pk); a != attempt {
+				attempt, next = a, 1
 			}
+			_, pts, err := decodeRecord(pk, pv, next)
+			if err != nil {
+				add(fmt.Errorf("points of trial %d: %w", t, err)) // err wraps ErrCorrupt
+				next = 0                                          // unknown: do not report the next record for this one's damage
+				return nil
+			}
+			next = nextSeq(pts)
 			return nil
 		})
 	})

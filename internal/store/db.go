@@ -258,13 +258,14 @@ func run(btx *bolt.Tx, fn func(tx *Tx) error) error {
 }
 
 // Check verifies this package's invariants (schema version, ids, the study index
-// in both directions, points keys) and then bbolt's page structure (tx.Check).
+// in both directions, points records) and then bbolt's page structure (tx.Check).
 // Open reads only the pages it needs; Check reads every one, so call it at
 // start-up to find damage before a transaction trips over it. It walks the tree
 // itself first, in this goroutine where a damaged page's panic or fault can be
 // recovered, before bbolt's checker (which runs in a goroutine of its own) reads
 // it. It holds the write lock while it runs, because bbolt's check is not safe
-// beside a writer in a read transaction. It does not decode curve points.
+// beside a writer in a read transaction. It decodes every curve point record,
+// to check their seqs, so its time grows with the number of points stored.
 func (db *DB) Check() (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {

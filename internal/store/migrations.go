@@ -2,6 +2,7 @@ package store
 
 import (
 	"fmt"
+	"slices"
 
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
@@ -23,6 +24,7 @@ type migration struct {
 var migrations = []migration{
 	{1, "create the buckets", createBuckets},
 	{2, "index trials by study", indexTrialsByStudy},
+	{3, "store curve points as batch records", batchPointRecords},
 }
 
 // currentVersion is the schema version this binary writes.
@@ -59,6 +61,107 @@ func indexTrialsByStudy(tx *bolt.Tx) error {
 		}
 		return idx.Put(pair(t.GetStudyId(), id), []byte{})
 	})
+}
+
+// migratedBatchPoints is how many points one record written by batchPointRecords
+// holds at most. An attempt's points could all go in one record, but a long curve
+// would then be one value of megabytes, which bbolt must place on that many
+// contiguous pages; a few hundred points (tens of KiB) keep each value small.
+const migratedBatchPoints = 256
+
+// batchPointRecords rewrites each trial's points bucket from version 2's one
+// record per point (attempt ‖ seq → pb.CurvePoint) to version 3's batch records
+// (attempt ‖ first seq → pb.CurvePointBatch), in chunks of migratedBatchPoints.
+// Version 3 requires an attempt's points to be contiguous from seq 1, as the
+// scheduler has always reported them; a version-2 file with a gap, or a point
+// stored under another seq than its own, cannot be represented and is refused as
+// corrupt rather than migrated into a file Check would reject.
+func batchPointRecords(tx *bolt.Tx) error {
+	root := tx.Bucket(bucketPoints)
+	if root == nil {
+		return fmt.Errorf("bucket %s missing: %w", bucketPoints, ErrCorrupt)
+	}
+	// Collect the trial keys first: a bucket's buckets must not be deleted or
+	// created while ForEachBucket walks it.
+	var trialKeys [][]byte
+	if err := root.ForEachBucket(func(k []byte) error {
+		trialKeys = append(trialKeys, append([]byte(nil), k...)) // k points into the mmap
+		return nil
+	}); err != nil {
+		return err
+	}
+	for _, k := range trialKeys {
+		trialID, err := decodeU64(k)
+		if err != nil {
+			return fmt.Errorf("points bucket %x: %w", k, err)
+		}
+		attempts, err := readV2Points(root.Bucket(k))
+		if err != nil {
+			return fmt.Errorf("points of trial %d: %w", trialID, err)
+		}
+		// Replace the bucket rather than delete keys from it: the new one is
+		// written in key order, and the old one's pages are freed whole.
+		if err := root.DeleteBucket(k); err != nil {
+			return fmt.Errorf("points of trial %d: %w", trialID, err)
+		}
+		if len(attempts) == 0 {
+			continue
+		}
+		b, err := root.CreateBucket(k)
+		if err != nil {
+			return fmt.Errorf("points of trial %d: %w", trialID, err)
+		}
+		b.FillPercent = appendFillPercent
+		for _, a := range attempts {
+			for pts := range slices.Chunk(a.points, migratedBatchPoints) {
+				v, err := marshal(&pb.CurvePointBatch{Points: pts})
+				if err != nil {
+					return fmt.Errorf("points of trial %d attempt %d: encode seq %d: %w", trialID, a.attempt, pts[0].GetSeq(), err)
+				}
+				if err := b.Put(pair(a.attempt, pts[0].GetSeq()), v); err != nil {
+					return fmt.Errorf("points of trial %d attempt %d seq %d: %w", trialID, a.attempt, pts[0].GetSeq(), err)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// v2Attempt is one attempt's points read from a version-2 points bucket.
+type v2Attempt struct {
+	attempt uint64
+	points  []*pb.CurvePoint
+}
+
+// readV2Points decodes a version-2 points bucket, ascending attempt and seq, and
+// checks each attempt's points are contiguous from seq 1. It decodes everything
+// before the caller writes: the bucket must not change under its cursor.
+func readV2Points(b *bolt.Bucket) ([]v2Attempt, error) {
+	var out []v2Attempt
+	err := b.ForEach(func(k, v []byte) error {
+		attempt, seq, err := decodePair(k)
+		if err != nil || v == nil || attempt < 1 || attempt > 1<<31-1 {
+			return fmt.Errorf("bad entry %x: %w", k, ErrCorrupt)
+		}
+		p := new(pb.CurvePoint)
+		if err := proto.Unmarshal(v, p); err != nil {
+			return fmt.Errorf("decode point attempt %d seq %d: %v: %w", attempt, seq, err, ErrCorrupt)
+		}
+		if p.GetSeq() != seq {
+			return fmt.Errorf("point attempt %d stored under seq %d has seq %d: %w", attempt, seq, p.GetSeq(), ErrCorrupt)
+		}
+		if len(out) == 0 || out[len(out)-1].attempt != attempt {
+			out = append(out, v2Attempt{attempt: attempt})
+		}
+		a := &out[len(out)-1]
+		if want := uint64(len(a.points)) + 1; seq != want {
+			return fmt.Errorf("attempt %d has seq %d after %d points, not seq %d; version 3 needs an attempt's points contiguous from seq 1: %w",
+				attempt, seq, len(a.points), want, ErrCorrupt)
+		}
+		a.points = append(a.points, p)
+		return nil
+	})
+	return out, err
 }
 
 // schemaVersion reads the file's version: 0 for a file with no buckets at all (new).

@@ -2,7 +2,7 @@
 // curve point, worker and policy state of the coordinator in one bbolt file, so a
 // restarted coordinator can continue from exactly what it had committed.
 //
-// # Schema (version 2)
+// # Schema (version 3)
 //
 // Every key that is an id is a big-endian uint64, so byte order is numeric order and
 // cursors iterate in ascending id. Ids come from the owning bucket's NextSequence,
@@ -20,7 +20,9 @@
 //	│   └── study id ‖ trial id (16 B) → empty: index of the trials of a study
 //	├── points
 //	│   └── trial id                   → bucket, one per trial with points
-//	│       └── attempt ‖ seq (16 B)   → pb.CurvePoint (attempt widened to uint64)
+//	│       └── attempt ‖ first seq (16 B)
+//	│                                  → pb.CurvePointBatch (since version 3;
+//	│                                    attempt widened to uint64)
 //	├── workers        (sequence: last worker id)
 //	│   └── worker id                  → pb.Worker
 //	└── policy_state
@@ -30,6 +32,14 @@
 // separately sized B-tree (small ones stay inline in the parent page) and every
 // attempt's points are one prefix scan of the 16-byte keys.
 //
+// A points record is one batch: the points of one AppendPoints call (or a chunk
+// of up to migratedBatchPoints written by the version-3 migration), so a report
+// costs one Put and one marshal instead of one per point. Its points ascend by one
+// from the key's seq, and an attempt's records follow each other without gap or
+// overlap from seq 1, so the key of the record after (attempt, s) with n points is
+// (attempt, s+n). AppendPoints refuses a batch that would break this; Check and
+// the readers verify it (points.go).
+//
 // The study_trials index has an empty value on purpose: the trial itself lives
 // only in trials, so there is one copy to keep current.
 //
@@ -37,6 +47,8 @@
 //
 //	1  meta, studies, trials, points, workers, policy_state
 //	2  study_trials, built from the trials already stored
+//	3  points records hold a batch (pb.CurvePointBatch) instead of one point
+//	   (pb.CurvePoint under attempt ‖ seq); migrated in chunks per attempt
 package store
 
 import (

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 	"google.golang.org/protobuf/proto"
 
@@ -349,42 +350,78 @@ func TestStudyIndexOnRePut(t *testing.T) {
 	// openTest's Check verifies index and trials agree both ways.
 }
 
+// pointsRange returns points seq from..to.
+func pointsRange(from, to uint64) []*pb.CurvePoint {
+	var pts []*pb.CurvePoint
+	for s := from; s <= to; s++ {
+		pts = append(pts, point(s))
+	}
+	return pts
+}
+
 func TestPoints(t *testing.T) {
 	db := openTest(t)
 	seedStudies(t, db)
-	// Batches out of order, across attempts and trials, with numbers that differ
-	// only past the low byte (a little-endian key would misorder them).
+	// Several batches of one attempt in one transaction (each must see the ones
+	// before it), across attempts and trials, with keys that differ only past the
+	// low byte (a little-endian key would misorder (1, 256) before (1, 4)).
 	update(t, db, func(tx *Tx) error {
 		for _, b := range []struct {
-			trial   uint64
-			attempt int32
-			seqs    []uint64
+			trial    uint64
+			attempt  int32
+			from, to uint64
 		}{
-			{1, 1, []uint64{3, 1, 2}},
-			{1, 1, []uint64{256, 4}},
-			{1, 2, []uint64{1, 2}},
-			{1, 256, []uint64{1}},
-			{2, 1, []uint64{1}},
-			{3, 1, nil}, // empty batch: allowed, writes nothing
+			{1, 1, 1, 3},
+			{1, 1, 4, 255},
+			{1, 1, 256, 256},
+			{1, 1, 257, 258},
+			{1, 2, 1, 2},
+			{1, 256, 1, 1},
+			{2, 1, 1, 1},
+			{3, 1, 1, 0}, // empty batch: allowed, writes nothing
 		} {
-			var pts []*pb.CurvePoint
-			for _, s := range b.seqs {
-				pts = append(pts, point(s))
-			}
-			if err := tx.AppendPoints(b.trial, b.attempt, pts); err != nil {
+			if err := tx.AppendPoints(b.trial, b.attempt, pointsRange(b.from, b.to)); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
-	// Re-sending a batch replaces, never duplicates.
-	resent := point(2)
-	resent.TrainLoss = 1.5
-	update(t, db, func(tx *Tx) error { return tx.AppendPoints(1, 1, []*pb.CurvePoint{point(1), resent}) })
-	// A batch with a bad point is refused whole.
-	if err := db.Update(func(tx *Tx) error { return tx.AppendPoints(1, 1, []*pb.CurvePoint{point(9), {}}) }); err == nil {
-		t.Fatal("batch with seq 0 accepted")
+	// A later transaction continues where the committed points end.
+	update(t, db, func(tx *Tx) error { return tx.AppendPoints(1, 1, pointsRange(259, 260)) })
+
+	// Batches that do not continue the attempt exactly are refused whole, with
+	// the seqs in the error, and write nothing.
+	for _, tc := range []struct {
+		name    string
+		trial   uint64
+		attempt int32
+		pts     []*pb.CurvePoint
+		want    string
+	}{
+		{"re-sent batch", 1, 1, pointsRange(259, 260), "batch is seqs 259..260 but the attempt's last stored seq is 260, so it must start at seq 261"},
+		{"partly re-sent", 1, 1, pointsRange(260, 262), "batch is seqs 260..262 but the attempt's last stored seq is 260"},
+		{"gap", 1, 1, pointsRange(262, 263), "batch is seqs 262..263 but the attempt's last stored seq is 260, so it must start at seq 261"},
+		{"new attempt not from 1", 1, 3, pointsRange(2, 3), "batch is seqs 2..3 but the attempt has no points stored, so it must start at seq 1"},
+		{"trial without points not from 1", 4, 1, pointsRange(5, 5), "batch is seqs 5..5 but the attempt has no points stored"},
+		{"gap inside the batch", 1, 1, []*pb.CurvePoint{point(261), point(263)}, "point 1 has seq 263, want 262"},
+		{"descending", 1, 1, []*pb.CurvePoint{point(262), point(261)}, "point 1 has seq 261, want 263"},
+		{"duplicate inside the batch", 1, 1, []*pb.CurvePoint{point(261), point(261)}, "point 1 has seq 261, want 262"},
+		{"seq zero", 1, 1, []*pb.CurvePoint{point(261), {}}, "point 1 has seq 0"},
+	} {
+		t.Run("refused/"+tc.name, func(t *testing.T) {
+			err := db.Update(func(tx *Tx) error { return tx.AppendPoints(tc.trial, tc.attempt, tc.pts) })
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error = %v, want one saying %q", err, tc.want)
+			}
+		})
 	}
+	// A refused batch of a trial without points left no bucket behind either.
+	_ = db.bolt.View(func(btx *bolt.Tx) error {
+		if btx.Bucket(bucketPoints).Bucket(u64(4)) != nil {
+			t.Error("a refused batch created a points bucket for trial 4")
+		}
+		return nil
+	})
 
 	view(t, db, func(tx *Tx) error {
 		for _, tc := range []struct {
@@ -394,7 +431,7 @@ func TestPoints(t *testing.T) {
 			want    []uint64
 			wantErr error
 		}{
-			{"attempt 1 ascending", 1, 1, []uint64{1, 2, 3, 4, 256}, nil},
+			{"attempt 1 ascending", 1, 1, seqs(pointsRange(1, 260)), nil},
 			{"attempt 2", 1, 2, []uint64{1, 2}, nil},
 			{"attempt 256", 1, 256, []uint64{1}, nil},
 			{"attempt without points", 1, 3, []uint64{}, nil},
@@ -413,18 +450,20 @@ func TestPoints(t *testing.T) {
 			})
 		}
 		got := must[[]*pb.CurvePoint](t)(tx.Points(1, 1))
-		protoEqual(t, got[0], point(1))
-		protoEqual(t, got[1], resent)
+		for i, p := range got {
+			protoEqual(t, p, point(uint64(i+1)))
+		}
 
 		all := must[map[int32][]*pb.CurvePoint](t)(tx.AllPoints(1))
 		if len(all) != 3 {
 			t.Errorf("AllPoints(1) has %d attempts, want 3", len(all))
 		}
-		for attempt, want := range map[int32][]uint64{1: {1, 2, 3, 4, 256}, 2: {1, 2}, 256: {1}} {
+		for attempt, want := range map[int32][]uint64{1: seqs(pointsRange(1, 260)), 2: {1, 2}, 256: {1}} {
 			if !slices.Equal(seqs(all[attempt]), want) {
 				t.Errorf("AllPoints(1)[%d] seqs = %v, want %v", attempt, seqs(all[attempt]), want)
 			}
 		}
+		protoEqual(t, all[1][255], point(256))
 		if all := must[map[int32][]*pb.CurvePoint](t)(tx.AllPoints(3)); all == nil || len(all) != 0 {
 			t.Errorf("AllPoints of a trial without points = %v, want an empty map", all)
 		}
@@ -436,6 +475,27 @@ func TestPoints(t *testing.T) {
 		}
 		return nil
 	})
+
+	// One record per batch, under attempt ‖ first seq.
+	if got, want := recordKeys(t, db, 1), [][2]uint64{{1, 1}, {1, 4}, {1, 256}, {1, 257}, {1, 259}, {2, 1}, {256, 1}}; !slices.Equal(got, want) {
+		t.Errorf("records of trial 1 = %v, want %v", got, want)
+	}
+}
+
+// recordKeys lists the (attempt, first seq) keys of a trial's points records.
+func recordKeys(t *testing.T, db *DB, trialID uint64) [][2]uint64 {
+	t.Helper()
+	var out [][2]uint64
+	if err := db.bolt.View(func(btx *bolt.Tx) error {
+		return btx.Bucket(bucketPoints).Bucket(u64(trialID)).ForEach(func(k, _ []byte) error {
+			a, s, err := decodePair(k)
+			out = append(out, [2]uint64{a, s})
+			return err
+		})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 func TestWorkers(t *testing.T) {

@@ -268,15 +268,18 @@ func (tx *Tx) AllTrials(state pb.TrialState) ([]*pb.Trial, error) {
 	return list(tx, bucketTrials, "trial", func() *pb.Trial { return new(pb.Trial) }, keep)
 }
 
-// AppendPoints stores a batch of curve points of one attempt of a trial under
-// (attempt, seq). Writing a (attempt, seq) again replaces the point, so a batch
-// re-sent by a worker is idempotent. The trial must exist, attempt must be >= 1
-// and every seq >= 1; the batch is checked before anything is written.
+// AppendPoints stores a batch of curve points of one attempt of a trial as one
+// record. The batch must continue the attempt's curve exactly: its seqs ascend by
+// one, and the first is the attempt's last stored seq + 1 (1 when the attempt has
+// none). A batch that overlaps what is stored, or leaves a gap, is refused with an
+// error naming the seqs, so a caller re-sending points must drop those already
+// committed (the scheduler does, by the trial's LastSeq). The trial must exist and
+// attempt must be >= 1; the batch is checked before anything is written, and an
+// empty batch writes nothing.
 func (tx *Tx) AppendPoints(trialID uint64, attempt int32, pts []*pb.CurvePoint) error {
 	if attempt < 1 {
 		return fmt.Errorf("append points to trial %d: attempt %d, want >= 1", trialID, attempt)
 	}
-	vals := make([][]byte, len(pts))
 	for i, p := range pts {
 		if p == nil {
 			return fmt.Errorf("append points to trial %d attempt %d: point %d is nil", trialID, attempt, i)
@@ -284,11 +287,10 @@ func (tx *Tx) AppendPoints(trialID uint64, attempt int32, pts []*pb.CurvePoint) 
 		if p.GetSeq() == 0 {
 			return fmt.Errorf("append points to trial %d attempt %d: point %d has seq 0, want >= 1", trialID, attempt, i)
 		}
-		v, err := marshal(p)
-		if err != nil {
-			return fmt.Errorf("append points to trial %d attempt %d: encode seq %d: %w", trialID, attempt, p.GetSeq(), err)
+		if want := pts[0].GetSeq() + uint64(i); p.GetSeq() != want {
+			return fmt.Errorf("append points to trial %d attempt %d: point %d has seq %d, want %d (a batch's seqs ascend by one)",
+				trialID, attempt, i, p.GetSeq(), want)
 		}
-		vals[i] = v
 	}
 	if err := tx.mustExist(bucketTrials, "trial", trialID); err != nil {
 		return fmt.Errorf("append points: %w", err)
@@ -300,15 +302,34 @@ func (tx *Tx) AppendPoints(trialID uint64, attempt int32, pts []*pb.CurvePoint) 
 	if err != nil {
 		return fmt.Errorf("append points to trial %d: %w", trialID, err)
 	}
-	b, err := root.CreateBucketIfNotExists(u64(trialID))
+	b := root.Bucket(u64(trialID))
+	var last uint64
+	if b != nil {
+		if last, err = lastStoredSeq(b, uint64(attempt)); err != nil {
+			return fmt.Errorf("append points to trial %d attempt %d: %w", trialID, attempt, err)
+		}
+	}
+	first, end := pts[0].GetSeq(), pts[len(pts)-1].GetSeq()
+	if first != last+1 {
+		if last == 0 {
+			return fmt.Errorf("append points to trial %d attempt %d: batch is seqs %d..%d but the attempt has no points stored, so it must start at seq 1",
+				trialID, attempt, first, end)
+		}
+		return fmt.Errorf("append points to trial %d attempt %d: batch is seqs %d..%d but the attempt's last stored seq is %d, so it must start at seq %d (no overlap, no gap)",
+			trialID, attempt, first, end, last, last+1)
+	}
+	v, err := marshal(&pb.CurvePointBatch{Points: pts})
 	if err != nil {
-		return fmt.Errorf("append points to trial %d: %w", trialID, err)
+		return fmt.Errorf("append points to trial %d attempt %d: encode seqs %d..%d: %w", trialID, attempt, first, end, err)
+	}
+	if b == nil {
+		if b, err = root.CreateBucket(u64(trialID)); err != nil {
+			return fmt.Errorf("append points to trial %d: %w", trialID, err)
+		}
 	}
 	b.FillPercent = appendFillPercent
-	for i, p := range pts {
-		if err := b.Put(pair(uint64(attempt), p.GetSeq()), vals[i]); err != nil {
-			return fmt.Errorf("append points to trial %d attempt %d seq %d: %w", trialID, attempt, p.GetSeq(), err)
-		}
+	if err := b.Put(pair(uint64(attempt), first), v); err != nil {
+		return fmt.Errorf("append points to trial %d attempt %d seqs %d..%d: %w", trialID, attempt, first, end, err)
 	}
 	return nil
 }
@@ -342,11 +363,11 @@ func (tx *Tx) Points(trialID uint64, attempt int32) ([]*pb.CurvePoint, error) {
 	prefix := u64(uint64(attempt))
 	c := b.Cursor()
 	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-		p, err := decodePoint(trialID, k, v)
+		_, pts, err := decodeRecord(k, v, nextSeq(out))
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("points of trial %d: %w", trialID, err)
 		}
-		out = append(out, p)
+		out = append(out, pts...)
 	}
 	return out, nil
 }
@@ -363,33 +384,24 @@ func (tx *Tx) AllPoints(trialID uint64) (map[int32][]*pb.CurvePoint, error) {
 		return out, nil
 	}
 	err = b.ForEach(func(k, v []byte) error {
-		attempt, _, err := decodePair(k)
-		if err != nil || attempt < 1 || attempt > 1<<31-1 {
-			return fmt.Errorf("points of trial %d: bad key %x: %w", trialID, k, ErrCorrupt)
+		// Keys ascend by attempt, then seq, so out[attempt] holds the attempt's
+		// records before this one, and this one must continue them.
+		a, _, _ := decodePair(k)
+		next := uint64(1)
+		if a >= 1 && a <= 1<<31-1 {
+			next = nextSeq(out[int32(a)])
 		}
-		p, err := decodePoint(trialID, k, v)
+		attempt, pts, err := decodeRecord(k, v, next)
 		if err != nil {
-			return err
+			return fmt.Errorf("points of trial %d: %w", trialID, err)
 		}
-		out[int32(attempt)] = append(out[int32(attempt)], p)
+		out[attempt] = append(out[attempt], pts...)
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
-}
-
-func decodePoint(trialID uint64, k, v []byte) (*pb.CurvePoint, error) {
-	attempt, seq, err := decodePair(k)
-	if err != nil || v == nil {
-		return nil, fmt.Errorf("points of trial %d: bad entry %x: %w", trialID, k, ErrCorrupt)
-	}
-	p := new(pb.CurvePoint)
-	if err := proto.Unmarshal(v, p); err != nil {
-		return nil, fmt.Errorf("decode point of trial %d attempt %d seq %d: %v: %w", trialID, attempt, seq, err, ErrCorrupt)
-	}
-	return p, nil
 }
 
 // NextWorkerID allocates a worker id (from 1).

@@ -1040,6 +1040,53 @@ func (x *CurvePoint) GetWallTimeS() float64 {
 	return 0
 }
 
+// CurvePointBatch is the store's record format for curve points (internal/store,
+// schema version 3): the points of one AppendPoints call, or of one chunk written by
+// the migration from version 2, ascending contiguous seq. It is not sent over the wire.
+type CurvePointBatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Points        []*CurvePoint          `protobuf:"bytes,1,rep,name=points,proto3" json:"points,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CurvePointBatch) Reset() {
+	*x = CurvePointBatch{}
+	mi := &file_mixopt_v1_types_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CurvePointBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CurvePointBatch) ProtoMessage() {}
+
+func (x *CurvePointBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_mixopt_v1_types_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CurvePointBatch.ProtoReflect.Descriptor instead.
+func (*CurvePointBatch) Descriptor() ([]byte, []int) {
+	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *CurvePointBatch) GetPoints() []*CurvePoint {
+	if x != nil {
+		return x.Points
+	}
+	return nil
+}
+
 type Gpu struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Index         int32                  `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
@@ -1051,7 +1098,7 @@ type Gpu struct {
 
 func (x *Gpu) Reset() {
 	*x = Gpu{}
-	mi := &file_mixopt_v1_types_proto_msgTypes[8]
+	mi := &file_mixopt_v1_types_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1063,7 +1110,7 @@ func (x *Gpu) String() string {
 func (*Gpu) ProtoMessage() {}
 
 func (x *Gpu) ProtoReflect() protoreflect.Message {
-	mi := &file_mixopt_v1_types_proto_msgTypes[8]
+	mi := &file_mixopt_v1_types_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1076,7 +1123,7 @@ func (x *Gpu) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Gpu.ProtoReflect.Descriptor instead.
 func (*Gpu) Descriptor() ([]byte, []int) {
-	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{8}
+	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Gpu) GetIndex() int32 {
@@ -1120,7 +1167,7 @@ type Worker struct {
 
 func (x *Worker) Reset() {
 	*x = Worker{}
-	mi := &file_mixopt_v1_types_proto_msgTypes[9]
+	mi := &file_mixopt_v1_types_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1132,7 +1179,7 @@ func (x *Worker) String() string {
 func (*Worker) ProtoMessage() {}
 
 func (x *Worker) ProtoReflect() protoreflect.Message {
-	mi := &file_mixopt_v1_types_proto_msgTypes[9]
+	mi := &file_mixopt_v1_types_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1145,7 +1192,7 @@ func (x *Worker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Worker.ProtoReflect.Descriptor instead.
 func (*Worker) Descriptor() ([]byte, []int) {
-	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{9}
+	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Worker) GetId() uint64 {
@@ -1231,7 +1278,7 @@ type Recommendation struct {
 
 func (x *Recommendation) Reset() {
 	*x = Recommendation{}
-	mi := &file_mixopt_v1_types_proto_msgTypes[10]
+	mi := &file_mixopt_v1_types_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1243,7 +1290,7 @@ func (x *Recommendation) String() string {
 func (*Recommendation) ProtoMessage() {}
 
 func (x *Recommendation) ProtoReflect() protoreflect.Message {
-	mi := &file_mixopt_v1_types_proto_msgTypes[10]
+	mi := &file_mixopt_v1_types_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1256,7 +1303,7 @@ func (x *Recommendation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Recommendation.ProtoReflect.Descriptor instead.
 func (*Recommendation) Descriptor() ([]byte, []int) {
-	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{10}
+	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Recommendation) GetStudyId() uint64 {
@@ -1403,7 +1450,9 @@ const file_mixopt_v1_types_proto_rawDesc = "" +
 	"\vwall_time_s\x18\x06 \x01(\x01R\twallTimeS\x1a7\n" +
 	"\tEvalEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"N\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"@\n" +
+	"\x0fCurvePointBatch\x12-\n" +
+	"\x06points\x18\x01 \x03(\v2\x15.mixopt.v1.CurvePointR\x06points\"N\n" +
 	"\x03Gpu\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x05R\x05index\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1d\n" +
@@ -1462,23 +1511,24 @@ func file_mixopt_v1_types_proto_rawDescGZIP() []byte {
 }
 
 var file_mixopt_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_mixopt_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_mixopt_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_mixopt_v1_types_proto_goTypes = []any{
-	(StudyState)(0),        // 0: mixopt.v1.StudyState
-	(TrialState)(0),        // 1: mixopt.v1.TrialState
-	(WorkerState)(0),       // 2: mixopt.v1.WorkerState
-	(*StudySpec)(nil),      // 3: mixopt.v1.StudySpec
-	(*Domain)(nil),         // 4: mixopt.v1.Domain
-	(*Scale)(nil),          // 5: mixopt.v1.Scale
-	(*Objective)(nil),      // 6: mixopt.v1.Objective
-	(*Fidelity)(nil),       // 7: mixopt.v1.Fidelity
-	(*Study)(nil),          // 8: mixopt.v1.Study
-	(*Trial)(nil),          // 9: mixopt.v1.Trial
-	(*CurvePoint)(nil),     // 10: mixopt.v1.CurvePoint
-	(*Gpu)(nil),            // 11: mixopt.v1.Gpu
-	(*Worker)(nil),         // 12: mixopt.v1.Worker
-	(*Recommendation)(nil), // 13: mixopt.v1.Recommendation
-	nil,                    // 14: mixopt.v1.CurvePoint.EvalEntry
+	(StudyState)(0),         // 0: mixopt.v1.StudyState
+	(TrialState)(0),         // 1: mixopt.v1.TrialState
+	(WorkerState)(0),        // 2: mixopt.v1.WorkerState
+	(*StudySpec)(nil),       // 3: mixopt.v1.StudySpec
+	(*Domain)(nil),          // 4: mixopt.v1.Domain
+	(*Scale)(nil),           // 5: mixopt.v1.Scale
+	(*Objective)(nil),       // 6: mixopt.v1.Objective
+	(*Fidelity)(nil),        // 7: mixopt.v1.Fidelity
+	(*Study)(nil),           // 8: mixopt.v1.Study
+	(*Trial)(nil),           // 9: mixopt.v1.Trial
+	(*CurvePoint)(nil),      // 10: mixopt.v1.CurvePoint
+	(*CurvePointBatch)(nil), // 11: mixopt.v1.CurvePointBatch
+	(*Gpu)(nil),             // 12: mixopt.v1.Gpu
+	(*Worker)(nil),          // 13: mixopt.v1.Worker
+	(*Recommendation)(nil),  // 14: mixopt.v1.Recommendation
+	nil,                     // 15: mixopt.v1.CurvePoint.EvalEntry
 }
 var file_mixopt_v1_types_proto_depIdxs = []int32{
 	4,  // 0: mixopt.v1.StudySpec.domains:type_name -> mixopt.v1.Domain
@@ -1488,14 +1538,15 @@ var file_mixopt_v1_types_proto_depIdxs = []int32{
 	3,  // 4: mixopt.v1.Study.spec:type_name -> mixopt.v1.StudySpec
 	0,  // 5: mixopt.v1.Study.state:type_name -> mixopt.v1.StudyState
 	1,  // 6: mixopt.v1.Trial.state:type_name -> mixopt.v1.TrialState
-	14, // 7: mixopt.v1.CurvePoint.eval:type_name -> mixopt.v1.CurvePoint.EvalEntry
-	11, // 8: mixopt.v1.Worker.gpus:type_name -> mixopt.v1.Gpu
-	2,  // 9: mixopt.v1.Worker.state:type_name -> mixopt.v1.WorkerState
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	15, // 7: mixopt.v1.CurvePoint.eval:type_name -> mixopt.v1.CurvePoint.EvalEntry
+	10, // 8: mixopt.v1.CurvePointBatch.points:type_name -> mixopt.v1.CurvePoint
+	12, // 9: mixopt.v1.Worker.gpus:type_name -> mixopt.v1.Gpu
+	2,  // 10: mixopt.v1.Worker.state:type_name -> mixopt.v1.WorkerState
+	11, // [11:11] is the sub-list for method output_type
+	11, // [11:11] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_mixopt_v1_types_proto_init() }
@@ -1509,7 +1560,7 @@ func file_mixopt_v1_types_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mixopt_v1_types_proto_rawDesc), len(file_mixopt_v1_types_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
