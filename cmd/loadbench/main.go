@@ -24,12 +24,14 @@ func main() {
 	flag.IntVar(&cfg.TrialsPerWorker, "trials-per-worker", 4, "study size: workers x this many trials")
 	flag.IntVar(&cfg.PointsPerTrial, "points", 200, "curve points per trial")
 	flag.StringVar(&cfg.Policy, "policy", "random", "decision policy")
+	flag.Float64Var(&cfg.TrialSeconds, "trial-seconds", 4, "replay time of one trial (0: as fast as possible, saturating the coordinator)")
 	flag.DurationVar(&cfg.Timeout, "timeout", 10*time.Minute, "bound on each run")
 	flag.StringVar(&cfg.CPUProfile, "cpuprofile", "", "have the coordinator write a CPU profile here (last run)")
 	flag.Parse()
 
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "workers\ttrials\tpoints\tseconds\tpoints/s\tdecision p50\tdecision p99\tcoordinator peak MB\tlost\tduplicated\t")
+	fmt.Fprintf(tw, "trial replay %gs, %d points per trial, policy %s\n", cfg.TrialSeconds, cfg.PointsPerTrial, cfg.Policy)
+	fmt.Fprintln(tw, "workers\ttrials\tpoints\tseconds\tpoints/s\tassign p50 (coord)\tassign p99 (coord)\tacquire p50 (worker)\tacquire p99 (worker)\tcoordinator peak MB\tlost\tduplicated\t")
 	failed := false
 	for _, w := range strings.Split(workers, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(w))
@@ -51,9 +53,9 @@ func main() {
 			continue
 		}
 		os.RemoveAll(dir)
-		fmt.Fprintf(tw, "%d\t%d\t%d\t%.1f\t%.0f\t%s\t%s\t%.0f\t%d\t%d\t\n", res.Workers, res.Trials, res.PointsStored,
-			res.Elapsed.Seconds(), res.PointsPerSecond, res.DecisionP50.Round(time.Millisecond),
-			res.DecisionP99.Round(time.Millisecond), res.CoordinatorPeakMB, res.Lost, res.Duplicated)
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%.1f\t%.0f\t%s\t%s\t%s\t%s\t%.0f\t%d\t%d\t\n", res.Workers, res.Trials, res.PointsStored,
+			res.Elapsed.Seconds(), res.PointsPerSecond, res.ServerP50.Round(time.Millisecond), res.ServerP99.Round(time.Millisecond),
+			res.DecisionP50.Round(time.Millisecond), res.DecisionP99.Round(time.Millisecond), res.CoordinatorPeakMB, res.Lost, res.Duplicated)
 		tw.Flush()
 		if res.Lost != 0 || res.Duplicated != 0 {
 			failed = true

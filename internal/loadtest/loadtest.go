@@ -39,6 +39,9 @@ type Config struct {
 	PointsPerTrial int
 	// Policy decides the trials ("random" keeps the decision itself cheap).
 	Policy string
+	// TrialSeconds is how long a worker takes to replay one trial (0: as fast as it can,
+	// which saturates the coordinator: latency is then queueing, N / throughput).
+	TrialSeconds float64
 	// Dir holds the database and logs.
 	Dir string
 	// Timeout bounds the whole run.
@@ -55,8 +58,10 @@ type Result struct {
 	Lost, Duplicated  int64
 	Elapsed           time.Duration
 	PointsPerSecond   float64
-	DecisionP50       time.Duration // AcquireTrial calls that returned a trial
+	DecisionP50       time.Duration // AcquireTrial calls that returned a trial, seen by workers
 	DecisionP99       time.Duration
+	ServerP50         time.Duration // the same, measured inside the coordinator
+	ServerP99         time.Duration
 	CoordinatorPeakMB float64 // peak resident memory of the coordinator process
 }
 
@@ -114,12 +119,14 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	defer cancel()
 	dbPath := filepath.Join(cfg.Dir, "load.db")
 	addrFile := filepath.Join(cfg.Dir, "addr")
+	httpAddrFile := filepath.Join(cfg.Dir, "http-addr")
 	logFile, err := os.Create(filepath.Join(cfg.Dir, "coordinator.log"))
 	if err != nil {
 		return nil, err
 	}
 	defer logFile.Close()
-	coord := exec.Command(cfg.CoordinatorBin, "-listen", "127.0.0.1:0", "-addr-file", addrFile, "-http-listen", "",
+	coord := exec.Command(cfg.CoordinatorBin, "-listen", "127.0.0.1:0", "-addr-file", addrFile,
+		"-http-listen", "127.0.0.1:0", "-http-addr-file", httpAddrFile,
 		"-db", dbPath, "-lease-ttl", "60s", "-register-rate", "100000", "-register-burst", "100000", "-log-level", "warn")
 	if cfg.CPUProfile != "" {
 		coord.Args = append(coord.Args, "-cpuprofile", cfg.CPUProfile)
@@ -161,7 +168,13 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		Seed:        1,
 	}
 
-	runner := &countingRunner{inner: worker.SimRunner{Source: sim.NewSynthetic(sim.SyntheticOptions{}), Speedup: 1e12},
+	// The synthetic source models wall time as FLOPs / 1e14 per second; pick the speed-up
+	// that makes one trial last TrialSeconds.
+	speedup := 1e12
+	if cfg.TrialSeconds > 0 {
+		speedup = float64(steps) * spec.Scales[0].FlopsPerStep / 1e14 / cfg.TrialSeconds
+	}
+	runner := &countingRunner{inner: worker.SimRunner{Source: sim.NewSynthetic(sim.SyntheticOptions{}), Speedup: speedup},
 		sent: map[[2]uint64]int64{}}
 	lat := &latencies{}
 	workCtx, stopWorkers := context.WithCancel(ctx)
@@ -194,13 +207,22 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	elapsed := time.Since(begin)
 	peak, _ := peakRSSMB(coord.Process.Pid)
+	httpAddr, err := waitAddr(ctx, httpAddrFile)
+	if err != nil {
+		return nil, err
+	}
+	serverP50, serverP99, err := assignmentQuantiles(ctx, httpAddr)
+	if err != nil {
+		return nil, err
+	}
 	stopWorkers()
 	wg.Wait()
 	coord.Process.Signal(syscall.SIGTERM)
 	coord.Wait()
 
 	res := &Result{Workers: cfg.Workers, Trials: trials, PointsSent: runner.total.Load(), Elapsed: elapsed,
-		DecisionP50: lat.quantile(0.5), DecisionP99: lat.quantile(0.99), CoordinatorPeakMB: peak}
+		DecisionP50: lat.quantile(0.5), DecisionP99: lat.quantile(0.99), CoordinatorPeakMB: peak,
+		ServerP50: serverP50, ServerP99: serverP99}
 	if err := verify(dbPath, runner, res); err != nil {
 		return nil, err
 	}

@@ -44,6 +44,9 @@ type Recorder interface {
 	PointsIngested(n int)
 	// ObserveDecision records how long the policy took to decide the next trial.
 	ObserveDecision(policy string, d time.Duration)
+	// ObserveAssignment records how long a worker's request for a trial took to be
+	// served with one, queueing behind other decisions included.
+	ObserveAssignment(d time.Duration)
 	// ObserveGPFit records how long one Gaussian-process fit took.
 	ObserveGPFit(d time.Duration)
 	// SetBudget records a study's spent FLOPs and its total budget.
@@ -66,6 +69,7 @@ func (Nop) SetTrials(uint64, map[string]int)      {}
 func (Nop) PointsIngested(int)                    {}
 func (Nop) ObserveDecision(string, time.Duration) {}
 func (Nop) ObserveGPFit(time.Duration)            {}
+func (Nop) ObserveAssignment(time.Duration)       {}
 func (Nop) SetBudget(uint64, float64, float64)    {}
 func (Nop) ForgetStudy(uint64)                    {}
 
@@ -76,6 +80,7 @@ type Prometheus struct {
 	trials      *prometheus.GaugeVec
 	points      prometheus.Counter
 	decision    *prometheus.HistogramVec
+	assignment  prometheus.Histogram
 	gpFit       prometheus.Histogram
 	budgetSpent *prometheus.GaugeVec
 	budgetTotal *prometheus.GaugeVec
@@ -88,6 +93,7 @@ const (
 	NameTrials         = "mixopt_trials"
 	NamePointsIngested = "mixopt_points_ingested_total"
 	NameDecision       = "mixopt_decision_duration_seconds"
+	NameAssignment     = "mixopt_assignment_duration_seconds"
 	NameGPFit          = "mixopt_gp_fit_duration_seconds"
 	NameBudgetSpent    = "mixopt_budget_spent_flops"
 	NameBudgetTotal    = "mixopt_budget_total_flops"
@@ -110,6 +116,11 @@ func New() *Prometheus {
 			Name: NameDecision, Help: "Time the policy took to decide the next trial.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 9),
 		}, []string{"policy"}),
+		// Fine buckets (1ms doubling to ~65s): the load benchmark reads its quantiles.
+		assignment: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: NameAssignment, Help: "Time from a worker's request for a trial to the trial leased, queueing included.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 17),
+		}),
 		gpFit: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: NameGPFit, Help: "Time one Gaussian-process hyperparameter fit took.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 9),
@@ -121,7 +132,7 @@ func New() *Prometheus {
 			Name: NameBudgetTotal, Help: "A study's total budget in FLOPs.",
 		}, []string{"study"}),
 	}
-	p.reg.MustRegister(p.trials, p.points, p.decision, p.gpFit, p.budgetSpent, p.budgetTotal,
+	p.reg.MustRegister(p.trials, p.points, p.decision, p.assignment, p.gpFit, p.budgetSpent, p.budgetTotal,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return p
 }
@@ -159,6 +170,8 @@ func (p *Prometheus) ObserveDecision(policy string, d time.Duration) {
 }
 
 func (p *Prometheus) ObserveGPFit(d time.Duration) { p.gpFit.Observe(d.Seconds()) }
+
+func (p *Prometheus) ObserveAssignment(d time.Duration) { p.assignment.Observe(d.Seconds()) }
 
 func (p *Prometheus) SetBudget(studyID uint64, spent, budget float64) {
 	sid := studyLabel(studyID)

@@ -37,6 +37,7 @@ func TestExpositionHasEveryMetric(t *testing.T) {
 	m.PointsIngested(0) // ignored, not a panic
 	m.ObserveDecision("mfbo", 30*time.Millisecond)
 	m.ObserveGPFit(200 * time.Millisecond)
+	m.ObserveAssignment(3 * time.Millisecond)
 	m.SetBudget(7, 1.5e18, 1e19)
 
 	body := scrape(t, m.Handler())
@@ -48,6 +49,7 @@ func TestExpositionHasEveryMetric(t *testing.T) {
 		NamePointsIngested + " 12",
 		"# TYPE " + NameDecision + " histogram",
 		NameDecision + `_count{policy="mfbo"} 1`,
+		NameAssignment + `_bucket{le="0.004"} 1`,
 		"# TYPE " + NameGPFit + " histogram",
 		NameGPFit + "_count 1",
 		NameBudgetSpent + `{study="7"} 1.5e+18`,

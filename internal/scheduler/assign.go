@@ -98,6 +98,7 @@ type assignReq struct {
 // each study and one write transaction: a fleet of workers asking at once pays for one
 // disk sync, not one each (flat combining over decideMu).
 func (s *Scheduler) tryAssign(ctx context.Context, workerID uint64) (*pb.Assignment, error) {
+	start := time.Now()
 	req := &assignReq{workerID: workerID, done: make(chan struct{})}
 	s.mu.Lock()
 	s.assignQueue = append(s.assignQueue, req)
@@ -113,6 +114,9 @@ func (s *Scheduler) tryAssign(ctx context.Context, workerID uint64) (*pb.Assignm
 	}
 	s.decideMu.Unlock()
 	<-req.done // served by this batch or by an earlier holder's
+	if req.a != nil {
+		s.cfg.Metrics.ObserveAssignment(time.Since(start))
+	}
 	return req.a, req.err
 }
 

@@ -56,7 +56,9 @@ func (c *Config) setDefaults() {
 		c.PollWait = 2 * time.Second
 	}
 	if c.FlushInterval <= 0 {
-		c.FlushInterval = 200 * time.Millisecond
+		// Long enough that a fast curve goes in batches (one RPC and one commit for many
+		// points), short enough that the dashboard stays live.
+		c.FlushInterval = time.Second
 	}
 	if c.MaxBatch <= 0 {
 		c.MaxBatch = 500
