@@ -122,7 +122,7 @@ func TestCoordinatorKilledThreeTimes(t *testing.T) {
 	c := newCluster(t, "15s")
 	coord := c.coordinator()
 	for i := 1; i <= 4; i++ {
-		c.worker(fmt.Sprintf("w%d", i), "4000")
+		c.worker(fmt.Sprintf("w%d", i), "500") // about 3 s a trial: time for three kills
 	}
 	c.createStudy(faultSpec(16, 4))
 	for kill := 1; kill <= 3; kill++ {
