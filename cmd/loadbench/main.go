@@ -52,7 +52,11 @@ func main() {
 			failed = true
 			continue
 		}
-		os.RemoveAll(dir)
+		if os.Getenv("MIXOPT_LOADTEST_DEBUG") == "" {
+			os.RemoveAll(dir)
+		} else {
+			fmt.Fprintf(os.Stderr, "loadbench: logs kept in %s\n", dir)
+		}
 		fmt.Fprintf(tw, "%d\t%d\t%d\t%.1f\t%.0f\t%s\t%s\t%s\t%s\t%.0f\t%d\t%d\t\n", res.Workers, res.Trials, res.PointsStored,
 			res.Elapsed.Seconds(), res.PointsPerSecond, res.ServerP50.Round(time.Millisecond), res.ServerP99.Round(time.Millisecond),
 			res.DecisionP50.Round(time.Millisecond), res.DecisionP99.Round(time.Millisecond), res.CoordinatorPeakMB, res.Lost, res.Duplicated)

@@ -127,7 +127,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	defer logFile.Close()
 	coord := exec.Command(cfg.CoordinatorBin, "-listen", "127.0.0.1:0", "-addr-file", addrFile,
 		"-http-listen", "127.0.0.1:0", "-http-addr-file", httpAddrFile,
-		"-db", dbPath, "-lease-ttl", "60s", "-register-rate", "100000", "-register-burst", "100000", "-log-level", "warn")
+		"-db", dbPath, "-lease-ttl", "60s", "-register-rate", "100000", "-register-burst", "100000", "-log-level", cfg.logLevel())
 	if cfg.CPUProfile != "" {
 		coord.Args = append(coord.Args, "-cpuprofile", cfg.CPUProfile)
 	}
@@ -322,4 +322,13 @@ func peakRSSMB(pid int) (float64, error) {
 		}
 	}
 	return 0, errors.New("no VmHWM in /proc status")
+}
+
+// logLevel is the coordinator's: debug when MIXOPT_LOADTEST_DEBUG is set, to see each
+// group decision's size and timing in the coordinator log.
+func (cfg Config) logLevel() string {
+	if os.Getenv("MIXOPT_LOADTEST_DEBUG") != "" {
+		return "debug"
+	}
+	return "warn"
 }

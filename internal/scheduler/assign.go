@@ -132,6 +132,7 @@ type plannedTrial struct {
 
 // assignBatch serves a group of requests. Callers hold decideMu.
 func (s *Scheduler) assignBatch(ctx context.Context, batch []*assignReq) {
+	began := time.Now()
 	defer func() {
 		for _, r := range batch {
 			close(r.done)
@@ -207,6 +208,11 @@ func (s *Scheduler) assignBatch(ctx context.Context, batch []*assignReq) {
 			}
 		}
 	}
+	planned := time.Now()
+	defer func() {
+		s.log.Debug("group decision", zap.Int("requests", len(batch)), zap.Int("plans", len(plans)),
+			zap.Duration("read_and_plan", planned.Sub(began)), zap.Duration("commit", time.Since(planned)))
+	}()
 	if err := s.commitPlans(plans); err != nil {
 		for _, r := range batch {
 			if r.err == nil && r.a == nil {
@@ -278,13 +284,14 @@ func (s *Scheduler) plan(ctx context.Context, snap *studySnapshot, plans *[]*pla
 	if spec.MaxTrials > 0 && study.TrialsCreated >= spec.MaxTrials {
 		return nil, "max trials reached", nil
 	}
-	budgetLeft := spec.BudgetFlops - study.SpentFlops - snap.committed()
 	policy, err := s.cfg.NewPolicy(spec.Policy)
 	if err != nil {
 		return nil, "", err
 	}
+	req := snap.nextRequest()
+	budgetLeft := req.Problem.BudgetLeft
 	start := time.Now() // wall time, not the injected clock: this measures the policy
-	d, err := policy.Next(ctx, snap.request(budgetLeft))
+	d, err := policy.Next(ctx, req)
 	s.cfg.Metrics.ObserveDecision(spec.Policy, time.Since(start))
 	if errors.Is(err, bo.ErrNoTrialFits) {
 		return nil, "budget exhausted", nil
@@ -299,9 +306,7 @@ func (s *Scheduler) plan(ctx context.Context, snap *studySnapshot, plans *[]*pla
 		StudyId: study.Id, Mixture: d.Trial.Mixture, Scale: spec.Scales[d.Trial.Scale].Name, Steps: d.Trial.Steps,
 		CreateTimeUnixMs: unixMs(s.now()), State: pb.TrialState_TRIAL_STATE_PENDING,
 	}
-	snap.trials = append(snap.trials, t)
-	study.TrialsCreated++
-	snap.policyState = d.State
+	snap.addDecided(t, d.Trial, d.State)
 	q := &plannedTrial{study: snap, trial: t, isNew: true}
 	*plans = append(*plans, q)
 	gpus := placeOn(w, free, spec.Scales[d.Trial.Scale])

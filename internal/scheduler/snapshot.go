@@ -13,6 +13,13 @@ type studySnapshot struct {
 	trials      []*pb.Trial
 	curves      map[uint64][]bo.CurvePoint // objective curve of the current attempt by trial id
 	policyState []byte
+
+	// A group decision asks the policy once per worker; these carry the request and the
+	// committed compute from one decision to the next, updated by addDecided, instead of
+	// rebuilding them from every trial each time.
+	decisionReq   *bo.Request
+	committedNow  float64
+	committedDone bool
 }
 
 func (s *Scheduler) loadSnapshot(tx *store.Tx, id uint64) (*studySnapshot, error) {
@@ -129,4 +136,37 @@ func (snap *studySnapshot) pending() []*pb.Trial {
 		}
 	}
 	return out
+}
+
+// nextRequest is the policy's input for the snapshot's next decision, with the budget left
+// after what is spent and committed to active trials.
+func (snap *studySnapshot) nextRequest() bo.Request {
+	if !snap.committedDone {
+		snap.committedNow, snap.committedDone = snap.committed(), true
+	}
+	spec := snap.study.Spec
+	budgetLeft := spec.BudgetFlops - snap.study.SpentFlops - snap.committedNow
+	if snap.decisionReq == nil {
+		req := snap.request(budgetLeft)
+		snap.decisionReq = &req
+	}
+	req := *snap.decisionReq
+	req.Problem.BudgetLeft = budgetLeft
+	req.Decision = int(snap.study.TrialsCreated)
+	req.State = snap.policyState
+	return req
+}
+
+// addDecided records a trial the group decision just created, so the next decision
+// counts it as pending and its cost as committed.
+func (snap *studySnapshot) addDecided(t *pb.Trial, decided bo.Trial, state []byte) {
+	snap.trials = append(snap.trials, t)
+	snap.study.TrialsCreated++
+	snap.policyState = state
+	if snap.committedDone {
+		snap.committedNow += remainingCost(snap.study.Spec, t)
+	}
+	if snap.decisionReq != nil {
+		snap.decisionReq.Pending = append(snap.decisionReq.Pending, decided)
+	}
 }
