@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"strconv"
 	"time"
@@ -110,10 +109,10 @@ func (c *cli) dialOptions() ([]grpc.DialOption, error) {
 		return nil, usageError{err}
 	}
 	if token != "" {
-		if !secure && !isLoopback(c.addr) {
+		if !secure && !auth.IsLoopback(c.addr) {
 			return nil, usageError{fmt.Errorf("--addr %s: refusing to send a token without TLS to a non-loopback address (give --tls-ca)", c.addr)}
 		}
-		creds, err := auth.NewTokenCredentials(token, !isLoopback(c.addr))
+		creds, err := auth.NewTokenCredentials(token, !auth.IsLoopback(c.addr))
 		if err != nil {
 			return nil, usageError{err}
 		}
@@ -122,17 +121,6 @@ func (c *cli) dialOptions() ([]grpc.DialOption, error) {
 	return opts, nil
 }
 
-func isLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
 
 // call dials the coordinator and runs fn with a client and a context bounded by
 // --timeout; every subcommand that makes calls goes through it.

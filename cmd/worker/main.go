@@ -8,7 +8,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -258,7 +257,7 @@ func security(cfg *worker.Config, f *flags) error {
 	if tok == "" {
 		return nil
 	}
-	if !useTLS && !isLoopback(cfg.Addr) {
+	if !useTLS && !auth.IsLoopback(cfg.Addr) {
 		return fmt.Errorf("-token-file: refusing to send the token without TLS to %s (not loopback); add -tls-ca or -tls", cfg.Addr)
 	}
 	creds, err := auth.NewTokenCredentials(tok, useTLS)
@@ -269,19 +268,6 @@ func security(cfg *worker.Config, f *flags) error {
 	return nil
 }
 
-// isLoopback says whether addr's host is a loopback name or address, where a token may
-// travel without TLS because nobody else can read the wire.
-func isLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
 
 func fail(err error) {
 	fmt.Fprintln(os.Stderr, "worker:", err)

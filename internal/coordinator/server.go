@@ -105,7 +105,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if authn != nil {
 		opts = append(opts, authn.ServerOptions()...)
-	} else if !isLoopback(cfg.Listen) {
+	} else if !auth.IsLoopback(cfg.Listen) {
 		log.Warn("serving without tokens on a non-loopback address: anyone who reaches it can control studies",
 			zap.String("listen", cfg.Listen))
 	}
@@ -232,17 +232,6 @@ func httpHandler(sched *scheduler.Scheduler, recorder *metrics.Prometheus, authn
 	return mux
 }
 
-func isLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
 
 func writeFileAtomic(path string, data []byte) error {
 	tmp := path + ".tmp"
