@@ -121,7 +121,6 @@ func (c *cli) dialOptions() ([]grpc.DialOption, error) {
 	return opts, nil
 }
 
-
 // call dials the coordinator and runs fn with a client and a context bounded by
 // --timeout; every subcommand that makes calls goes through it.
 func (c *cli) call(fn func(ctx context.Context, client pb.ControlServiceClient) error) error {

@@ -268,7 +268,6 @@ func security(cfg *worker.Config, f *flags) error {
 	return nil
 }
 
-
 func fail(err error) {
 	fmt.Fprintln(os.Stderr, "worker:", err)
 	os.Exit(1)

@@ -232,7 +232,6 @@ func httpHandler(sched *scheduler.Scheduler, recorder *metrics.Prometheus, authn
 	return mux
 }
 
-
 func writeFileAtomic(path string, data []byte) error {
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, data, 0o644); err != nil {
