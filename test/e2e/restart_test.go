@@ -41,9 +41,9 @@ func TestCoordinatorKill9MidStudy(t *testing.T) {
 	coordArgs := []string{"-listen", addr, "-http-listen", "127.0.0.1:0", "-db", db, "-lease-ttl", "10s", "-restart-grace", "20s", "-log-level", "debug"}
 	coord := start(t, dir, "coordinator", coordArgs...)
 	for i := 1; i <= 2; i++ {
-		// A trial of 1000 steps at the large scale replays in about 2 s.
+		// A trial of 1000 steps at the large scale replays in about 5 s.
 		start(t, dir, "worker", "-coordinator", addr, "-hostname", fmt.Sprintf("w%d", i),
-			"-simulate", "synthetic", "-speedup", "2000", "-slots", "2")
+			"-simulate", "synthetic", "-speedup", "700", "-slots", "2")
 	}
 	specPath := filepath.Join(dir, "spec.yaml")
 	if err := os.WriteFile(specPath, []byte(restartSpec), 0o644); err != nil {
