@@ -40,6 +40,7 @@ func run(args []string) error {
 	workers := fs.Int("workers", runtime.GOMAXPROCS(0), "runs at once")
 	out := fs.String("out", "", "directory for results.json and the plots (none when empty)")
 	quiet := fs.Bool("quiet", false, "do not print progress per run")
+	merge := fs.String("merge", "", "comma-separated results.json files whose runs join this invocation's (same objective, f* and budget; runs are deterministic per policy, seed and setting, so runs of the same code made apart combine as if made together); only their runs with seeds in [seed-base, seed-base+seeds) are kept; with -policies \"\" only the merged runs are summarised")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -72,7 +73,23 @@ func run(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	res, err := benchmark.Execute(ctx, cfg)
+	var parts []*benchmark.Result
+	for _, f := range split(*merge) {
+		r, err := benchmark.LoadResult(f)
+		if err != nil {
+			return fmt.Errorf("-merge: %w", err)
+		}
+		r.Runs = keepSeeds(r.Runs, *seedBase, *seeds)
+		parts = append(parts, r)
+	}
+	if len(cfg.Policies) > 0 || len(parts) == 0 {
+		r, err := benchmark.Execute(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		parts = append(parts, r)
+	}
+	res, err := benchmark.Merge(parts...)
 	if err != nil {
 		return err
 	}
@@ -106,6 +123,17 @@ func repoRoot() (string, error) {
 		}
 		dir = parent
 	}
+}
+
+// keepSeeds keeps the runs whose seed is one of this invocation's.
+func keepSeeds(runs []benchmark.Run, base uint64, n int) []benchmark.Run {
+	var out []benchmark.Run
+	for _, r := range runs {
+		if r.Seed >= base && r.Seed < base+uint64(n) {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 func split(s string) []string {

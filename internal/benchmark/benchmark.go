@@ -37,6 +37,16 @@ type Config struct {
 	Workers int
 	// Progress, when set, is told about each finished run.
 	Progress func(string)
+	// NewPolicy builds a policy by name (default bo.New); experiments use it to run
+	// configurations that are not registered.
+	NewPolicy func(name string) (bo.Policy, error)
+}
+
+func (cfg *Config) newPolicy(name string) (bo.Policy, error) {
+	if cfg.NewPolicy != nil {
+		return cfg.NewPolicy(name)
+	}
+	return bo.New(name)
 }
 
 // Setting is one (noise, parallelism) pair.
@@ -231,7 +241,7 @@ func Execute(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, fmt.Errorf("need seeds > 0 and budget > 0, got %d and %g", cfg.Seeds, cfg.Budget)
 	}
 	for _, name := range cfg.Policies {
-		if _, err := bo.New(name); err != nil {
+		if _, err := cfg.newPolicy(name); err != nil {
 			return nil, err
 		}
 	}
@@ -304,7 +314,7 @@ type running struct {
 // so far (finished trials plus the full cost of the running ones).
 func simulate(ctx context.Context, cfg Config, policy string, seed uint64, set Setting, fstar float64) Run {
 	run := Run{Policy: policy, Seed: seed, Setting: set, SpendBy: map[string]float64{}}
-	pol, err := bo.New(policy)
+	pol, err := cfg.newPolicy(policy)
 	if err != nil {
 		run.Err = err.Error()
 		return run

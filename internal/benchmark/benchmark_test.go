@@ -142,3 +142,20 @@ func TestReach(t *testing.T) {
 		t.Errorf("unreached level: %+v", r)
 	}
 }
+
+// Merge joins runs judged alike and refuses duplicates and other optima.
+func TestMerge(t *testing.T) {
+	a := &Result{Objective: "o", FStar: 1, Budget: 30, Runs: []Run{{Policy: "p", Seed: 1}}}
+	b := &Result{Objective: "o", FStar: 1, Budget: 30, Runs: []Run{{Policy: "p", Seed: 2}, {Policy: "q", Seed: 1}}}
+	m, err := Merge(a, b)
+	if err != nil || len(m.Runs) != 3 {
+		t.Fatalf("merge: %v, %d runs", err, len(m.Runs))
+	}
+	if _, err := Merge(a, a); err == nil {
+		t.Error("duplicate run merged")
+	}
+	c := &Result{Objective: "o", FStar: 2, Budget: 30}
+	if _, err := Merge(a, c); err == nil {
+		t.Error("results with different f* merged")
+	}
+}

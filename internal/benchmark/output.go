@@ -128,3 +128,47 @@ func plotSetting(path string, res *Result, st Setting, sums []PolicySummary) err
 	}
 	return nil
 }
+
+// LoadResult reads the runs of a results.json written by WriteFiles.
+func LoadResult(path string) (*Result, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var r Result
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &r, nil
+}
+
+// Merge combines results judged against the same objective, optimum and budget. Runs are
+// deterministic in (policy, seed, setting), so runs from separate invocations of the same
+// code combine as if made in one; a (policy, seed, setting) present twice is an error.
+func Merge(parts ...*Result) (*Result, error) {
+	if len(parts) == 0 {
+		return nil, fmt.Errorf("merge: nothing to merge")
+	}
+	out := &Result{Objective: parts[0].Objective, FStar: parts[0].FStar, FStarMix: parts[0].FStarMix, Budget: parts[0].Budget}
+	type key struct {
+		p string
+		s uint64
+		t Setting
+	}
+	seen := map[key]bool{}
+	for _, p := range parts {
+		if p.Objective != out.Objective || math.Abs(p.FStar-out.FStar) > 1e-12 || p.Budget != out.Budget {
+			return nil, fmt.Errorf("merge: results differ in objective, f* or budget (%s %g %g vs %s %g %g)",
+				p.Objective, p.FStar, p.Budget, out.Objective, out.FStar, out.Budget)
+		}
+		for _, r := range p.Runs {
+			k := key{r.Policy, r.Seed, r.Setting}
+			if seen[k] {
+				return nil, fmt.Errorf("merge: %s seed %d %s appears twice", r.Policy, r.Seed, r.Setting)
+			}
+			seen[k] = true
+			out.Runs = append(out.Runs, r)
+		}
+	}
+	return out, nil
+}

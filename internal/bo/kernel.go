@@ -24,6 +24,8 @@ type kernel struct {
 	k int // number of domains
 	// noLocal pins sf3 near zero: no scale-local mixture term.
 	noLocal bool
+	// noTrend pins sf1 near zero: no additive fidelity trend, a plain product kernel.
+	noTrend bool
 }
 
 func (kn kernel) iLW(d int) int { return d }
@@ -67,6 +69,10 @@ func (kn kernel) bounds() hyperBounds {
 	set(kn.iSF3(), math.Log(1e-6), math.Log(10), math.Log(0.01))
 	if kn.noLocal {
 		set(kn.iSF3(), math.Log(1e-10), math.Log(1e-10), math.Log(1e-10))
+	}
+	if kn.noTrend {
+		set(kn.iSF1(), math.Log(1e-10), math.Log(1e-10), math.Log(1e-10))
+		set(kn.iSF2(), math.Log(1e-3), math.Log(100), math.Log(1))
 	}
 	return b
 }

@@ -295,3 +295,32 @@ func BenchmarkDecisionRefit(b *testing.B) {
 		})
 	}
 }
+
+// After CheapStreak cheap trials in a row the next trial costs at least CheapCost; before
+// that every fidelity stays allowed.
+func TestLimitCheap(t *testing.T) {
+	p := synthProblem()
+	cfg := MFMSConfig()
+	cfg.CheapStreak, cfg.CheapCost = 3, 0.05
+	m := NewMF("mfms", cfg)
+	fids := m.fidelities(&p)
+	cheap := Trial{Mixture: wStar, Scale: 0, Steps: 2000} // 1/80 of a target run
+	big := Trial{Mixture: wStar, Scale: 2, Steps: 2000}
+	req := Request{Problem: p}
+	for _, o := range []Trial{big, cheap, cheap} {
+		req.Observations = append(req.Observations, Observation{Trial: o})
+	}
+	if got := m.limitCheap(&req, fids); len(got) != len(fids) {
+		t.Fatalf("two cheap trials in a row: %d of %d fidelities kept", len(got), len(fids))
+	}
+	req.Pending = []Trial{cheap}
+	got := m.limitCheap(&req, fids)
+	if len(got) == 0 || len(got) == len(fids) {
+		t.Fatalf("three cheap trials in a row: %d of %d fidelities kept", len(got), len(fids))
+	}
+	for _, f := range got {
+		if f.cost < cfg.CheapCost {
+			t.Errorf("fidelity %+v kept after the streak", f)
+		}
+	}
+}
