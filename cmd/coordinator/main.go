@@ -83,6 +83,19 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
+	// SIGHUP reloads the tokens file (docs/security.md: rotation).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	reload := make(chan struct{}, 1)
+	go func() {
+		for range hup {
+			select {
+			case reload <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	cfg.ReloadTokens = reload
 	if err := coordinator.Run(ctx, cfg); err != nil {
 		log.Error("coordinator failed", zap.Error(err))
 		fail(err)

@@ -50,8 +50,11 @@ type Config struct {
 	// RegisterRate and RegisterBurst bound worker registrations per second.
 	RegisterRate  float64
 	RegisterBurst int
-	Scheduler     scheduler.Config
-	Logger        *zap.Logger
+	// ReloadTokens, when it receives, makes the coordinator read TokensFile again (token
+	// rotation without a restart; cmd/coordinator sends on SIGHUP).
+	ReloadTokens <-chan struct{}
+	Scheduler    scheduler.Config
+	Logger       *zap.Logger
 }
 
 func (cfg *Config) setDefaults() {
@@ -146,6 +149,9 @@ func Run(ctx context.Context, cfg Config) error {
 	schedCtx, stopSched := context.WithCancel(ctx)
 	defer stopSched()
 	go sched.Run(schedCtx)
+	if authn != nil && cfg.ReloadTokens != nil {
+		go reloadTokens(schedCtx, cfg, authn)
+	}
 
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- srv.Serve(lis) }()
@@ -216,6 +222,28 @@ func security(cfg Config) (*tls.Config, *auth.Authenticator, error) {
 		cfg.Logger.Warn(warning)
 	}
 	return tlsConfig, auth.NewAuthenticator(tokens), nil
+}
+
+// reloadTokens swaps in the tokens file's current content on each signal; a file that
+// does not load keeps the tokens in force.
+func reloadTokens(ctx context.Context, cfg Config, authn *auth.Authenticator) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-cfg.ReloadTokens:
+			tokens, warning, err := auth.LoadTokensFile(cfg.TokensFile)
+			if err != nil {
+				cfg.Logger.Error("tokens not reloaded; the previous ones stay in force", zap.Error(err))
+				continue
+			}
+			if warning != "" {
+				cfg.Logger.Warn(warning)
+			}
+			authn.SetTokens(tokens)
+			cfg.Logger.Info("tokens reloaded", zap.Int("tokens", tokens.Len()))
+		}
+	}
 }
 
 // httpHandler serves /metrics and the read-only dashboard, behind the viewer role when

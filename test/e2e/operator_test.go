@@ -20,6 +20,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -236,5 +237,29 @@ func TestExportFormats(t *testing.T) {
 		Params: first.Params, Steps: first.Steps})
 	if err != nil || run.Distance != 0 || len(run.Points) != 40 || !bytes.Contains([]byte(run.SourceRun), []byte("trial")) {
 		t.Fatalf("replaying the export: %d points, distance %v, run %q, %v", len(run.Points), run.Distance, run.SourceRun, err)
+	}
+}
+
+// Token rotation: SIGHUP makes the coordinator read its tokens file again.
+func TestTokenRotationOnSIGHUP(t *testing.T) {
+	dir := t.TempDir()
+	tokens := filepath.Join(dir, "tokens")
+	const oldTok, newTok = "admin-old-0123456789abcdef", "admin-new-0123456789abcdef"
+	os.WriteFile(tokens, []byte("admin "+oldTok+"\n"), 0o600)
+	addr := freeAddr(t)
+	coord := start(t, dir, "coordinator", "-listen", addr, "-http-listen", "", "-db", filepath.Join(dir, "db"), "-tokens", tokens)
+	studies := func(tok string) int {
+		code, _ := mixctlCode(t, []string{"MIXOPT_TOKEN=" + tok}, "--addr", addr, "studies")
+		return code
+	}
+	eventually(t, 30*time.Second, "coordinator to serve", func() bool { return studies(oldTok) == 0 })
+	if code := studies(newTok); code != 7 {
+		t.Fatalf("new token before the reload: exit %d, want 7", code)
+	}
+	os.WriteFile(tokens, []byte("admin "+newTok+"\n"), 0o600)
+	coord.signal(syscall.SIGHUP)
+	eventually(t, 30*time.Second, "the new token to be accepted", func() bool { return studies(newTok) == 0 })
+	if code := studies(oldTok); code != 7 {
+		t.Fatalf("old token after the reload: exit %d, want 7", code)
 	}
 }
