@@ -60,7 +60,7 @@ func main() {
 		fmt.Fprintf(tw, "%d\t%d\t%d\t%.1f\t%.0f\t%s\t%s\t%s\t%s\t%.0f\t%d\t%d\t\n", res.Workers, res.Trials, res.PointsStored,
 			res.Elapsed.Seconds(), res.PointsPerSecond, res.ServerP50.Round(time.Millisecond), res.ServerP99.Round(time.Millisecond),
 			res.DecisionP50.Round(time.Millisecond), res.DecisionP99.Round(time.Millisecond), res.CoordinatorPeakMB, res.Lost, res.Duplicated)
-		tw.Flush()
+		fmt.Fprintf(os.Stderr, "loadbench: %d workers done\n", n) // the table prints at the end, aligned
 		if res.Lost != 0 || res.Duplicated != 0 {
 			failed = true
 		}
