@@ -151,8 +151,12 @@ func TestMerge(t *testing.T) {
 	if err != nil || len(m.Runs) != 3 {
 		t.Fatalf("merge: %v, %d runs", err, len(m.Runs))
 	}
-	if _, err := Merge(a, a); err == nil {
-		t.Error("duplicate run merged")
+	if m, err := Merge(a, a); err != nil || len(m.Runs) != 1 {
+		t.Errorf("the same run twice: %v, %d runs", err, len(m.Runs))
+	}
+	d := &Result{Objective: "o", FStar: 1, Budget: 30, Runs: []Run{{Policy: "p", Seed: 1, Curve: []Point{{1, 0.1}}}}}
+	if _, err := Merge(a, d); err == nil {
+		t.Error("two different outcomes of one run merged")
 	}
 	c := &Result{Objective: "o", FStar: 2, Budget: 30}
 	if _, err := Merge(a, c); err == nil {

@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 
 	"gonum.org/v1/plot"
@@ -142,9 +143,22 @@ func LoadResult(path string) (*Result, error) {
 	return &r, nil
 }
 
+func sameCurve(a, b []Point) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
 // Merge combines results judged against the same objective, optimum and budget. Runs are
 // deterministic in (policy, seed, setting), so runs from separate invocations of the same
-// code combine as if made in one; a (policy, seed, setting) present twice is an error.
+// code combine as if made in one; a (policy, seed, setting) present twice counts once when
+// its curves agree and is an error otherwise.
 func Merge(parts ...*Result) (*Result, error) {
 	if len(parts) == 0 {
 		return nil, fmt.Errorf("merge: nothing to merge")
@@ -155,7 +169,7 @@ func Merge(parts ...*Result) (*Result, error) {
 		s uint64
 		t Setting
 	}
-	seen := map[key]bool{}
+	seen := map[key]*Run{}
 	for _, p := range parts {
 		if p.Objective != out.Objective || math.Abs(p.FStar-out.FStar) > 1e-12 || p.Budget != out.Budget {
 			return nil, fmt.Errorf("merge: results differ in objective, f* or budget (%s %g %g vs %s %g %g)",
@@ -163,12 +177,38 @@ func Merge(parts ...*Result) (*Result, error) {
 		}
 		for _, r := range p.Runs {
 			k := key{r.Policy, r.Seed, r.Setting}
-			if seen[k] {
-				return nil, fmt.Errorf("merge: %s seed %d %s appears twice", r.Policy, r.Seed, r.Setting)
+			if prev := seen[k]; prev != nil {
+				// The same deterministic run merged twice (say, from a file that already
+				// merged it) counts once; two different outcomes are an error.
+				if sameCurve(prev.Curve, r.Curve) {
+					continue
+				}
+				return nil, fmt.Errorf("merge: %s seed %d %s appears twice with different outcomes", r.Policy, r.Seed, r.Setting)
 			}
-			seen[k] = true
+			seen[k] = &r
 			out.Runs = append(out.Runs, r)
 		}
 	}
+	// Order as Execute does: setting (noise, then parallelism), policy in order of first
+	// appearance, seed; so the table shows one block per setting.
+	first := map[string]int{}
+	for _, r := range out.Runs {
+		if _, ok := first[r.Policy]; !ok {
+			first[r.Policy] = len(first)
+		}
+	}
+	sort.SliceStable(out.Runs, func(i, j int) bool {
+		a, b := out.Runs[i], out.Runs[j]
+		if a.Setting.Noise != b.Setting.Noise {
+			return a.Setting.Noise < b.Setting.Noise
+		}
+		if a.Setting.Parallel != b.Setting.Parallel {
+			return a.Setting.Parallel < b.Setting.Parallel
+		}
+		if a.Policy != b.Policy {
+			return first[a.Policy] < first[b.Policy]
+		}
+		return a.Seed < b.Seed
+	})
 	return out, nil
 }
