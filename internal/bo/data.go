@@ -131,6 +131,9 @@ type trainingSet struct {
 	tr transform
 	// raw values of the kept points, for diagnostics
 	trials int
+	// observed is the number of usable trials before the cap on the training set: the
+	// count the refit schedule follows (trials stops growing once the cap binds).
+	observed int
 }
 
 type obsPoint struct {
@@ -194,6 +197,7 @@ func buildTraining(p *Problem, s *space, obs []Observation, opt dataOptions) (*t
 	if maxPts <= 0 {
 		maxPts = 1 << 30
 	}
+	observed := len(trials)
 	if len(trials) > maxPts {
 		// Keep the best values and the most expensive fidelities, half each.
 		idx := make([]int, len(trials))
@@ -229,7 +233,7 @@ func buildTraining(p *Problem, s *space, obs []Observation, opt dataOptions) (*t
 	for per > 1 && per*len(trials) > maxPts {
 		per--
 	}
-	ts := &trainingSet{tr: tr, trials: len(trials)}
+	ts := &trainingSet{tr: tr, trials: len(trials), observed: observed}
 	var raw []float64
 	for _, t := range trials {
 		for _, c := range pickLogSpaced(t.pts, per) {

@@ -244,7 +244,7 @@ func (m *MF) condition(req *Request, allowFit bool) (*conditioned, error) {
 		st = mfState{}
 	}
 	refit := st.Theta == nil ||
-		(allowFit && (ts.trials < 25 || ts.trials >= st.FitTrials+max(2, st.FitTrials/5)))
+		(allowFit && (ts.observed < 25 || ts.observed >= st.FitTrials+max(2, st.FitTrials/5)))
 	if refit {
 		fitSet := ts
 		if len(ts.x) > m.cfg.FitPoints {
@@ -254,7 +254,7 @@ func (m *MF) condition(req *Request, allowFit bool) (*conditioned, error) {
 			}
 		}
 		opt := fitOptions{restarts: 0, iterations: 30}
-		if st.Theta == nil || ts.trials < 25 {
+		if st.Theta == nil || ts.observed < 25 {
 			opt = fitOptions{restarts: 2, iterations: 60}
 		}
 		rng := DecisionRand(p.Seed^0xF17, req.Decision)
@@ -265,7 +265,7 @@ func (m *MF) condition(req *Request, allowFit bool) (*conditioned, error) {
 			}
 			theta = st.Theta // keep the last good fit
 		}
-		st = mfState{Theta: theta, FitTrials: ts.trials}
+		st = mfState{Theta: theta, FitTrials: ts.observed}
 	}
 	g, err := newGP(mod, st.Theta, ts.x, ts.y)
 	if err != nil {
