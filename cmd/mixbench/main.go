@@ -10,11 +10,13 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"strconv"
 	"strings"
 
 	"github.com/mixopt/mixopt/internal/benchmark"
+	"github.com/mixopt/mixopt/internal/bo"
 	"github.com/mixopt/mixopt/internal/sim"
 )
 
@@ -40,6 +42,8 @@ func run(args []string) error {
 	workers := fs.Int("workers", runtime.GOMAXPROCS(0), "runs at once")
 	out := fs.String("out", "", "directory for results.json and the plots (none when empty)")
 	quiet := fs.Bool("quiet", false, "do not print progress per run")
+	var variants variantFlag
+	fs.Var(&variants, "variant", "NAME=BASE:Field=value,... defines policy NAME as the GP preset BASE (mfms, mfbo, mfms-ei, gp-ei) with bo.MFConfig fields changed, e.g. -variant 'mfms-add=mfms:Product=false' (repeatable; name it in -policies)")
 	merge := fs.String("merge", "", "comma-separated results.json files whose runs join this invocation's (same objective, f* and budget; runs are deterministic per policy, seed and setting, so runs of the same code made apart combine as if made together); only their runs with seeds in [seed-base, seed-base+seeds) are kept; with -policies \"\" only the merged runs are summarised")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -67,6 +71,14 @@ func run(args []string) error {
 	cfg := benchmark.Config{
 		Model: model, Objective: *objective, Policies: split(*policies), Seeds: *seeds, SeedBase: *seedBase,
 		Budget: *budget, Noise: noises, Parallel: pars, FStarSamples: *fstar, MaxTrials: *maxTrials, Workers: *workers,
+	}
+	if len(variants) > 0 {
+		cfg.NewPolicy = func(name string) (bo.Policy, error) {
+			if v, ok := variants[name]; ok {
+				return bo.NewMF(name, v), nil
+			}
+			return bo.New(name)
+		}
 	}
 	if !*quiet {
 		cfg.Progress = func(s string) { fmt.Fprintln(os.Stderr, s) }
@@ -168,4 +180,61 @@ func ints(s string) ([]int, error) {
 		out = append(out, v)
 	}
 	return out, nil
+}
+
+// variantFlag collects -variant definitions: policy name → configuration.
+type variantFlag map[string]bo.MFConfig
+
+func (v *variantFlag) String() string { return fmt.Sprint(len(*v), " variants") }
+
+func (v *variantFlag) Set(s string) error {
+	name, rest, ok := strings.Cut(s, "=")
+	if !ok || name == "" {
+		return fmt.Errorf("want NAME=BASE:Field=value,..., got %q", s)
+	}
+	base, fields, _ := strings.Cut(rest, ":")
+	presets := map[string]func() bo.MFConfig{"mfms": bo.MFMSConfig, "mfbo": bo.MFBOConfig, "mfms-ei": bo.MFMSEIConfig, "gp-ei": bo.GPEIConfig}
+	mk, ok := presets[base]
+	if !ok {
+		return fmt.Errorf("variant %s: unknown base %q (mfms, mfbo, mfms-ei, gp-ei)", name, base)
+	}
+	cfg := mk()
+	rv := reflect.ValueOf(&cfg).Elem()
+	for _, kv := range split(fields) {
+		k, val, ok := strings.Cut(kv, "=")
+		if !ok {
+			return fmt.Errorf("variant %s: want Field=value, got %q", name, kv)
+		}
+		f := rv.FieldByName(k)
+		if !f.IsValid() || !f.CanSet() {
+			return fmt.Errorf("variant %s: bo.MFConfig has no settable field %q", name, k)
+		}
+		var err error
+		switch f.Kind() {
+		case reflect.Bool:
+			var b bool
+			b, err = strconv.ParseBool(val)
+			f.SetBool(b)
+		case reflect.Int:
+			var i int64
+			i, err = strconv.ParseInt(val, 10, 64)
+			f.SetInt(i)
+		case reflect.Float64:
+			var x float64
+			x, err = strconv.ParseFloat(val, 64)
+			f.SetFloat(x)
+		case reflect.String:
+			f.SetString(val)
+		default:
+			return fmt.Errorf("variant %s: field %s cannot be set from the command line", name, k)
+		}
+		if err != nil {
+			return fmt.Errorf("variant %s: %s: %w", name, k, err)
+		}
+	}
+	if *v == nil {
+		*v = variantFlag{}
+	}
+	(*v)[name] = cfg
+	return nil
 }
