@@ -378,8 +378,17 @@ func (m *MF) limitCheap(req *Request, fids []fidelity) []fidelity {
 	}
 	p := &req.Problem
 	target := p.Cost(Trial{Scale: p.TargetScale, Steps: p.TargetSteps})
+	// A running trial is both an observation (its partial curve) and pending: count it once,
+	// where the running ones go.
+	running := map[string]bool{}
+	for _, t := range req.Pending {
+		running[fmt.Sprint(t.Mixture, t.Scale, t.Steps)] = true
+	}
 	var seq []Trial
 	for _, o := range req.Observations {
+		if !o.Done && running[fmt.Sprint(o.Mixture, o.Scale, o.Steps)] {
+			continue
+		}
 		seq = append(seq, o.Trial)
 	}
 	seq = append(seq, req.Pending...)

@@ -308,12 +308,22 @@ func TestLimitCheap(t *testing.T) {
 	big := Trial{Mixture: wStar, Scale: 2, Steps: 2000}
 	req := Request{Problem: p}
 	for _, o := range []Trial{big, cheap, cheap} {
-		req.Observations = append(req.Observations, Observation{Trial: o})
+		req.Observations = append(req.Observations, Observation{Trial: o, Done: true})
 	}
 	if got := m.limitCheap(&req, fids); len(got) != len(fids) {
 		t.Fatalf("two cheap trials in a row: %d of %d fidelities kept", len(got), len(fids))
 	}
-	req.Pending = []Trial{cheap}
+	// A running cheap trial listed among the observations too counts once.
+	running := Trial{Mixture: []float64{0.2, 0.2, 0.2, 0.2, 0.2}, Scale: 0, Steps: 1000}
+	req.Observations = append(req.Observations, Observation{Trial: running})
+	req.Pending = []Trial{running}
+	if got := m.limitCheap(&req, fids); len(got) == len(fids) {
+		t.Fatalf("three cheap trials in a row (one running): %d of %d fidelities kept", len(got), len(fids))
+	}
+	req.Observations = req.Observations[:len(req.Observations)-1]
+	req.Observations[0].Done = false // an early-stopped big trial still breaks the streak
+	req.Pending = []Trial{cheap, running}
+	req.Observations = append(req.Observations, Observation{Trial: running})
 	got := m.limitCheap(&req, fids)
 	if len(got) == 0 || len(got) == len(fids) {
 		t.Fatalf("three cheap trials in a row: %d of %d fidelities kept", len(got), len(fids))
