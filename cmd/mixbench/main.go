@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -44,7 +45,7 @@ func run(args []string) error {
 	quiet := fs.Bool("quiet", false, "do not print progress per run")
 	var variants variantFlag
 	fs.Var(&variants, "variant", "NAME=BASE:Field=value,... defines policy NAME as the GP preset BASE (mfms, mfbo, mfms-ei, gp-ei) with bo.MFConfig fields changed, e.g. -variant 'mfms-add=mfms:Product=false' (repeatable; name it in -policies)")
-	merge := fs.String("merge", "", "comma-separated results.json files whose runs join this invocation's (same objective, f* and budget; runs are deterministic per policy, seed and setting, so runs of the same code made apart combine as if made together); only their runs with seeds in [seed-base, seed-base+seeds) are kept; with -policies \"\" only the merged runs are summarised")
+	merge := fs.String("merge", "", "comma-separated results.json files whose runs join this invocation's (same objective, f* and budget; runs are deterministic per policy, seed and setting, so runs of the same code made apart combine as if made together); only their runs with this invocation's seeds ([seed-base, seed-base+seeds)), noise levels and parallelisms are kept; with -policies \"\" only the merged runs are summarised")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -91,7 +92,7 @@ func run(args []string) error {
 		if err != nil {
 			return fmt.Errorf("-merge: %w", err)
 		}
-		r.Runs = keepSeeds(r.Runs, *seedBase, *seeds)
+		r.Runs = keepRuns(r.Runs, *seedBase, *seeds, noises, pars)
 		parts = append(parts, r)
 	}
 	if len(cfg.Policies) > 0 || len(parts) == 0 {
@@ -137,11 +138,13 @@ func repoRoot() (string, error) {
 	}
 }
 
-// keepSeeds keeps the runs whose seed is one of this invocation's.
-func keepSeeds(runs []benchmark.Run, base uint64, n int) []benchmark.Run {
+// keepRuns keeps the runs with one of this invocation's seeds, noise levels and
+// parallelisms.
+func keepRuns(runs []benchmark.Run, base uint64, n int, noises []float64, pars []int) []benchmark.Run {
 	var out []benchmark.Run
 	for _, r := range runs {
-		if r.Seed >= base && r.Seed < base+uint64(n) {
+		if r.Seed >= base && r.Seed < base+uint64(n) &&
+			slices.Contains(noises, r.Setting.Noise) && slices.Contains(pars, r.Setting.Parallel) {
 			out = append(out, r)
 		}
 	}
