@@ -27,7 +27,7 @@ vet:
 	  if [ -n "$$bad" ]; then echo "gofmt needed: $$bad"; exit 1; fi
 
 test-go: build test-deps
-	$(GO) test -race -timeout 30m ./...
+	$(GO) test -race -count=1 -timeout 30m ./...
 
 test-python: test-deps
 	@if [ -d scripts/tests ]; then /usr/bin/python3 -m unittest discover -s scripts/tests -v; fi
