@@ -82,39 +82,30 @@ func (c *cli) studyCmd() *cobra.Command {
 }
 
 func (c *cli) studyVerbCmd(verb string) *cobra.Command {
-	return &cobra.Command{
-		Use:   verb + " STUDY_ID",
-		Short: strings.ToUpper(verb[:1]) + verb[1:] + " a study",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := parseID(args[0], "STUDY_ID")
+	return c.idCmd(verb+" STUDY_ID", strings.ToUpper(verb[:1])+verb[1:]+" a study", "STUDY_ID",
+		func(ctx context.Context, client pb.ControlServiceClient, id uint64) error {
+			var st *pb.Study
+			var err error
+			switch verb {
+			case "pause":
+				r, e := client.PauseStudy(ctx, &pb.PauseStudyRequest{StudyId: id})
+				st, err = r.GetStudy(), e
+			case "resume":
+				r, e := client.ResumeStudy(ctx, &pb.ResumeStudyRequest{StudyId: id})
+				st, err = r.GetStudy(), e
+			case "cancel":
+				r, e := client.CancelStudy(ctx, &pb.CancelStudyRequest{StudyId: id})
+				st, err = r.GetStudy(), e
+			}
 			if err != nil {
 				return err
 			}
-			return c.call(func(ctx context.Context, client pb.ControlServiceClient) error {
-				var st *pb.Study
-				switch verb {
-				case "pause":
-					r, e := client.PauseStudy(ctx, &pb.PauseStudyRequest{StudyId: id})
-					st, err = r.GetStudy(), e
-				case "resume":
-					r, e := client.ResumeStudy(ctx, &pb.ResumeStudyRequest{StudyId: id})
-					st, err = r.GetStudy(), e
-				case "cancel":
-					r, e := client.CancelStudy(ctx, &pb.CancelStudyRequest{StudyId: id})
-					st, err = r.GetStudy(), e
-				}
-				if err != nil {
-					return err
-				}
-				if c.output == "json" {
-					return writeJSON(c.out, st)
-				}
-				fmt.Fprintf(c.out, "study %d is %s\n", st.Id, studyState(st.State))
-				return nil
-			})
-		},
-	}
+			if c.output == "json" {
+				return writeJSON(c.out, st)
+			}
+			fmt.Fprintf(c.out, "study %d is %s\n", st.Id, studyState(st.State))
+			return nil
+		})
 }
 
 func (c *cli) trialsCmd() *cobra.Command {
@@ -155,50 +146,30 @@ func (c *cli) trialsCmd() *cobra.Command {
 }
 
 func (c *cli) trialCmd() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "trial TRIAL_ID | trial cancel TRIAL_ID",
-		Short: "Show one trial and its curve, or cancel it",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := parseID(args[0], "TRIAL_ID")
+	cmd := c.idCmd("trial TRIAL_ID | trial cancel TRIAL_ID", "Show one trial and its curve, or cancel it", "TRIAL_ID",
+		func(ctx context.Context, client pb.ControlServiceClient, id uint64) error {
+			resp, err := client.GetTrial(ctx, &pb.GetTrialRequest{TrialId: id})
 			if err != nil {
 				return err
 			}
-			return c.call(func(ctx context.Context, client pb.ControlServiceClient) error {
-				resp, err := client.GetTrial(ctx, &pb.GetTrialRequest{TrialId: id})
-				if err != nil {
-					return err
-				}
-				if c.output == "json" {
-					return writeJSON(c.out, resp)
-				}
-				printTrial(c.out, resp)
-				return nil
-			})
-		},
-	}
-	cmd.AddCommand(&cobra.Command{
-		Use:   "cancel TRIAL_ID",
-		Short: "Stop a trial at its current step; its observed curve is kept",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := parseID(args[0], "TRIAL_ID")
+			if c.output == "json" {
+				return writeJSON(c.out, resp)
+			}
+			printTrial(c.out, resp)
+			return nil
+		})
+	cmd.AddCommand(c.idCmd("cancel TRIAL_ID", "Stop a trial at its current step; its observed curve is kept", "TRIAL_ID",
+		func(ctx context.Context, client pb.ControlServiceClient, id uint64) error {
+			resp, err := client.CancelTrial(ctx, &pb.CancelTrialRequest{TrialId: id})
 			if err != nil {
 				return err
 			}
-			return c.call(func(ctx context.Context, client pb.ControlServiceClient) error {
-				resp, err := client.CancelTrial(ctx, &pb.CancelTrialRequest{TrialId: id})
-				if err != nil {
-					return err
-				}
-				if c.output == "json" {
-					return writeJSON(c.out, resp.Trial)
-				}
-				fmt.Fprintf(c.out, "trial %d: %s (stop requested)\n", id, trialState(resp.Trial.State))
-				return nil
-			})
-		},
-	})
+			if c.output == "json" {
+				return writeJSON(c.out, resp.Trial)
+			}
+			fmt.Fprintf(c.out, "trial %d: %s (stop requested)\n", id, trialState(resp.Trial.State))
+			return nil
+		}))
 	return cmd
 }
 
@@ -222,60 +193,40 @@ func (c *cli) workersCmd() *cobra.Command {
 		},
 	}
 	var undrain bool
-	drain := &cobra.Command{
-		Use:   "drain WORKER_ID",
-		Short: "Give a worker no new trials (its running ones finish); --undrain reverses it",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := parseID(args[0], "WORKER_ID")
+	drain := c.idCmd("drain WORKER_ID", "Give a worker no new trials (its running ones finish); --undrain reverses it", "WORKER_ID",
+		func(ctx context.Context, client pb.ControlServiceClient, id uint64) error {
+			resp, err := client.DrainWorker(ctx, &pb.DrainWorkerRequest{WorkerId: id, Undrain: undrain})
 			if err != nil {
 				return err
 			}
-			return c.call(func(ctx context.Context, client pb.ControlServiceClient) error {
-				resp, err := client.DrainWorker(ctx, &pb.DrainWorkerRequest{WorkerId: id, Undrain: undrain})
-				if err != nil {
-					return err
-				}
-				if c.output == "json" {
-					return writeJSON(c.out, resp.Worker)
-				}
-				fmt.Fprintf(c.out, "worker %d: %s\n", id, strings.ToLower(strings.TrimPrefix(resp.Worker.State.String(), "WORKER_STATE_")))
-				return nil
-			})
-		},
-	}
+			if c.output == "json" {
+				return writeJSON(c.out, resp.Worker)
+			}
+			fmt.Fprintf(c.out, "worker %d: %s\n", id, strings.ToLower(strings.TrimPrefix(resp.Worker.State.String(), "WORKER_STATE_")))
+			return nil
+		})
 	drain.Flags().BoolVar(&undrain, "undrain", false, "let the worker take trials again")
 	cmd.AddCommand(drain)
 	return cmd
 }
 
 func (c *cli) bestCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "best STUDY_ID",
-		Short: "The recommended mixture at the target, with its 90% interval",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := parseID(args[0], "STUDY_ID")
+	return c.idCmd("best STUDY_ID", "The recommended mixture at the target, with its 90% interval", "STUDY_ID",
+		func(ctx context.Context, client pb.ControlServiceClient, id uint64) error {
+			st, err := client.GetStudy(ctx, &pb.GetStudyRequest{StudyId: id})
 			if err != nil {
 				return err
 			}
-			return c.call(func(ctx context.Context, client pb.ControlServiceClient) error {
-				st, err := client.GetStudy(ctx, &pb.GetStudyRequest{StudyId: id})
-				if err != nil {
-					return err
-				}
-				rec, err := client.GetRecommendation(ctx, &pb.GetRecommendationRequest{StudyId: id})
-				if err != nil {
-					return err
-				}
-				if c.output == "json" {
-					return writeJSON(c.out, rec.Recommendation)
-				}
-				printRecommendation(c.out, st.Status.Study.Spec, rec.Recommendation)
-				return nil
-			})
-		},
-	}
+			rec, err := client.GetRecommendation(ctx, &pb.GetRecommendationRequest{StudyId: id})
+			if err != nil {
+				return err
+			}
+			if c.output == "json" {
+				return writeJSON(c.out, rec.Recommendation)
+			}
+			printRecommendation(c.out, st.Status.Study.Spec, rec.Recommendation)
+			return nil
+		})
 }
 
 // readSpec parses a YAML or JSON study spec; field names follow the proto (snake_case or

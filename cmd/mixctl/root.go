@@ -133,3 +133,20 @@ func (c *cli) call(fn func(ctx context.Context, client pb.ControlServiceClient) 
 	defer cancel()
 	return fn(ctx, client)
 }
+
+// idCmd is a subcommand that takes one id argument (named idName in errors) and makes its
+// calls with it.
+func (c *cli) idCmd(use, short, idName string, run func(ctx context.Context, client pb.ControlServiceClient, id uint64) error) *cobra.Command {
+	return &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			id, err := parseID(args[0], idName)
+			if err != nil {
+				return err
+			}
+			return c.call(func(ctx context.Context, client pb.ControlServiceClient) error { return run(ctx, client, id) })
+		},
+	}
+}
