@@ -15,6 +15,16 @@ type EarlyStopper interface {
 	StopEarly(ctx context.Context, req Request) ([]int, error)
 }
 
+const medianSuffix = "+median"
+
+// withMedianStopping is a policy that also stops trials by the median rule.
+type withMedianStopping struct {
+	Policy
+	MedianStopping
+}
+
+func (p withMedianStopping) Name() string { return p.Policy.Name() + medianSuffix }
+
 // MedianStopping stops a running trial whose latest value is worse than the median of
 // the other trials at the same scale at that step (the median stopping rule of Google
 // Vizier), once at least MinPeers peers reached the step and the trial has run at least

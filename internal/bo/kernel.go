@@ -40,9 +40,6 @@ func (kn kernel) iLS3() int     { return kn.k + 7 }
 func (kn kernel) iSF3() int     { return kn.k + 8 }
 func (kn kernel) nParams() int  { return kn.k + 9 }
 
-// dim is the length of an input point.
-func (kn kernel) dim() int { return kn.k + 2 }
-
 // hyperBounds are the box of θ the fit keeps to (as a soft penalty), with the prior centre.
 type hyperBounds struct {
 	lo, hi, centre []float64

@@ -8,6 +8,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"sort"
+	"time"
 
 	"gonum.org/v1/gonum/mat"
 )
@@ -225,6 +226,9 @@ type conditioned struct {
 	ts    *trainingSet
 	g     *gp
 	state mfState
+	// fitTime is how long the hyperparameter fit took (zero when the saved fit was
+	// reused); reported with the decision for the coordinator's metrics.
+	fitTime time.Duration
 }
 
 // condition builds the training set, fits or reuses hyperparameters, and conditions the GP.
@@ -243,6 +247,7 @@ func (m *MF) condition(req *Request, allowFit bool) (*conditioned, error) {
 	if len(st.Theta) != mod.nParams() {
 		st = mfState{}
 	}
+	var fitTime time.Duration
 	refit := st.Theta == nil ||
 		(allowFit && (ts.observed < 25 || ts.observed >= st.FitTrials+max(2, st.FitTrials/5)))
 	if refit {
@@ -258,7 +263,9 @@ func (m *MF) condition(req *Request, allowFit bool) (*conditioned, error) {
 			opt = fitOptions{restarts: 2, iterations: 60}
 		}
 		rng := DecisionRand(p.Seed^0xF17, req.Decision)
+		fitStart := time.Now()
 		theta, _, err := mod.fit(fitSet.x, fitSet.y, st.Theta, opt, rng)
+		fitTime = time.Since(fitStart)
 		if err != nil {
 			if st.Theta == nil {
 				return nil, err
@@ -271,7 +278,7 @@ func (m *MF) condition(req *Request, allowFit bool) (*conditioned, error) {
 	if err != nil {
 		return nil, fmt.Errorf("condition gp: %w", err)
 	}
-	return &conditioned{s: s, ts: ts, g: g, state: st}, nil
+	return &conditioned{s: s, ts: ts, g: g, state: st, fitTime: fitTime}, nil
 }
 
 // centres are the observed mixtures with the lowest posterior mean at the target.
@@ -356,7 +363,7 @@ func (m *MF) Next(ctx context.Context, req Request) (Decision, error) {
 	if !ok {
 		return m.initial(req, fids, rng, c)
 	}
-	return Decision{Trial: trial, State: c.state.encode()}, nil
+	return Decision{Trial: trial, State: c.state.encode(), FitTime: c.fitTime}, nil
 }
 
 // pool is the candidate pool's configuration with PoolFactor applied.

@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
+	"time"
 )
 
 // Scale is a model scale a trial may run at.
@@ -82,6 +84,9 @@ type Request struct {
 type Decision struct {
 	Trial Trial
 	State []byte
+	// FitTime is how long a hyperparameter fit took for this decision (zero when none
+	// ran). It is a measurement for the coordinator's metrics, never an input.
+	FitTime time.Duration
 }
 
 // Recommendation is the policy's best mixture at the target.
@@ -121,10 +126,17 @@ var constructors = map[string]func() Policy{
 }
 
 // New returns the named policy.
+//
+// A name may end in "+median" (for example "mfms+median"): the policy then also stops
+// running trials early by the median stopping rule (MedianStopping).
 func New(name string) (Policy, error) {
-	c, ok := constructors[name]
+	base, median := strings.CutSuffix(name, medianSuffix)
+	c, ok := constructors[base]
 	if !ok {
-		return nil, fmt.Errorf("%w %q (known: %v)", ErrUnknownPolicy, name, Names())
+		return nil, fmt.Errorf("%w %q (known: %v, each optionally with %q)", ErrUnknownPolicy, name, Names(), medianSuffix)
+	}
+	if median {
+		return withMedianStopping{Policy: c(), MedianStopping: MedianStopping{MinPeers: 3, MinFraction: 0.25}}, nil
 	}
 	return c(), nil
 }

@@ -69,6 +69,21 @@ func TestRegistry(t *testing.T) {
 	if _, err := New("nope"); !errors.Is(err, ErrUnknownPolicy) {
 		t.Errorf("unknown policy: %v", err)
 	}
+	if _, err := New("nope+median"); !errors.Is(err, ErrUnknownPolicy) {
+		t.Errorf("unknown policy with +median: %v", err)
+	}
+	p, err := New("mfms+median")
+	if err != nil || p.Name() != "mfms+median" {
+		t.Fatalf(`New("mfms+median") = %v, %v`, p, err)
+	}
+	if _, ok := p.(EarlyStopper); !ok {
+		t.Error(`"mfms+median" does not stop trials early`)
+	}
+	if plain, _ := New("mfms"); plain != nil {
+		if _, ok := plain.(EarlyStopper); ok {
+			t.Error(`"mfms" stops trials early without +median`)
+		}
+	}
 }
 
 // A decision is a pure function of the request.
@@ -90,8 +105,12 @@ func TestDeterministic(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !reflect.DeepEqual(d1, d2) {
+		// FitTime is a measurement, not part of the decision.
+		if !reflect.DeepEqual(d1.Trial, d2.Trial) || !reflect.DeepEqual(d1.State, d2.State) {
 			t.Errorf("%s: two decisions on one request differ: %+v vs %+v", pol.Name(), d1.Trial, d2.Trial)
+		}
+		if d1.FitTime <= 0 {
+			t.Errorf("%s: a decision without saved state fitted, but reports fit time %v", pol.Name(), d1.FitTime)
 		}
 		checkMixture(t, d1.Trial.Mixture, p.Lower, p.Upper)
 		if p.Cost(d1.Trial) > p.BudgetLeft {

@@ -293,6 +293,9 @@ func (s *Scheduler) plan(ctx context.Context, snap *studySnapshot, plans *[]*pla
 	start := time.Now() // wall time, not the injected clock: this measures the policy
 	d, err := policy.Next(ctx, req)
 	s.cfg.Metrics.ObserveDecision(spec.Policy, time.Since(start))
+	if d.FitTime > 0 {
+		s.cfg.Metrics.ObserveGPFit(d.FitTime)
+	}
 	if errors.Is(err, bo.ErrNoTrialFits) {
 		return nil, "budget exhausted", nil
 	}

@@ -47,16 +47,6 @@ func (s *Scheduler) loadSnapshot(tx *store.Tx, id uint64) (*studySnapshot, error
 	return snap, nil
 }
 
-func (snap *studySnapshot) running() int {
-	n := 0
-	for _, t := range snap.trials {
-		if t.State == pb.TrialState_TRIAL_STATE_RUNNING {
-			n++
-		}
-	}
-	return n
-}
-
 // committed is the compute running trials may still spend.
 func (snap *studySnapshot) committed() float64 {
 	c := 0.0
