@@ -8,6 +8,7 @@ import "math"
 //	k(x, x') = sf1 · m52(us; ls1) · m52(ut; lt1)                  (fidelity trend, any mixture)
 //	         + sf2 · m52ARD(w; lw) · m52(us; ls2) · m52(ut; lt2)  (mixture effect shared across fidelities)
 //	         + sf3 · m52ARD(w; lw) · m52(us; ls3)                 (mixture effect local to a scale)
+//	         + sf4 · (w−c)·(w'−c) · m52(us; ls4) · m52(ut; lt4)   (linear tilt that drifts with fidelity)
 //
 // plus noise on the diagonal. The first term carries the large change of the loss with
 // scale and steps that every mixture shares; the second is the product kernel of the
@@ -15,7 +16,12 @@ import "math"
 // inform the target; the third, with a short scale lengthscale, lets the best mixture
 // move between scales (on the paper's data the 700M optimum is not the 1B one), so the
 // model knows how much a cheap trial can no longer say about the target. It is constant
-// along steps so that it cannot mistake the noise of a curve's points for structure.
+// along steps so that it cannot mistake the noise of a curve's points for structure. The
+// fourth, with c the simplex's centre, is a linear function of the mixture whose slope
+// changes smoothly with scale and steps: on the paper's data a domain's benefit changes
+// sign between scales (book helps a 60M model and hurts the 1B one) while the shape of
+// the landscape near the optimum is shared, and this term lets the model say so with
+// three hyperparameters instead of bending the shared term.
 //
 // Hyperparameters live in one vector θ, all on log scales (see the index constants).
 
@@ -26,6 +32,8 @@ type kernel struct {
 	noLocal bool
 	// noTrend pins sf1 near zero: no additive fidelity trend, a plain product kernel.
 	noTrend bool
+	// tilt adds the fourth term, the fidelity-dependent linear tilt.
+	tilt bool
 }
 
 func (kn kernel) iLW(d int) int { return d }
@@ -38,7 +46,18 @@ func (kn kernel) iSF2() int     { return kn.k + 5 }
 func (kn kernel) iNoise() int   { return kn.k + 6 }
 func (kn kernel) iLS3() int     { return kn.k + 7 }
 func (kn kernel) iSF3() int     { return kn.k + 8 }
-func (kn kernel) nParams() int  { return kn.k + 9 }
+func (kn kernel) iLS4() int     { return kn.k + 9 }
+func (kn kernel) iLT4() int     { return kn.k + 10 }
+func (kn kernel) iSF4() int     { return kn.k + 11 }
+
+// nParams counts θ; the tilt's three exist only when it is on, so that kernels without it
+// keep their θ (and a study's saved fit) as they were.
+func (kn kernel) nParams() int {
+	if kn.tilt {
+		return kn.k + 12
+	}
+	return kn.k + 9
+}
 
 // hyperBounds are the box of θ the fit keeps to (as a soft penalty), with the prior centre.
 type hyperBounds struct {
@@ -64,6 +83,11 @@ func (kn kernel) bounds() hyperBounds {
 	set(kn.iNoise(), math.Log(1e-7), math.Log(1), math.Log(1e-4))
 	set(kn.iLS3(), math.Log(0.02), math.Log(2), math.Log(0.2))
 	set(kn.iSF3(), math.Log(1e-6), math.Log(10), math.Log(0.01))
+	if kn.tilt {
+		set(kn.iLS4(), math.Log(0.05), math.Log(50), math.Log(1))
+		set(kn.iLT4(), math.Log(0.05), math.Log(50), math.Log(1))
+		set(kn.iSF4(), math.Log(1e-6), math.Log(100), math.Log(0.1))
+	}
 	if kn.noLocal {
 		set(kn.iSF3(), math.Log(1e-10), math.Log(1e-10), math.Log(1e-10))
 	}
@@ -93,7 +117,9 @@ type params struct {
 	invLS1, invLT1     float64
 	invLS2, invLT2     float64
 	invLS3             float64
-	sf1, sf2, sf3      float64
+	invLS4, invLT4     float64
+	centre             float64 // the simplex's centre coordinate, 1/k
+	sf1, sf2, sf3, sf4 float64
 	noise              float64
 	theta              []float64
 	usesScale, usesMix bool
@@ -112,6 +138,12 @@ func (kn kernel) params(theta []float64) params {
 	p.sf2 = math.Exp(theta[kn.iSF2()])
 	p.invLS3 = math.Exp(-theta[kn.iLS3()])
 	p.sf3 = math.Exp(theta[kn.iSF3()])
+	if kn.tilt {
+		p.invLS4 = math.Exp(-theta[kn.iLS4()])
+		p.invLT4 = math.Exp(-theta[kn.iLT4()])
+		p.sf4 = math.Exp(theta[kn.iSF4()])
+		p.centre = 1 / float64(kn.k)
+	}
 	p.noise = math.Exp(theta[kn.iNoise()])
 	return p
 }
@@ -127,8 +159,21 @@ func (kn kernel) cov(p *params, a, b []float64) float64 {
 	ds := math.Abs(a[k] - b[k])
 	dt := math.Abs(a[k+1] - b[k+1])
 	kw := m52(math.Sqrt(r2))
-	return p.sf1*m52(ds*p.invLS1)*m52(dt*p.invLT1) +
+	v := p.sf1*m52(ds*p.invLS1)*m52(dt*p.invLT1) +
 		kw*(p.sf2*m52(ds*p.invLS2)*m52(dt*p.invLT2)+p.sf3*m52(ds*p.invLS3))
+	if kn.tilt {
+		v += p.sf4 * kn.linear(p, a, b) * m52(ds*p.invLS4) * m52(dt*p.invLT4)
+	}
+	return v
+}
+
+// linear is (a−c)·(b−c) over the mixture coordinates, c the simplex's centre.
+func (kn kernel) linear(p *params, a, b []float64) float64 {
+	s := 0.0
+	for d := 0; d < kn.k; d++ {
+		s += (a[d] - p.centre) * (b[d] - p.centre)
+	}
+	return s
 }
 
 // covGrad adds w·∂k(a,b)/∂θ to grad (noise excluded).
@@ -159,6 +204,15 @@ func (kn kernel) covGrad(p *params, a, b []float64, w float64, grad []float64) {
 	grad[kn.iLT1()] += w * p.sf1 * ks1 * m52g(rt1) * rt1 * rt1
 	grad[kn.iLS2()] += w * p.sf2 * kw * kt2 * m52g(rs2) * rs2 * rs2
 	grad[kn.iLT2()] += w * p.sf2 * kw * ks2 * m52g(rt2) * rt2 * rt2
+	if kn.tilt {
+		rs4 := math.Abs(a[k]-b[k]) * p.invLS4
+		rt4 := math.Abs(a[k+1]-b[k+1]) * p.invLT4
+		ks4, kt4 := m52(rs4), m52(rt4)
+		lin := p.sf4 * kn.linear(p, a, b)
+		grad[kn.iSF4()] += w * lin * ks4 * kt4
+		grad[kn.iLS4()] += w * lin * kt4 * m52g(rs4) * rs4 * rs4
+		grad[kn.iLT4()] += w * lin * ks4 * m52g(rt4) * rt4 * rt4
+	}
 	gw := w * (p.sf2*ks2*kt2 + p.sf3*ks3) * m52g(rw)
 	for d := 0; d < k; d++ {
 		t := (a[d] - b[d]) * p.invLW[d]
