@@ -7,6 +7,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -43,6 +44,7 @@ func run(args []string) error {
 	workers := fs.Int("workers", runtime.GOMAXPROCS(0), "runs at once")
 	out := fs.String("out", "", "directory for results.json and the plots (none when empty)")
 	quiet := fs.Bool("quiet", false, "do not print progress per run")
+	traceDir := fs.String("trace", "", "directory for one text file per run: each trial bought and each recommendation with its regret")
 	var variants variantFlag
 	fs.Var(&variants, "variant", "NAME=BASE:Field=value,... defines policy NAME as the GP preset BASE (mfms, mfbo, mfms-ei, gp-ei) with bo.MFConfig fields changed, e.g. -variant 'mfms-add=mfms:Product=false' (repeatable; name it in -policies)")
 	merge := fs.String("merge", "", "comma-separated results.json files whose runs join this invocation's (same objective, f* and budget; runs are deterministic per policy, seed and setting, so runs of the same code made apart combine as if made together); only their runs with this invocation's seeds ([seed-base, seed-base+seeds)), noise levels and parallelisms are kept; with -policies \"\" only the merged runs are summarised")
@@ -83,6 +85,15 @@ func run(args []string) error {
 	}
 	if !*quiet {
 		cfg.Progress = func(s string) { fmt.Fprintln(os.Stderr, s) }
+	}
+	if *traceDir != "" {
+		if err := os.MkdirAll(*traceDir, 0o755); err != nil {
+			return fmt.Errorf("-trace: %w", err)
+		}
+		cfg.Trace = func(policy string, seed uint64, set benchmark.Setting) (io.WriteCloser, error) {
+			name := fmt.Sprintf("%s_seed%d_noise%g_par%d.txt", policy, seed, set.Noise, set.Parallel)
+			return os.Create(filepath.Join(*traceDir, name))
+		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()

@@ -134,6 +134,21 @@ func (c *cli) call(fn func(ctx context.Context, client pb.ControlServiceClient) 
 	return fn(ctx, client)
 }
 
+// pollID parses the id argument and dials the coordinator for a command that polls: fn
+// bounds each of its calls with its own c.ctx(), since one deadline cannot cover a wait.
+func (c *cli) pollID(arg, idName string, fn func(client pb.ControlServiceClient, id uint64) error) error {
+	id, err := parseID(arg, idName)
+	if err != nil {
+		return err
+	}
+	client, done, err := c.client()
+	if err != nil {
+		return err
+	}
+	defer done()
+	return fn(client, id)
+}
+
 // idCmd is a subcommand that takes one id argument (named idName in errors) and makes its
 // calls with it.
 func (c *cli) idCmd(use, short, idName string, run func(ctx context.Context, client pb.ControlServiceClient, id uint64) error) *cobra.Command {

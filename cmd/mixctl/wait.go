@@ -20,50 +20,43 @@ func (c *cli) waitCmd() *cobra.Command {
 		Short: "Wait until a study completes or is cancelled, printing progress",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := parseID(args[0], "STUDY_ID")
-			if err != nil {
-				return err
-			}
-			client, done, err := c.client()
-			if err != nil {
-				return err
-			}
-			defer done()
-			deadline := time.Now().Add(limit)
-			last := ""
-			for {
-				ctx, cancel := c.ctx()
-				resp, err := client.GetStudy(ctx, &pb.GetStudyRequest{StudyId: id})
-				cancel()
-				if status.Code(err) == codes.Unavailable && (limit == 0 || time.Now().Before(deadline)) {
-					// The coordinator may be restarting: keep waiting for it.
-					time.Sleep(interval)
-					continue
-				}
-				if err != nil {
-					return err
-				}
-				st := resp.Status
-				n := st.TrialsByState
-				line := fmt.Sprintf("study %d %s: %d running, %d succeeded, %d failed; budget %s",
-					id, studyState(st.Study.State), n["running"], n["succeeded"], n["failed"],
-					formatBudget(st.Study.SpentFlops, st.Study.Spec.BudgetFlops))
-				if line != last && c.output == "table" {
-					fmt.Fprintln(c.out, line)
-					last = line
-				}
-				switch st.Study.State {
-				case pb.StudyState_STUDY_STATE_COMPLETED, pb.StudyState_STUDY_STATE_CANCELLED:
-					if c.output == "json" {
-						return writeJSON(c.out, st)
+			return c.pollID(args[0], "STUDY_ID", func(client pb.ControlServiceClient, id uint64) error {
+				deadline := time.Now().Add(limit)
+				last := ""
+				for {
+					ctx, cancel := c.ctx()
+					resp, err := client.GetStudy(ctx, &pb.GetStudyRequest{StudyId: id})
+					cancel()
+					if status.Code(err) == codes.Unavailable && (limit == 0 || time.Now().Before(deadline)) {
+						// The coordinator may be restarting: keep waiting for it.
+						time.Sleep(interval)
+						continue
 					}
-					return nil
+					if err != nil {
+						return err
+					}
+					st := resp.Status
+					n := st.TrialsByState
+					line := fmt.Sprintf("study %d %s: %d running, %d succeeded, %d failed; budget %s",
+						id, studyState(st.Study.State), n["running"], n["succeeded"], n["failed"],
+						formatBudget(st.Study.SpentFlops, st.Study.Spec.BudgetFlops))
+					if line != last && c.output == "table" {
+						fmt.Fprintln(c.out, line)
+						last = line
+					}
+					switch st.Study.State {
+					case pb.StudyState_STUDY_STATE_COMPLETED, pb.StudyState_STUDY_STATE_CANCELLED:
+						if c.output == "json" {
+							return writeJSON(c.out, st)
+						}
+						return nil
+					}
+					if limit > 0 && time.Now().After(deadline) {
+						return fmt.Errorf("study %d still %s after %s", id, studyState(st.Study.State), limit)
+					}
+					time.Sleep(interval)
 				}
-				if limit > 0 && time.Now().After(deadline) {
-					return fmt.Errorf("study %d still %s after %s", id, studyState(st.Study.State), limit)
-				}
-				time.Sleep(interval)
-			}
+			})
 		},
 	}
 	cmd.Flags().DurationVar(&interval, "interval", 500*time.Millisecond, "polling interval")

@@ -41,44 +41,37 @@ func (c *cli) watchCmd() *cobra.Command {
 		Short: "Follow a study live until it ends",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := parseID(args[0], "STUDY_ID")
-			if err != nil {
-				return err
-			}
-			client, done, err := c.client()
-			if err != nil {
-				return err
-			}
-			defer done()
-			for {
-				ctx, cancel := c.ctx()
-				st, err := client.GetStudy(ctx, &pb.GetStudyRequest{StudyId: id})
-				var trials *pb.ListTrialsResponse
-				if err == nil {
-					trials, err = client.ListTrials(ctx, &pb.ListTrialsRequest{StudyId: id})
-				}
-				cancel()
-				if err != nil {
-					return err
-				}
-				if c.output == "json" {
-					if err := writeJSON(c.out, st.Status); err != nil {
+			return c.pollID(args[0], "STUDY_ID", func(client pb.ControlServiceClient, id uint64) error {
+				for {
+					ctx, cancel := c.ctx()
+					st, err := client.GetStudy(ctx, &pb.GetStudyRequest{StudyId: id})
+					var trials *pb.ListTrialsResponse
+					if err == nil {
+						trials, err = client.ListTrials(ctx, &pb.ListTrialsRequest{StudyId: id})
+					}
+					cancel()
+					if err != nil {
 						return err
 					}
-				} else {
-					fmt.Fprint(c.out, "\033[H\033[2J") // clear the terminal: a live view
-					fmt.Fprintf(c.out, "mixctl watch %d — every %s, Ctrl-C to stop\n\n", id, interval)
-					printStudies(c.out, []*pb.StudyStatus{st.Status})
-					fmt.Fprintln(c.out)
-					ts := trials.Trials
-					printTrials(c.out, ts[max(0, len(ts)-recent):])
+					if c.output == "json" {
+						if err := writeJSON(c.out, st.Status); err != nil {
+							return err
+						}
+					} else {
+						fmt.Fprint(c.out, "\033[H\033[2J") // clear the terminal: a live view
+						fmt.Fprintf(c.out, "mixctl watch %d — every %s, Ctrl-C to stop\n\n", id, interval)
+						printStudies(c.out, []*pb.StudyStatus{st.Status})
+						fmt.Fprintln(c.out)
+						ts := trials.Trials
+						printTrials(c.out, ts[max(0, len(ts)-recent):])
+					}
+					switch st.Status.Study.State {
+					case pb.StudyState_STUDY_STATE_COMPLETED, pb.StudyState_STUDY_STATE_CANCELLED:
+						return nil
+					}
+					time.Sleep(interval)
 				}
-				switch st.Status.Study.State {
-				case pb.StudyState_STUDY_STATE_COMPLETED, pb.StudyState_STUDY_STATE_CANCELLED:
-					return nil
-				}
-				time.Sleep(interval)
-			}
+			})
 		},
 	}
 	cmd.Flags().DurationVar(&interval, "interval", 2*time.Second, "refresh interval")

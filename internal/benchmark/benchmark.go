@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"sort"
@@ -40,6 +41,9 @@ type Config struct {
 	// NewPolicy builds a policy by name (default bo.New); experiments use it to run
 	// configurations that are not registered.
 	NewPolicy func(name string) (bo.Policy, error)
+	// Trace, when set, gets one writer per run (closed when the run ends) for a line per
+	// trial bought and per recommendation: what the policy did and why the curve moved.
+	Trace func(policy string, seed uint64, set Setting) (io.WriteCloser, error)
 }
 
 func (cfg *Config) newPolicy(name string) (bo.Policy, error) {
@@ -325,6 +329,16 @@ func simulate(ctx context.Context, cfg Config, policy string, seed uint64, set S
 		return run
 	}
 	obj := newObjective(cfg.Model, cfg.Objective, &prob)
+	trace := io.Discard
+	if cfg.Trace != nil {
+		w, err := cfg.Trace(policy, seed, set)
+		if err != nil {
+			run.Err = err.Error()
+			return run
+		}
+		defer w.Close()
+		trace = w
+	}
 	// A hair of slack so that 30 target runs fit in 30 TRE despite rounding.
 	total := prob.BudgetLeft * (1 + 1e-9)
 	tre := targetCost(&prob)
@@ -366,6 +380,8 @@ func simulate(ctx context.Context, cfg Config, policy string, seed uint64, set S
 			}
 			committed += c
 			state = d.State
+			fmt.Fprintf(trace, "trial %d: %s at %d steps, mixture %.3f, cost %.3f TRE, committed %.2f TRE, regret at the target %.5f\n",
+				decisions, prob.Scales[d.Trial.Scale].Name, d.Trial.Steps, d.Trial.Mixture, c/tre, committed/tre, obj.regret(d.Trial.Mixture, fstar))
 			run8 = append(run8, running{trial: d.Trial, finish: now + c, order: decisions})
 			decisions++
 			run.SpendBy[prob.Scales[d.Trial.Scale].Name] += c / tre
@@ -406,6 +422,8 @@ func simulate(ctx context.Context, cfg Config, policy string, seed uint64, set S
 			continue
 		}
 		r := obj.regret(rec.Mixture, fstar)
+		fmt.Fprintf(trace, "recommend after trial %d finished: mixture %.3f, regret %.5f, predicted %.4f [%.4f, %.4f]\n",
+			done.order, rec.Mixture, r, rec.Value, rec.Lower, rec.Upper)
 		if math.IsNaN(r) {
 			run.Err = "NaN regret"
 		}

@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/mixopt/mixopt/internal/sim"
@@ -161,5 +164,52 @@ func TestMerge(t *testing.T) {
 	c := &Result{Objective: "o", FStar: 2, Budget: 30}
 	if _, err := Merge(a, c); err == nil {
 		t.Error("results with different f* merged")
+	}
+}
+
+// traceBuffer is a run's trace kept in memory, marked when the run closes it.
+type traceBuffer struct {
+	bytes.Buffer
+	closed bool
+}
+
+func (b *traceBuffer) Close() error { b.closed = true; return nil }
+
+// A trace has one line per trial bought and one per recommendation, matching the run.
+func TestTrace(t *testing.T) {
+	var mu sync.Mutex
+	traces := map[string]*traceBuffer{}
+	cfg := Config{Model: tinyModel(t), Objective: "stackexchange_ce", Policies: []string{"mfms"},
+		Seeds: 2, SeedBase: 1, Budget: 1, Noise: []float64{0}, Parallel: []int{1},
+		FStarSamples: 2000, MaxTrials: 10, Workers: 2,
+		Trace: func(policy string, seed uint64, set Setting) (io.WriteCloser, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			b := &traceBuffer{}
+			traces[fmt.Sprintf("%s/%d/%s", policy, seed, set)] = b
+			return b, nil
+		}}
+	res, err := Execute(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range res.Runs {
+		b := traces[fmt.Sprintf("%s/%d/%s", r.Policy, r.Seed, r.Setting)]
+		if b == nil || !b.closed {
+			t.Fatalf("%s seed %d: trace %v not written and closed", r.Policy, r.Seed, b)
+		}
+		trials, recs := 0, 0
+		for _, line := range strings.Split(b.String(), "\n") {
+			switch {
+			case strings.HasPrefix(line, "trial "):
+				trials++
+			case strings.HasPrefix(line, "recommend after"):
+				recs++
+			}
+		}
+		if trials != r.Trials || recs != len(r.Curve) || trials == 0 {
+			t.Errorf("seed %d: trace has %d trials and %d recommendations, run %d and %d:\n%s",
+				r.Seed, trials, recs, r.Trials, len(r.Curve), b.String())
+		}
 	}
 }

@@ -118,7 +118,6 @@ type params struct {
 	invLS2, invLT2     float64
 	invLS3             float64
 	invLS4, invLT4     float64
-	centre             float64 // the simplex's centre coordinate, 1/k
 	sf1, sf2, sf3, sf4 float64
 	noise              float64
 	theta              []float64
@@ -142,7 +141,6 @@ func (kn kernel) params(theta []float64) params {
 		p.invLS4 = math.Exp(-theta[kn.iLS4()])
 		p.invLT4 = math.Exp(-theta[kn.iLT4()])
 		p.sf4 = math.Exp(theta[kn.iSF4()])
-		p.centre = 1 / float64(kn.k)
 	}
 	p.noise = math.Exp(theta[kn.iNoise()])
 	return p
@@ -162,16 +160,17 @@ func (kn kernel) cov(p *params, a, b []float64) float64 {
 	v := p.sf1*m52(ds*p.invLS1)*m52(dt*p.invLT1) +
 		kw*(p.sf2*m52(ds*p.invLS2)*m52(dt*p.invLT2)+p.sf3*m52(ds*p.invLS3))
 	if kn.tilt {
-		v += p.sf4 * kn.linear(p, a, b) * m52(ds*p.invLS4) * m52(dt*p.invLT4)
+		v += p.sf4 * kn.linear(a, b) * m52(ds*p.invLS4) * m52(dt*p.invLT4)
 	}
 	return v
 }
 
 // linear is (a−c)·(b−c) over the mixture coordinates, c the simplex's centre.
-func (kn kernel) linear(p *params, a, b []float64) float64 {
+func (kn kernel) linear(a, b []float64) float64 {
+	c := 1 / float64(kn.k)
 	s := 0.0
 	for d := 0; d < kn.k; d++ {
-		s += (a[d] - p.centre) * (b[d] - p.centre)
+		s += (a[d] - c) * (b[d] - c)
 	}
 	return s
 }
@@ -208,7 +207,7 @@ func (kn kernel) covGrad(p *params, a, b []float64, w float64, grad []float64) {
 		rs4 := math.Abs(a[k]-b[k]) * p.invLS4
 		rt4 := math.Abs(a[k+1]-b[k+1]) * p.invLT4
 		ks4, kt4 := m52(rs4), m52(rt4)
-		lin := p.sf4 * kn.linear(p, a, b)
+		lin := p.sf4 * kn.linear(a, b)
 		grad[kn.iSF4()] += w * lin * ks4 * kt4
 		grad[kn.iLS4()] += w * lin * kt4 * m52g(rs4) * rs4 * rs4
 		grad[kn.iLT4()] += w * lin * ks4 * m52g(rt4) * rt4 * rt4

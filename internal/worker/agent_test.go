@@ -184,6 +184,22 @@ func (c *testCoordinator) trial(t *testing.T, id uint64) (*pb.Trial, []*pb.Curve
 	return resp.Trial, resp.Points
 }
 
+// waitOnlyTrialRunning waits until the study's one trial runs with at least minPoints
+// points, and returns it.
+func (c *testCoordinator) waitOnlyTrialRunning(t *testing.T, studyID uint64, minPoints uint64) *pb.Trial {
+	t.Helper()
+	var tr *pb.Trial
+	waitFor(t, "a running trial with points", func() (bool, string) {
+		ts := c.trials(t, studyID)
+		if len(ts) != 1 {
+			return false, fmt.Sprintf("%d trials", len(ts))
+		}
+		tr = ts[0]
+		return tr.State == pb.TrialState_TRIAL_STATE_RUNNING && tr.LastSeq >= minPoints, fmt.Sprintf("%v with %d points", tr.State, tr.LastSeq)
+	})
+	return tr
+}
+
 func (c *testCoordinator) waitStudyDone(t *testing.T, id uint64) *pb.StudyStatus {
 	t.Helper()
 	var st *pb.StudyStatus
@@ -321,15 +337,7 @@ func TestAgentStopsAtCurrentStep(t *testing.T) {
 	c := newCoordinator(t)
 	startAgent(t, c.agentConfig(1, SimRunner{Source: synthetic()}))
 	id := c.createStudy(t, simSpec(slowFlops, 1, 1))
-	var tr *pb.Trial
-	waitFor(t, "a running trial with points", func() (bool, string) {
-		ts := c.trials(t, id)
-		if len(ts) != 1 {
-			return false, fmt.Sprintf("%d trials", len(ts))
-		}
-		tr = ts[0]
-		return tr.State == pb.TrialState_TRIAL_STATE_RUNNING && tr.LastSeq >= 2, fmt.Sprintf("%v with %d points", tr.State, tr.LastSeq)
-	})
+	tr := c.waitOnlyTrialRunning(t, id, 2)
 	if _, err := c.control.CancelTrial(context.Background(), &pb.CancelTrialRequest{TrialId: tr.Id}); err != nil {
 		t.Fatalf("CancelTrial: %v", err)
 	}
@@ -359,15 +367,7 @@ func TestAgentRestartReusesID(t *testing.T) {
 	cfg.IDFile = idFile
 	stop := startAgent(t, cfg)
 	id := c.createStudy(t, simSpec(slowFlops, 1, 1))
-	var tr *pb.Trial
-	waitFor(t, "a running trial with points", func() (bool, string) {
-		ts := c.trials(t, id)
-		if len(ts) != 1 {
-			return false, fmt.Sprintf("%d trials", len(ts))
-		}
-		tr = ts[0]
-		return tr.State == pb.TrialState_TRIAL_STATE_RUNNING && tr.LastSeq >= 1, fmt.Sprintf("%v with %d points", tr.State, tr.LastSeq)
-	})
+	tr := c.waitOnlyTrialRunning(t, id, 1)
 	workerID, err := readWorkerID(idFile)
 	if err != nil || workerID == 0 || workerID != tr.WorkerId {
 		t.Fatalf("id file holds %d (%v); the trial runs on worker %d", workerID, err, tr.WorkerId)
