@@ -122,6 +122,9 @@ type dataOptions struct {
 	maxPoints int
 	// Scales, when not nil, keeps only observations at these scale indices (mfbo).
 	scales map[int]bool
+	// lastOnlyFrom, when positive, gives a trial whose curve reached this step (the
+	// target's) one point, its last; shorter curves keep pointsPerTrial.
+	lastOnlyFrom int64
 }
 
 // trainingSet is the GP's data: inputs, standardised targets and the transform.
@@ -226,17 +229,35 @@ func buildTraining(p *Problem, s *space, obs []Observation, opt dataOptions) (*t
 		}
 		trials = kept
 	}
+	lastOnly := func(t trialPts) bool {
+		return opt.lastOnlyFrom > 0 && t.pts[len(t.pts)-1].Step >= opt.lastOnlyFrom
+	}
+	points := func(per int) int {
+		n := 0
+		for _, t := range trials {
+			if lastOnly(t) {
+				n++
+			} else {
+				n += per
+			}
+		}
+		return n
+	}
 	per := opt.pointsPerTrial
 	if per < 1 {
 		per = 1
 	}
-	for per > 1 && per*len(trials) > maxPts {
+	for per > 1 && points(per) > maxPts {
 		per--
 	}
 	ts := &trainingSet{tr: tr, trials: len(trials), observed: observed}
 	var raw []float64
 	for _, t := range trials {
-		for _, c := range pickLogSpaced(t.pts, per) {
+		n := per
+		if lastOnly(t) {
+			n = 1
+		}
+		for _, c := range pickLogSpaced(t.pts, n) {
 			ts.x = append(ts.x, s.point(t.obs.Mixture, t.obs.Scale, c.Step))
 			raw = append(raw, windowMean(t.pts, c.Step))
 		}

@@ -353,3 +353,133 @@ func TestLimitCheap(t *testing.T) {
 		}
 	}
 }
+
+// The trust region admits any mixture at a fidelity cheaper than TrustCost and, at dearer
+// ones, only mixtures within TrustRadius of a centre.
+func TestTrustRegion(t *testing.T) {
+	p := synthProblem()
+	cfg := MFMSConfig()
+	cfg.TrustRadius, cfg.TrustCost = 0.1, 0.5
+	m := NewMF("mfms", cfg)
+	req := Request{Problem: p, Observations: synthObservations(&p, 20, 3)}
+	c, err := m.condition(&req, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	best := []float64{0.2, 0.2, 0.2, 0.2, 0.2}
+	ok := m.trustRegion(c, req.Observations, best)
+	target := fidelity{scale: p.TargetScale, steps: p.TargetSteps, cost: 1}
+	cheap := fidelity{scale: 0, steps: p.TargetSteps, cost: 0.0125}
+	near := []float64{0.25, 0.15, 0.2, 0.2, 0.2} // 0.07 from best
+	far := []float64{0.9, 0.025, 0.025, 0.025, 0.025}
+	for _, ctr := range c.centres(req.Observations, cfg.Pool.centres) {
+		if dist(ctr, far) <= 0.1 {
+			t.Fatalf("test mixture %v is near centre %v", far, ctr)
+		}
+		if !ok(ctr, target) {
+			t.Errorf("centre %v refused at the target", ctr)
+		}
+	}
+	if !ok(near, target) || !ok(best, target) {
+		t.Error("mixture within the radius of best refused at the target")
+	}
+	if ok(far, target) {
+		t.Error("far mixture allowed at the target")
+	}
+	if !ok(far, cheap) {
+		t.Error("far mixture refused at a cheap fidelity")
+	}
+	// The rule is off without a radius.
+	cfg.TrustRadius = 0
+	if !NewMF("mfms", cfg).trustRegion(c, req.Observations, best)(far, target) {
+		t.Error("far mixture refused with the trust region off")
+	}
+}
+
+func dist(a, b []float64) float64 {
+	s := 0.0
+	for i := range a {
+		s += (a[i] - b[i]) * (a[i] - b[i])
+	}
+	return math.Sqrt(s)
+}
+
+// With RunningAsPending the GP's data leave out running trials' partial curves (they are
+// pending), keep trials that ended early, and fall back to the partial curves while
+// nothing has finished.
+func TestRunningAsPending(t *testing.T) {
+	p := synthProblem()
+	cfg := MFMSConfig()
+	cfg.RunningAsPending = true
+	m := NewMF("mfms", cfg)
+	obs := synthObservations(&p, 12, 5)
+	running := obs[10]
+	running.Curve, running.Done = running.Curve[:1], false
+	stopped := obs[11]
+	stopped.Done = false // ended early: not pending
+	obs[10], obs[11] = running, stopped
+	req := Request{Problem: p, Observations: obs, Pending: []Trial{running.Trial}}
+	c, err := m.condition(&req, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ts.trials != 11 {
+		t.Errorf("GP data hold %d trials, want the 11 not running", c.ts.trials)
+	}
+	cfg.RunningAsPending = false
+	all, err := NewMF("mfms", cfg).condition(&req, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if all.ts.trials != 12 {
+		t.Errorf("without the option: %d trials, want 12", all.ts.trials)
+	}
+	only := Request{Problem: p, Observations: []Observation{running}, Pending: []Trial{running.Trial}}
+	c, err = m.condition(&only, true)
+	if err != nil || c.ts.trials != 1 {
+		t.Fatalf("only a running trial: err %v", err)
+	}
+}
+
+// With lastOnlyFrom at the target's steps a full-length curve gives the GP its last point
+// only, a shorter one its log-spaced points, and the cap on points counts them so.
+func TestFullRunLastOnly(t *testing.T) {
+	p := synthProblem()
+	s, err := newSpace(&p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	curve := func(w []float64, steps int64) Observation {
+		o := Observation{Trial: Trial{Mixture: w, Scale: 0, Steps: steps}, Done: true}
+		for st := int64(100); st <= steps; st += 100 {
+			o.Curve = append(o.Curve, CurvePoint{Step: st, Value: synthLoss(w, p.Scales[0].Params, st)})
+		}
+		return o
+	}
+	obs := []Observation{curve(wStar, p.TargetSteps), curve([]float64{0.2, 0.2, 0.2, 0.2, 0.2}, 1000)}
+	ts, err := buildTraining(&p, s, obs, dataOptions{pointsPerTrial: 3, lastOnlyFrom: p.TargetSteps})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ts.x) != 4 {
+		t.Fatalf("%d points, want 1 (the full run's last) + 3 (the short curve)", len(ts.x))
+	}
+	if ts.x[0][s.k+1] != s.stepU(p.TargetSteps) {
+		t.Errorf("the full run's point is at step u=%g, want its last step", ts.x[0][s.k+1])
+	}
+	ts, err = buildTraining(&p, s, obs, dataOptions{pointsPerTrial: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ts.x) != 6 {
+		t.Fatalf("without the option: %d points, want 6", len(ts.x))
+	}
+	// A cap of 3 points leaves room for the full run's one and two of the short curve's.
+	ts, err = buildTraining(&p, s, obs, dataOptions{pointsPerTrial: 3, maxPoints: 3, lastOnlyFrom: p.TargetSteps})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ts.x) != 3 {
+		t.Fatalf("capped at 3: %d points", len(ts.x))
+	}
+}
