@@ -81,7 +81,7 @@ func TestLogMLGradient(t *testing.T) {
 	for _, c := range []struct {
 		kn   kernel
 		mean meanFn
-	}{{kernel{k: 4}, nil}, {kernel{k: 4}, &scalingMean{}}, {kernel{k: 4, tilt: true}, nil}} {
+	}{{kernel{k: 4}, nil}, {kernel{k: 4}, &scalingMean{}}, {kernel{k: 4, tilt: true}, nil}, {kernel{k: 4, tilt: true, drift: true}, nil}, {kernel{k: 4, drift: true}, nil}} {
 		m, mean := model{kn: c.kn, mean: c.mean}, c.mean
 		x := randomPoints(rng, 25, 4)
 		y := make([]float64, len(x))
@@ -180,10 +180,10 @@ func TestJitterEscalation(t *testing.T) {
 	}
 }
 
-// On data whose linear mixture effect flips sign between the cheap scale and the target
-// (as a domain's benefit does on the paper's data), the kernel with the fidelity-dependent
-// tilt predicts the target from mostly cheap data better than the kernel without it.
-func TestTiltLearnsDriftingSlope(t *testing.T) {
+// driftingSlope is data whose linear mixture effect flips sign between the cheap scales
+// and the target (as a domain's benefit does on the paper's data): 60 points at
+// us ∈ {0, ¼, ½}, targetPoints at the target, and 100 test points at the target.
+func driftingSlope(targetPoints int) (x [][]float64, y []float64, test [][]float64, want []float64) {
 	rng := rand.New(rand.NewPCG(11, 12))
 	centre := []float64{0.5, 0.3, 0.2}
 	truth := func(w []float64, us float64) float64 {
@@ -194,44 +194,61 @@ func TestTiltLearnsDriftingSlope(t *testing.T) {
 		return 3*bowl + (1-2*us)*(w[0]-1.0/3)
 	}
 	point := func(w []float64, us float64) []float64 { return append(append([]float64(nil), w...), us, 1) }
-	var x [][]float64
-	var y []float64
 	for i := 0; i < 60; i++ {
 		us := []float64{0, 0.25, 0.5}[i%3]
 		w := sampleDirichletAlpha(rng, 3, 1)
 		x, y = append(x, point(w, us)), append(y, truth(w, us))
 	}
-	for range 4 {
+	for range targetPoints {
 		w := sampleDirichletAlpha(rng, 3, 1)
 		x, y = append(x, point(w, 1)), append(y, truth(w, 1))
 	}
-	var test [][]float64
-	var want []float64
 	for range 100 {
 		w := sampleDirichletAlpha(rng, 3, 1)
 		test, want = append(test, point(w, 1)), append(want, truth(w, 1))
 	}
-	rmse := func(kn kernel) float64 {
-		m := model{kn: kn}
-		theta, _, err := m.fit(x, y, nil, fitOptions{restarts: 2, iterations: 80}, rand.New(rand.NewPCG(1, 2)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		g, err := newGP(m, theta, x, y)
-		if err != nil {
-			t.Fatal(err)
-		}
-		mu, _, _ := g.predict(test)
-		s := 0.0
-		for i := range mu {
-			s += (mu[i] - want[i]) * (mu[i] - want[i])
-		}
-		return math.Sqrt(s / float64(len(mu)))
+	return x, y, test, want
+}
+
+// targetRMSE fits kn to (x, y) and returns its RMSE on the test points.
+func targetRMSE(t *testing.T, kn kernel, x [][]float64, y []float64, test [][]float64, want []float64) float64 {
+	m := model{kn: kn}
+	theta, _, err := m.fit(x, y, nil, fitOptions{restarts: 2, iterations: 80}, rand.New(rand.NewPCG(1, 2)))
+	if err != nil {
+		t.Fatal(err)
 	}
-	plain := rmse(kernel{k: 3, noTrend: true, noLocal: true})
-	tilted := rmse(kernel{k: 3, noTrend: true, noLocal: true, tilt: true})
+	g, err := newGP(m, theta, x, y)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu, _, _ := g.predict(test)
+	s := 0.0
+	for i := range mu {
+		s += (mu[i] - want[i]) * (mu[i] - want[i])
+	}
+	return math.Sqrt(s / float64(len(mu)))
+}
+
+// With a few target points, the kernel with the fidelity-dependent tilt predicts the
+// target from mostly cheap data better than the kernel without it.
+func TestTiltLearnsDriftingSlope(t *testing.T) {
+	x, y, test, want := driftingSlope(4)
+	plain := targetRMSE(t, kernel{k: 3, noTrend: true, noLocal: true}, x, y, test, want)
+	tilted := targetRMSE(t, kernel{k: 3, noTrend: true, noLocal: true, tilt: true}, x, y, test, want)
 	t.Logf("target RMSE: product kernel %.4f, with tilt %.4f", plain, tilted)
 	if !(tilted < 0.7*plain) {
 		t.Errorf("the tilt did not help: RMSE %.4f with it, %.4f without", tilted, plain)
+	}
+}
+
+// With no target points at all, the drift term extrapolates the slope's change to the
+// target, where the stationary tilt can only let it fade.
+func TestDriftExtrapolatesSlope(t *testing.T) {
+	x, y, test, want := driftingSlope(0)
+	tilted := targetRMSE(t, kernel{k: 3, noTrend: true, noLocal: true, tilt: true}, x, y, test, want)
+	drift := targetRMSE(t, kernel{k: 3, noTrend: true, noLocal: true, tilt: true, drift: true}, x, y, test, want)
+	t.Logf("target RMSE without target data: tilt %.4f, tilt and drift %.4f", tilted, drift)
+	if !(drift < 0.7*tilted) {
+		t.Errorf("the drift did not help: RMSE %.4f with it, %.4f without", drift, tilted)
 	}
 }

@@ -23,6 +23,9 @@ type MFConfig struct {
 	LocalScaleTerm bool
 	// Tilt adds the kernel's linear mixture term whose slope drifts with scale and steps.
 	Tilt bool
+	// Drift adds the kernel's linear mixture term that grows with the distance below the
+	// target scale (extrapolates how a domain's benefit changes with model size).
+	Drift bool
 	// MultiStep lets trials stop before the target's steps.
 	MultiStep bool
 	// Acquisition is "kg" (knowledge gradient per cost) or "ei" (expected improvement at
@@ -184,7 +187,7 @@ func (s mfState) encode() []byte {
 }
 
 func (m *MF) model(s *space, tr transform) model {
-	mod := model{kn: kernel{k: s.k, noLocal: !m.cfg.LocalScaleTerm, noTrend: m.cfg.Product, tilt: m.cfg.Tilt}}
+	mod := model{kn: kernel{k: s.k, noLocal: !m.cfg.LocalScaleTerm, noTrend: m.cfg.Product, tilt: m.cfg.Tilt, drift: m.cfg.Drift}}
 	if m.cfg.ScalingMean && tr.log && !tr.negate {
 		mod.mean = &scalingMean{k: s.k, off: tr.mean, sd: tr.sd}
 	}
@@ -644,22 +647,23 @@ func (m *MF) trustRegion(c *conditioned, obs []Observation, best []float64) func
 		return func([]float64, fidelity) bool { return true }
 	}
 	centres := append(c.centres(obs, m.cfg.Pool.centres), best)
-	r2 := m.cfg.TrustRadius * m.cfg.TrustRadius
 	return func(w []float64, f fidelity) bool {
-		if f.cost < m.cfg.TrustCost {
+		return f.cost < m.cfg.TrustCost || withinAny(w, centres, m.cfg.TrustRadius)
+	}
+}
+
+// withinAny says whether w lies within Euclidean distance r of one of the centres.
+func withinAny(w []float64, centres [][]float64, r float64) bool {
+	for _, ctr := range centres {
+		d2 := 0.0
+		for i := range w {
+			d2 += (w[i] - ctr[i]) * (w[i] - ctr[i])
+		}
+		if d2 <= r*r {
 			return true
 		}
-		for _, ctr := range centres {
-			d2 := 0.0
-			for i := range w {
-				d2 += (w[i] - ctr[i]) * (w[i] - ctr[i])
-			}
-			if d2 <= r2 {
-				return true
-			}
-		}
-		return false
 	}
+	return false
 }
 
 // crossPrior is the prior covariance matrix K(a, b).
