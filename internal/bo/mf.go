@@ -101,8 +101,7 @@ func MFMSConfig() MFConfig {
 		// Full-length trials only: on the paper's data a truncated run's best mixture is
 		// not the full run's (1B at 9,800 steps prefers pure stackexchange, 0.0029 off at
 		// the target), and trials at the target's steps measured 1.5–1.8× better than
-		// offering ½ or ½…1/16 budgets (docs/benchmark-results.md). Every curve point still
-		// informs the model along the steps axis.
+		// offering ½ or ½…1/16 budgets (docs/benchmark-results.md).
 		StepChoices: 1,
 		// A full run gives the GP one point, its last: points earlier on its curve describe
 		// a function whose best mixture is elsewhere, and with them the model's fit at the
