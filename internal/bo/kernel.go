@@ -186,11 +186,14 @@ func (kn kernel) cov(p *params, a, b []float64) float64 {
 	kw := m52(math.Sqrt(r2))
 	v := p.sf1*m52(ds*p.invLS1)*m52(dt*p.invLT1) +
 		kw*(p.sf2*m52(ds*p.invLS2)*m52(dt*p.invLT2)+p.sf3*m52(ds*p.invLS3))
-	if kn.tilt {
-		v += p.sf4 * kn.linear(a, b) * m52(ds*p.invLS4) * m52(dt*p.invLT4)
-	}
-	if kn.drift {
-		v += p.sf5 * kn.linear(a, b) * (1 - a[k]) * (1 - b[k])
+	if kn.tilt || kn.drift {
+		lin := kn.linear(a, b)
+		if kn.tilt {
+			v += p.sf4 * lin * m52(ds*p.invLS4) * m52(dt*p.invLT4)
+		}
+		if kn.drift {
+			v += p.sf5 * lin * (1 - a[k]) * (1 - b[k])
+		}
 	}
 	return v
 }
@@ -233,17 +236,21 @@ func (kn kernel) covGrad(p *params, a, b []float64, w float64, grad []float64) {
 	grad[kn.iLT1()] += w * p.sf1 * ks1 * m52g(rt1) * rt1 * rt1
 	grad[kn.iLS2()] += w * p.sf2 * kw * kt2 * m52g(rs2) * rs2 * rs2
 	grad[kn.iLT2()] += w * p.sf2 * kw * ks2 * m52g(rt2) * rt2 * rt2
+	var lin float64
+	if kn.tilt || kn.drift {
+		lin = kn.linear(a, b)
+	}
 	if kn.tilt {
 		rs4 := math.Abs(a[k]-b[k]) * p.invLS4
 		rt4 := math.Abs(a[k+1]-b[k+1]) * p.invLT4
 		ks4, kt4 := m52(rs4), m52(rt4)
-		lin := p.sf4 * kn.linear(a, b)
-		grad[kn.iSF4()] += w * lin * ks4 * kt4
-		grad[kn.iLS4()] += w * lin * kt4 * m52g(rs4) * rs4 * rs4
-		grad[kn.iLT4()] += w * lin * ks4 * m52g(rt4) * rt4 * rt4
+		l4 := p.sf4 * lin
+		grad[kn.iSF4()] += w * l4 * ks4 * kt4
+		grad[kn.iLS4()] += w * l4 * kt4 * m52g(rs4) * rs4 * rs4
+		grad[kn.iLT4()] += w * l4 * ks4 * m52g(rt4) * rt4 * rt4
 	}
 	if kn.drift {
-		grad[kn.iSF5()] += w * p.sf5 * kn.linear(a, b) * (1 - a[k]) * (1 - b[k])
+		grad[kn.iSF5()] += w * p.sf5 * lin * (1 - a[k]) * (1 - b[k])
 	}
 	gw := w * (p.sf2*ks2*kt2 + p.sf3*ks3) * m52g(rw)
 	for d := 0; d < k; d++ {

@@ -373,7 +373,7 @@ func TestTrustRegion(t *testing.T) {
 	near := []float64{0.25, 0.15, 0.2, 0.2, 0.2} // 0.07 from best
 	far := []float64{0.9, 0.025, 0.025, 0.025, 0.025}
 	for _, ctr := range c.centres(req.Observations, cfg.Pool.centres) {
-		if dist(ctr, far) <= 0.1 {
+		if withinAny(far, [][]float64{ctr}, 0.1) {
 			t.Fatalf("test mixture %v is near centre %v", far, ctr)
 		}
 		if !ok(ctr, target) {
@@ -394,14 +394,6 @@ func TestTrustRegion(t *testing.T) {
 	if !NewMF("mfms", cfg).trustRegion(c, req.Observations, best)(far, target) {
 		t.Error("far mixture refused with the trust region off")
 	}
-}
-
-func dist(a, b []float64) float64 {
-	s := 0.0
-	for i := range a {
-		s += (a[i] - b[i]) * (a[i] - b[i])
-	}
-	return math.Sqrt(s)
 }
 
 // With RunningAsPending the GP's data leave out running trials' partial curves (they are
