@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -45,6 +46,7 @@ func run(args []string) error {
 	out := fs.String("out", "", "directory for results.json and the plots (none when empty)")
 	quiet := fs.Bool("quiet", false, "do not print progress per run")
 	traceDir := fs.String("trace", "", "directory for one text file per run: each trial bought and each recommendation with its regret")
+	landscape := fs.Bool("landscape", false, "print where each scale's best mixture lies and its regret at the target, and the regret along f*'s edge, then exit (with -out: landscape.json)")
 	var variants variantFlag
 	fs.Var(&variants, "variant", "NAME=BASE:Field=value,... defines policy NAME as the GP preset BASE (mfms, mfbo, mfms-ei, gp-ei) with bo.MFConfig fields changed, e.g. -variant 'mfms-add=mfms:Product=false' (repeatable; name it in -policies)")
 	merge := fs.String("merge", "", "comma-separated results.json files whose runs join this invocation's (same objective, f* and budget; runs are deterministic per policy, seed and setting, so runs of the same code made apart combine as if made together); only their runs with this invocation's seeds ([seed-base, seed-base+seeds)), noise levels and parallelisms are kept; with -policies \"\" only the merged runs are summarised")
@@ -62,6 +64,9 @@ func run(args []string) error {
 	model, err := sim.LoadDataModel(path)
 	if err != nil {
 		return err
+	}
+	if *landscape {
+		return writeLandscape(model, *objective, *fstar, *out)
 	}
 	noises, err := floats(*noise)
 	if err != nil {
@@ -129,6 +134,29 @@ func run(args []string) error {
 		}
 	}
 	return nil
+}
+
+// writeLandscape prints the objective's landscape report and, with a directory, writes it
+// as landscape.json there.
+func writeLandscape(model *sim.DataModel, objective string, samples int, dir string) error {
+	ls, err := benchmark.MapLandscape(model, objective, samples, 1)
+	if err != nil {
+		return err
+	}
+	if err := benchmark.WriteLandscape(os.Stdout, ls); err != nil {
+		return err
+	}
+	if dir == "" {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(ls, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "landscape.json"), append(b, '\n'), 0o644)
 }
 
 // repoRoot is the nearest directory above the working directory holding go.mod.

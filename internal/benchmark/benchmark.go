@@ -160,14 +160,21 @@ func FStar(m *sim.DataModel, objectiveName string, samples int, seed uint64) (fl
 		return 0, nil, err
 	}
 	o := newObjective(m, objectiveName, &p)
+	v, w := o.optimumAt(o.target, samples, seed)
+	return v, w, nil
+}
+
+// optimumAt is FStar's dense search at one scale (at the target's steps): the best value
+// there and its mixture.
+func (o *objective) optimumAt(scale, samples int, seed uint64) (float64, []float64) {
 	loss := func(w []float64) float64 {
-		v := o.value(w, o.target, o.steps)
+		v := o.value(w, scale, o.steps)
 		if o.maxim {
 			return -v
 		}
 		return v
 	}
-	k := len(m.Domains)
+	k := len(o.m.Domains)
 	rng := rand.New(rand.NewPCG(seed, 0xF5))
 	type cand struct {
 		w []float64
@@ -184,8 +191,12 @@ func FStar(m *sim.DataModel, objectiveName string, samples int, seed uint64) (fl
 			}
 		}
 	}
+	lower, upper := make([]float64, k), make([]float64, k)
+	for i := range upper {
+		upper[i] = 1
+	}
 	for range samples {
-		add(bo.SampleDirichlet(rng, p.Lower, p.Upper))
+		add(bo.SampleDirichlet(rng, lower, upper))
 	}
 	sort.Slice(all, func(a, b int) bool { return all[a].f < all[b].f })
 	best := all[0]
@@ -199,7 +210,7 @@ func FStar(m *sim.DataModel, objectiveName string, samples int, seed uint64) (fl
 	if o.maxim {
 		v = -v
 	}
-	return v, best.w, nil
+	return v, best.w
 }
 
 // refine moves weight between pairs of domains while the loss falls, halving the step

@@ -213,3 +213,67 @@ func TestTrace(t *testing.T) {
 		}
 	}
 }
+
+// The landscape's target row is f* itself; no scale's best mixture and no point of the
+// profile beats f* at the target (f* is refined by the same pairwise moves the profile
+// makes), and the profile passes through f*'s mixture.
+func TestLandscape(t *testing.T) {
+	dm := tinyModel(t)
+	ls, err := MapLandscape(dm, "stackexchange_ce", 3000, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ls.Optima) != len(dm.Scales) {
+		t.Fatalf("%d scale optima for %d scales", len(ls.Optima), len(dm.Scales))
+	}
+	target := ls.Optima[len(ls.Optima)-1]
+	if target.Scale != "1B" || target.TargetRegret != 0 || target.Value != ls.FStar {
+		t.Errorf("target row %+v, f* %g", target, ls.FStar)
+	}
+	out := dm.OutputIndex("stackexchange_ce")
+	for _, s := range ls.Optima {
+		if s.TargetRegret < -1e-9 {
+			t.Errorf("%s's best mixture beats f* at the target by %g", s.Scale, -s.TargetRegret)
+		}
+		size := 0.0
+		for _, sc := range dm.Scales {
+			if sc.Name == s.Scale {
+				size = sc.SizeM
+			}
+		}
+		if got := dm.Eval(s.Mixture, size, 1000)[out]; math.Abs(got-s.Value) > 1e-12 {
+			t.Errorf("%s: value %g, its mixture gives %g", s.Scale, s.Value, got)
+		}
+	}
+	atFStar := false
+	for _, pt := range ls.Profile {
+		if pt.Regret < -1e-9 {
+			t.Errorf("profile point %+v beats f*", pt)
+		}
+		if math.Abs(pt.Regret) < 1e-9 && math.Abs(pt.Share-ls.FStarMix[maxIndex(ls.FStarMix)]) < 1e-12 {
+			atFStar = true
+		}
+	}
+	if !atFStar || len(ls.Profile) < 2 {
+		t.Errorf("profile %+v does not pass through f*", ls.Profile)
+	}
+	var buf bytes.Buffer
+	if err := WriteLandscape(&buf, ls); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"20M", "150M", "regret at the target along"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, buf.String())
+		}
+	}
+}
+
+func maxIndex(v []float64) int {
+	best := 0
+	for i := range v {
+		if v[i] > v[best] {
+			best = i
+		}
+	}
+	return best
+}

@@ -26,6 +26,12 @@ type MFConfig struct {
 	// Drift adds the kernel's linear mixture term that grows with the distance below the
 	// target scale (extrapolates how a domain's benefit changes with model size).
 	Drift bool
+	// TargetNoise fits a noise variance of its own to observations at the target fidelity
+	// (see kernel.targetNoise).
+	TargetNoise bool
+	// TargetLocal adds the kernel's residual term among target-fidelity points (see
+	// kernel.targetLocal).
+	TargetLocal bool
 	// MultiStep lets trials stop before the target's steps.
 	MultiStep bool
 	// Acquisition is "kg" (knowledge gradient per cost) or "ei" (expected improvement at
@@ -186,7 +192,8 @@ func (s mfState) encode() []byte {
 }
 
 func (m *MF) model(s *space, tr transform) model {
-	mod := model{kn: kernel{k: s.k, noLocal: !m.cfg.LocalScaleTerm, noTrend: m.cfg.Product, tilt: m.cfg.Tilt, drift: m.cfg.Drift}}
+	mod := model{kn: kernel{k: s.k, noLocal: !m.cfg.LocalScaleTerm, noTrend: m.cfg.Product, tilt: m.cfg.Tilt, drift: m.cfg.Drift,
+		targetNoise: m.cfg.TargetNoise, targetLocal: m.cfg.TargetLocal, tUS: s.targetUS, tUT: s.targetUT}}
 	if m.cfg.ScalingMean && tr.log && !tr.negate {
 		mod.mean = &scalingMean{k: s.k, off: tr.mean, sd: tr.sd}
 	}
@@ -612,13 +619,14 @@ func (m *MF) choose(c *conditioned, g *gp, req Request, fids []fidelity, rng *ra
 	b := make([]float64, len(tset))
 	bestV, bestC := 0.0, -1
 	for ci, cd := range cands {
-		sdY := math.Sqrt(cvar[ci] + g.p.noise)
+		noise := g.m.kn.noiseAt(&g.p, cx[ci])
+		sdY := math.Sqrt(cvar[ci] + noise)
 		var v float64
 		switch m.cfg.Acquisition {
 		case "ei":
 			j := cd.mixPos
 			tv := vr[tset[j]]
-			rho := cov.At(j, ci) / math.Sqrt(tv*(cvar[ci]+g.p.noise))
+			rho := cov.At(j, ci) / math.Sqrt(tv*(cvar[ci]+noise))
 			v = expectedImprovement(best, tmu[j], math.Sqrt(tv)) * math.Max(rho, 0)
 		default:
 			for j := range tset {
