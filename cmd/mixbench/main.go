@@ -5,7 +5,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -47,6 +46,7 @@ func run(args []string) error {
 	quiet := fs.Bool("quiet", false, "do not print progress per run")
 	traceDir := fs.String("trace", "", "directory for one text file per run: each trial bought and each recommendation with its regret")
 	landscape := fs.Bool("landscape", false, "print where each scale's best mixture lies and its regret at the target, and the regret along f*'s edge, then exit (with -out: landscape.json)")
+	curves := fs.String("curves", "", "comma-separated costs (TRE): also print each policy's seed-median regret after each")
 	var variants variantFlag
 	fs.Var(&variants, "variant", "NAME=BASE:Field=value,... defines policy NAME as the GP preset BASE (mfms, mfbo, mfms-ei, gp-ei) with bo.MFConfig fields changed, e.g. -variant 'mfms-add=mfms:Product=false' (repeatable; name it in -policies)")
 	merge := fs.String("merge", "", "comma-separated results.json files whose runs join this invocation's (same objective, f* and budget; runs are deterministic per policy, seed and setting, so runs of the same code made apart combine as if made together); only their runs with this invocation's seeds ([seed-base, seed-base+seeds)), noise levels and parallelisms are kept; with -policies \"\" only the merged runs are summarised")
@@ -128,6 +128,15 @@ func run(args []string) error {
 	if err := benchmark.WriteTable(os.Stdout, res, sums); err != nil {
 		return err
 	}
+	if *curves != "" {
+		costs, err := floats(*curves)
+		if err != nil {
+			return fmt.Errorf("-curves: %w", err)
+		}
+		if err := benchmark.WriteCurves(os.Stdout, res, costs); err != nil {
+			return err
+		}
+	}
 	if *out != "" {
 		if err := benchmark.WriteFiles(*out, res, sums, command); err != nil {
 			return err
@@ -149,14 +158,7 @@ func writeLandscape(model *sim.DataModel, objective string, samples int, dir str
 	if dir == "" {
 		return nil
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	b, err := json.MarshalIndent(ls, "", "  ")
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(filepath.Join(dir, "landscape.json"), append(b, '\n'), 0o644)
+	return benchmark.WriteLandscapeFile(dir, ls)
 }
 
 // repoRoot is the nearest directory above the working directory holding go.mod.

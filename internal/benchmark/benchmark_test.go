@@ -266,6 +266,38 @@ func TestLandscape(t *testing.T) {
 			t.Errorf("report lacks %q:\n%s", want, buf.String())
 		}
 	}
+	dir := t.TempDir()
+	if err := WriteLandscapeFile(dir, ls); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "landscape.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Landscape
+	if err := json.Unmarshal(b, &back); err != nil || back.FStar != ls.FStar || len(back.Optima) != len(ls.Optima) {
+		t.Errorf("landscape.json reads back as %+v (%v)", back, err)
+	}
+}
+
+// WriteCurves prints the seed-median of the regret each run had after each cost, and "-"
+// while the median run has made no recommendation.
+func TestWriteCurves(t *testing.T) {
+	set := Setting{Noise: 0, Parallel: 1}
+	res := &Result{Budget: 30, Runs: []Run{
+		{Policy: "p", Seed: 1, Setting: set, Curve: []Point{{1, 0.5}, {3, 0.1}}},
+		{Policy: "p", Seed: 2, Setting: set, Curve: []Point{{2, 0.3}}},
+	}}
+	var buf bytes.Buffer
+	if err := WriteCurves(&buf, res, []float64{0.5, 2, 3}); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	got := strings.Fields(lines[len(lines)-1])
+	want := []string{"p", "-", "0.40000", "0.20000"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("curve row %q, want %q (output:\n%s)", got, want, buf.String())
+	}
 }
 
 func maxIndex(v []float64) int {

@@ -102,3 +102,8 @@ func WriteLandscape(w io.Writer, ls *Landscape) error {
 	}
 	return tw.Flush()
 }
+
+// WriteLandscapeFile writes the report as dir/landscape.json.
+func WriteLandscapeFile(dir string, ls *Landscape) error {
+	return writeJSON(dir, "landscape.json", ls)
+}

@@ -18,20 +18,13 @@ import (
 // WriteFiles writes results.json (summaries and per-run curves) and one regret-vs-cost
 // SVG per setting into dir.
 func WriteFiles(dir string, res *Result, sums []PolicySummary, command string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("create output dir: %w", err)
-	}
 	out := struct {
 		Command   string          `json:"command"`
 		Summaries []PolicySummary `json:"summaries"`
 		*Result
 	}{command, sanitize(sums), res}
-	b, err := json.MarshalIndent(out, "", " ")
-	if err != nil {
-		return fmt.Errorf("encode results: %w", err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "results.json"), b, 0o644); err != nil {
-		return fmt.Errorf("write results: %w", err)
+	if err := writeJSON(dir, "results.json", out); err != nil {
+		return err
 	}
 	settings := map[Setting][]PolicySummary{}
 	var order []Setting
@@ -46,6 +39,21 @@ func WriteFiles(dir string, res *Result, sums []PolicySummary, command string) e
 		if err := plotSetting(filepath.Join(dir, name), res, st, settings[st]); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// writeJSON writes v, indented, as dir/name, creating dir.
+func writeJSON(dir, name string, v any) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create output dir: %w", err)
+	}
+	b, err := json.MarshalIndent(v, "", " ")
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", name, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", name, err)
 	}
 	return nil
 }

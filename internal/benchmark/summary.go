@@ -115,6 +115,60 @@ func reach(grid, median []float64, r float64) Reach {
 	return out
 }
 
+// runGroup names the runs of one policy in one setting.
+type runGroup struct {
+	setting Setting
+	policy  string
+}
+
+// groupRuns collects the runs per (setting, policy), in the order they first appear.
+func groupRuns(res *Result) ([]runGroup, map[runGroup][]*Run) {
+	groups := map[runGroup][]*Run{}
+	var order []runGroup
+	for i := range res.Runs {
+		r := &res.Runs[i]
+		k := runGroup{r.Setting, r.Policy}
+		if _, ok := groups[k]; !ok {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], r)
+	}
+	return order, groups
+}
+
+// WriteCurves prints, per setting, each policy's seed-median regret after each of the
+// given costs (TRE): the numbers behind the plots, at the costs a reader asks about.
+// "-" is a cost before the median run's first recommendation.
+func WriteCurves(w io.Writer, res *Result, costs []float64) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	order, groups := groupRuns(res)
+	var last Setting
+	for i, k := range order {
+		if i == 0 || k.setting != last {
+			fmt.Fprintf(tw, "\nseed-median regret, %s\npolicy", k.setting)
+			for _, c := range costs {
+				fmt.Fprintf(tw, "\t@%g", c)
+			}
+			fmt.Fprintln(tw, "\t")
+			last = k.setting
+		}
+		fmt.Fprint(tw, k.policy)
+		col := make([]float64, len(groups[k]))
+		for _, c := range costs {
+			for j, r := range groups[k] {
+				col[j] = r.regretAt(c)
+			}
+			if m := quantile(col, 0.5); math.IsInf(m, 1) {
+				fmt.Fprint(tw, "\t-")
+			} else {
+				fmt.Fprintf(tw, "\t%.5f", m)
+			}
+		}
+		fmt.Fprintln(tw, "\t")
+	}
+	return tw.Flush()
+}
+
 // Levels are the fixed regret levels reported beside the baselines' own.
 var Levels = []float64{0.01, 0.003, 0.001}
 
@@ -122,25 +176,12 @@ var Levels = []float64{0.01, 0.003, 0.001}
 // baselines.
 func Summarise(res *Result, baselines []string) []PolicySummary {
 	grid := Grid(res.Budget)
-	type key struct {
-		s Setting
-		p string
-	}
-	groups := map[key][]*Run{}
-	var order []key
-	for i := range res.Runs {
-		r := &res.Runs[i]
-		k := key{r.Setting, r.Policy}
-		if _, ok := groups[k]; !ok {
-			order = append(order, k)
-		}
-		groups[k] = append(groups[k], r)
-	}
+	order, groups := groupRuns(res)
 	var out []PolicySummary
 	bySetting := map[Setting]map[string]*PolicySummary{}
 	for _, k := range order {
 		runs := groups[k]
-		ps := PolicySummary{Policy: k.p, Setting: k.s, Seeds: len(runs), Grid: grid, SpendBy: map[string]float64{},
+		ps := PolicySummary{Policy: k.policy, Setting: k.setting, Seeds: len(runs), Grid: grid, SpendBy: map[string]float64{},
 			Reach: map[string]Reach{}, Speedup: map[string]Speedup{}}
 		var finals, trials, dms []float64
 		for _, r := range runs {

@@ -78,7 +78,8 @@ func (m model) covMatrix(p *params, x [][]float64, jitter float64) *mat.SymDense
 		for j := i; j < n; j++ {
 			v := m.kn.cov(p, x[i], x[j])
 			if i == j {
-				v += m.kn.noiseAt(p, x[i]) + jitter
+				noise, _ := m.kn.noiseAt(p, x[i])
+				v += noise + jitter
 			}
 			k.SetSym(i, j, v)
 		}
@@ -238,11 +239,8 @@ func (m model) logML(theta []float64, x [][]float64, y []float64, grad []float64
 	for i := 0; i < n; i++ {
 		wii := alpha[i]*alpha[i] - kr.Data[i*kr.Stride+i]
 		m.kn.covGrad(&p, x[i], x[i], 0.5*wii, grad)
-		if m.kn.targetNoise && m.kn.atTarget(x[i]) {
-			grad[m.kn.iNoiseT()] += 0.5 * wii * p.noiseT
-		} else {
-			grad[m.kn.iNoise()] += 0.5 * wii * p.noise
-		}
+		noise, param := m.kn.noiseAt(&p, x[i])
+		grad[param] += 0.5 * wii * noise
 		for j := i + 1; j < n; j++ {
 			wij := alpha[i]*alpha[j] - kr.Data[i*kr.Stride+j]
 			m.kn.covGrad(&p, x[i], x[j], wij, grad)

@@ -12,8 +12,9 @@ import "math"
 //	         + sf5 · (w−c)·(w'−c) · (1−us)·(1−us')                (linear tilt that grows with distance below the target scale)
 //	         + sfT · m52(|w−w'|; lT) · [x, x' both at the target]   (detail of the target's own)
 //
-// plus noise on the diagonal (optionally a variance of its own at the target fidelity). The first term carries the large change of the loss with
-// scale and steps that every mixture shares; the second is the product kernel of the
+// plus noise on the diagonal (optionally a variance of its own at the target fidelity).
+// The first term carries the large change of the loss with scale and steps that every
+// mixture shares; the second is the product kernel of the
 // mixture with the fidelities, whose long fidelity lengthscales are what lets cheap trials
 // inform the target; the third, with a short scale lengthscale, lets the best mixture
 // move between scales (on the paper's data the 700M optimum is not the 1B one), so the
@@ -93,7 +94,8 @@ func (kn kernel) iNoiseT() int {
 	return n
 }
 
-// iSFT and iLT are the target-local term's variance and lengthscale, after the target noise.
+// iSFT and iLT are the target-local term's variance and lengthscale, after the target
+// noise; without the term iSFT is where θ ends.
 func (kn kernel) iSFT() int {
 	if kn.targetNoise {
 		return kn.iNoiseT() + 1
@@ -102,23 +104,13 @@ func (kn kernel) iSFT() int {
 }
 func (kn kernel) iLT() int { return kn.iSFT() + 1 }
 
-// nParams counts θ; the tilt's three and the drift's one exist only when they are on, so
-// that kernels without them keep their θ (and a study's saved fit) as they were.
+// nParams counts θ; the optional terms' parameters exist only when they are on, so that
+// kernels without them keep their θ (and a study's saved fit) as they were.
 func (kn kernel) nParams() int {
-	n := kn.k + 9
-	if kn.tilt {
-		n += 3
-	}
-	if kn.drift {
-		n++
-	}
-	if kn.targetNoise {
-		n++
-	}
 	if kn.targetLocal {
-		n += 2
+		return kn.iLT() + 1
 	}
-	return n
+	return kn.iSFT()
 }
 
 // hyperBounds are the box of θ the fit keeps to (as a soft penalty), with the prior centre.
@@ -220,7 +212,6 @@ func (kn kernel) params(theta []float64) params {
 		p.sf5 = math.Exp(theta[kn.iSF5()])
 	}
 	p.noise = math.Exp(theta[kn.iNoise()])
-	p.noiseT = p.noise
 	if kn.targetNoise {
 		p.noiseT = math.Exp(theta[kn.iNoiseT()])
 	}
@@ -236,12 +227,12 @@ func (kn kernel) atTarget(x []float64) bool {
 	return x[kn.k] == kn.tUS && x[kn.k+1] == kn.tUT
 }
 
-// noiseAt is the observation noise variance at x.
-func (kn kernel) noiseAt(p *params, x []float64) float64 {
+// noiseAt is the observation noise variance at x and the index of its θ entry.
+func (kn kernel) noiseAt(p *params, x []float64) (variance float64, param int) {
 	if kn.targetNoise && kn.atTarget(x) {
-		return p.noiseT
+		return p.noiseT, kn.iNoiseT()
 	}
-	return p.noise
+	return p.noise, kn.iNoise()
 }
 
 // targetDist is the scaled Euclidean distance of two points' mixtures for the target-local

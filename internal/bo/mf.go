@@ -619,7 +619,7 @@ func (m *MF) choose(c *conditioned, g *gp, req Request, fids []fidelity, rng *ra
 	b := make([]float64, len(tset))
 	bestV, bestC := 0.0, -1
 	for ci, cd := range cands {
-		noise := g.m.kn.noiseAt(&g.p, cx[ci])
+		noise, _ := g.m.kn.noiseAt(&g.p, cx[ci])
 		sdY := math.Sqrt(cvar[ci] + noise)
 		var v float64
 		switch m.cfg.Acquisition {
