@@ -190,6 +190,58 @@ func (WorkerState) EnumDescriptor() ([]byte, []int) {
 	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{2}
 }
 
+// WorkerKind says what answers a worker's trials.
+type WorkerKind int32
+
+const (
+	WorkerKind_WORKER_KIND_UNSPECIFIED WorkerKind = 0
+	// Real training (scripts/train.py or a team's own trainer).
+	WorkerKind_WORKER_KIND_REAL WorkerKind = 1
+	// A simulator source (recording, data model, synthetic) answers the trials.
+	WorkerKind_WORKER_KIND_SIMULATED WorkerKind = 2
+)
+
+// Enum value maps for WorkerKind.
+var (
+	WorkerKind_name = map[int32]string{
+		0: "WORKER_KIND_UNSPECIFIED",
+		1: "WORKER_KIND_REAL",
+		2: "WORKER_KIND_SIMULATED",
+	}
+	WorkerKind_value = map[string]int32{
+		"WORKER_KIND_UNSPECIFIED": 0,
+		"WORKER_KIND_REAL":        1,
+		"WORKER_KIND_SIMULATED":   2,
+	}
+)
+
+func (x WorkerKind) Enum() *WorkerKind {
+	p := new(WorkerKind)
+	*p = x
+	return p
+}
+
+func (x WorkerKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (WorkerKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_mixopt_v1_types_proto_enumTypes[3].Descriptor()
+}
+
+func (WorkerKind) Type() protoreflect.EnumType {
+	return &file_mixopt_v1_types_proto_enumTypes[3]
+}
+
+func (x WorkerKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use WorkerKind.Descriptor instead.
+func (WorkerKind) EnumDescriptor() ([]byte, []int) {
+	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{3}
+}
+
 // StudySpec is what an operator submits: the search space, the target and the budget.
 type StudySpec struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -215,7 +267,9 @@ type StudySpec struct {
 	// Curve points are reported every this many steps (0: the worker's default).
 	EvalEvery int64 `protobuf:"varint,12,opt,name=eval_every,json=evalEvery,proto3" json:"eval_every,omitempty"`
 	// Metric names, beyond the built-in ones, that workers report and the objective may name.
-	ExtraMetrics  []string `protobuf:"bytes,13,rep,name=extra_metrics,json=extraMetrics,proto3" json:"extra_metrics,omitempty"`
+	ExtraMetrics []string `protobuf:"bytes,13,rep,name=extra_metrics,json=extraMetrics,proto3" json:"extra_metrics,omitempty"`
+	// Which workers may run this study's trials.
+	Workers       *WorkerSelector `protobuf:"bytes,14,opt,name=workers,proto3" json:"workers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -341,6 +395,67 @@ func (x *StudySpec) GetExtraMetrics() []string {
 	return nil
 }
 
+func (x *StudySpec) GetWorkers() *WorkerSelector {
+	if x != nil {
+		return x.Workers
+	}
+	return nil
+}
+
+// WorkerSelector names the workers a study accepts: a worker matches when its kind is
+// among kinds and it carries every label given.
+type WorkerSelector struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Kinds         []WorkerKind           `protobuf:"varint,1,rep,packed,name=kinds,proto3,enum=mixopt.v1.WorkerKind" json:"kinds,omitempty"`
+	Labels        map[string]string      `protobuf:"bytes,2,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WorkerSelector) Reset() {
+	*x = WorkerSelector{}
+	mi := &file_mixopt_v1_types_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WorkerSelector) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WorkerSelector) ProtoMessage() {}
+
+func (x *WorkerSelector) ProtoReflect() protoreflect.Message {
+	mi := &file_mixopt_v1_types_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WorkerSelector.ProtoReflect.Descriptor instead.
+func (*WorkerSelector) Descriptor() ([]byte, []int) {
+	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *WorkerSelector) GetKinds() []WorkerKind {
+	if x != nil {
+		return x.Kinds
+	}
+	return nil
+}
+
+func (x *WorkerSelector) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
 type Domain struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -353,7 +468,7 @@ type Domain struct {
 
 func (x *Domain) Reset() {
 	*x = Domain{}
-	mi := &file_mixopt_v1_types_proto_msgTypes[1]
+	mi := &file_mixopt_v1_types_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -365,7 +480,7 @@ func (x *Domain) String() string {
 func (*Domain) ProtoMessage() {}
 
 func (x *Domain) ProtoReflect() protoreflect.Message {
-	mi := &file_mixopt_v1_types_proto_msgTypes[1]
+	mi := &file_mixopt_v1_types_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -378,7 +493,7 @@ func (x *Domain) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Domain.ProtoReflect.Descriptor instead.
 func (*Domain) Descriptor() ([]byte, []int) {
-	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{1}
+	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Domain) GetName() string {
@@ -421,7 +536,7 @@ type Scale struct {
 
 func (x *Scale) Reset() {
 	*x = Scale{}
-	mi := &file_mixopt_v1_types_proto_msgTypes[2]
+	mi := &file_mixopt_v1_types_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -433,7 +548,7 @@ func (x *Scale) String() string {
 func (*Scale) ProtoMessage() {}
 
 func (x *Scale) ProtoReflect() protoreflect.Message {
-	mi := &file_mixopt_v1_types_proto_msgTypes[2]
+	mi := &file_mixopt_v1_types_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -446,7 +561,7 @@ func (x *Scale) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Scale.ProtoReflect.Descriptor instead.
 func (*Scale) Descriptor() ([]byte, []int) {
-	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{2}
+	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Scale) GetName() string {
@@ -503,7 +618,7 @@ type Objective struct {
 
 func (x *Objective) Reset() {
 	*x = Objective{}
-	mi := &file_mixopt_v1_types_proto_msgTypes[3]
+	mi := &file_mixopt_v1_types_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -515,7 +630,7 @@ func (x *Objective) String() string {
 func (*Objective) ProtoMessage() {}
 
 func (x *Objective) ProtoReflect() protoreflect.Message {
-	mi := &file_mixopt_v1_types_proto_msgTypes[3]
+	mi := &file_mixopt_v1_types_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -528,7 +643,7 @@ func (x *Objective) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Objective.ProtoReflect.Descriptor instead.
 func (*Objective) Descriptor() ([]byte, []int) {
-	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{3}
+	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Objective) GetMetric() string {
@@ -556,7 +671,7 @@ type Fidelity struct {
 
 func (x *Fidelity) Reset() {
 	*x = Fidelity{}
-	mi := &file_mixopt_v1_types_proto_msgTypes[4]
+	mi := &file_mixopt_v1_types_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -568,7 +683,7 @@ func (x *Fidelity) String() string {
 func (*Fidelity) ProtoMessage() {}
 
 func (x *Fidelity) ProtoReflect() protoreflect.Message {
-	mi := &file_mixopt_v1_types_proto_msgTypes[4]
+	mi := &file_mixopt_v1_types_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -581,7 +696,7 @@ func (x *Fidelity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fidelity.ProtoReflect.Descriptor instead.
 func (*Fidelity) Descriptor() ([]byte, []int) {
-	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{4}
+	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Fidelity) GetScale() string {
@@ -620,7 +735,7 @@ type Study struct {
 
 func (x *Study) Reset() {
 	*x = Study{}
-	mi := &file_mixopt_v1_types_proto_msgTypes[5]
+	mi := &file_mixopt_v1_types_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -632,7 +747,7 @@ func (x *Study) String() string {
 func (*Study) ProtoMessage() {}
 
 func (x *Study) ProtoReflect() protoreflect.Message {
-	mi := &file_mixopt_v1_types_proto_msgTypes[5]
+	mi := &file_mixopt_v1_types_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -645,7 +760,7 @@ func (x *Study) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Study.ProtoReflect.Descriptor instead.
 func (*Study) Descriptor() ([]byte, []int) {
-	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{5}
+	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Study) GetId() uint64 {
@@ -756,7 +871,7 @@ type Trial struct {
 
 func (x *Trial) Reset() {
 	*x = Trial{}
-	mi := &file_mixopt_v1_types_proto_msgTypes[6]
+	mi := &file_mixopt_v1_types_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -768,7 +883,7 @@ func (x *Trial) String() string {
 func (*Trial) ProtoMessage() {}
 
 func (x *Trial) ProtoReflect() protoreflect.Message {
-	mi := &file_mixopt_v1_types_proto_msgTypes[6]
+	mi := &file_mixopt_v1_types_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -781,7 +896,7 @@ func (x *Trial) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Trial.ProtoReflect.Descriptor instead.
 func (*Trial) Descriptor() ([]byte, []int) {
-	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{6}
+	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Trial) GetId() uint64 {
@@ -970,7 +1085,7 @@ type CurvePoint struct {
 
 func (x *CurvePoint) Reset() {
 	*x = CurvePoint{}
-	mi := &file_mixopt_v1_types_proto_msgTypes[7]
+	mi := &file_mixopt_v1_types_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -982,7 +1097,7 @@ func (x *CurvePoint) String() string {
 func (*CurvePoint) ProtoMessage() {}
 
 func (x *CurvePoint) ProtoReflect() protoreflect.Message {
-	mi := &file_mixopt_v1_types_proto_msgTypes[7]
+	mi := &file_mixopt_v1_types_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -995,7 +1110,7 @@ func (x *CurvePoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CurvePoint.ProtoReflect.Descriptor instead.
 func (*CurvePoint) Descriptor() ([]byte, []int) {
-	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{7}
+	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CurvePoint) GetSeq() uint64 {
@@ -1052,7 +1167,7 @@ type CurvePointBatch struct {
 
 func (x *CurvePointBatch) Reset() {
 	*x = CurvePointBatch{}
-	mi := &file_mixopt_v1_types_proto_msgTypes[8]
+	mi := &file_mixopt_v1_types_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1064,7 +1179,7 @@ func (x *CurvePointBatch) String() string {
 func (*CurvePointBatch) ProtoMessage() {}
 
 func (x *CurvePointBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_mixopt_v1_types_proto_msgTypes[8]
+	mi := &file_mixopt_v1_types_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1077,7 +1192,7 @@ func (x *CurvePointBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CurvePointBatch.ProtoReflect.Descriptor instead.
 func (*CurvePointBatch) Descriptor() ([]byte, []int) {
-	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{8}
+	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CurvePointBatch) GetPoints() []*CurvePoint {
@@ -1098,7 +1213,7 @@ type Gpu struct {
 
 func (x *Gpu) Reset() {
 	*x = Gpu{}
-	mi := &file_mixopt_v1_types_proto_msgTypes[9]
+	mi := &file_mixopt_v1_types_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1110,7 +1225,7 @@ func (x *Gpu) String() string {
 func (*Gpu) ProtoMessage() {}
 
 func (x *Gpu) ProtoReflect() protoreflect.Message {
-	mi := &file_mixopt_v1_types_proto_msgTypes[9]
+	mi := &file_mixopt_v1_types_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1123,7 +1238,7 @@ func (x *Gpu) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Gpu.ProtoReflect.Descriptor instead.
 func (*Gpu) Descriptor() ([]byte, []int) {
-	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{9}
+	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Gpu) GetIndex() int32 {
@@ -1160,14 +1275,16 @@ type Worker struct {
 	// Trial ids the worker holds now.
 	RunningTrials []uint64 `protobuf:"varint,8,rep,packed,name=running_trials,json=runningTrials,proto3" json:"running_trials,omitempty"`
 	// The operator drained the worker: it gets no new trials.
-	Draining      bool `protobuf:"varint,9,opt,name=draining,proto3" json:"draining,omitempty"`
+	Draining bool `protobuf:"varint,9,opt,name=draining,proto3" json:"draining,omitempty"`
+	// What the worker is, as it said when it registered.
+	Identity      *WorkerIdentity `protobuf:"bytes,10,opt,name=identity,proto3" json:"identity,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Worker) Reset() {
 	*x = Worker{}
-	mi := &file_mixopt_v1_types_proto_msgTypes[10]
+	mi := &file_mixopt_v1_types_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1179,7 +1296,7 @@ func (x *Worker) String() string {
 func (*Worker) ProtoMessage() {}
 
 func (x *Worker) ProtoReflect() protoreflect.Message {
-	mi := &file_mixopt_v1_types_proto_msgTypes[10]
+	mi := &file_mixopt_v1_types_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1192,7 +1309,7 @@ func (x *Worker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Worker.ProtoReflect.Descriptor instead.
 func (*Worker) Descriptor() ([]byte, []int) {
-	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{10}
+	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Worker) GetId() uint64 {
@@ -1258,6 +1375,162 @@ func (x *Worker) GetDraining() bool {
 	return false
 }
 
+func (x *Worker) GetIdentity() *WorkerIdentity {
+	if x != nil {
+		return x.Identity
+	}
+	return nil
+}
+
+// WorkerIdentity is what a worker says it is when it registers.
+type WorkerIdentity struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Kind  WorkerKind             `protobuf:"varint,1,opt,name=kind,proto3,enum=mixopt.v1.WorkerKind" json:"kind,omitempty"`
+	// For simulated workers: the source, e.g. "synthetic", "datamodel", "recording:tiny-cpu.jsonl".
+	SimSource string `protobuf:"bytes,2,opt,name=sim_source,json=simSource,proto3" json:"sim_source,omitempty"`
+	// Operator-given labels (e.g. "cluster": "a100-east"); studies may select on them.
+	Labels map[string]string `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// For real workers: the training interpreter, probed at start.
+	Interpreter   *Interpreter `protobuf:"bytes,4,opt,name=interpreter,proto3" json:"interpreter,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WorkerIdentity) Reset() {
+	*x = WorkerIdentity{}
+	mi := &file_mixopt_v1_types_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WorkerIdentity) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WorkerIdentity) ProtoMessage() {}
+
+func (x *WorkerIdentity) ProtoReflect() protoreflect.Message {
+	mi := &file_mixopt_v1_types_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WorkerIdentity.ProtoReflect.Descriptor instead.
+func (*WorkerIdentity) Descriptor() ([]byte, []int) {
+	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *WorkerIdentity) GetKind() WorkerKind {
+	if x != nil {
+		return x.Kind
+	}
+	return WorkerKind_WORKER_KIND_UNSPECIFIED
+}
+
+func (x *WorkerIdentity) GetSimSource() string {
+	if x != nil {
+		return x.SimSource
+	}
+	return ""
+}
+
+func (x *WorkerIdentity) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *WorkerIdentity) GetInterpreter() *Interpreter {
+	if x != nil {
+		return x.Interpreter
+	}
+	return nil
+}
+
+// Interpreter is what a real worker's Python environment offers.
+type Interpreter struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	Path             string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	PythonVersion    string                 `protobuf:"bytes,2,opt,name=python_version,json=pythonVersion,proto3" json:"python_version,omitempty"`
+	TorchVersion     string                 `protobuf:"bytes,3,opt,name=torch_version,json=torchVersion,proto3" json:"torch_version,omitempty"`
+	CudaVersion      string                 `protobuf:"bytes,4,opt,name=cuda_version,json=cudaVersion,proto3" json:"cuda_version,omitempty"`
+	CompileAvailable bool                   `protobuf:"varint,5,opt,name=compile_available,json=compileAvailable,proto3" json:"compile_available,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *Interpreter) Reset() {
+	*x = Interpreter{}
+	mi := &file_mixopt_v1_types_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Interpreter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Interpreter) ProtoMessage() {}
+
+func (x *Interpreter) ProtoReflect() protoreflect.Message {
+	mi := &file_mixopt_v1_types_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Interpreter.ProtoReflect.Descriptor instead.
+func (*Interpreter) Descriptor() ([]byte, []int) {
+	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *Interpreter) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *Interpreter) GetPythonVersion() string {
+	if x != nil {
+		return x.PythonVersion
+	}
+	return ""
+}
+
+func (x *Interpreter) GetTorchVersion() string {
+	if x != nil {
+		return x.TorchVersion
+	}
+	return ""
+}
+
+func (x *Interpreter) GetCudaVersion() string {
+	if x != nil {
+		return x.CudaVersion
+	}
+	return ""
+}
+
+func (x *Interpreter) GetCompileAvailable() bool {
+	if x != nil {
+		return x.CompileAvailable
+	}
+	return false
+}
+
 // Recommendation is the policy's best guess of the optimal mixture at the target.
 type Recommendation struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -1278,7 +1551,7 @@ type Recommendation struct {
 
 func (x *Recommendation) Reset() {
 	*x = Recommendation{}
-	mi := &file_mixopt_v1_types_proto_msgTypes[11]
+	mi := &file_mixopt_v1_types_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1290,7 +1563,7 @@ func (x *Recommendation) String() string {
 func (*Recommendation) ProtoMessage() {}
 
 func (x *Recommendation) ProtoReflect() protoreflect.Message {
-	mi := &file_mixopt_v1_types_proto_msgTypes[11]
+	mi := &file_mixopt_v1_types_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1303,7 +1576,7 @@ func (x *Recommendation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Recommendation.ProtoReflect.Descriptor instead.
 func (*Recommendation) Descriptor() ([]byte, []int) {
-	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{11}
+	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Recommendation) GetStudyId() uint64 {
@@ -1359,7 +1632,7 @@ var File_mixopt_v1_types_proto protoreflect.FileDescriptor
 
 const file_mixopt_v1_types_proto_rawDesc = "" +
 	"\n" +
-	"\x15mixopt/v1/types.proto\x12\tmixopt.v1\"\xc2\x03\n" +
+	"\x15mixopt/v1/types.proto\x12\tmixopt.v1\"\xf7\x03\n" +
 	"\tStudySpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12+\n" +
 	"\adomains\x18\x02 \x03(\v2\x11.mixopt.v1.DomainR\adomains\x12(\n" +
@@ -1376,7 +1649,14 @@ const file_mixopt_v1_types_proto_rawDesc = "" +
 	"max_trials\x18\v \x01(\x05R\tmaxTrials\x12\x1d\n" +
 	"\n" +
 	"eval_every\x18\f \x01(\x03R\tevalEvery\x12#\n" +
-	"\rextra_metrics\x18\r \x03(\tR\fextraMetrics\"Z\n" +
+	"\rextra_metrics\x18\r \x03(\tR\fextraMetrics\x123\n" +
+	"\aworkers\x18\x0e \x01(\v2\x19.mixopt.v1.WorkerSelectorR\aworkers\"\xb7\x01\n" +
+	"\x0eWorkerSelector\x12+\n" +
+	"\x05kinds\x18\x01 \x03(\x0e2\x15.mixopt.v1.WorkerKindR\x05kinds\x12=\n" +
+	"\x06labels\x18\x02 \x03(\v2%.mixopt.v1.WorkerSelector.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"Z\n" +
 	"\x06Domain\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
@@ -1457,7 +1737,7 @@ const file_mixopt_v1_types_proto_rawDesc = "" +
 	"\x05index\x18\x01 \x01(\x05R\x05index\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
-	"memory_mib\x18\x03 \x01(\x03R\tmemoryMib\"\xe0\x02\n" +
+	"memory_mib\x18\x03 \x01(\x03R\tmemoryMib\"\x97\x03\n" +
 	"\x06Worker\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x1a\n" +
 	"\bhostname\x18\x02 \x01(\tR\bhostname\x12\"\n" +
@@ -1467,7 +1747,24 @@ const file_mixopt_v1_types_proto_rawDesc = "" +
 	"\x15register_time_unix_ms\x18\x06 \x01(\x03R\x12registerTimeUnixMs\x123\n" +
 	"\x16last_heartbeat_unix_ms\x18\a \x01(\x03R\x13lastHeartbeatUnixMs\x12%\n" +
 	"\x0erunning_trials\x18\b \x03(\x04R\rrunningTrials\x12\x1a\n" +
-	"\bdraining\x18\t \x01(\bR\bdraining\"\xb5\x01\n" +
+	"\bdraining\x18\t \x01(\bR\bdraining\x125\n" +
+	"\bidentity\x18\n" +
+	" \x01(\v2\x19.mixopt.v1.WorkerIdentityR\bidentity\"\x8e\x02\n" +
+	"\x0eWorkerIdentity\x12)\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x15.mixopt.v1.WorkerKindR\x04kind\x12\x1d\n" +
+	"\n" +
+	"sim_source\x18\x02 \x01(\tR\tsimSource\x12=\n" +
+	"\x06labels\x18\x03 \x03(\v2%.mixopt.v1.WorkerIdentity.LabelsEntryR\x06labels\x128\n" +
+	"\vinterpreter\x18\x04 \x01(\v2\x16.mixopt.v1.InterpreterR\vinterpreter\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xbd\x01\n" +
+	"\vInterpreter\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12%\n" +
+	"\x0epython_version\x18\x02 \x01(\tR\rpythonVersion\x12#\n" +
+	"\rtorch_version\x18\x03 \x01(\tR\ftorchVersion\x12!\n" +
+	"\fcuda_version\x18\x04 \x01(\tR\vcudaVersion\x12+\n" +
+	"\x11compile_available\x18\x05 \x01(\bR\x10compileAvailable\"\xb5\x01\n" +
 	"\x0eRecommendation\x12\x19\n" +
 	"\bstudy_id\x18\x01 \x01(\x04R\astudyId\x12\x18\n" +
 	"\amixture\x18\x02 \x03(\x01R\amixture\x12\x14\n" +
@@ -1496,7 +1793,12 @@ const file_mixopt_v1_types_proto_rawDesc = "" +
 	"\x18WORKER_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12WORKER_STATE_ALIVE\x10\x01\x12\x15\n" +
 	"\x11WORKER_STATE_LOST\x10\x02\x12\x19\n" +
-	"\x15WORKER_STATE_DRAINING\x10\x03B3Z1github.com/mixopt/mixopt/proto/mixopt/v1;mixoptv1b\x06proto3"
+	"\x15WORKER_STATE_DRAINING\x10\x03*Z\n" +
+	"\n" +
+	"WorkerKind\x12\x1b\n" +
+	"\x17WORKER_KIND_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10WORKER_KIND_REAL\x10\x01\x12\x19\n" +
+	"\x15WORKER_KIND_SIMULATED\x10\x02B3Z1github.com/mixopt/mixopt/proto/mixopt/v1;mixoptv1b\x06proto3"
 
 var (
 	file_mixopt_v1_types_proto_rawDescOnce sync.Once
@@ -1510,43 +1812,56 @@ func file_mixopt_v1_types_proto_rawDescGZIP() []byte {
 	return file_mixopt_v1_types_proto_rawDescData
 }
 
-var file_mixopt_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_mixopt_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_mixopt_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_mixopt_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_mixopt_v1_types_proto_goTypes = []any{
 	(StudyState)(0),         // 0: mixopt.v1.StudyState
 	(TrialState)(0),         // 1: mixopt.v1.TrialState
 	(WorkerState)(0),        // 2: mixopt.v1.WorkerState
-	(*StudySpec)(nil),       // 3: mixopt.v1.StudySpec
-	(*Domain)(nil),          // 4: mixopt.v1.Domain
-	(*Scale)(nil),           // 5: mixopt.v1.Scale
-	(*Objective)(nil),       // 6: mixopt.v1.Objective
-	(*Fidelity)(nil),        // 7: mixopt.v1.Fidelity
-	(*Study)(nil),           // 8: mixopt.v1.Study
-	(*Trial)(nil),           // 9: mixopt.v1.Trial
-	(*CurvePoint)(nil),      // 10: mixopt.v1.CurvePoint
-	(*CurvePointBatch)(nil), // 11: mixopt.v1.CurvePointBatch
-	(*Gpu)(nil),             // 12: mixopt.v1.Gpu
-	(*Worker)(nil),          // 13: mixopt.v1.Worker
-	(*Recommendation)(nil),  // 14: mixopt.v1.Recommendation
-	nil,                     // 15: mixopt.v1.CurvePoint.EvalEntry
+	(WorkerKind)(0),         // 3: mixopt.v1.WorkerKind
+	(*StudySpec)(nil),       // 4: mixopt.v1.StudySpec
+	(*WorkerSelector)(nil),  // 5: mixopt.v1.WorkerSelector
+	(*Domain)(nil),          // 6: mixopt.v1.Domain
+	(*Scale)(nil),           // 7: mixopt.v1.Scale
+	(*Objective)(nil),       // 8: mixopt.v1.Objective
+	(*Fidelity)(nil),        // 9: mixopt.v1.Fidelity
+	(*Study)(nil),           // 10: mixopt.v1.Study
+	(*Trial)(nil),           // 11: mixopt.v1.Trial
+	(*CurvePoint)(nil),      // 12: mixopt.v1.CurvePoint
+	(*CurvePointBatch)(nil), // 13: mixopt.v1.CurvePointBatch
+	(*Gpu)(nil),             // 14: mixopt.v1.Gpu
+	(*Worker)(nil),          // 15: mixopt.v1.Worker
+	(*WorkerIdentity)(nil),  // 16: mixopt.v1.WorkerIdentity
+	(*Interpreter)(nil),     // 17: mixopt.v1.Interpreter
+	(*Recommendation)(nil),  // 18: mixopt.v1.Recommendation
+	nil,                     // 19: mixopt.v1.WorkerSelector.LabelsEntry
+	nil,                     // 20: mixopt.v1.CurvePoint.EvalEntry
+	nil,                     // 21: mixopt.v1.WorkerIdentity.LabelsEntry
 }
 var file_mixopt_v1_types_proto_depIdxs = []int32{
-	4,  // 0: mixopt.v1.StudySpec.domains:type_name -> mixopt.v1.Domain
-	5,  // 1: mixopt.v1.StudySpec.scales:type_name -> mixopt.v1.Scale
-	6,  // 2: mixopt.v1.StudySpec.objective:type_name -> mixopt.v1.Objective
-	7,  // 3: mixopt.v1.StudySpec.target:type_name -> mixopt.v1.Fidelity
-	3,  // 4: mixopt.v1.Study.spec:type_name -> mixopt.v1.StudySpec
-	0,  // 5: mixopt.v1.Study.state:type_name -> mixopt.v1.StudyState
-	1,  // 6: mixopt.v1.Trial.state:type_name -> mixopt.v1.TrialState
-	15, // 7: mixopt.v1.CurvePoint.eval:type_name -> mixopt.v1.CurvePoint.EvalEntry
-	10, // 8: mixopt.v1.CurvePointBatch.points:type_name -> mixopt.v1.CurvePoint
-	12, // 9: mixopt.v1.Worker.gpus:type_name -> mixopt.v1.Gpu
-	2,  // 10: mixopt.v1.Worker.state:type_name -> mixopt.v1.WorkerState
-	11, // [11:11] is the sub-list for method output_type
-	11, // [11:11] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	6,  // 0: mixopt.v1.StudySpec.domains:type_name -> mixopt.v1.Domain
+	7,  // 1: mixopt.v1.StudySpec.scales:type_name -> mixopt.v1.Scale
+	8,  // 2: mixopt.v1.StudySpec.objective:type_name -> mixopt.v1.Objective
+	9,  // 3: mixopt.v1.StudySpec.target:type_name -> mixopt.v1.Fidelity
+	5,  // 4: mixopt.v1.StudySpec.workers:type_name -> mixopt.v1.WorkerSelector
+	3,  // 5: mixopt.v1.WorkerSelector.kinds:type_name -> mixopt.v1.WorkerKind
+	19, // 6: mixopt.v1.WorkerSelector.labels:type_name -> mixopt.v1.WorkerSelector.LabelsEntry
+	4,  // 7: mixopt.v1.Study.spec:type_name -> mixopt.v1.StudySpec
+	0,  // 8: mixopt.v1.Study.state:type_name -> mixopt.v1.StudyState
+	1,  // 9: mixopt.v1.Trial.state:type_name -> mixopt.v1.TrialState
+	20, // 10: mixopt.v1.CurvePoint.eval:type_name -> mixopt.v1.CurvePoint.EvalEntry
+	12, // 11: mixopt.v1.CurvePointBatch.points:type_name -> mixopt.v1.CurvePoint
+	14, // 12: mixopt.v1.Worker.gpus:type_name -> mixopt.v1.Gpu
+	2,  // 13: mixopt.v1.Worker.state:type_name -> mixopt.v1.WorkerState
+	16, // 14: mixopt.v1.Worker.identity:type_name -> mixopt.v1.WorkerIdentity
+	3,  // 15: mixopt.v1.WorkerIdentity.kind:type_name -> mixopt.v1.WorkerKind
+	21, // 16: mixopt.v1.WorkerIdentity.labels:type_name -> mixopt.v1.WorkerIdentity.LabelsEntry
+	17, // 17: mixopt.v1.WorkerIdentity.interpreter:type_name -> mixopt.v1.Interpreter
+	18, // [18:18] is the sub-list for method output_type
+	18, // [18:18] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_mixopt_v1_types_proto_init() }
@@ -1559,8 +1874,8 @@ func file_mixopt_v1_types_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mixopt_v1_types_proto_rawDesc), len(file_mixopt_v1_types_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   13,
+			NumEnums:      4,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

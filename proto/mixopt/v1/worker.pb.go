@@ -30,7 +30,9 @@ type RegisterRequest struct {
 	SimulatedCapacity int32  `protobuf:"varint,4,opt,name=simulated_capacity,json=simulatedCapacity,proto3" json:"simulated_capacity,omitempty"`
 	// The leases the worker still holds. On re-registration, every other trial leased to
 	// this worker id (it restarted and lost them) is requeued at once.
-	Leases        []*HeldLease `protobuf:"bytes,5,rep,name=leases,proto3" json:"leases,omitempty"`
+	Leases []*HeldLease `protobuf:"bytes,5,rep,name=leases,proto3" json:"leases,omitempty"`
+	// What the worker is: real or simulated, its labels and interpreter.
+	Identity      *WorkerIdentity `protobuf:"bytes,6,opt,name=identity,proto3" json:"identity,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -96,6 +98,13 @@ func (x *RegisterRequest) GetSimulatedCapacity() int32 {
 func (x *RegisterRequest) GetLeases() []*HeldLease {
 	if x != nil {
 		return x.Leases
+	}
+	return nil
+}
+
+func (x *RegisterRequest) GetIdentity() *WorkerIdentity {
+	if x != nil {
+		return x.Identity
 	}
 	return nil
 }
@@ -939,13 +948,14 @@ var File_mixopt_v1_worker_proto protoreflect.FileDescriptor
 
 const file_mixopt_v1_worker_proto_rawDesc = "" +
 	"\n" +
-	"\x16mixopt/v1/worker.proto\x12\tmixopt.v1\x1a\x15mixopt/v1/types.proto\"\xcb\x01\n" +
+	"\x16mixopt/v1/worker.proto\x12\tmixopt.v1\x1a\x15mixopt/v1/types.proto\"\x82\x02\n" +
 	"\x0fRegisterRequest\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\x04R\bworkerId\x12\x1a\n" +
 	"\bhostname\x18\x02 \x01(\tR\bhostname\x12\"\n" +
 	"\x04gpus\x18\x03 \x03(\v2\x0e.mixopt.v1.GpuR\x04gpus\x12-\n" +
 	"\x12simulated_capacity\x18\x04 \x01(\x05R\x11simulatedCapacity\x12,\n" +
-	"\x06leases\x18\x05 \x03(\v2\x14.mixopt.v1.HeldLeaseR\x06leases\"\xab\x01\n" +
+	"\x06leases\x18\x05 \x03(\v2\x14.mixopt.v1.HeldLeaseR\x06leases\x125\n" +
+	"\bidentity\x18\x06 \x01(\v2\x19.mixopt.v1.WorkerIdentityR\bidentity\"\xab\x01\n" +
 	"\x10RegisterResponse\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\x04R\bworkerId\x122\n" +
 	"\x15heartbeat_interval_ms\x18\x02 \x01(\x03R\x13heartbeatIntervalMs\x12 \n" +
@@ -1051,35 +1061,37 @@ var file_mixopt_v1_worker_proto_goTypes = []any{
 	(*HeartbeatRequest)(nil),     // 12: mixopt.v1.HeartbeatRequest
 	(*HeartbeatResponse)(nil),    // 13: mixopt.v1.HeartbeatResponse
 	(*Gpu)(nil),                  // 14: mixopt.v1.Gpu
-	(*Trial)(nil),                // 15: mixopt.v1.Trial
-	(*Scale)(nil),                // 16: mixopt.v1.Scale
-	(*CurvePoint)(nil),           // 17: mixopt.v1.CurvePoint
+	(*WorkerIdentity)(nil),       // 15: mixopt.v1.WorkerIdentity
+	(*Trial)(nil),                // 16: mixopt.v1.Trial
+	(*Scale)(nil),                // 17: mixopt.v1.Scale
+	(*CurvePoint)(nil),           // 18: mixopt.v1.CurvePoint
 }
 var file_mixopt_v1_worker_proto_depIdxs = []int32{
 	14, // 0: mixopt.v1.RegisterRequest.gpus:type_name -> mixopt.v1.Gpu
 	11, // 1: mixopt.v1.RegisterRequest.leases:type_name -> mixopt.v1.HeldLease
-	15, // 2: mixopt.v1.Assignment.trial:type_name -> mixopt.v1.Trial
-	16, // 3: mixopt.v1.Assignment.scale:type_name -> mixopt.v1.Scale
-	3,  // 4: mixopt.v1.AcquireTrialResponse.assignment:type_name -> mixopt.v1.Assignment
-	17, // 5: mixopt.v1.ReportPointsRequest.points:type_name -> mixopt.v1.CurvePoint
-	11, // 6: mixopt.v1.HeartbeatRequest.leases:type_name -> mixopt.v1.HeldLease
-	0,  // 7: mixopt.v1.WorkerService.Register:input_type -> mixopt.v1.RegisterRequest
-	2,  // 8: mixopt.v1.WorkerService.AcquireTrial:input_type -> mixopt.v1.AcquireTrialRequest
-	5,  // 9: mixopt.v1.WorkerService.ReportPoints:input_type -> mixopt.v1.ReportPointsRequest
-	7,  // 10: mixopt.v1.WorkerService.FinishTrial:input_type -> mixopt.v1.FinishTrialRequest
-	9,  // 11: mixopt.v1.WorkerService.FailTrial:input_type -> mixopt.v1.FailTrialRequest
-	12, // 12: mixopt.v1.WorkerService.Heartbeat:input_type -> mixopt.v1.HeartbeatRequest
-	1,  // 13: mixopt.v1.WorkerService.Register:output_type -> mixopt.v1.RegisterResponse
-	4,  // 14: mixopt.v1.WorkerService.AcquireTrial:output_type -> mixopt.v1.AcquireTrialResponse
-	6,  // 15: mixopt.v1.WorkerService.ReportPoints:output_type -> mixopt.v1.ReportPointsResponse
-	8,  // 16: mixopt.v1.WorkerService.FinishTrial:output_type -> mixopt.v1.FinishTrialResponse
-	10, // 17: mixopt.v1.WorkerService.FailTrial:output_type -> mixopt.v1.FailTrialResponse
-	13, // 18: mixopt.v1.WorkerService.Heartbeat:output_type -> mixopt.v1.HeartbeatResponse
-	13, // [13:19] is the sub-list for method output_type
-	7,  // [7:13] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	15, // 2: mixopt.v1.RegisterRequest.identity:type_name -> mixopt.v1.WorkerIdentity
+	16, // 3: mixopt.v1.Assignment.trial:type_name -> mixopt.v1.Trial
+	17, // 4: mixopt.v1.Assignment.scale:type_name -> mixopt.v1.Scale
+	3,  // 5: mixopt.v1.AcquireTrialResponse.assignment:type_name -> mixopt.v1.Assignment
+	18, // 6: mixopt.v1.ReportPointsRequest.points:type_name -> mixopt.v1.CurvePoint
+	11, // 7: mixopt.v1.HeartbeatRequest.leases:type_name -> mixopt.v1.HeldLease
+	0,  // 8: mixopt.v1.WorkerService.Register:input_type -> mixopt.v1.RegisterRequest
+	2,  // 9: mixopt.v1.WorkerService.AcquireTrial:input_type -> mixopt.v1.AcquireTrialRequest
+	5,  // 10: mixopt.v1.WorkerService.ReportPoints:input_type -> mixopt.v1.ReportPointsRequest
+	7,  // 11: mixopt.v1.WorkerService.FinishTrial:input_type -> mixopt.v1.FinishTrialRequest
+	9,  // 12: mixopt.v1.WorkerService.FailTrial:input_type -> mixopt.v1.FailTrialRequest
+	12, // 13: mixopt.v1.WorkerService.Heartbeat:input_type -> mixopt.v1.HeartbeatRequest
+	1,  // 14: mixopt.v1.WorkerService.Register:output_type -> mixopt.v1.RegisterResponse
+	4,  // 15: mixopt.v1.WorkerService.AcquireTrial:output_type -> mixopt.v1.AcquireTrialResponse
+	6,  // 16: mixopt.v1.WorkerService.ReportPoints:output_type -> mixopt.v1.ReportPointsResponse
+	8,  // 17: mixopt.v1.WorkerService.FinishTrial:output_type -> mixopt.v1.FinishTrialResponse
+	10, // 18: mixopt.v1.WorkerService.FailTrial:output_type -> mixopt.v1.FailTrialResponse
+	13, // 19: mixopt.v1.WorkerService.Heartbeat:output_type -> mixopt.v1.HeartbeatResponse
+	14, // [14:20] is the sub-list for method output_type
+	8,  // [8:14] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_mixopt_v1_worker_proto_init() }
