@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs from Debian what the tests need beyond Go, when it is missing: PyTorch and
 # NumPy for /usr/bin/python3 (scripts/train.py and its tests; PyPI is not used) and
-# Chromium (the dashboard's headless-browser test).
+# Chromium (the dashboard's headless-browser test), shellcheck (the Slurm script's test).
 set -euo pipefail
 need=()
 /usr/bin/python3 -c 'import torch, numpy' 2>/dev/null || need+=(python3-torch python3-numpy)
 [ -x /usr/bin/chromium ] || need+=(chromium)
+command -v shellcheck >/dev/null || need+=(shellcheck)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
   echo "missing Debian packages; install them: sudo apt-get install -y --no-install-recommends ${need[*]}" >&2

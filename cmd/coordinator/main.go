@@ -24,6 +24,9 @@ import (
 )
 
 func main() {
+	if len(os.Args) >= 2 && os.Args[1] == "probe" {
+		os.Exit(runProbe(os.Args[2:]))
+	}
 	if len(os.Args) >= 3 && os.Args[1] == "config" && os.Args[2] == "default" {
 		out, err := coordinator.DefaultFileConfig().YAML()
 		if err != nil {
