@@ -10,6 +10,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/mixopt/mixopt/internal/buildinfo"
 	"io"
 	"os"
 	"os/signal"
@@ -64,7 +65,12 @@ func main() {
 	fs.IntVar(&cfg.RegisterBurst, "register-burst", fc.RegisterBurst, "burst of worker registrations accepted")
 	fs.StringVar(&logLevel, "log-level", fc.LogLevel, "log level: debug, info, warn, error")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile to this file until the coordinator stops")
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	fs.Parse(os.Args[1:])
+	if *showVersion {
+		fmt.Println(buildinfo.Line("coordinator"))
+		return
+	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
 		if err != nil {

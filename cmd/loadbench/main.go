@@ -7,6 +7,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"github.com/mixopt/mixopt/internal/buildinfo"
 	"os"
 	"strconv"
 	"strings"
@@ -27,7 +28,12 @@ func main() {
 	flag.Float64Var(&cfg.TrialSeconds, "trial-seconds", 4, "replay time of one trial (0: as fast as possible, saturating the coordinator)")
 	flag.DurationVar(&cfg.Timeout, "timeout", 10*time.Minute, "bound on each run")
 	flag.StringVar(&cfg.CPUProfile, "cpuprofile", "", "have the coordinator write a CPU profile here (last run)")
+	showVersion := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
+	if *showVersion {
+		fmt.Println(buildinfo.Line("loadbench"))
+		return
+	}
 
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(tw, "trial replay %gs, %d points per trial, policy %s\n", cfg.TrialSeconds, cfg.PointsPerTrial, cfg.Policy)

@@ -7,6 +7,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"github.com/mixopt/mixopt/internal/buildinfo"
 	"io"
 	"os"
 	"os/signal"
@@ -50,8 +51,13 @@ func run(args []string) error {
 	var variants variantFlag
 	fs.Var(&variants, "variant", "NAME=BASE:Field=value,... defines policy NAME as the GP preset BASE (mfms, mfbo, mfms-ei, gp-ei) with bo.MFConfig fields changed, e.g. -variant 'mfms-add=mfms:Product=false' (repeatable; name it in -policies)")
 	merge := fs.String("merge", "", "comma-separated results.json files whose runs join this invocation's (same objective, f* and budget; runs are deterministic per policy, seed and setting, so runs of the same code made apart combine as if made together); only their runs with this invocation's seeds ([seed-base, seed-base+seeds)), noise levels and parallelisms are kept; with -policies \"\" only the merged runs are summarised")
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *showVersion {
+		fmt.Println(buildinfo.Line("mixbench"))
+		return nil
 	}
 	path := *data
 	if path == "" {

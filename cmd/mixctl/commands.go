@@ -133,7 +133,11 @@ func (c *cli) trialsCmd() *cobra.Command {
 					return err
 				}
 				if c.output == "json" {
-					return writeJSON(c.out, resp)
+					st, err := client.GetStudy(ctx, &pb.GetStudyRequest{StudyId: id})
+					if err != nil {
+						return err
+					}
+					return writeJSON(c.out, resp, domainNames(st.Status.Study.Spec)...)
 				}
 				printTrials(c.out, resp.Trials)
 				return nil
@@ -153,7 +157,11 @@ func (c *cli) trialCmd() *cobra.Command {
 				return err
 			}
 			if c.output == "json" {
-				return writeJSON(c.out, resp)
+				st, err := client.GetStudy(ctx, &pb.GetStudyRequest{StudyId: resp.Trial.StudyId})
+				if err != nil {
+					return err
+				}
+				return writeJSON(c.out, resp, domainNames(st.Status.Study.Spec)...)
 			}
 			printTrial(c.out, resp)
 			return nil
@@ -222,7 +230,7 @@ func (c *cli) bestCmd() *cobra.Command {
 				return err
 			}
 			if c.output == "json" {
-				return writeJSON(c.out, rec.Recommendation)
+				return writeJSON(c.out, rec.Recommendation, domainNames(st.Status.Study.Spec)...)
 			}
 			printRecommendation(c.out, st.Status.Study.Spec, rec.Recommendation)
 			return nil
@@ -255,9 +263,14 @@ func readSpec(path string) (*pb.StudySpec, error) {
 
 var jsonOpts = protojson.MarshalOptions{UseProtoNames: true}
 
-// writeJSON prints a proto message with protojson, indented.
-func writeJSON(w io.Writer, m proto.Message) error {
-	b, err := jsonOpts.Marshal(m)
+// writeJSON prints a proto message as indented JSON (see jsonValue); domains name the
+// mixtures of messages that do not carry their study's spec.
+func writeJSON(w io.Writer, m proto.Message, domains ...string) error {
+	v, err := jsonValue(m, domains)
+	if err != nil {
+		return err
+	}
+	b, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
@@ -267,22 +280,22 @@ func writeJSON(w io.Writer, m proto.Message) error {
 // writeStatusJSON prints {"studies": [...], "workers": [...]}.
 func writeStatusJSON(w io.Writer, studies []*pb.StudyStatus, workers []*pb.Worker) error {
 	out := struct {
-		Studies []json.RawMessage `json:"studies"`
-		Workers []json.RawMessage `json:"workers"`
-	}{Studies: []json.RawMessage{}, Workers: []json.RawMessage{}}
+		Studies []any `json:"studies"`
+		Workers []any `json:"workers"`
+	}{Studies: []any{}, Workers: []any{}}
 	for _, s := range studies {
-		b, err := jsonOpts.Marshal(s)
+		v, err := jsonValue(s, nil)
 		if err != nil {
 			return err
 		}
-		out.Studies = append(out.Studies, b)
+		out.Studies = append(out.Studies, v)
 	}
 	for _, wk := range workers {
-		b, err := jsonOpts.Marshal(wk)
+		v, err := jsonValue(wk, nil)
 		if err != nil {
 			return err
 		}
-		out.Workers = append(out.Workers, b)
+		out.Workers = append(out.Workers, v)
 	}
 	b, err := json.Marshal(out)
 	if err != nil {
@@ -299,4 +312,13 @@ func indentTo(w io.Writer, b []byte) error {
 	buf.WriteByte('\n')
 	_, err := w.Write(buf.Bytes())
 	return err
+}
+
+// domainNames lists a spec's domains in mixture order.
+func domainNames(spec *pb.StudySpec) []string {
+	names := make([]string, len(spec.GetDomains()))
+	for i, d := range spec.GetDomains() {
+		names[i] = d.GetName()
+	}
+	return names
 }

@@ -198,7 +198,8 @@ func (c *cli) backupCmd() *cobra.Command {
 				// Write next to the target and rename at the end: a failed backup never
 				// leaves a truncated file under the name asked for.
 				tmp := file + ".partial"
-				f, err := os.Create(tmp)
+				// 0600, like the database: the copy holds every study's results.
+				f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 				if err != nil {
 					return err
 				}

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/mixopt/mixopt/internal/auth"
+	"github.com/mixopt/mixopt/internal/buildinfo"
 
 	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
 )
@@ -52,7 +53,42 @@ func newRootCmd(out io.Writer) *cobra.Command {
 	root.PersistentFlags().StringVar(&c.tlsServerName, "tls-server-name", "", "name the coordinator's certificate must carry (default: the host of --addr)")
 	root.AddCommand(c.statusCmd(), c.studiesCmd(), c.studyCmd(), c.trialsCmd(), c.trialCmd(), c.workersCmd(),
 		c.bestCmd(), c.watchCmd(), c.exportCmd(), c.backupCmd())
+	root.Version = buildinfo.Version()
+	root.SetVersionTemplate("mixopt mixctl {{.Version}}\n")
+	usageArgs(root)
 	return root
+}
+
+// usageArgs makes every argument mistake a usageError (exit 2, as documented): a missing
+// or extra argument, and an unknown subcommand, which cobra reports as plain errors.
+func usageArgs(cmd *cobra.Command) {
+	check := cmd.Args
+	hasSub := cmd.HasSubCommands()
+	cmd.Args = func(cmd *cobra.Command, args []string) error {
+		if check == nil {
+			if cmd.Parent() == nil && len(args) > 0 {
+				return usageError{fmt.Errorf("unknown command %q for %q (see %s --help)", args[0], cmd.CommandPath(), cmd.CommandPath())}
+			}
+			return nil
+		}
+		if err := check(cmd, args); err != nil {
+			return usageError{fmt.Errorf("%s: %w (usage: %s)", cmd.CommandPath(), err, cmd.UseLine())}
+		}
+		return nil
+	}
+	if hasSub && !cmd.Runnable() {
+		// A command group run alone, or with an unknown subcommand, is a usage mistake too.
+		cmd.RunE = func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usageError{fmt.Errorf("unknown command %q for %q (see %s --help)", args[0], cmd.CommandPath(), cmd.CommandPath())}
+			}
+			fmt.Fprint(cmd.ErrOrStderr(), cmd.UsageString())
+			return usageError{fmt.Errorf("%s needs a subcommand", cmd.CommandPath())}
+		}
+	}
+	for _, sub := range cmd.Commands() {
+		usageArgs(sub)
+	}
 }
 
 func (c *cli) checkOutput() error {

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
+	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -58,7 +60,11 @@ func (c *cli) watchCmd() *cobra.Command {
 							return err
 						}
 					} else {
-						fmt.Fprint(c.out, "\033[H\033[2J") // clear the terminal: a live view
+						if isTerminal(c.out) {
+							fmt.Fprint(c.out, "\033[H\033[2J") // clear the terminal: a live view
+						} else {
+							fmt.Fprintln(c.out, "---") // a pipe or file gets one plain block per refresh
+						}
 						fmt.Fprintf(c.out, "mixctl watch %d — every %s, Ctrl-C to stop\n\n", id, interval)
 						printStudies(c.out, []*pb.StudyStatus{st.Status})
 						fmt.Fprintln(c.out)
@@ -77,4 +83,15 @@ func (c *cli) watchCmd() *cobra.Command {
 	cmd.Flags().DurationVar(&interval, "interval", 2*time.Second, "refresh interval")
 	cmd.Flags().IntVar(&recent, "recent", 15, "latest trials shown")
 	return cmd
+}
+
+// isTerminal says whether w is a character device (a terminal), where escape codes that
+// clear the screen belong; pipes and files get plain text.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/mixopt/mixopt/internal/buildinfo"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -76,7 +77,12 @@ func main() {
 	flag.StringVar(&f.tlsKey, "tls-key", "", "client key for mutual TLS (with -tls-cert)")
 	flag.StringVar(&f.tlsServerName, "tls-server-name", "", "name to check the coordinator's certificate against (default: the host dialled)")
 	flag.StringVar(&f.logLevel, "log-level", "info", "log level: debug (also copies train.py's stderr), info, warn, error")
+	showVersion := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
+	if *showVersion {
+		fmt.Println(buildinfo.Line("worker"))
+		return
+	}
 	f.set = map[string]bool{}
 	flag.Visit(func(fl *flag.Flag) { f.set[fl.Name] = true })
 

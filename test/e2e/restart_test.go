@@ -122,7 +122,7 @@ func TestCoordinatorKill9MidStudy(t *testing.T) {
 		t.Fatalf("status lists %d studies and %d workers, want 1 and 2:\n%s", len(status.Studies), len(status.Workers), out)
 	}
 	var st pb.StudyStatus
-	if err := protojson.Unmarshal(status.Studies[0], &st); err != nil {
+	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(status.Studies[0], &st); err != nil {
 		t.Fatal(err)
 	}
 	if st.Study.State != pb.StudyState_STUDY_STATE_COMPLETED || st.TrialsByState["succeeded"] != 12 {
