@@ -52,7 +52,7 @@ func newRootCmd(out io.Writer) *cobra.Command {
 	root.PersistentFlags().StringVar(&c.tlsKey, "tls-key", "", "client key, for mutual TLS")
 	root.PersistentFlags().StringVar(&c.tlsServerName, "tls-server-name", "", "name the coordinator's certificate must carry (default: the host of --addr)")
 	root.AddCommand(c.statusCmd(), c.studiesCmd(), c.studyCmd(), c.trialsCmd(), c.trialCmd(), c.workersCmd(),
-		c.bestCmd(), c.watchCmd(), c.exportCmd(), c.backupCmd())
+		c.bestCmd(), c.watchCmd(), c.exportCmd(), c.backupCmd(), c.recordingCmd())
 	root.Version = buildinfo.Version()
 	root.SetVersionTemplate("mixopt mixctl {{.Version}}\n")
 	usageArgs(root)

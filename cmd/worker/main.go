@@ -32,7 +32,7 @@ type flags struct {
 	simulate, logLevel, stateDir, faults, record                 string
 	dataDir, python, trainScript, checkpointDir, gpus, presetMap string
 	tokenFile, tlsCA, tlsCert, tlsKey, tlsServerName             string
-	speedup, noise                                               float64
+	speedup, noise, farReplay                                    float64
 	slots, threads                                               int
 	checkpointEvery                                              int64
 	stopGrace                                                    time.Duration
@@ -43,7 +43,7 @@ type flags struct {
 // Flags that only mean something in one mode; giving one in the other is a mistake worth
 // an error rather than a silent no-op.
 var (
-	simOnly  = []string{"speedup", "noise", "slots", "inject-faults"}
+	simOnly  = []string{"speedup", "noise", "slots", "inject-faults", "far-replay"}
 	realOnly = []string{"data-dir", "python", "train-script", "checkpoint-dir", "checkpoint-every", "gpus", "preset-map", "threads", "stop-grace"}
 )
 
@@ -57,6 +57,7 @@ func main() {
 	flag.Float64Var(&f.speedup, "speedup", 1, "simulated mode: replay this many times faster than the modelled wall time")
 	flag.Float64Var(&f.noise, "noise", 0, "simulated mode: standard deviation of Gaussian noise added to model sources' metrics")
 	flag.IntVar(&f.slots, "slots", 1, "simulated mode: trials run at once (virtual GPUs)")
+	flag.Float64Var(&f.farReplay, "far-replay", 0.05, "simulated mode: log a warning when a recording answers with a run this far (L1 distance of mixtures) from the one asked for")
 	flag.StringVar(&f.faults, "inject-faults", "", `simulated mode: fail attempts on purpose, "RATE:CLASS[,CLASS...]" with classes crash, oom, diverged, bad_data (fault drills)`)
 	flag.StringVar(&f.dataDir, "data-dir", "", "real mode: folder written by scripts/prepare_data.py (required)")
 	flag.StringVar(&f.python, "python", "/usr/bin/python3", "real mode: Python interpreter with torch and numpy")
@@ -121,6 +122,11 @@ func configure(ctx context.Context, cfg *worker.Config, f *flags) error {
 		if err := os.MkdirAll(f.stateDir, 0o755); err != nil {
 			return fmt.Errorf("-state-dir: %w", err)
 		}
+		// Check before registering: a worker that registers and then cannot keep its id
+		// leaves a ghost registration behind.
+		if err := worker.CheckWritable(f.stateDir); err != nil {
+			return fmt.Errorf("-state-dir: %w", err)
+		}
 		cfg.IDFile = filepath.Join(f.stateDir, "worker-id")
 		cfg.SpillDir = f.stateDir
 	}
@@ -151,11 +157,24 @@ func simulated(cfg *worker.Config, f *flags) error {
 	if err != nil {
 		return fmt.Errorf("-simulate: %w", err)
 	}
+	cfg.Logger.Info("simulator loaded", zap.String("source", src.Name()))
+	if rec, ok := src.(*sim.Recording); ok {
+		for _, w := range rec.Warnings() {
+			cfg.Logger.Warn("recording mended", zap.String("what", w))
+		}
+	}
+	if !(f.farReplay > 0) {
+		return fmt.Errorf("-far-replay: must be positive, got %v", f.farReplay)
+	}
 	injected, err := worker.ParseFaults(f.faults)
 	if err != nil {
 		return fmt.Errorf("-inject-faults: %w", err)
 	}
-	cfg.Runner = worker.SimRunner{Source: src, Speedup: f.speedup, Faults: injected}
+	cfg.Runner = worker.SimRunner{Source: src, Speedup: f.speedup, Faults: injected, FarDistance: f.farReplay,
+		OnFar: func(trialID uint64, run string, distance float64) {
+			cfg.Logger.Warn("replayed a recorded run far from the requested mixture", zap.Uint64("trial", trialID),
+				zap.String("run", run), zap.Float64("l1_distance", distance), zap.Float64("far_replay", f.farReplay))
+		}}
 	cfg.Capacity = int32(f.slots)
 	return nil
 }

@@ -174,8 +174,9 @@ func NewRecordedRun(runID string, req Request, points []Point, source map[string
 // Recording is a set of recorded runs; it answers a request with the run whose mixture is
 // nearest to the requested one. It is read-only after loading and safe for concurrent use.
 type Recording struct {
-	name string
-	runs []RecordedRun // sorted by RunID, so the first of equals is the lowest run_id
+	name     string
+	runs     []RecordedRun // sorted by RunID, so the first of equals is the lowest run_id
+	warnings []string
 }
 
 var _ Source = (*Recording)(nil)
@@ -201,7 +202,10 @@ func ReadRecording(r io.Reader, name string) (*Recording, error) {
 			return nil, fmt.Errorf("recording %s line %d: %w", name, lineNo, err)
 		}
 		if len(bytes.TrimSpace(line)) > 0 {
-			run, perr := parseRecordedRun(line)
+			run, warnings, perr := parseRecordedRun(line)
+			for _, w := range warnings {
+				rec.warnings = append(rec.warnings, fmt.Sprintf("line %d: %s", lineNo, w))
+			}
 			if perr != nil {
 				return nil, fmt.Errorf("recording %s line %d: %w", name, lineNo, perr)
 			}
@@ -238,23 +242,31 @@ func readLine(br *bufio.Reader) ([]byte, error) {
 }
 
 // parseRecordedRun decodes and validates one line. Unknown fields are refused so a typo
-// ("train_los") is an error rather than a silently missing value.
-func parseRecordedRun(line []byte) (RecordedRun, error) {
+// ("train_los") is an error rather than a silently missing value, and so are missing point
+// fields; a mixture rounded to a few decimals is renormalised with a warning.
+func parseRecordedRun(line []byte) (RecordedRun, []string, error) {
 	dec := json.NewDecoder(bytes.NewReader(line))
 	dec.DisallowUnknownFields()
 	var run RecordedRun
 	if err := dec.Decode(&run); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) && te.Field != "" {
-			return RecordedRun{}, fmt.Errorf("%s: want %s, got %s: %w", te.Field, te.Type, te.Value, err)
+			return RecordedRun{}, nil, fmt.Errorf("%s: want %s, got %s: %w", te.Field, te.Type, te.Value, err)
 		}
-		return RecordedRun{}, fmt.Errorf("invalid json: %w", err)
+		return RecordedRun{}, nil, describeDecodeError(line, err)
 	}
 	if dec.More() {
-		return RecordedRun{}, fmt.Errorf("invalid json: more than one value on the line")
+		return RecordedRun{}, nil, fmt.Errorf("invalid json: more than one value on the line")
+	}
+	if err := requirePointFields(line); err != nil {
+		return RecordedRun{}, nil, err
+	}
+	var warnings []string
+	if w := renormaliseRounded(&run); w != "" {
+		warnings = append(warnings, w)
 	}
 	if err := run.Validate(); err != nil {
-		return RecordedRun{}, err
+		return RecordedRun{}, warnings, err
 	}
 	// Empty and absent maps mean the same; keep one form so runs compare equal.
 	if len(run.Source) == 0 {
@@ -265,8 +277,12 @@ func parseRecordedRun(line []byte) (RecordedRun, error) {
 			run.Points[i].Eval = nil
 		}
 	}
-	return run, nil
+	return run, warnings, nil
 }
+
+// Warnings lists what loading mended, by line (rounded mixtures renormalised); a worker
+// logs them.
+func (r *Recording) Warnings() []string { return r.warnings }
 
 // Runs returns the recorded runs, ordered by run_id. They share memory with the recording:
 // do not modify them.

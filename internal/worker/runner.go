@@ -47,6 +47,10 @@ type SimRunner struct {
 	Speedup float64
 	// Faults, when set, makes some attempts fail halfway (fault tests and drills).
 	Faults *Faults
+	// OnFar, when set, hears of every replay whose run lies more than FarDistance (L1)
+	// from the mixture asked for: a recording that answers from far away misleads.
+	OnFar       func(trialID uint64, run string, distance float64)
+	FarDistance float64
 }
 
 func (r SimRunner) Run(ctx context.Context, a *pb.Assignment, emit func(*pb.CurvePoint)) (RunResult, error) {
@@ -85,6 +89,9 @@ func (r SimRunner) Run(ctx context.Context, a *pb.Assignment, emit func(*pb.Curv
 			// would have cost.
 			WallTimeS: p.WallTime,
 		})
+	}
+	if r.OnFar != nil && run.Distance > r.FarDistance {
+		r.OnFar(t.Id, run.SourceRun, run.Distance)
 	}
 	return RunResult{SourceRun: run.SourceRun, SourceDistance: run.Distance}, nil
 }
