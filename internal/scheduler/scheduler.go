@@ -239,7 +239,7 @@ func (s *Scheduler) noteOverdueLocked(now time.Time) {
 func (s *Scheduler) lapseUncountedLocked(l *lease, now time.Time) bool {
 	s.noteOverdueLocked(now)
 	o := s.lastOutage
-	if o.end.IsZero() || l.granted.After(o.end) {
+	if o.end.IsZero() || !l.granted.Before(o.end) {
 		return false
 	}
 	return now.Sub(o.end) <= s.cfg.LeaseTTL+s.cfg.FenceAfter
