@@ -217,12 +217,12 @@ func TestEndTrialIdempotentPerAttempt(t *testing.T) {
 
 	// A finish repeated answers OK; the trial stays succeeded with its points.
 	b := heldOf(w, e.mustAcquire(w))
-	e.report(b, pts(1, 3))
-	e.finish(b, 3)
-	e.finish(b, 3)
+	e.report(b, []*pb.CurvePoint{{Seq: 1, Step: targetSteps / 2, TrainLoss: 2}, {Seq: 2, Step: targetSteps, TrainLoss: 1}})
+	e.finish(b, 2)
+	e.finish(b, 2)
 	err = e.s.FailTrial(ctx, b, "late", "other")
 	wantErr(t, err, ErrStaleLease, "fail of a finished attempt")
-	if tr, points := e.trial(b.TrialID); tr.State != pb.TrialState_TRIAL_STATE_SUCCEEDED || len(points) != 3 {
+	if tr, points := e.trial(b.TrialID); tr.State != pb.TrialState_TRIAL_STATE_SUCCEEDED || len(points) != 2 {
 		t.Errorf("finished trial after repeats: %v with %d points", tr.State, len(points))
 	}
 }
