@@ -124,6 +124,11 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg: cfg, log: cfg.Logger, client: pb.NewWorkerServiceClient(conn),
 		trials: map[string]*trialRun{}, released: map[string]*pb.HeldLease{}, slotFree: make(chan struct{}, 1), hbEvery: time.Second,
 	}
+	if f, ok := cfg.Runner.(interface {
+		setFence(func() (time.Duration, bool))
+	}); ok {
+		f.setFence(a.fenceRemaining)
+	}
 	if a.workerID, err = readWorkerID(cfg.IDFile); err != nil {
 		return err
 	}
@@ -305,6 +310,17 @@ func (a *Agent) fenceLoop(ctx context.Context) {
 			a.checkFence()
 		}
 	}
+}
+
+// fenceRemaining is how long this worker may still run its trials before it must fence
+// itself; false while the coordinator has announced no limit.
+func (a *Agent) fenceRemaining() (time.Duration, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.fenceAfter <= 0 {
+		return 0, false
+	}
+	return a.fenceAfter - a.cfg.Now().Sub(a.lastContact), true
 }
 
 func (a *Agent) checkFence() {

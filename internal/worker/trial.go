@@ -136,6 +136,9 @@ func (t *trialRun) run(ctx context.Context) {
 	}()
 	t.sendUntilDrained(ctx)
 	out := <-done
+	if errors.Is(out.err, errWatchdogFenced) {
+		t.fence() // as if the fence loop had stopped it: released, not failed
+	}
 	lost, stopping := t.state()
 	if lost || ctx.Err() != nil {
 		return
