@@ -226,3 +226,33 @@ func TestEndTrialIdempotentPerAttempt(t *testing.T) {
 		t.Errorf("finished trial after repeats: %v with %d points", tr.State, len(points))
 	}
 }
+
+// A sweep on time is no outage, even with heartbeats far more frequent than sweeps.
+func TestSweepOnTimeIsNoOutage(t *testing.T) {
+	e := newEnv(t, withFakePolicy(), func(e *env) { e.cfg.HeartbeatInterval = testTTL / 50 })
+	for range 50 {
+		e.sweep()
+		e.clock.Advance(testTTL / 10)
+	}
+	if o := e.s.lastOutage; !o.end.IsZero() {
+		t.Errorf("outage %v-%v recorded with sweeps every %v", o.start, o.end, testTTL/10)
+	}
+}
+
+// A restart with trials running is an outage of the coordinator's own: a worker that
+// fenced itself while it was down releases its attempt after the restart, uncounted.
+func TestReleaseAfterRestartIsUncounted(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, withFakePolicy())
+	w := e.register("w1", 1)
+	e.createStudy(func(s *pb.StudySpec) { s.MaxTrials = 1 })
+	h := heldOf(w, e.mustAcquire(w))
+	e.restart()
+	e.clock.Advance(2 * time.Second) // the worker reconnects
+	if err := e.s.ReleaseLeases(ctx, w, []Held{h}); err != nil {
+		t.Fatal(err)
+	}
+	if tr, _ := e.trial(h.TrialID); tr.State != pb.TrialState_TRIAL_STATE_PENDING || tr.UncountedAttempts != 1 {
+		t.Errorf("released after a restart: trial %v uncounted %d, want pending, 1 uncounted", tr.State, tr.UncountedAttempts)
+	}
+}

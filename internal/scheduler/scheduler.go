@@ -181,7 +181,7 @@ func (s *Scheduler) Config() Config { return s.cfg }
 
 // Run expires leases and refreshes the per-study gauges until ctx ends.
 func (s *Scheduler) Run(ctx context.Context) {
-	tick := time.NewTicker(s.cfg.LeaseTTL / 10)
+	tick := time.NewTicker(s.sweepEvery())
 	defer tick.Stop()
 	gauges := time.NewTicker(5 * time.Second)
 	defer gauges.Stop()
@@ -202,10 +202,15 @@ func (s *Scheduler) Run(ctx context.Context) {
 	}
 }
 
-// outageGap is how far overdue the lease sweep must be to count as an outage of the
-// coordinator's own: two heartbeat intervals without answering anyone, far beyond any
-// scheduling jitter of a ticker that fires ten times a lease TTL.
-func (s *Scheduler) outageGap() time.Duration { return 2 * s.cfg.HeartbeatInterval }
+// sweepEvery is the interval of Run's lease sweep.
+func (s *Scheduler) sweepEvery() time.Duration { return s.cfg.LeaseTTL / 10 }
+
+// outageGap is how long without a lease sweep counts as an outage of the coordinator's
+// own: two heartbeat intervals without answering anyone, and three sweep intervals, far
+// beyond the scheduling jitter of the sweep's ticker.
+func (s *Scheduler) outageGap() time.Duration {
+	return max(2*s.cfg.HeartbeatInterval, 3*s.sweepEvery())
+}
 
 // noteSweep records that the lease sweep runs now, and an outage when it is overdue.
 func (s *Scheduler) noteSweep() {
