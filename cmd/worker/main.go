@@ -48,6 +48,10 @@ var (
 )
 
 func main() {
+	// The same binary is each real run's fence watchdog (internal/worker/watchdog.go).
+	if worker.IsFenceWatchdog() {
+		os.Exit(worker.RunFenceWatchdog())
+	}
 	var cfg worker.Config
 	var f flags
 	host, _ := os.Hostname()
@@ -249,6 +253,9 @@ func real(ctx context.Context, cfg *worker.Config, f *flags) error {
 	tc.Logger = cfg.Logger
 	if f.logLevel == "debug" {
 		tc.Stderr = os.Stderr
+	}
+	if tc.FenceWatchdog, err = os.Executable(); err != nil {
+		return fmt.Errorf("fence watchdog: %w", err)
 	}
 	runner, err := worker.NewTrainRunner(tc)
 	if err != nil {

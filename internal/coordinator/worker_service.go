@@ -4,6 +4,9 @@ import (
 	"context"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/mixopt/mixopt/internal/scheduler"
 	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
 )
@@ -95,18 +98,38 @@ func (s *WorkerService) FailTrial(ctx context.Context, req *pb.FailTrialRequest)
 	return &pb.FailTrialResponse{}, nil
 }
 
+// maxReleasedLeases bounds a heartbeat's released_leases: a worker releases at most the
+// attempts it ran when it fenced itself.
+const maxReleasedLeases = 10_000
+
 func (s *WorkerService) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) (*pb.HeartbeatResponse, error) {
 	if req.WorkerId == 0 {
 		return nil, missing("worker_id")
 	}
-	hs := make([]scheduler.Held, 0, len(req.Leases))
-	for _, l := range req.Leases {
-		hs = append(hs, scheduler.Held{WorkerID: req.WorkerId, TrialID: l.TrialId, LeaseID: l.LeaseId, Attempt: l.Attempt})
+	if n := len(req.ReleasedLeases); n > maxReleasedLeases {
+		return nil, status.Errorf(codes.InvalidArgument, "released_leases: %d leases, at most %d", n, maxReleasedLeases)
 	}
-	stop, err := s.Sched.Heartbeat(ctx, req.WorkerId, hs)
+	stop, err := s.Sched.Heartbeat(ctx, req.WorkerId, heldLeases(req.WorkerId, req.Leases))
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	// Released after renewing: a lease both listed and released (a worker's race) ends.
+	if err := s.Sched.ReleaseLeases(ctx, req.WorkerId, heldLeases(req.WorkerId, req.ReleasedLeases)); err != nil {
+		return nil, toStatus(err)
+	}
 	cfg := s.Sched.Config()
-	return &pb.HeartbeatResponse{StopTrials: stop, LeaseTtlMs: cfg.LeaseTTL.Milliseconds(), FenceAfterMs: cfg.FenceAfter.Milliseconds()}, nil
+	resp := &pb.HeartbeatResponse{LeaseTtlMs: cfg.LeaseTTL.Milliseconds(), FenceAfterMs: cfg.FenceAfter.Milliseconds()}
+	for _, h := range stop {
+		resp.StopLeases = append(resp.StopLeases, &pb.HeldLease{TrialId: h.TrialID, LeaseId: h.LeaseID, Attempt: h.Attempt})
+		resp.StopTrials = append(resp.StopTrials, h.TrialID)
+	}
+	return resp, nil
+}
+
+func heldLeases(workerID uint64, leases []*pb.HeldLease) []scheduler.Held {
+	hs := make([]scheduler.Held, 0, len(leases))
+	for _, l := range leases {
+		hs = append(hs, scheduler.Held{WorkerID: workerID, TrialID: l.TrialId, LeaseID: l.LeaseId, Attempt: l.Attempt})
+	}
+	return hs
 }

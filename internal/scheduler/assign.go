@@ -488,8 +488,9 @@ func (s *Scheduler) commitPlans(plans []*plannedTrial) error {
 		}
 		t := p.trial
 		if p.req != nil {
+			now := s.now()
 			s.leases[t.Id] = &lease{id: t.LeaseId, attempt: t.Attempt, workerID: t.WorkerId, studyID: t.StudyId, gpus: p.gpus,
-				deadline: s.now().Add(s.cfg.LeaseTTL)}
+				deadline: now.Add(s.cfg.LeaseTTL), granted: now}
 		}
 		s.bumpLocked(t.StudyId)
 	}

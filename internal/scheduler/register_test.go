@@ -46,7 +46,7 @@ func TestReRegisterRequeuesUnlistedLeases(t *testing.T) {
 		}
 		_, _, err := e.s.ReportPoints(ctx, heldOf(w, a), pts(3, 3))
 		wantErr(t, err, ErrStaleLease, "report under a requeued lease")
-		if stop, err := e.s.Heartbeat(ctx, w, []Held{heldOf(w, a)}); err != nil || !slices.Equal(stop, []uint64{a.Trial.Id}) {
+		if stop, err := e.s.Heartbeat(ctx, w, []Held{heldOf(w, a)}); err != nil || !slices.Equal(stop, []Held{heldOf(w, a)}) {
 			t.Errorf("Heartbeat with a requeued lease = %v, %v", stop, err)
 		}
 	}

@@ -95,6 +95,16 @@ type lease struct {
 	studyID  uint64
 	gpus     []int32
 	deadline time.Time
+	// granted is when the attempt was leased (zero for leases recovered at start-up, which
+	// predate it).
+	granted time.Time
+}
+
+// outage is a span in which the coordinator itself did not run: a restart, or a freeze
+// seen as a gap in its lease sweep. Workers cannot reach it then, so they fence and their
+// leases lapse through no fault of theirs.
+type outage struct {
+	start, end time.Time
 }
 
 // Scheduler is safe for concurrent use.
@@ -116,6 +126,11 @@ type Scheduler struct {
 	recs       map[uint64]recCache  // recommendation cache by study id
 	versions   map[uint64]uint64    // bumped when a study's data changes
 	curves     *curveCache          // objective curves, so decisions need not re-read points
+	// lastSweep is when Run last swept leases (zero until it first does); a sweep overdue
+	// by far more than its interval means the coordinator was frozen.
+	lastSweep time.Time
+	// lastOutage is the most recent outage of the coordinator's own (zero: none seen).
+	lastOutage outage
 }
 
 type recCache struct {
@@ -144,7 +159,13 @@ func New(db *store.DB, cfg Config) (*Scheduler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("recover running trials: %w", err)
 	}
-	deadline := cfg.Clock.Now().Add(cfg.RestartGrace + cfg.LeaseTTL)
+	now := cfg.Clock.Now()
+	deadline := now.Add(cfg.RestartGrace + cfg.LeaseTTL)
+	if len(running) > 0 {
+		// Attempts that lapse because their workers gave up while the coordinator was
+		// down are not the trials' fault.
+		s.lastOutage = outage{end: now}
+	}
 	for _, t := range running {
 		s.leases[t.Id] = &lease{id: t.LeaseId, attempt: t.Attempt, workerID: t.WorkerId, studyID: t.StudyId, gpus: t.GpuIndices, deadline: deadline}
 	}
@@ -160,7 +181,7 @@ func (s *Scheduler) Config() Config { return s.cfg }
 
 // Run expires leases and refreshes the per-study gauges until ctx ends.
 func (s *Scheduler) Run(ctx context.Context) {
-	tick := time.NewTicker(s.cfg.LeaseTTL / 10)
+	tick := time.NewTicker(s.sweepEvery())
 	defer tick.Stop()
 	gauges := time.NewTicker(5 * time.Second)
 	defer gauges.Stop()
@@ -169,6 +190,7 @@ func (s *Scheduler) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+			s.noteSweep()
 			if err := s.ExpireLeases(); err != nil {
 				s.log.Error("expire leases", zap.Error(err))
 			}
@@ -178,6 +200,54 @@ func (s *Scheduler) Run(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// sweepEvery is the interval of Run's lease sweep.
+func (s *Scheduler) sweepEvery() time.Duration { return s.cfg.LeaseTTL / 10 }
+
+// outageGap is how long without a lease sweep counts as an outage of the coordinator's
+// own: two heartbeat intervals without answering anyone, and three sweep intervals, far
+// beyond the scheduling jitter of the sweep's ticker.
+func (s *Scheduler) outageGap() time.Duration {
+	return max(2*s.cfg.HeartbeatInterval, 3*s.sweepEvery())
+}
+
+// noteSweep records that the lease sweep runs now, and an outage when it is overdue.
+func (s *Scheduler) noteSweep() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	s.noteOverdueLocked(now)
+	s.lastSweep = now
+}
+
+// noteOverdueLocked records an outage when the sweep is overdue at now. Request handlers
+// call it too: after a freeze they may run before the sweep does. Callers hold s.mu.
+func (s *Scheduler) noteOverdueLocked(now time.Time) {
+	if s.lastSweep.IsZero() || now.Sub(s.lastSweep) <= s.outageGap() {
+		return
+	}
+	if s.lastOutage.start.Equal(s.lastSweep) {
+		s.lastOutage.end = now // the same outage, seen again before the sweep ran
+		return
+	}
+	s.lastOutage = outage{start: s.lastSweep, end: now}
+	s.log.Warn("the coordinator did not run for a while (frozen or paused); leases that lapse from it are not counted against their trials",
+		zap.Duration("gap", now.Sub(s.lastSweep)))
+}
+
+// lapseUncountedLocked says whether an attempt whose lease lapses now (it expired, or
+// its worker fenced itself) lapsed through a coordinator outage: the lease was live
+// during a recent one. A worker fences within FenceAfter of its last contact, and its
+// lease expires at most a TTL after it was last renewed, so a lapse later than both
+// after the outage ended has another cause. Callers hold s.mu.
+func (s *Scheduler) lapseUncountedLocked(l *lease, now time.Time) bool {
+	s.noteOverdueLocked(now)
+	o := s.lastOutage
+	if o.end.IsZero() || !l.granted.Before(o.end) {
+		return false
+	}
+	return now.Sub(o.end) <= s.cfg.LeaseTTL+s.cfg.FenceAfter
 }
 
 // recordGauges sets each study's trial counts and budget from one read transaction.

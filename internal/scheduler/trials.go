@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -216,9 +217,7 @@ func (s *Scheduler) ReportPoints(_ context.Context, h Held, points []*pb.CurvePo
 	s.cfg.Metrics.PointsIngested(len(fresh))
 	s.curves.append(h.TrialID, h.Attempt, metric, fresh)
 	s.mu.Lock()
-	if l := s.leases[h.TrialID]; l != nil && l.id == h.LeaseID {
-		l.deadline = s.now().Add(s.cfg.LeaseTTL)
-	}
+	s.renewLocked(h, s.now())
 	s.heartbeats[h.WorkerID] = s.now()
 	s.bumpLocked(studyID)
 	s.mu.Unlock()
@@ -252,10 +251,34 @@ func validatePoints(points []*pb.CurvePoint) error {
 	return nil
 }
 
+// renewLocked extends a held lease by a TTL, unless it has already run out: a lease past
+// its deadline is gone even before the sweep requeues it, so a worker's reports queued
+// behind a coordinator freeze (sent before it fenced itself) cannot bring it back.
+// Callers hold s.mu.
+func (s *Scheduler) renewLocked(h Held, now time.Time) bool {
+	l := s.leases[h.TrialID]
+	if l == nil || l.id != h.LeaseID || l.attempt != h.Attempt || l.workerID != h.WorkerID || now.After(l.deadline) {
+		return false
+	}
+	l.deadline = now.Add(s.cfg.LeaseTTL)
+	return true
+}
+
 // FinishTrial ends a held attempt once every point up to finalSeq is committed: succeeded,
-// or stopped when a stop was requested (its curve ends where it stopped).
+// or stopped when a stop was requested (its curve ends where it stopped). It is idempotent
+// per attempt: finishing an attempt that this worker already finished with the same
+// final_seq (a retry whose answer was lost, say in a coordinator crash) answers OK.
 func (s *Scheduler) FinishTrial(_ context.Context, h Held, finalSeq uint64, sourceRun string, sourceDistance float64) error {
-	return s.endTrial(h, func(tx *store.Tx, t *pb.Trial) error {
+	already := func(t *pb.Trial) (bool, error) {
+		if !endedBy(t, h) || (t.State != pb.TrialState_TRIAL_STATE_SUCCEEDED && t.State != pb.TrialState_TRIAL_STATE_STOPPED) {
+			return false, nil
+		}
+		if t.LastSeq != finalSeq {
+			return false, fmt.Errorf("final_seq: %d, but attempt %d already finished with %d: %w", finalSeq, h.Attempt, t.LastSeq, ErrConflict)
+		}
+		return true, nil
+	}
+	return s.endTrial(h, already, func(tx *store.Tx, t *pb.Trial) error {
 		if t.LastSeq != finalSeq {
 			return fmt.Errorf("final_seq: %d, but points up to %d are committed: %w", finalSeq, t.LastSeq, ErrConflict)
 		}
@@ -273,8 +296,23 @@ func (s *Scheduler) FinishTrial(_ context.Context, h Held, finalSeq uint64, sour
 // (a crash, a lost GPU) is retried as a new attempt up to the delivery limit.
 var deterministicFailures = map[string]bool{"oom": true, "diverged": true, "bad_data": true}
 
+// endedBy says whether the trial's stored attempt is h's and ended with h's lease still on
+// it (finished, or failed for good). Requeueing clears the lease, so a requeued attempt
+// is recognised by its reason instead (see FailTrial).
+func endedBy(t *pb.Trial, h Held) bool {
+	return t.State != pb.TrialState_TRIAL_STATE_RUNNING && t.Attempt == h.Attempt &&
+		t.LeaseId == h.LeaseID && t.WorkerId == h.WorkerID
+}
+
+// failedReason is the reason history entry of an attempt that failed.
+func failedReason(attempt int32, class, reason string) string {
+	return fmt.Sprintf("attempt %d: %s: %s", attempt, class, reason)
+}
+
 // FailTrial ends a held attempt that failed with the worker's reason and class; the retry
-// policy above decides between failing the trial and requeueing it.
+// policy above decides between failing the trial and requeueing it. It is idempotent per
+// attempt: failing again an attempt that already failed with the same class and reason
+// answers OK, whether it failed the trial or was requeued (and perhaps re-leased).
 func (s *Scheduler) FailTrial(_ context.Context, h Held, reason, class string) error {
 	if reason == "" {
 		return fmt.Errorf("reason: missing: %w", ErrInvalid)
@@ -285,8 +323,19 @@ func (s *Scheduler) FailTrial(_ context.Context, h Held, reason, class string) e
 	if class == "" {
 		class = "other"
 	}
-	return s.endTrial(h, func(tx *store.Tx, t *pb.Trial) error {
-		why := fmt.Sprintf("attempt %d: %s: %s", t.Attempt, class, reason)
+	already := func(t *pb.Trial) (bool, error) {
+		if t.Attempt < h.Attempt || (t.Attempt == h.Attempt && t.State == pb.TrialState_TRIAL_STATE_RUNNING) {
+			return false, nil
+		}
+		// The lease of a failed-for-good attempt stays on the trial; a requeued one's
+		// only trace is its reason, which names the attempt, class and reason exactly.
+		if t.State == pb.TrialState_TRIAL_STATE_FAILED && !endedBy(t, h) {
+			return false, nil
+		}
+		return slices.Contains(t.ReasonHistory, failedReason(h.Attempt, class, reason)), nil
+	}
+	return s.endTrial(h, already, func(tx *store.Tx, t *pb.Trial) error {
+		why := failedReason(t.Attempt, class, reason)
 		if deterministicFailures[class] || t.StopRequested {
 			t.State = pb.TrialState_TRIAL_STATE_FAILED
 			t.FailureReason = class + ": " + reason
@@ -296,6 +345,13 @@ func (s *Scheduler) FailTrial(_ context.Context, h Held, reason, class string) e
 		s.requeue(t, why)
 		return nil
 	})
+}
+
+// requeueUncounted requeues a trial whose attempt lapsed through a coordinator outage:
+// the attempt does not count against the delivery limit.
+func (s *Scheduler) requeueUncounted(t *pb.Trial, why string) {
+	t.UncountedAttempts++
+	s.requeue(t, why+" (not counted: coordinator outage)")
 }
 
 // requeue puts a trial whose attempt ended without a result back in the queue as pending
@@ -309,7 +365,7 @@ func (s *Scheduler) requeue(t *pb.Trial, why string) {
 		t.EndTimeUnixMs = unixMs(s.now())
 		return
 	}
-	if t.Attempt >= s.cfg.MaxAttempts {
+	if t.Attempt-t.UncountedAttempts >= s.cfg.MaxAttempts {
 		t.State = pb.TrialState_TRIAL_STATE_LOST
 		t.FailureReason = fmt.Sprintf("lost after %d attempts", t.Attempt)
 		t.EndTimeUnixMs = unixMs(s.now())
@@ -318,16 +374,28 @@ func (s *Scheduler) requeue(t *pb.Trial, why string) {
 	t.State = pb.TrialState_TRIAL_STATE_PENDING
 }
 
-func (s *Scheduler) endTrial(h Held, end func(tx *store.Tx, t *pb.Trial) error) error {
+// endTrial ends a held attempt with end. already says whether the request repeats one
+// that ended this attempt before (then nothing is written and the answer is OK).
+func (s *Scheduler) endTrial(h Held, already func(t *pb.Trial) (bool, error), end func(tx *store.Tx, t *pb.Trial) error) error {
 	var t *pb.Trial
+	repeated := false
 	// Batch: trials ending at once share a disk sync. The function reads the trial
 	// afresh, so a second run sees what the first did not commit.
 	err := s.db.Batch(func(tx *store.Tx) error {
 		var err error
+		repeated = false
 		if t, err = tx.Trial(h.TrialID); err != nil {
 			return wrapStore(err, fmt.Sprintf("trial %d", h.TrialID))
 		}
 		if err := checkHeld(t, h); err != nil {
+			again, aerr := already(t)
+			if aerr != nil {
+				return aerr
+			}
+			if again {
+				repeated = true
+				return nil
+			}
 			return err
 		}
 		if err := end(tx, t); err != nil {
@@ -338,11 +406,16 @@ func (s *Scheduler) endTrial(h Held, end func(tx *store.Tx, t *pb.Trial) error) 
 		}
 		return tx.PutTrial(t)
 	})
-	if err != nil {
+	if err != nil || repeated {
+		if repeated {
+			s.log.Info("trial attempt end repeated; already recorded", zap.Uint64("trial", h.TrialID), zap.Int32("attempt", h.Attempt))
+		}
 		return err
 	}
 	s.mu.Lock()
-	delete(s.leases, t.Id)
+	if l := s.leases[t.Id]; l != nil && l.id == h.LeaseID {
+		delete(s.leases, t.Id)
+	}
 	s.bumpLocked(t.StudyId)
 	s.notifyLocked()
 	s.mu.Unlock()
@@ -388,9 +461,12 @@ func (s *Scheduler) CancelTrial(_ context.Context, id uint64) (*pb.Trial, error)
 	return t, s.completeIfIdle(t.StudyId, "")
 }
 
-// Heartbeat renews the leases a worker still holds and returns the trials it must stop:
-// those whose lease it no longer holds (expired, cancelled or requeued elsewhere).
-func (s *Scheduler) Heartbeat(_ context.Context, workerID uint64, held []Held) ([]uint64, error) {
+// Heartbeat renews the leases a worker still holds and returns the attempts it must stop:
+// those whose lease it no longer holds (expired, cancelled or requeued elsewhere), named
+// exactly as the worker named them, so that a newer attempt of the same trial on the same
+// worker is never stopped by mistake. A lease past its deadline is not renewed (see
+// renewLocked): the worker is told to stop it, and the sweep requeues it.
+func (s *Scheduler) Heartbeat(_ context.Context, workerID uint64, held []Held) ([]Held, error) {
 	if err := s.db.View(func(tx *store.Tx) error {
 		_, err := tx.Worker(workerID)
 		return wrapStore(err, fmt.Sprintf("worker %d", workerID))
@@ -398,19 +474,42 @@ func (s *Scheduler) Heartbeat(_ context.Context, workerID uint64, held []Held) (
 		return nil, err
 	}
 	now := s.now()
-	var stop []uint64
+	var stop []Held
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.heartbeats[workerID] = now
 	for _, h := range held {
-		l := s.leases[h.TrialID]
-		if l == nil || l.id != h.LeaseID || l.attempt != h.Attempt || l.workerID != workerID {
-			stop = append(stop, h.TrialID)
-			continue
+		h.WorkerID = workerID
+		if !s.renewLocked(h, now) {
+			stop = append(stop, h)
 		}
-		l.deadline = now.Add(s.cfg.LeaseTTL)
 	}
 	return stop, nil
+}
+
+// ReleaseLeases requeues at once the attempts a worker stopped on its own (it fenced
+// itself while it could not reach the coordinator), instead of letting their leases run
+// out. An attempt that is no longer current (already expired or requeued) is ignored.
+// When the worker fenced because the coordinator itself was out, the attempt does not
+// count against the delivery limit.
+func (s *Scheduler) ReleaseLeases(_ context.Context, workerID uint64, released []Held) error {
+	now := s.now()
+	for _, h := range released {
+		h.WorkerID = workerID
+		s.mu.Lock()
+		l := s.leases[h.TrialID]
+		current := l != nil && l.id == h.LeaseID && l.attempt == h.Attempt && l.workerID == workerID
+		uncounted := current && s.lapseUncountedLocked(l, now)
+		s.mu.Unlock()
+		if !current {
+			continue
+		}
+		why := fmt.Sprintf("attempt %d: worker %d fenced itself (it could not reach the coordinator)", h.Attempt, workerID)
+		if err := s.lapse(h.TrialID, h.LeaseID, why, uncounted); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // ExpireLeases requeues every attempt whose lease ran out (as a new attempt), or, past the
@@ -441,30 +540,47 @@ func (s *Scheduler) expire(trialID uint64, now time.Time) error {
 		return nil // renewed or ended meanwhile
 	}
 	held := *l
+	uncounted := s.lapseUncountedLocked(l, now)
 	s.mu.Unlock()
+	why := fmt.Sprintf("attempt %d: lease expired on worker %d", held.attempt, held.workerID)
+	return s.lapse(trialID, held.id, why, uncounted)
+}
+
+// lapse requeues the attempt under leaseID, if it is still the trial's current one, with
+// the reason why, counted against the delivery limit unless uncounted.
+func (s *Scheduler) lapse(trialID uint64, leaseID, why string, uncounted bool) error {
 	var t *pb.Trial
+	changed := false
 	err := s.db.Update(func(tx *store.Tx) error {
 		var err error
+		changed = false
 		if t, err = tx.Trial(trialID); err != nil {
 			return err
 		}
-		if t.State != pb.TrialState_TRIAL_STATE_RUNNING || t.LeaseId != held.id {
+		if t.State != pb.TrialState_TRIAL_STATE_RUNNING || t.LeaseId != leaseID {
 			return nil
 		}
-		s.requeue(t, fmt.Sprintf("attempt %d: lease expired on worker %d", t.Attempt, t.WorkerId))
+		if uncounted {
+			s.requeueUncounted(t, why)
+		} else {
+			s.requeue(t, why)
+		}
+		changed = true
 		return tx.PutTrial(t)
 	})
 	if err != nil {
-		return fmt.Errorf("expire trial %d: %w", trialID, err)
+		return fmt.Errorf("requeue trial %d: %w", trialID, err)
 	}
 	s.mu.Lock()
-	if cur := s.leases[trialID]; cur != nil && cur.id == held.id {
+	if cur := s.leases[trialID]; cur != nil && cur.id == leaseID {
 		delete(s.leases, trialID)
 	}
 	s.bumpLocked(t.StudyId)
 	s.notifyLocked()
 	s.mu.Unlock()
-	s.log.Warn("lease expired", zap.Uint64("trial", trialID), zap.Uint64("worker", held.workerID),
-		zap.String("state", StateName(t.State)))
+	if changed {
+		s.log.Warn("attempt lapsed", zap.Uint64("trial", trialID), zap.String("why", why),
+			zap.Bool("counted", !uncounted), zap.String("state", StateName(t.State)))
+	}
 	return s.completeIfIdle(t.StudyId, "")
 }

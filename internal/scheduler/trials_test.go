@@ -122,13 +122,22 @@ func TestTrialLifecycle(t *testing.T) {
 		t.Errorf("end time %d, want %d", tr.EndTimeUnixMs, e.clock.Now().UnixMilli())
 	}
 
-	// The lease is gone: reports, a second finish and heartbeats are refused or told to stop.
+	// The lease is gone: reports and heartbeats are refused or told to stop. A second
+	// finish of the same attempt repeats the first (its answer may have been lost) and is
+	// answered OK; one that disagrees on final_seq, or under another lease, is refused.
 	_, _, err = e.s.ReportPoints(ctx, h, pts(5, 5))
 	wantErr(t, err, ErrStaleLease, "report after finish")
-	err = e.s.FinishTrial(ctx, h, 4, "", 0)
-	wantErr(t, err, ErrStaleLease, "second finish")
+	if err := e.s.FinishTrial(ctx, h, 4, "", 0); err != nil {
+		t.Errorf("repeated finish: %v", err)
+	}
+	err = e.s.FinishTrial(ctx, h, 3, "", 0)
+	wantErr(t, err, ErrConflict, "second finish with another final_seq")
+	foreign := h
+	foreign.LeaseID = "another lease"
+	err = e.s.FinishTrial(ctx, foreign, 4, "", 0)
+	wantErr(t, err, ErrStaleLease, "finish under another lease")
 	stop, err := e.s.Heartbeat(ctx, w, []Held{h})
-	if err != nil || !slices.Equal(stop, []uint64{a.Trial.Id}) {
+	if err != nil || !slices.Equal(stop, []Held{h}) {
 		t.Errorf("Heartbeat after finish = %v, %v; want stop [%d]", stop, err, a.Trial.Id)
 	}
 	workers, err := e.s.Workers(ctx)
@@ -341,7 +350,7 @@ func TestCancelStudy(t *testing.T) {
 		t.Errorf("observed prefix not kept: %d points", len(points))
 	}
 	stop, err := e.s.Heartbeat(ctx, w, []Held{h})
-	if err != nil || !slices.Equal(stop, []uint64{a.Trial.Id}) {
+	if err != nil || !slices.Equal(stop, []Held{h}) {
 		t.Errorf("Heartbeat after cancel = %v, %v; want stop [%d]", stop, err, a.Trial.Id)
 	}
 	_, _, err = e.s.ReportPoints(ctx, h, pts(3, 3))
@@ -431,7 +440,7 @@ func TestLeaseExpiryRequeuesThenLoses(t *testing.T) {
 			t.Errorf("attempt %d: expired trial still names lease %q worker %d", attempt, tr.LeaseId, tr.WorkerId)
 		}
 		stop, err := e.s.Heartbeat(ctx, lastLease.WorkerID, []Held{lastLease})
-		if err != nil || !slices.Equal(stop, []uint64{a.Trial.Id}) {
+		if err != nil || !slices.Equal(stop, []Held{lastLease}) {
 			t.Errorf("attempt %d: Heartbeat with the expired lease = %v, %v", attempt, stop, err)
 		}
 		_, _, err = e.s.ReportPoints(ctx, lastLease, pts(4, 4))

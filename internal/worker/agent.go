@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -86,13 +87,21 @@ type Agent struct {
 	log    *zap.Logger
 	client pb.WorkerServiceClient
 
-	mu          sync.Mutex
-	workerID    uint64
-	trials      map[uint64]*trialRun
+	mu       sync.Mutex
+	workerID uint64
+	// trials holds this worker's attempts by lease id, not trial id: an attempt of a
+	// trial requeued back to this worker may start while its old attempt still ends.
+	trials      map[string]*trialRun
 	slotFree    chan struct{} // signalled when a trial ends
 	hbEvery     time.Duration
 	fenceAfter  time.Duration // 0 until the coordinator says
 	lastContact time.Time     // when an RPC last succeeded
+	// fenced is set while the fence is tripped (from when it stopped the trials until
+	// the coordinator answers again), so that an outage is logged once.
+	fenced bool
+	// released are attempts this worker fenced and has stopped, by lease id, which the
+	// next heartbeat tells the coordinator about so that it requeues them at once.
+	released map[string]*pb.HeldLease
 }
 
 // Run registers and works until ctx ends; running trials are stopped on the way out.
@@ -113,7 +122,12 @@ func Run(ctx context.Context, cfg Config) error {
 	defer conn.Close()
 	a := &Agent{
 		cfg: cfg, log: cfg.Logger, client: pb.NewWorkerServiceClient(conn),
-		trials: map[uint64]*trialRun{}, slotFree: make(chan struct{}, 1), hbEvery: time.Second,
+		trials: map[string]*trialRun{}, released: map[string]*pb.HeldLease{}, slotFree: make(chan struct{}, 1), hbEvery: time.Second,
+	}
+	if f, ok := cfg.Runner.(interface {
+		setFence(func() (time.Duration, bool))
+	}); ok {
+		f.setFence(a.fenceRemaining)
 	}
 	if a.workerID, err = readWorkerID(cfg.IDFile); err != nil {
 		return err
@@ -249,17 +263,37 @@ func (a *Agent) setIntervalsLocked(heartbeatMs, fenceMs int64) {
 func (a *Agent) contact() {
 	a.mu.Lock()
 	a.lastContact = a.cfg.Now()
+	wasFenced := a.fenced
+	a.fenced = false
 	a.mu.Unlock()
+	if wasFenced {
+		a.log.Info("coordinator reachable again")
+	}
 }
 
+// heldLeases lists the attempts this worker still holds: not those it abandoned (fenced
+// or refused), which may linger while their runs stop, lest a heartbeat renew them.
 func (a *Agent) heldLeases() []*pb.HeldLease {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	leases := make([]*pb.HeldLease, 0, len(a.trials))
 	for _, t := range a.trials {
-		leases = append(leases, &pb.HeldLease{TrialId: t.a.Trial.Id, LeaseId: t.a.LeaseId, Attempt: t.a.Attempt})
+		if lost, _ := t.state(); !lost {
+			leases = append(leases, t.heldLease())
+		}
 	}
 	return leases
+}
+
+// releasedLeases lists the fenced attempts not yet reported to the coordinator.
+func (a *Agent) releasedLeases() []*pb.HeldLease {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]*pb.HeldLease, 0, len(a.released))
+	for _, l := range a.released {
+		out = append(out, l)
+	}
+	return out
 }
 
 // fenceLoop stops every trial once the coordinator has been unreachable for longer than
@@ -278,22 +312,41 @@ func (a *Agent) fenceLoop(ctx context.Context) {
 	}
 }
 
+// fenceRemaining is how long this worker may still run its trials before it must fence
+// itself; false while the coordinator has announced no limit.
+func (a *Agent) fenceRemaining() (time.Duration, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.fenceAfter <= 0 {
+		return 0, false
+	}
+	return a.fenceAfter - a.cfg.Now().Sub(a.lastContact), true
+}
+
 func (a *Agent) checkFence() {
 	a.mu.Lock()
 	silent := a.cfg.Now().Sub(a.lastContact)
 	limit := a.fenceAfter
-	var running []*trialRun
-	for _, t := range a.trials {
-		running = append(running, t)
-	}
-	a.mu.Unlock()
-	if limit <= 0 || silent <= limit || len(running) == 0 {
+	if limit <= 0 || silent <= limit {
+		a.mu.Unlock()
 		return
 	}
-	a.log.Warn("coordinator unreachable past the fence limit; stopping trials",
-		zap.Duration("silent", silent), zap.Duration("limit", limit), zap.Int("trials", len(running)))
+	var running []*trialRun
+	for _, t := range a.trials {
+		if lost, _ := t.state(); !lost {
+			running = append(running, t)
+		}
+	}
+	first := !a.fenced
+	a.fenced = true
+	a.mu.Unlock()
+	// One line per outage: the fence is checked every 200 ms while it lasts.
+	if first {
+		a.log.Warn("coordinator unreachable past the fence limit; stopping trials",
+			zap.Duration("silent", silent), zap.Duration("limit", limit), zap.Int("trials", len(running)))
+	}
 	for _, t := range running {
-		t.abandon()
+		t.fence()
 	}
 }
 
@@ -302,7 +355,6 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 		a.mu.Lock()
 		every := a.hbEvery
 		a.mu.Unlock()
-		leases := a.heldLeases()
 		// Jitter spreads a fleet's heartbeats so they do not arrive in waves.
 		wait := every - time.Duration(rand.Int64N(int64(every)/5+1))
 		select {
@@ -310,8 +362,10 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 			return
 		case <-time.After(wait):
 		}
+		// The leases are read after the wait, so the heartbeat says what is held now.
+		leases, released := a.heldLeases(), a.releasedLeases()
 		callCtx, cancel := context.WithTimeout(ctx, every)
-		resp, err := a.client.Heartbeat(callCtx, &pb.HeartbeatRequest{WorkerId: a.id(), Leases: leases})
+		resp, err := a.client.Heartbeat(callCtx, &pb.HeartbeatRequest{WorkerId: a.id(), Leases: leases, ReleasedLeases: released})
 		cancel()
 		if err != nil {
 			if status.Code(err) == codes.NotFound {
@@ -322,19 +376,40 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 		a.contact()
 		a.mu.Lock()
 		a.setIntervalsLocked(0, resp.FenceAfterMs)
+		for _, l := range released {
+			delete(a.released, l.LeaseId)
+		}
 		a.mu.Unlock()
-		for _, id := range resp.StopTrials {
-			a.stopTrial(id, "coordinator asked to stop")
+		for _, l := range stopsOf(resp, leases) {
+			a.stopAttempt(l, "coordinator asked to stop")
 		}
 	}
 }
 
-func (a *Agent) stopTrial(id uint64, why string) {
+// stopsOf is the attempts a heartbeat's answer stops, among the leases it carried: those
+// of stop_leases, or, from a coordinator that predates it, the carried lease of each
+// trial in stop_trials. Either way only an attempt the heartbeat named is stopped, never
+// a newer attempt of the same trial started since.
+func stopsOf(resp *pb.HeartbeatResponse, sent []*pb.HeldLease) []*pb.HeldLease {
+	if len(resp.StopLeases) > 0 || len(resp.StopTrials) == 0 {
+		return resp.StopLeases
+	}
+	var out []*pb.HeldLease
+	for _, l := range sent {
+		if slices.Contains(resp.StopTrials, l.TrialId) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// stopAttempt abandons the attempt l names, if this worker still runs it.
+func (a *Agent) stopAttempt(l *pb.HeldLease, why string) {
 	a.mu.Lock()
-	t := a.trials[id]
+	t := a.trials[l.LeaseId]
 	a.mu.Unlock()
-	if t != nil {
-		a.log.Info("stopping trial", zap.Uint64("trial", id), zap.String("why", why))
+	if t != nil && t.a.Trial.Id == l.TrialId && t.a.Attempt == l.Attempt {
+		t.log.Info("stopping trial", zap.String("why", why))
 		t.abandon()
 	}
 }
@@ -342,17 +417,39 @@ func (a *Agent) stopTrial(id uint64, why string) {
 func (a *Agent) start(ctx context.Context, wg *sync.WaitGroup, as *pb.Assignment) {
 	t := newTrialRun(ctx, a, as)
 	a.mu.Lock()
-	a.trials[as.Trial.Id] = t
+	// An earlier attempt of the same trial may still be stopping here (requeued back to
+	// this worker after it was abandoned): the new one waits for it, so two attempts of
+	// one trial never train at once or share its checkpoint folder.
+	var earlier []*trialRun
+	for _, o := range a.trials {
+		if o.a.Trial.Id == as.Trial.Id {
+			earlier = append(earlier, o)
+		}
+	}
+	a.trials[as.LeaseId] = t
 	a.mu.Unlock()
 	a.log.Info("trial started", zap.Uint64("trial", as.Trial.Id), zap.Int32("attempt", as.Attempt),
 		zap.String("scale", as.Scale.GetName()), zap.Int64("steps", as.Trial.Steps))
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
+		for _, o := range earlier {
+			select {
+			case <-o.done:
+			case <-ctx.Done():
+			}
+		}
 		t.run(ctx)
 		a.mu.Lock()
-		delete(a.trials, as.Trial.Id)
+		if a.trials[as.LeaseId] == t {
+			delete(a.trials, as.LeaseId)
+		}
+		if t.wasFenced() {
+			// Stopped now: the coordinator may requeue it without two attempts running.
+			a.released[as.LeaseId] = t.heldLease()
+		}
 		a.mu.Unlock()
+		close(t.done)
 		select {
 		case a.slotFree <- struct{}{}:
 		default:

@@ -39,6 +39,13 @@ type testCoordinator struct {
 
 func newCoordinator(t *testing.T) *testCoordinator {
 	t.Helper()
+	return newCoordinatorWith(t, nil)
+}
+
+// newCoordinatorWith is newCoordinator with the scheduler's configuration changed by tune
+// (when not nil) and the given server options (interceptors).
+func newCoordinatorWith(t *testing.T, tune func(*scheduler.Config), opts ...grpc.ServerOption) *testCoordinator {
+	t.Helper()
 	db, err := store.Open(filepath.Join(t.TempDir(), "mixopt.db"), store.Options{})
 	if err != nil {
 		t.Fatalf("open store: %v", err)
@@ -53,12 +60,16 @@ func newCoordinator(t *testing.T) *testCoordinator {
 	})
 	// The lease TTL is far beyond every test: only the worker's own calls (and
 	// registrations) end or requeue attempts. The scheduler's expiry loop is not run.
-	sched, err := scheduler.New(db, scheduler.Config{LeaseTTL: 10 * time.Minute, MaxWait: time.Second, MaxAttempts: testAttempts})
+	cfg := scheduler.Config{LeaseTTL: 10 * time.Minute, MaxWait: time.Second, MaxAttempts: testAttempts}
+	if tune != nil {
+		tune(&cfg)
+	}
+	sched, err := scheduler.New(db, cfg)
 	if err != nil {
 		t.Fatalf("scheduler: %v", err)
 	}
 	lis := bufconn.Listen(1 << 20)
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(opts...)
 	pb.RegisterWorkerServiceServer(srv, &coordinator.WorkerService{Sched: sched})
 	pb.RegisterControlServiceServer(srv, &coordinator.ControlService{Sched: sched})
 	served := make(chan error, 1)

@@ -33,7 +33,7 @@ func fencedAgent(t *testing.T, clock *manualClock, fenceAfter time.Duration) (*A
 	t.Helper()
 	cfg := Config{Now: clock.Now}
 	cfg.setDefaults()
-	a := &Agent{cfg: cfg, log: cfg.Logger, trials: map[uint64]*trialRun{}, slotFree: make(chan struct{}, 1), hbEvery: time.Second}
+	a := &Agent{cfg: cfg, log: cfg.Logger, trials: map[string]*trialRun{}, released: map[string]*pb.HeldLease{}, slotFree: make(chan struct{}, 1), hbEvery: time.Second}
 	a.mu.Lock()
 	a.setIntervalsLocked(0, fenceAfter.Milliseconds())
 	a.mu.Unlock()
@@ -43,7 +43,7 @@ func fencedAgent(t *testing.T, clock *manualClock, fenceAfter time.Duration) (*A
 		tr.cancelRun()
 		tr.queue.Close()
 	})
-	a.trials[7] = tr
+	a.trials["lease"] = tr
 	return a, tr
 }
 

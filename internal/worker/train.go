@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -49,7 +50,12 @@ type TrainConfig struct {
 	Env map[string]string
 	// Stderr receives a copy of train.py's stderr (nil drops it; the tail is kept anyway).
 	Stderr io.Writer
-	Logger *zap.Logger
+	// FenceWatchdog (absolute) is the executable started beside each run as its fence
+	// watchdog: it stops train.py when the worker is frozen or dead past the fence limit
+	// (see watchdog.go). It must call RunFenceWatchdog when IsFenceWatchdog says so, as
+	// bin/worker does; "" runs without one.
+	FenceWatchdog string
+	Logger        *zap.Logger
 }
 
 // TrainRunner runs trials as real training: scripts/train.py through gpuexec.
@@ -57,6 +63,18 @@ type TrainRunner struct {
 	cfg   TrainConfig
 	alloc *gpuexec.Allocator
 	log   *zap.Logger
+	// fence tells how long the worker may still run unfenced (set by the agent).
+	fence atomic.Pointer[func() (time.Duration, bool)]
+}
+
+// setFence is how the agent tells the runner its fence state, for the watchdog.
+func (r *TrainRunner) setFence(remaining func() (time.Duration, bool)) { r.fence.Store(&remaining) }
+
+func (r *TrainRunner) fenceRemaining() (time.Duration, bool) {
+	if f := r.fence.Load(); f != nil {
+		return (*f)()
+	}
+	return 0, false
 }
 
 var _ Runner = (*TrainRunner)(nil)
@@ -73,6 +91,9 @@ func NewTrainRunner(cfg TrainConfig) (*TrainRunner, error) {
 		if _, err := os.Stat(p.v); err != nil {
 			return nil, fmt.Errorf("train config: %s: %w", p.name, err)
 		}
+	}
+	if cfg.FenceWatchdog != "" && !filepath.IsAbs(cfg.FenceWatchdog) {
+		return nil, fmt.Errorf("train config: FenceWatchdog %q is not an absolute path", cfg.FenceWatchdog)
 	}
 	if cfg.CheckpointRoot != "" && !filepath.IsAbs(cfg.CheckpointRoot) {
 		return nil, fmt.Errorf("train config: CheckpointRoot %q is not an absolute path", cfg.CheckpointRoot)
@@ -178,6 +199,16 @@ func (r *TrainRunner) Run(ctx context.Context, a *pb.Assignment, emit func(*pb.C
 	}
 	log.Info("training started", zap.Int("pid", run.Pid()), zap.String("preset", spec.Preset),
 		zap.Strings("gpus", spec.GPUs), zap.String("checkpoint_dir", spec.CheckpointDir))
+	var watch *fenceWatch
+	if r.cfg.FenceWatchdog != "" {
+		grace := r.cfg.StopGrace
+		if grace <= 0 {
+			grace = 30 * time.Second // gpuexec's default
+		}
+		if watch, err = startFenceWatch(r.cfg.FenceWatchdog, run.Pid(), grace, r.fenceRemaining); err != nil {
+			log.Warn("running without a fence watchdog: a frozen worker would not stop this run", zap.Error(err))
+		}
+	}
 	c := &curveBuilder{start: start, emit: emit, ck: ck, log: log}
 	var res RunResult
 	for ev := range run.Events() { // drained to the end: a full channel would block train.py
@@ -190,6 +221,11 @@ func (r *TrainRunner) Run(ctx context.Context, a *pb.Assignment, emit func(*pb.C
 	out := run.Wait()
 	if ck != nil {
 		ck.close()
+	}
+	if watch != nil && watch.finish() && ctx.Err() == nil {
+		log.Warn("the fence watchdog stopped training: this worker was silent past the fence limit",
+			zap.Int64("last_step", out.LastStep))
+		return res, errWatchdogFenced
 	}
 	if out.Class == gpuexec.ClassSucceeded {
 		ck.remove(log)

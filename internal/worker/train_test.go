@@ -29,6 +29,12 @@ func TestMain(m *testing.M) {
 	if mode := os.Getenv("MIXOPT_FAKE_TRAIN"); mode != "" {
 		os.Exit(fakeTrain(mode, os.Args[2:]))
 	}
+	if IsFenceWatchdog() {
+		os.Exit(RunFenceWatchdog())
+	}
+	if dir := os.Getenv(fakeWorkerEnv); dir != "" {
+		os.Exit(fakeWorker(dir))
+	}
 	os.Exit(m.Run())
 }
 
@@ -59,6 +65,9 @@ func fakeTrain(mode string, args []string) int {
 	}
 	term := make(chan os.Signal, 1)
 	signal.Notify(term, syscall.SIGTERM)
+	if f := os.Getenv("MIXOPT_FAKE_PIDFILE"); f != "" {
+		_ = os.WriteFile(f, []byte(strconv.Itoa(os.Getpid())), 0o644)
+	}
 	ckpt := ""
 	step := 0
 	if d := flags["checkpoint-dir"]; d != "" {
@@ -106,6 +115,9 @@ func fakeTrain(mode string, args []string) int {
 			eval(step, loss(step)+0.05)
 		}
 		if stopping {
+			if f := os.Getenv("MIXOPT_FAKE_SIGTERM_MARK"); f != "" {
+				_ = os.WriteFile(f, []byte(strconv.Itoa(step)), 0o644)
+			}
 			if ckpt != "" {
 				_ = os.WriteFile(ckpt, []byte(strconv.Itoa(step)), 0o644)
 			}

@@ -28,16 +28,20 @@ type trialRun struct {
 	nextSeq  uint64
 	queueErr error // the queue could not spill: the attempt cannot keep its points
 	wake     chan struct{}
+	done     chan struct{} // closed once the attempt has ended and left the agent
 	finished bool
 	// lost: the coordinator refused our lease (or we fenced ourselves): stop and report
 	// nothing more. stopping: the coordinator asked to stop at the current step: stop
 	// the run, then finish with the points sent.
 	lost, stopping bool
+	// fenced: lost because this worker fenced itself, so the coordinator has not been
+	// told; the agent releases the lease once the run has stopped.
+	fenced bool
 }
 
 func newTrialRun(ctx context.Context, agent *Agent, a *pb.Assignment) *trialRun {
 	t := &trialRun{
-		agent: agent, a: a, nextSeq: 1, wake: make(chan struct{}, 1),
+		agent: agent, a: a, nextSeq: 1, wake: make(chan struct{}, 1), done: make(chan struct{}),
 		queue: newPointQueue(agent.cfg.MaxBufferedPoints, agent.cfg.SpillDir),
 		log:   agent.log.With(zap.Uint64("trial", a.Trial.Id), zap.Int32("attempt", a.Attempt)),
 	}
@@ -73,6 +77,26 @@ func (t *trialRun) abandon() {
 	t.mu.Unlock()
 	t.cancelRun()
 	t.poke()
+}
+
+// fence abandons the run because this worker could not reach the coordinator in time.
+func (t *trialRun) fence() {
+	t.mu.Lock()
+	if !t.lost {
+		t.fenced = true
+	}
+	t.mu.Unlock()
+	t.abandon()
+}
+
+func (t *trialRun) wasFenced() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.fenced
+}
+
+func (t *trialRun) heldLease() *pb.HeldLease {
+	return &pb.HeldLease{TrialId: t.a.Trial.Id, LeaseId: t.a.LeaseId, Attempt: t.a.Attempt}
 }
 
 // stopAtCurrentStep ends the run early; the points already emitted are still sent and the
@@ -112,6 +136,9 @@ func (t *trialRun) run(ctx context.Context) {
 	}()
 	t.sendUntilDrained(ctx)
 	out := <-done
+	if errors.Is(out.err, errWatchdogFenced) {
+		t.fence() // as if the fence loop had stopped it: released, not failed
+	}
 	lost, stopping := t.state()
 	if lost || ctx.Err() != nil {
 		return

@@ -865,8 +865,12 @@ type Trial struct {
 	StopRequested bool `protobuf:"varint,23,opt,name=stop_requested,json=stopRequested,proto3" json:"stop_requested,omitempty"`
 	// Wall time of the current attempt's last committed point, seconds.
 	AttemptWallTimeS float64 `protobuf:"fixed64,24,opt,name=attempt_wall_time_s,json=attemptWallTimeS,proto3" json:"attempt_wall_time_s,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Attempts that lapsed through a coordinator outage (it was down or frozen while the
+	// lease ran) rather than the trial's or its worker's fault; the delivery limit counts
+	// attempt - uncounted_attempts.
+	UncountedAttempts int32 `protobuf:"varint,25,opt,name=uncounted_attempts,json=uncountedAttempts,proto3" json:"uncounted_attempts,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Trial) Reset() {
@@ -1063,6 +1067,13 @@ func (x *Trial) GetStopRequested() bool {
 func (x *Trial) GetAttemptWallTimeS() float64 {
 	if x != nil {
 		return x.AttemptWallTimeS
+	}
+	return 0
+}
+
+func (x *Trial) GetUncountedAttempts() int32 {
+	if x != nil {
+		return x.UncountedAttempts
 	}
 	return 0
 }
@@ -1687,7 +1698,7 @@ const file_mixopt_v1_types_proto_rawDesc = "" +
 	"\x10end_time_unix_ms\x18\a \x01(\x03R\rendTimeUnixMs\x12\x1d\n" +
 	"\n" +
 	"end_reason\x18\b \x01(\tR\tendReason\x12&\n" +
-	"\x0fspent_gpu_hours\x18\t \x01(\x01R\rspentGpuHours\"\xa0\x06\n" +
+	"\x0fspent_gpu_hours\x18\t \x01(\x01R\rspentGpuHours\"\xcf\x06\n" +
 	"\x05Trial\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x19\n" +
 	"\bstudy_id\x18\x02 \x01(\x04R\astudyId\x12\x18\n" +
@@ -1718,7 +1729,8 @@ const file_mixopt_v1_types_proto_rawDesc = "" +
 	"\vgpu_seconds\x18\x16 \x01(\x01R\n" +
 	"gpuSeconds\x12%\n" +
 	"\x0estop_requested\x18\x17 \x01(\bR\rstopRequested\x12-\n" +
-	"\x13attempt_wall_time_s\x18\x18 \x01(\x01R\x10attemptWallTimeS\"\xf7\x01\n" +
+	"\x13attempt_wall_time_s\x18\x18 \x01(\x01R\x10attemptWallTimeS\x12-\n" +
+	"\x12uncounted_attempts\x18\x19 \x01(\x05R\x11uncountedAttempts\"\xf7\x01\n" +
 	"\n" +
 	"CurvePoint\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x12\n" +

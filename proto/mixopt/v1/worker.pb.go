@@ -834,9 +834,14 @@ type HeartbeatRequest struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	WorkerId uint64                 `protobuf:"varint,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
 	// Every lease the worker holds now.
-	Leases        []*HeldLease `protobuf:"bytes,2,rep,name=leases,proto3" json:"leases,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Leases []*HeldLease `protobuf:"bytes,2,rep,name=leases,proto3" json:"leases,omitempty"`
+	// Attempts this worker stopped on its own (it fenced itself while the coordinator was
+	// unreachable) and has not yet reported: the coordinator requeues each one still
+	// current at once, instead of waiting for its lease to expire. A worker keeps sending
+	// an attempt here until a heartbeat that carried it is answered.
+	ReleasedLeases []*HeldLease `protobuf:"bytes,3,rep,name=released_leases,json=releasedLeases,proto3" json:"released_leases,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *HeartbeatRequest) Reset() {
@@ -883,12 +888,26 @@ func (x *HeartbeatRequest) GetLeases() []*HeldLease {
 	return nil
 }
 
+func (x *HeartbeatRequest) GetReleasedLeases() []*HeldLease {
+	if x != nil {
+		return x.ReleasedLeases
+	}
+	return nil
+}
+
 type HeartbeatResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Trials the worker must stop: cancelled, stopped early, or no longer its own.
-	StopTrials    []uint64 `protobuf:"varint,1,rep,packed,name=stop_trials,json=stopTrials,proto3" json:"stop_trials,omitempty"`
-	LeaseTtlMs    int64    `protobuf:"varint,2,opt,name=lease_ttl_ms,json=leaseTtlMs,proto3" json:"lease_ttl_ms,omitempty"`
-	FenceAfterMs  int64    `protobuf:"varint,3,opt,name=fence_after_ms,json=fenceAfterMs,proto3" json:"fence_after_ms,omitempty"`
+	// Deprecated: the trial ids of stop_leases, for workers that predate it. A trial id
+	// alone cannot tell an attempt from its retry on the same worker, so a worker that
+	// reads stop_leases must ignore this field.
+	StopTrials   []uint64 `protobuf:"varint,1,rep,packed,name=stop_trials,json=stopTrials,proto3" json:"stop_trials,omitempty"`
+	LeaseTtlMs   int64    `protobuf:"varint,2,opt,name=lease_ttl_ms,json=leaseTtlMs,proto3" json:"lease_ttl_ms,omitempty"`
+	FenceAfterMs int64    `protobuf:"varint,3,opt,name=fence_after_ms,json=fenceAfterMs,proto3" json:"fence_after_ms,omitempty"`
+	// The attempts, among the leases the heartbeat carried, that the worker must stop:
+	// their lease expired, was requeued or moved elsewhere. Each names (trial, lease,
+	// attempt) exactly as the heartbeat did; the worker stops only that attempt, never a
+	// newer attempt of the same trial.
+	StopLeases    []*HeldLease `protobuf:"bytes,4,rep,name=stop_leases,json=stopLeases,proto3" json:"stop_leases,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -942,6 +961,13 @@ func (x *HeartbeatResponse) GetFenceAfterMs() int64 {
 		return x.FenceAfterMs
 	}
 	return 0
+}
+
+func (x *HeartbeatResponse) GetStopLeases() []*HeldLease {
+	if x != nil {
+		return x.StopLeases
+	}
+	return nil
 }
 
 var File_mixopt_v1_worker_proto protoreflect.FileDescriptor
@@ -1014,16 +1040,19 @@ const file_mixopt_v1_worker_proto_rawDesc = "" +
 	"\tHeldLease\x12\x19\n" +
 	"\btrial_id\x18\x01 \x01(\x04R\atrialId\x12\x19\n" +
 	"\blease_id\x18\x02 \x01(\tR\aleaseId\x12\x18\n" +
-	"\aattempt\x18\x03 \x01(\x05R\aattempt\"]\n" +
+	"\aattempt\x18\x03 \x01(\x05R\aattempt\"\x9c\x01\n" +
 	"\x10HeartbeatRequest\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\x04R\bworkerId\x12,\n" +
-	"\x06leases\x18\x02 \x03(\v2\x14.mixopt.v1.HeldLeaseR\x06leases\"|\n" +
+	"\x06leases\x18\x02 \x03(\v2\x14.mixopt.v1.HeldLeaseR\x06leases\x12=\n" +
+	"\x0freleased_leases\x18\x03 \x03(\v2\x14.mixopt.v1.HeldLeaseR\x0ereleasedLeases\"\xb3\x01\n" +
 	"\x11HeartbeatResponse\x12\x1f\n" +
 	"\vstop_trials\x18\x01 \x03(\x04R\n" +
 	"stopTrials\x12 \n" +
 	"\flease_ttl_ms\x18\x02 \x01(\x03R\n" +
 	"leaseTtlMs\x12$\n" +
-	"\x0efence_after_ms\x18\x03 \x01(\x03R\ffenceAfterMs2\xd4\x03\n" +
+	"\x0efence_after_ms\x18\x03 \x01(\x03R\ffenceAfterMs\x125\n" +
+	"\vstop_leases\x18\x04 \x03(\v2\x14.mixopt.v1.HeldLeaseR\n" +
+	"stopLeases2\xd4\x03\n" +
 	"\rWorkerService\x12C\n" +
 	"\bRegister\x12\x1a.mixopt.v1.RegisterRequest\x1a\x1b.mixopt.v1.RegisterResponse\x12O\n" +
 	"\fAcquireTrial\x12\x1e.mixopt.v1.AcquireTrialRequest\x1a\x1f.mixopt.v1.AcquireTrialResponse\x12O\n" +
@@ -1075,23 +1104,25 @@ var file_mixopt_v1_worker_proto_depIdxs = []int32{
 	3,  // 5: mixopt.v1.AcquireTrialResponse.assignment:type_name -> mixopt.v1.Assignment
 	18, // 6: mixopt.v1.ReportPointsRequest.points:type_name -> mixopt.v1.CurvePoint
 	11, // 7: mixopt.v1.HeartbeatRequest.leases:type_name -> mixopt.v1.HeldLease
-	0,  // 8: mixopt.v1.WorkerService.Register:input_type -> mixopt.v1.RegisterRequest
-	2,  // 9: mixopt.v1.WorkerService.AcquireTrial:input_type -> mixopt.v1.AcquireTrialRequest
-	5,  // 10: mixopt.v1.WorkerService.ReportPoints:input_type -> mixopt.v1.ReportPointsRequest
-	7,  // 11: mixopt.v1.WorkerService.FinishTrial:input_type -> mixopt.v1.FinishTrialRequest
-	9,  // 12: mixopt.v1.WorkerService.FailTrial:input_type -> mixopt.v1.FailTrialRequest
-	12, // 13: mixopt.v1.WorkerService.Heartbeat:input_type -> mixopt.v1.HeartbeatRequest
-	1,  // 14: mixopt.v1.WorkerService.Register:output_type -> mixopt.v1.RegisterResponse
-	4,  // 15: mixopt.v1.WorkerService.AcquireTrial:output_type -> mixopt.v1.AcquireTrialResponse
-	6,  // 16: mixopt.v1.WorkerService.ReportPoints:output_type -> mixopt.v1.ReportPointsResponse
-	8,  // 17: mixopt.v1.WorkerService.FinishTrial:output_type -> mixopt.v1.FinishTrialResponse
-	10, // 18: mixopt.v1.WorkerService.FailTrial:output_type -> mixopt.v1.FailTrialResponse
-	13, // 19: mixopt.v1.WorkerService.Heartbeat:output_type -> mixopt.v1.HeartbeatResponse
-	14, // [14:20] is the sub-list for method output_type
-	8,  // [8:14] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	11, // 8: mixopt.v1.HeartbeatRequest.released_leases:type_name -> mixopt.v1.HeldLease
+	11, // 9: mixopt.v1.HeartbeatResponse.stop_leases:type_name -> mixopt.v1.HeldLease
+	0,  // 10: mixopt.v1.WorkerService.Register:input_type -> mixopt.v1.RegisterRequest
+	2,  // 11: mixopt.v1.WorkerService.AcquireTrial:input_type -> mixopt.v1.AcquireTrialRequest
+	5,  // 12: mixopt.v1.WorkerService.ReportPoints:input_type -> mixopt.v1.ReportPointsRequest
+	7,  // 13: mixopt.v1.WorkerService.FinishTrial:input_type -> mixopt.v1.FinishTrialRequest
+	9,  // 14: mixopt.v1.WorkerService.FailTrial:input_type -> mixopt.v1.FailTrialRequest
+	12, // 15: mixopt.v1.WorkerService.Heartbeat:input_type -> mixopt.v1.HeartbeatRequest
+	1,  // 16: mixopt.v1.WorkerService.Register:output_type -> mixopt.v1.RegisterResponse
+	4,  // 17: mixopt.v1.WorkerService.AcquireTrial:output_type -> mixopt.v1.AcquireTrialResponse
+	6,  // 18: mixopt.v1.WorkerService.ReportPoints:output_type -> mixopt.v1.ReportPointsResponse
+	8,  // 19: mixopt.v1.WorkerService.FinishTrial:output_type -> mixopt.v1.FinishTrialResponse
+	10, // 20: mixopt.v1.WorkerService.FailTrial:output_type -> mixopt.v1.FailTrialResponse
+	13, // 21: mixopt.v1.WorkerService.Heartbeat:output_type -> mixopt.v1.HeartbeatResponse
+	16, // [16:22] is the sub-list for method output_type
+	10, // [10:16] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_mixopt_v1_worker_proto_init() }
