@@ -52,6 +52,7 @@ func newRootCmd(out io.Writer) *cobra.Command {
 	root.PersistentFlags().StringVar(&c.tlsServerName, "tls-server-name", "", "name the coordinator's certificate must carry (default: the host of --addr)")
 	root.AddCommand(c.statusCmd(), c.studiesCmd(), c.studyCmd(), c.trialsCmd(), c.trialCmd(), c.workersCmd(),
 		c.bestCmd(), c.watchCmd(), c.exportCmd(), c.backupCmd())
+	root.AddCommand(c.verifyCmd())
 	return root
 }
 

@@ -80,7 +80,11 @@ func (cfg *Config) setDefaults() {
 func Run(ctx context.Context, cfg Config) error {
 	cfg.setDefaults()
 	log := cfg.Logger
-	db, err := store.Open(cfg.DBPath, store.Options{Timeout: cfg.DBOpenTimeout})
+	recorder := metrics.New()
+	db, err := store.Open(cfg.DBPath, store.Options{Timeout: cfg.DBOpenTimeout, OnWriteError: func(err error) {
+		log.Error("store write failed; nothing of it was kept and the client was told to retry", zap.Error(err))
+		recorder.StoreWriteFailed(time.Now())
+	}})
 	if err != nil {
 		return err
 	}
@@ -90,7 +94,6 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := db.Check(); err != nil {
 		return err
 	}
-	recorder := metrics.New()
 	cfg.Scheduler.Logger = log
 	cfg.Scheduler.Metrics = recorder
 	sched, err := scheduler.New(db, cfg.Scheduler)
@@ -117,7 +120,7 @@ func Run(ctx context.Context, cfg Config) error {
 		auth.NewLimiter(cfg.RegisterRate, cfg.RegisterBurst, nil), pb.WorkerService_Register_FullMethodName)))
 	srv := grpc.NewServer(opts...)
 	pb.RegisterWorkerServiceServer(srv, &WorkerService{Sched: sched})
-	pb.RegisterControlServiceServer(srv, &ControlService{Sched: sched})
+	pb.RegisterControlServiceServer(srv, &ControlService{Sched: sched, DB: db})
 	healthSrv := health.NewServer()
 	healthpb.RegisterHealthServer(srv, healthSrv)
 	reflection.Register(srv)
