@@ -89,11 +89,10 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer db.Close()
-	// Open reads only the pages it needs; a full check finds damage deeper in the file
-	// now rather than at the first transaction that reads it.
-	if err := db.Check(); err != nil {
-		return err
-	}
+	// No full check here: it reads every page, so start-up would grow with history.
+	// Open has checked the meta pages, freelist, version and buckets; every record's
+	// checksum is checked when it is read, and the full check is explicit
+	// (coordinator -verify, mixctl verify).
 	cfg.Scheduler.Logger = log
 	cfg.Scheduler.Metrics = recorder
 	sched, err := scheduler.New(db, cfg.Scheduler)

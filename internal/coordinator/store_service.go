@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -21,6 +22,31 @@ func (s *ControlService) GetStoreHealth(context.Context, *pb.GetStoreHealthReque
 	}
 	if !h.LastOKAt.IsZero() {
 		resp.LastWriteOkUnixMs = h.LastOKAt.UnixMilli()
+	}
+	return resp, nil
+}
+
+// maxVerifyProblem bounds each problem's text on the wire; the store already bounds
+// their number.
+const maxVerifyProblem = 1024
+
+// VerifyStore reads and checks every record of the store (store.DB.Verify).
+func (s *ControlService) VerifyStore(context.Context, *pb.VerifyStoreRequest) (*pb.VerifyStoreResponse, error) {
+	if s.DB == nil {
+		return nil, status.Error(codes.Unavailable, "verify store: no store attached")
+	}
+	start := time.Now()
+	res, err := s.DB.Verify()
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &pb.VerifyStoreResponse{Records: res.Records, DurationMs: time.Since(start).Milliseconds()}
+	for _, p := range res.Problems {
+		msg := p.Error()
+		if len(msg) > maxVerifyProblem {
+			msg = msg[:maxVerifyProblem]
+		}
+		resp.Problems = append(resp.Problems, msg)
 	}
 	return resp, nil
 }

@@ -1,10 +1,13 @@
 package coordinator
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net"
+	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -173,5 +176,61 @@ func waitFor(t *testing.T, limit time.Duration, cond func() bool) {
 			t.Fatalf("condition not met within %s", limit)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// A record damaged on disk is refused by name (DataLoss), never served, and
+// VerifyStore names it.
+func TestDamagedRecordRefused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mixopt.db")
+	db, err := store.Open(path, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sched, err := scheduler.New(db, scheduler.Config{LeaseTTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := testSpec()
+	spec.Name = "marker-XYZZY"
+	if _, err := sched.CreateStudy(context.Background(), spec); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	image, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := bytes.Index(image, []byte("marker-XYZZY"))
+	if i < 0 || bytes.Count(image, []byte("marker-XYZZY")) != 1 {
+		t.Fatal("the study's name is not in the file exactly once")
+	}
+	image[i] ^= 0x20 // "m" → "M": the record still decodes, as a different name
+	if err := os.WriteFile(path, image, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	db, err = store.Open(path, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	sched, err = scheduler.New(db, scheduler.Config{LeaseTTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	control := &ControlService{Sched: sched, DB: db}
+	ctx := context.Background()
+	const want = "study 1 (bucket studies, key 0000000000000001): checksum mismatch"
+	_, err = control.GetStudy(ctx, &pb.GetStudyRequest{StudyId: 1})
+	if status.Code(err) != codes.DataLoss || !strings.Contains(err.Error(), want) {
+		t.Errorf("GetStudy of the damaged study = %v, want DataLoss saying %q", err, want)
+	}
+	resp, err := control.VerifyStore(ctx, &pb.VerifyStoreRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Problems) != 1 || !strings.Contains(resp.Problems[0], want) || resp.Records != 1 {
+		t.Errorf("VerifyStore = %v, want the one record read and named %q", resp, want)
 	}
 }

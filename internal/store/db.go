@@ -272,6 +272,50 @@ func run(btx *bolt.Tx, fn func(tx *Tx) error) error {
 	return fn(tx)
 }
 
+// VerifyResult is what Verify found.
+type VerifyResult struct {
+	// Records is how many records were read and checked.
+	Records uint64
+	// Problems are the damaged records and broken invariants found, each wrapping
+	// ErrCorrupt and naming its bucket and key; at most maxCheckErrors and one that
+	// counts the rest. None: no damage found.
+	Problems []error
+}
+
+// Verify reads every record in one read transaction and checks its checksum and
+// this package's invariants, as Check does, but not bbolt's page structure: writers
+// go on meanwhile, so a running coordinator can run it on request. It reads the
+// whole file, so it takes time in proportion to what is stored, and the one read
+// transaction keeps bbolt from remapping the file meanwhile (a writer that must grow
+// the file waits for it). Damage is in Problems; the error is for a Verify that
+// could not run.
+func (db *DB) Verify() (res VerifyResult, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			// bbolt's View rolled back its transaction on the way out.
+			res.Problems = append(res.Problems, fmt.Errorf("bbolt panicked reading the file (%v): %w", r, ErrCorrupt))
+		}
+	}()
+	err = db.bolt.View(func(btx *bolt.Tx) error {
+		n, err := verifySchema(btx)
+		res.Records = n
+		var joined interface{ Unwrap() []error }
+		switch {
+		case err == nil:
+		case errors.As(err, &joined):
+			res.Problems = joined.Unwrap()
+		default:
+			res.Problems = []error{err}
+		}
+		return nil
+	})
+	if err != nil {
+		return res, fmt.Errorf("verify store %s: %w", db.path, err)
+	}
+	return res, nil
+}
+
 // Check verifies this package's invariants (schema version, ids, the study index
 // in both directions, points records) and then bbolt's page structure (tx.Check).
 // Open reads only the pages it needs; Check reads every one, so call it at
