@@ -70,7 +70,7 @@ type Result struct {
 	DecisionP99       time.Duration
 	ServerP50         time.Duration // the same, measured inside the coordinator
 	ServerP99         time.Duration
-	CoordinatorPeakMB float64 // peak resident memory of the coordinator process (the last one started)
+	CoordinatorPeakMB float64       // peak resident memory of the coordinator process (the last one started)
 	Kills             int           // SIGKILLs of the coordinator during the run
 	RestartMax        time.Duration // longest time from a SIGKILL to the new coordinator serving
 	TrialsRetried     int           // trials that needed more than one attempt
