@@ -129,6 +129,8 @@ func TestStoreWriteFailureKeepsTrialsAlive(t *testing.T) {
 		r, err := control.GetStudy(ctx, &pb.GetStudyRequest{StudyId: 1})
 		return err == nil && r.Status.Study.State == pb.StudyState_STUDY_STATE_COMPLETED
 	})
+	t.Logf("during the 2 s outage: %d store commits failed, %d worker RPCs answered Unavailable, %d with another error",
+		h.WriteFailures, unavailable.Load(), otherErrors.Load())
 	if unavailable.Load() == 0 {
 		t.Error("no worker RPC was answered Unavailable during the outage: the fault did not reach them")
 	}
