@@ -29,6 +29,7 @@ func main() {
 	flag.DurationVar(&cfg.Timeout, "timeout", 10*time.Minute, "bound on each run")
 	flag.StringVar(&cfg.CPUProfile, "cpuprofile", "", "have the coordinator write a CPU profile here (last run)")
 	showVersion := flag.Bool("version", false, "print the version and exit")
+	flag.IntVar(&cfg.Kills, "kills", 0, "kill the coordinator with SIGKILL this many times under load, evenly over the study, restarting it on the same database")
 	flag.Parse()
 	if *showVersion {
 		fmt.Println(buildinfo.Line("loadbench"))
@@ -37,7 +38,7 @@ func main() {
 
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(tw, "trial replay %gs, %d points per trial, policy %s\n", cfg.TrialSeconds, cfg.PointsPerTrial, cfg.Policy)
-	fmt.Fprintln(tw, "workers\ttrials\tpoints\tseconds\tpoints/s\tassign p50 (coord)\tassign p99 (coord)\tacquire p50 (worker)\tacquire p99 (worker)\tcoordinator peak MB\tlost\tduplicated\t")
+	fmt.Fprintln(tw, "workers\ttrials\tpoints\tseconds\tpoints/s\tassign p50 (coord)\tassign p99 (coord)\tacquire p50 (worker)\tacquire p99 (worker)\tcoordinator peak MB\tkills\tmax restart\tretried\tlost\tduplicated\t")
 	failed := false
 	for _, w := range strings.Split(workers, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(w))
@@ -63,9 +64,10 @@ func main() {
 		} else {
 			fmt.Fprintf(os.Stderr, "loadbench: logs kept in %s\n", dir)
 		}
-		fmt.Fprintf(tw, "%d\t%d\t%d\t%.1f\t%.0f\t%s\t%s\t%s\t%s\t%.0f\t%d\t%d\t\n", res.Workers, res.Trials, res.PointsStored,
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%.1f\t%.0f\t%s\t%s\t%s\t%s\t%.0f\t%d\t%s\t%d\t%d\t%d\t\n", res.Workers, res.Trials, res.PointsStored,
 			res.Elapsed.Seconds(), res.PointsPerSecond, res.ServerP50.Round(time.Millisecond), res.ServerP99.Round(time.Millisecond),
-			res.DecisionP50.Round(time.Millisecond), res.DecisionP99.Round(time.Millisecond), res.CoordinatorPeakMB, res.Lost, res.Duplicated)
+			res.DecisionP50.Round(time.Millisecond), res.DecisionP99.Round(time.Millisecond), res.CoordinatorPeakMB,
+			res.Kills, res.RestartMax.Round(time.Millisecond), res.TrialsRetried, res.Lost, res.Duplicated)
 		fmt.Fprintf(os.Stderr, "loadbench: %d workers done\n", n) // the table prints at the end, aligned
 		if res.Lost != 0 || res.Duplicated != 0 {
 			failed = true

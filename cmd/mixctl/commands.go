@@ -36,9 +36,16 @@ func (c *cli) statusCmd() *cobra.Command {
 				if c.output == "json" {
 					return writeStatusJSON(c.out, studies.Studies, workers.Workers)
 				}
+				health, err := storeHealthLine(ctx, client, time.Now())
+				if err != nil {
+					return err
+				}
 				printStudies(c.out, studies.Studies)
 				fmt.Fprintln(c.out)
 				printWorkers(c.out, workers.Workers, time.Now())
+				if health != "" {
+					fmt.Fprintln(c.out, "\n"+health)
+				}
 				return nil
 			})
 		},

@@ -55,6 +55,7 @@ func newRootCmd(out io.Writer) *cobra.Command {
 		c.bestCmd(), c.watchCmd(), c.exportCmd(), c.backupCmd(), c.recordingCmd())
 	root.Version = buildinfo.Version()
 	root.SetVersionTemplate("mixopt mixctl {{.Version}}\n")
+	root.AddCommand(c.verifyCmd())
 	usageArgs(root)
 	return root
 }

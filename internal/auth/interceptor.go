@@ -30,6 +30,7 @@ var MethodRoles = map[string]Role{
 	pb.ControlService_GetTrial_FullMethodName:          RoleViewer,
 	pb.ControlService_ListWorkers_FullMethodName:       RoleViewer,
 	pb.ControlService_GetRecommendation_FullMethodName: RoleViewer,
+	pb.ControlService_GetStoreHealth_FullMethodName:    RoleViewer,
 
 	pb.ControlService_CreateStudy_FullMethodName: RoleAdmin,
 	pb.ControlService_PauseStudy_FullMethodName:  RoleAdmin,
@@ -38,6 +39,7 @@ var MethodRoles = map[string]Role{
 	pb.ControlService_CancelTrial_FullMethodName: RoleAdmin,
 	pb.ControlService_DrainWorker_FullMethodName: RoleAdmin,
 	pb.ControlService_Backup_FullMethodName:      RoleAdmin,
+	pb.ControlService_VerifyStore_FullMethodName: RoleAdmin,
 }
 
 // OpenServices are the services callable without a token: probes and stock clients need

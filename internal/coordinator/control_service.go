@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/mixopt/mixopt/internal/scheduler"
+	"github.com/mixopt/mixopt/internal/store"
 	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
 )
 
@@ -11,6 +12,9 @@ import (
 type ControlService struct {
 	pb.UnimplementedControlServiceServer
 	Sched *scheduler.Scheduler
+	// DB is the scheduler's store, for its health and verification (store_service.go);
+	// nil answers those RPCs with Unavailable.
+	DB *store.DB
 }
 
 var _ pb.ControlServiceServer = (*ControlService)(nil)

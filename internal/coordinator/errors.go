@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/mixopt/mixopt/internal/scheduler"
+	"github.com/mixopt/mixopt/internal/store"
 )
 
 // toStatus is the one mapper from error class to gRPC code.
@@ -30,6 +31,12 @@ func toStatus(err error) error {
 		code = codes.FailedPrecondition
 	case errors.Is(err, scheduler.ErrNoRecommendation):
 		code = codes.Unavailable
+	case errors.Is(err, store.ErrWrite):
+		// Nothing of the write was kept and it may succeed later (the disk has room
+		// again): workers buffer and retry, as when the coordinator is away.
+		code = codes.Unavailable
+	case errors.Is(err, store.ErrCorrupt):
+		code = codes.DataLoss
 	case errors.Is(err, context.Canceled):
 		code = codes.Canceled
 	case errors.Is(err, context.DeadlineExceeded):

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,7 +20,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/mixopt/mixopt/internal/sim"
 	"github.com/mixopt/mixopt/internal/store"
@@ -48,6 +51,11 @@ type Config struct {
 	Timeout time.Duration
 	// CPUProfile, when set, is where the coordinator writes its CPU profile.
 	CPUProfile string
+	// Kills is how many times the coordinator is killed with SIGKILL under load and
+	// started again on the same database and address: evenly over the study, when
+	// 1/(Kills+1), 2/(Kills+1), ... of its trials have succeeded. Workers keep
+	// training through each outage, buffer their points and flush them after.
+	Kills int
 }
 
 // Result is what one run measured.
@@ -62,7 +70,10 @@ type Result struct {
 	DecisionP99       time.Duration
 	ServerP50         time.Duration // the same, measured inside the coordinator
 	ServerP99         time.Duration
-	CoordinatorPeakMB float64 // peak resident memory of the coordinator process
+	CoordinatorPeakMB float64       // peak resident memory of the coordinator process (the last one started)
+	Kills             int           // SIGKILLs of the coordinator during the run
+	RestartMax        time.Duration // longest time from a SIGKILL to the new coordinator serving
+	TrialsRetried     int           // trials that needed more than one attempt
 }
 
 // countingRunner counts the points each attempt emitted.
@@ -118,31 +129,25 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
 	dbPath := filepath.Join(cfg.Dir, "load.db")
-	addrFile := filepath.Join(cfg.Dir, "addr")
-	httpAddrFile := filepath.Join(cfg.Dir, "http-addr")
 	logFile, err := os.Create(filepath.Join(cfg.Dir, "coordinator.log"))
 	if err != nil {
 		return nil, err
 	}
 	defer logFile.Close()
-	coord := exec.Command(cfg.CoordinatorBin, "-listen", "127.0.0.1:0", "-addr-file", addrFile,
-		"-http-listen", "127.0.0.1:0", "-http-addr-file", httpAddrFile,
-		"-db", dbPath, "-lease-ttl", "60s", "-register-rate", "100000", "-register-burst", "100000", "-log-level", cfg.logLevel())
-	if cfg.CPUProfile != "" {
-		coord.Args = append(coord.Args, "-cpuprofile", cfg.CPUProfile)
-	}
-	coord.Stdout, coord.Stderr = logFile, logFile
-	if err := coord.Start(); err != nil {
-		return nil, fmt.Errorf("start coordinator: %w", err)
-	}
-	defer func() {
-		coord.Process.Signal(syscall.SIGKILL)
-		coord.Wait()
-	}()
-	addr, err := waitAddr(ctx, addrFile)
+	// Fixed ports, so that a restarted coordinator is where the workers look for it.
+	addr, err := freeAddr()
 	if err != nil {
 		return nil, err
 	}
+	httpAddr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	coord := &coordinatorProcess{cfg: cfg, dbPath: dbPath, addr: addr, httpAddr: httpAddr, log: logFile}
+	if err := coord.start(ctx, cfg.CPUProfile); err != nil {
+		return nil, err
+	}
+	defer coord.kill()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return nil, err
@@ -202,27 +207,33 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if _, err := control.CreateStudy(ctx, &pb.CreateStudyRequest{Spec: spec}); err != nil {
 		return nil, fmt.Errorf("create study: %w", err)
 	}
+	var restartMax time.Duration
+	for k := 1; k <= cfg.Kills; k++ {
+		if err := waitSucceeded(ctx, control, k*trials/(cfg.Kills+1)); err != nil {
+			return nil, err
+		}
+		down, err := coord.restart(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("restart %d: %w", k, err)
+		}
+		restartMax = max(restartMax, down)
+	}
 	if err := waitStudy(ctx, control); err != nil {
 		return nil, err
 	}
 	elapsed := time.Since(begin)
-	peak, _ := peakRSSMB(coord.Process.Pid)
-	httpAddr, err := waitAddr(ctx, httpAddrFile)
-	if err != nil {
-		return nil, err
-	}
+	peak, _ := peakRSSMB(coord.cmd.Process.Pid)
 	serverP50, serverP99, err := assignmentQuantiles(ctx, httpAddr)
 	if err != nil {
 		return nil, err
 	}
 	stopWorkers()
 	wg.Wait()
-	coord.Process.Signal(syscall.SIGTERM)
-	coord.Wait()
+	coord.stop()
 
 	res := &Result{Workers: cfg.Workers, Trials: trials, PointsSent: runner.total.Load(), Elapsed: elapsed,
 		DecisionP50: lat.quantile(0.5), DecisionP99: lat.quantile(0.99), CoordinatorPeakMB: peak,
-		ServerP50: serverP50, ServerP99: serverP99}
+		ServerP50: serverP50, ServerP99: serverP99, Kills: cfg.Kills, RestartMax: restartMax}
 	if err := verify(dbPath, runner, res); err != nil {
 		return nil, err
 	}
@@ -243,6 +254,9 @@ func verify(dbPath string, runner *countingRunner, res *Result) error {
 			return err
 		}
 		for _, t := range trials {
+			if t.Attempt > 1 {
+				res.TrialsRetried++
+			}
 			all, err := tx.AllPoints(t.Id)
 			if err != nil {
 				return err
@@ -292,21 +306,106 @@ func waitWorkers(ctx context.Context, c pb.ControlServiceClient, n int) error {
 	}
 }
 
+// waitStudy waits for study 1 to complete. An unreachable coordinator (being
+// restarted) is waited for like a slow one: only the run's deadline ends the wait.
 func waitStudy(ctx context.Context, c pb.ControlServiceClient) error {
+	return waitStatus(ctx, c, "study did not finish", func(st *pb.StudyStatus) bool {
+		return st.Study.State == pb.StudyState_STUDY_STATE_COMPLETED
+	})
+}
+
+// waitSucceeded waits until n trials of study 1 have succeeded.
+func waitSucceeded(ctx context.Context, c pb.ControlServiceClient, n int) error {
+	return waitStatus(ctx, c, fmt.Sprintf("%d trials did not succeed", n), func(st *pb.StudyStatus) bool {
+		return int(st.TrialsByState["succeeded"]) >= n || st.Study.State == pb.StudyState_STUDY_STATE_COMPLETED
+	})
+}
+
+func waitStatus(ctx context.Context, c pb.ControlServiceClient, what string, done func(*pb.StudyStatus) bool) error {
+	var last any = "no answer yet"
 	for {
-		r, err := c.GetStudy(ctx, &pb.GetStudyRequest{StudyId: 1})
-		if err != nil {
-			return err
-		}
-		if r.Status.Study.State == pb.StudyState_STUDY_STATE_COMPLETED {
+		callCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		r, err := c.GetStudy(callCtx, &pb.GetStudyRequest{StudyId: 1})
+		cancel()
+		switch {
+		case err == nil && done(r.Status):
 			return nil
+		case err == nil:
+			last = r.Status.TrialsByState
+		case status.Code(err) == codes.Unavailable || status.Code(err) == codes.DeadlineExceeded:
+			last = err
+		default:
+			return err
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("study did not finish (%v so far): %w", r.Status.TrialsByState, ctx.Err())
+			return fmt.Errorf("%s (last: %v): %w", what, last, ctx.Err())
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// coordinatorProcess is the coordinator under test, on fixed addresses so that it can
+// be killed and started again where the workers expect it.
+type coordinatorProcess struct {
+	cfg                    Config
+	dbPath, addr, httpAddr string
+	log                    *os.File
+	cmd                    *exec.Cmd
+	exited                 chan struct{}
+}
+
+func (c *coordinatorProcess) start(ctx context.Context, cpuProfile string) error {
+	addrFile := filepath.Join(c.cfg.Dir, "addr")
+	os.Remove(addrFile)
+	cmd := exec.Command(c.cfg.CoordinatorBin, "-listen", c.addr, "-addr-file", addrFile, "-http-listen", c.httpAddr,
+		"-db", c.dbPath, "-lease-ttl", "60s", "-register-rate", "100000", "-register-burst", "100000", "-log-level", c.cfg.logLevel())
+	if cpuProfile != "" {
+		cmd.Args = append(cmd.Args, "-cpuprofile", cpuProfile)
+	}
+	cmd.Stdout, cmd.Stderr = c.log, c.log
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start coordinator: %w", err)
+	}
+	c.cmd, c.exited = cmd, make(chan struct{})
+	go func() { cmd.Wait(); close(c.exited) }()
+	_, err := waitAddr(ctx, addrFile)
+	return err
+}
+
+// restart kills the coordinator with SIGKILL, under load, and starts it again on
+// the same database; it returns the time from the kill to serving again.
+func (c *coordinatorProcess) restart(ctx context.Context) (time.Duration, error) {
+	killed := time.Now()
+	c.kill()
+	// A kill -9 is not a clean stop: no profile is written past it, so none is asked for.
+	if err := c.start(ctx, ""); err != nil {
+		return 0, err
+	}
+	return time.Since(killed), nil
+}
+
+func (c *coordinatorProcess) kill() {
+	if c.cmd == nil {
+		return
+	}
+	c.cmd.Process.Signal(syscall.SIGKILL)
+	<-c.exited
+}
+
+func (c *coordinatorProcess) stop() {
+	c.cmd.Process.Signal(syscall.SIGTERM)
+	<-c.exited
+}
+
+// freeAddr picks a loopback port that is free now.
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
 }
 
 // peakRSSMB reads a process's peak resident memory (VmHWM) from /proc.

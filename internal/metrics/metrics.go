@@ -17,6 +17,9 @@
 //	gp_fit_duration_seconds              histogram  time one GP hyperparameter fit took (ObserveGPFit)
 //	budget_spent_flops{study}            gauge      FLOPs a study has spent (SetBudget)
 //	budget_total_flops{study}            gauge      a study's budget in FLOPs (SetBudget)
+//	store_write_errors_total             counter    store commits that failed (StoreWriteFailed)
+//	store_last_write_error_timestamp_seconds
+//	                                     gauge      when the last one failed (StoreWriteFailed)
 //
 // Recorder methods must be cheap and never block: the scheduler may call them while holding
 // its locks.
@@ -84,6 +87,8 @@ type Prometheus struct {
 	gpFit       prometheus.Histogram
 	budgetSpent *prometheus.GaugeVec
 	budgetTotal *prometheus.GaugeVec
+	storeErrors prometheus.Counter
+	storeLastAt prometheus.Gauge
 }
 
 var _ Recorder = (*Prometheus)(nil)
@@ -97,6 +102,8 @@ const (
 	NameGPFit          = "mixopt_gp_fit_duration_seconds"
 	NameBudgetSpent    = "mixopt_budget_spent_flops"
 	NameBudgetTotal    = "mixopt_budget_total_flops"
+	NameStoreErrors    = "mixopt_store_write_errors_total"
+	NameStoreLastError = "mixopt_store_last_write_error_timestamp_seconds"
 )
 
 // New builds the registry with mixopt's metrics and the standard Go runtime and process
@@ -131,8 +138,15 @@ func New() *Prometheus {
 		budgetTotal: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: NameBudgetTotal, Help: "A study's total budget in FLOPs.",
 		}, []string{"study"}),
+		storeErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: NameStoreErrors, Help: "Store write transactions whose commit failed (disk full, I/O error); clients were told to retry.",
+		}),
+		storeLastAt: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: NameStoreLastError, Help: "Unix time of the last failed store commit (0: none since start).",
+		}),
 	}
 	p.reg.MustRegister(p.trials, p.points, p.decision, p.assignment, p.gpFit, p.budgetSpent, p.budgetTotal,
+		p.storeErrors, p.storeLastAt,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return p
 }
@@ -177,6 +191,13 @@ func (p *Prometheus) SetBudget(studyID uint64, spent, budget float64) {
 	sid := studyLabel(studyID)
 	p.budgetSpent.WithLabelValues(sid).Set(spent)
 	p.budgetTotal.WithLabelValues(sid).Set(budget)
+}
+
+// StoreWriteFailed counts a failed store commit that happened at at. The store calls it
+// (through its OnWriteError option), not the scheduler, so it is not in Recorder.
+func (p *Prometheus) StoreWriteFailed(at time.Time) {
+	p.storeErrors.Inc()
+	p.storeLastAt.Set(float64(at.UnixNano()) / 1e9)
 }
 
 func (p *Prometheus) ForgetStudy(studyID uint64) {

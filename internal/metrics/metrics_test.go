@@ -39,6 +39,8 @@ func TestExpositionHasEveryMetric(t *testing.T) {
 	m.ObserveGPFit(200 * time.Millisecond)
 	m.ObserveAssignment(3 * time.Millisecond)
 	m.SetBudget(7, 1.5e18, 1e19)
+	m.StoreWriteFailed(time.Unix(1700000000, 0))
+	m.StoreWriteFailed(time.Unix(1700000005, 0))
 
 	body := scrape(t, m.Handler())
 	for _, want := range []string{
@@ -54,6 +56,9 @@ func TestExpositionHasEveryMetric(t *testing.T) {
 		NameGPFit + "_count 1",
 		NameBudgetSpent + `{study="7"} 1.5e+18`,
 		NameBudgetTotal + `{study="7"} 1e+19`,
+		"# TYPE " + NameStoreErrors + " counter",
+		NameStoreErrors + " 2",
+		NameStoreLastError + " 1.700000005e+09",
 		"go_goroutines", // the runtime collector is registered too
 	} {
 		if !strings.Contains(body, want) {

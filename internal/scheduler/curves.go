@@ -69,14 +69,23 @@ func (c *curveCache) curve(tx *store.Tx, t *pb.Trial, metric string) ([]bo.Curve
 	fresh := e != nil && e.attempt == t.Attempt && e.seqs >= t.LastSeq
 	c.mu.Unlock()
 	if !fresh {
-		pts, err := tx.Points(t.Id, t.Attempt)
+		// Only the objective is read (store.MetricCurve), not whole points: after a
+		// restart every trial's curve is read once, and decoding every point's eval
+		// map would make the first status grow with the whole history.
+		evalKey := metric
+		if metric == "train_loss" {
+			evalKey = "" // MetricValue's rule: the training loss, not an eval entry
+		}
+		pts, err := tx.MetricCurve(t.Id, t.Attempt, evalKey)
 		if err != nil {
 			return nil, err
 		}
 		c.mu.Lock()
 		delete(c.trials, t.Id)
+		if len(pts) > 0 {
+			c.trials[t.Id] = curveFromStore(t.Attempt, pts)
+		}
 		c.mu.Unlock()
-		c.append(t.Id, t.Attempt, metric, pts)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -90,4 +99,17 @@ func (c *curveCache) curve(tx *store.Tx, t *pb.Trial, metric string) ([]bo.Curve
 	}
 	k := e.finiteUpTo[n-1]
 	return e.obs[:k:k], nil
+}
+
+// curveFromStore builds a cache entry from an attempt's stored curve, whose seqs the
+// store has checked are contiguous from 1.
+func curveFromStore(attempt int32, pts []store.MetricPoint) *cachedCurve {
+	e := &cachedCurve{attempt: attempt, seqs: uint64(len(pts)), finiteUpTo: make([]int, len(pts))}
+	for i, p := range pts {
+		if p.Has && !math.IsNaN(p.Value) && !math.IsInf(p.Value, 0) {
+			e.obs = append(e.obs, bo.CurvePoint{Step: p.Step, Value: p.Value})
+		}
+		e.finiteUpTo[i] = len(e.obs)
+	}
+	return e
 }

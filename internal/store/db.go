@@ -34,13 +34,18 @@ type Options struct {
 	// Timeout is how long Open waits for the file lock held by another process
 	// (zero or negative: 1s).
 	Timeout time.Duration
+	// OnWriteError, when set, is called with every failed commit (an ErrWrite), after
+	// the transaction was rolled back and without any store lock held: the coordinator
+	// logs and counts them.
+	OnWriteError func(err error)
 }
 
 // DB is an open store. It is safe for concurrent use: any number of View
 // transactions run alongside at most one Update.
 type DB struct {
-	bolt *bolt.DB
-	path string
+	bolt   *bolt.DB
+	path   string
+	health writeHealth
 }
 
 // Open opens or creates the store at path and brings its schema up to date.
@@ -66,7 +71,7 @@ func Open(path string, opts Options) (*DB, error) {
 	if err != nil {
 		return nil, openError(path, timeout, err)
 	}
-	db := &DB{bolt: bdb, path: path}
+	db := &DB{bolt: bdb, path: path, health: writeHealth{onError: opts.OnWriteError, now: time.Now}}
 	if err := db.prepare(); err != nil {
 		_ = bdb.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
@@ -195,37 +200,47 @@ func (db *DB) Path() string { return db.path }
 // fsynced) if it returns nil, and nothing is if it returns an error or panics.
 // fn may run at most once, but must have no side effects besides tx so that a
 // failed commit leaves nothing to undo. Do not call Update or View inside fn.
+// A commit that fails (disk full, I/O error) returns an error wrapping ErrWrite.
 func (db *DB) Update(fn func(tx *Tx) error) error {
 	var fnErr error
 	err := db.bolt.Update(func(btx *bolt.Tx) error {
-		fnErr = run(btx, fn)
-		return fnErr
+		if fnErr = run(btx, fn); fnErr != nil {
+			return fnErr
+		}
+		return db.health.injected()
 	})
-	if fnErr != nil {
-		return fnErr // bbolt rolled back; fn's error reaches the caller as it was
-	}
-	if err != nil {
-		return fmt.Errorf("commit to store %s: %w", db.path, err)
-	}
-	return nil
+	return db.committed(fnErr, err)
 }
 
 // Batch runs fn in a write transaction shared with other concurrent Batch calls, so that
 // many small writers pay for one fsync between them. fn may run more than once (bbolt
 // re-runs it alone when another function of the batch failed), so it must be idempotent:
-// it sets every result it hands back afresh on each run.
+// it sets every result it hands back afresh on each run. A failed commit returns an
+// error wrapping ErrWrite, as Update does.
 func (db *DB) Batch(fn func(tx *Tx) error) error {
 	var fnErr error
 	err := db.bolt.Batch(func(btx *bolt.Tx) error {
-		fnErr = run(btx, fn)
-		return fnErr
+		if fnErr = run(btx, fn); fnErr != nil {
+			return fnErr
+		}
+		return db.health.injected()
 	})
+	return db.committed(fnErr, err)
+}
+
+// committed turns the outcome of a write transaction into the caller's error: fn's
+// own error as it was (bbolt rolled back), or a failed commit as ErrWrite, recorded
+// in WriteHealth.
+func (db *DB) committed(fnErr, commitErr error) error {
 	if fnErr != nil {
 		return fnErr
 	}
-	if err != nil {
-		return fmt.Errorf("commit to store %s: %w", db.path, err)
+	if commitErr != nil {
+		err := fmt.Errorf("commit to store %s: %w: %w", db.path, ErrWrite, commitErr)
+		db.health.failed(err)
+		return err
 	}
+	db.health.ok()
 	return nil
 }
 
@@ -255,6 +270,50 @@ func run(btx *bolt.Tx, fn func(tx *Tx) error) error {
 	tx := &Tx{btx: btx}
 	defer func() { tx.btx = nil }()
 	return fn(tx)
+}
+
+// VerifyResult is what Verify found.
+type VerifyResult struct {
+	// Records is how many records were read and checked.
+	Records uint64
+	// Problems are the damaged records and broken invariants found, each wrapping
+	// ErrCorrupt and naming its bucket and key; at most maxCheckErrors and one that
+	// counts the rest. None: no damage found.
+	Problems []error
+}
+
+// Verify reads every record in one read transaction and checks its checksum and
+// this package's invariants, as Check does, but not bbolt's page structure: writers
+// go on meanwhile, so a running coordinator can run it on request. It reads the
+// whole file, so it takes time in proportion to what is stored, and the one read
+// transaction keeps bbolt from remapping the file meanwhile (a writer that must grow
+// the file waits for it). Damage is in Problems; the error is for a Verify that
+// could not run.
+func (db *DB) Verify() (res VerifyResult, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			// bbolt's View rolled back its transaction on the way out.
+			res.Problems = append(res.Problems, fmt.Errorf("bbolt panicked reading the file (%v): %w", r, ErrCorrupt))
+		}
+	}()
+	err = db.bolt.View(func(btx *bolt.Tx) error {
+		n, err := verifySchema(btx)
+		res.Records = n
+		var joined interface{ Unwrap() []error }
+		switch {
+		case err == nil:
+		case errors.As(err, &joined):
+			res.Problems = joined.Unwrap()
+		default:
+			res.Problems = []error{err}
+		}
+		return nil
+	})
+	if err != nil {
+		return res, fmt.Errorf("verify store %s: %w", db.path, err)
+	}
+	return res, nil
 }
 
 // Check verifies this package's invariants (schema version, ids, the study index

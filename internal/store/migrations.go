@@ -25,6 +25,7 @@ var migrations = []migration{
 	{1, "create the buckets", createBuckets},
 	{2, "index trials by study", indexTrialsByStudy},
 	{3, "store curve points as batch records", batchPointRecords},
+	{4, "checksum every record", sealRecords},
 }
 
 // currentVersion is the schema version this binary writes.
@@ -122,6 +123,84 @@ func batchPointRecords(tx *bolt.Tx) error {
 					return fmt.Errorf("points of trial %d attempt %d seq %d: %w", trialID, a.attempt, pts[0].GetSeq(), err)
 				}
 			}
+		}
+	}
+	return nil
+}
+
+// sealRecords appends its checksum (checksum.go) to every value of the file but
+// meta/version: the records of studies, trials, workers, policy_state, each
+// study_trials entry (whose empty value becomes its checksum) and each points
+// record. Values are checked as far as version 3 could (the points records by
+// decodeRecord's rules) before being sealed, so that damage already in the file is
+// refused now rather than sealed as good.
+func sealRecords(tx *bolt.Tx) error {
+	for _, name := range [][]byte{bucketStudies, bucketTrials, bucketWorkers, bucketStudyTrials, bucketPolicyState} {
+		b := tx.Bucket(name)
+		if b == nil {
+			return fmt.Errorf("bucket %s missing: %w", name, ErrCorrupt)
+		}
+		if err := sealBucket(b, name, nil); err != nil {
+			return err
+		}
+	}
+	root := tx.Bucket(bucketPoints)
+	if root == nil {
+		return fmt.Errorf("bucket %s missing: %w", bucketPoints, ErrCorrupt)
+	}
+	var trialKeys [][]byte
+	if err := root.ForEachBucket(func(k []byte) error {
+		trialKeys = append(trialKeys, append([]byte(nil), k...))
+		return nil
+	}); err != nil {
+		return err
+	}
+	for _, k := range trialKeys {
+		path := pointsPath(k)
+		var attempt, next uint64
+		check := func(rk, v []byte) error {
+			// decodeRecord reads sealed records: seal this one to check its format.
+			if a, _, _ := decodePair(rk); a != attempt {
+				attempt, next = a, 1
+			}
+			_, pts, err := decodeRecord(path, rk, seal(path, rk, v), next)
+			if err != nil {
+				return fmt.Errorf("bucket %s: %w", bucketLabel(path), err)
+			}
+			next = nextSeq(pts)
+			return nil
+		}
+		if err := sealBucket(root.Bucket(k), path, check); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sealBucket seals every value of b (bucket path path), after check accepts it when
+// check is set. It reads the whole bucket before writing: a bucket must not change
+// under its cursor.
+func sealBucket(b *bolt.Bucket, path []byte, check func(k, v []byte) error) error {
+	var keys, vals [][]byte
+	err := b.ForEach(func(k, v []byte) error {
+		if v == nil {
+			return nil // a nested bucket; points' are sealed on their own
+		}
+		if check != nil {
+			if err := check(k, v); err != nil {
+				return err
+			}
+		}
+		keys = append(keys, append([]byte(nil), k...))
+		vals = append(vals, seal(path, k, v)) // seal copies v out of the mmap
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for i, k := range keys {
+		if err := b.Put(k, vals[i]); err != nil {
+			return fmt.Errorf("bucket %s key %x: %w", bucketLabel(path), k, err)
 		}
 	}
 	return nil

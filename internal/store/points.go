@@ -27,11 +27,16 @@ var (
 // against the format: the key's attempt is an int32 >= 1, the record holds at
 // least one point, the first has the key's seq, which must be next (the seq after
 // the attempt's records before this one; 1 for its first; 0: unknown, not
-// checked), and the others ascend by one. Errors wrap ErrCorrupt.
-func decodeRecord(k, v []byte, next uint64) (int32, []*pb.CurvePoint, error) {
+// checked), and the others ascend by one. path is the trial's points bucket path,
+// which the record's checksum covers. Errors wrap ErrCorrupt.
+func decodeRecord(path, k, v []byte, next uint64) (int32, []*pb.CurvePoint, error) {
 	attempt, first, err := decodePair(k)
 	if err != nil || v == nil || attempt < 1 || attempt > 1<<31-1 {
 		return 0, nil, fmt.Errorf("bad record key %x (want attempt ‖ seq with a value): %w", k, ErrCorrupt)
+	}
+	v, err = unseal(fmt.Sprintf("points record attempt %d seq %d", attempt, first), path, k, v)
+	if err != nil {
+		return 0, nil, err
 	}
 	batch := new(pb.CurvePointBatch)
 	if err := proto.Unmarshal(v, batch); err != nil {
@@ -68,8 +73,10 @@ func nextSeq(pts []*pb.CurvePoint) uint64 {
 // lastStoredSeq returns the seq of the last point stored for attempt in a trial's
 // points bucket b, 0 when it has none. It reads only the last record's last
 // point's seq from the wire format: decoding the whole record on every append
-// would cost as much as the per-point records this format replaced.
-func lastStoredSeq(b *bolt.Bucket, attempt uint64) (uint64, error) {
+// would cost as much as the per-point records this format replaced. Its checksum
+// is checked (path is the bucket's, as for decodeRecord): a damaged last record
+// must not decide where the next batch goes.
+func lastStoredSeq(b *bolt.Bucket, path []byte, attempt uint64) (uint64, error) {
 	c := b.Cursor()
 	// The attempt's last record is the one before the next attempt's first key.
 	k, v := c.Seek(pair(attempt+1, 0))
@@ -87,6 +94,9 @@ func lastStoredSeq(b *bolt.Bucket, attempt uint64) (uint64, error) {
 	}
 	if a != attempt {
 		return 0, nil
+	}
+	if v, err = unseal(fmt.Sprintf("points record attempt %d seq %d", a, first), path, k, v); err != nil {
+		return 0, err
 	}
 	last, err := lastSeqOfRecord(v)
 	if err != nil || last < first {

@@ -11,8 +11,13 @@ import (
 	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
 )
 
+// sealedPut stores v with a valid checksum under k in trial 1's points bucket b: a
+// record that breaks the format though its bytes are as written.
+func sealedPut(b *bolt.Bucket, k, v []byte) error { return b.Put(k, seal(pointsPath(u64(1)), k, v)) }
+
 // TestCheckPointRecords: Check and the readers refuse points records that break
-// the format (schema.go), each with ErrCorrupt and a message naming the record.
+// the format (schema.go) or fail their checksum, each with ErrCorrupt and a message
+// naming the record.
 // Trial 1 starts with records (1, 1) = seqs 1..3 and (1, 4) = seqs 4..5.
 func TestCheckPointRecords(t *testing.T) {
 	batch := func(from, to uint64) []byte {
@@ -27,28 +32,33 @@ func TestCheckPointRecords(t *testing.T) {
 		damage func(b *bolt.Bucket) error // trial 1's points bucket
 		want   string
 	}{
-		{"does not decode", func(b *bolt.Bucket) error { return b.Put(pair(1, 4), []byte{0xff, 0xff}) },
+		{"checksum mismatch", func(b *bolt.Bucket) error {
+			v := seal(pointsPath(u64(1)), pair(1, 4), batch(4, 5))
+			v[3] ^= 0x01 // one flipped bit that still decodes
+			return b.Put(pair(1, 4), v)
+		}, "points record attempt 1 seq 4 (bucket points/1, key 00000000000000010000000000000004): checksum mismatch"},
+		{"does not decode", func(b *bolt.Bucket) error { return sealedPut(b, pair(1, 4), []byte{0xff, 0xff}) },
 			"decode record attempt 1 seq 4"},
-		{"no points", func(b *bolt.Bucket) error { return b.Put(pair(1, 4), []byte{}) },
+		{"no points", func(b *bolt.Bucket) error { return sealedPut(b, pair(1, 4), []byte{}) },
 			"record attempt 1 seq 4 holds no points"},
-		{"key seq is not the first point's", func(b *bolt.Bucket) error { return b.Put(pair(1, 4), batch(5, 6)) },
+		{"key seq is not the first point's", func(b *bolt.Bucket) error { return sealedPut(b, pair(1, 4), batch(5, 6)) },
 			"record attempt 1 seq 4: point 0 has seq 5, want 4"},
 		{"gap inside a record", func(b *bolt.Bucket) error {
 			v, err := marshal(&pb.CurvePointBatch{Points: []*pb.CurvePoint{point(4), point(6)}})
 			if err != nil {
 				return err
 			}
-			return b.Put(pair(1, 4), v)
+			return sealedPut(b, pair(1, 4), v)
 		}, "record attempt 1 seq 4: point 1 has seq 6, want 5"},
-		{"gap between records", func(b *bolt.Bucket) error { return b.Put(pair(1, 7), batch(7, 8)) },
+		{"gap between records", func(b *bolt.Bucket) error { return sealedPut(b, pair(1, 7), batch(7, 8)) },
 			"record attempt 1 seq 7: the attempt's points before it end at seq 5, so it should start at 6"},
-		{"overlap between records", func(b *bolt.Bucket) error { return b.Put(pair(1, 2), batch(2, 2)) },
+		{"overlap between records", func(b *bolt.Bucket) error { return sealedPut(b, pair(1, 2), batch(2, 2)) },
 			"record attempt 1 seq 2: the attempt's points before it end at seq 3, so it should start at 4"},
-		{"attempt not from seq 1", func(b *bolt.Bucket) error { return b.Put(pair(2, 2), batch(2, 2)) },
+		{"attempt not from seq 1", func(b *bolt.Bucket) error { return sealedPut(b, pair(2, 2), batch(2, 2)) },
 			"record attempt 2 seq 2: it is the attempt's first, so it should start at seq 1"},
-		{"attempt 0", func(b *bolt.Bucket) error { return b.Put(pair(0, 1), batch(1, 1)) },
+		{"attempt 0", func(b *bolt.Bucket) error { return sealedPut(b, pair(0, 1), batch(1, 1)) },
 			"bad record key 00000000000000000000000000000001"},
-		{"key of 8 bytes", func(b *bolt.Bucket) error { return b.Put(u64(1), batch(1, 1)) },
+		{"key of 8 bytes", func(b *bolt.Bucket) error { return sealedPut(b, u64(1), batch(1, 1)) },
 			"bad record key 0000000000000001"},
 		{"bucket instead of a record", func(b *bolt.Bucket) error { _, err := b.CreateBucket(pair(1, 6)); return err },
 			"bad record key 00000000000000010000000000000006"},

@@ -2,12 +2,14 @@
 // curve point, worker and policy state of the coordinator in one bbolt file, so a
 // restarted coordinator can continue from exactly what it had committed.
 //
-// # Schema (version 3)
+// # Schema (version 4)
 //
 // Every key that is an id is a big-endian uint64, so byte order is numeric order and
 // cursors iterate in ascending id. Ids come from the owning bucket's NextSequence,
 // never from the caller. Message values are protobuf (deterministic encoding, so
-// equal messages are equal bytes).
+// equal messages are equal bytes). Since version 4 every value but meta/version ends
+// with a 4-byte CRC-32C of its bucket, key and payload (checksum.go); the tree below
+// shows the payloads.
 //
 //	root
 //	├── meta
@@ -17,7 +19,8 @@
 //	├── trials         (sequence: last trial id)
 //	│   └── trial id                   → pb.Trial
 //	├── study_trials                                        (since version 2)
-//	│   └── study id ‖ trial id (16 B) → empty: index of the trials of a study
+//	│   └── study id ‖ trial id (16 B) → empty (only the checksum): index of the
+//	│                                    trials of a study
 //	├── points
 //	│   └── trial id                   → bucket, one per trial with points
 //	│       └── attempt ‖ first seq (16 B)
@@ -49,6 +52,7 @@
 //	2  study_trials, built from the trials already stored
 //	3  points records hold a batch (pb.CurvePointBatch) instead of one point
 //	   (pb.CurvePoint under attempt ‖ seq); migrated in chunks per attempt
+//	4  every value but meta/version ends with its checksum (checksum.go)
 package store
 
 import (

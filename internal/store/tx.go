@@ -65,11 +65,16 @@ func (tx *Tx) get(name []byte, what string, id uint64, m proto.Message) error {
 	if err != nil {
 		return fmt.Errorf("get %s %d: %w", what, id, err)
 	}
-	v := b.Get(u64(id))
+	k := u64(id)
+	v := b.Get(k)
 	if v == nil {
 		return fmt.Errorf("%s %d: %w", what, id, ErrNotFound)
 	}
-	return decode(v, m, what, id)
+	payload, err := unseal(fmt.Sprintf("%s %d", what, id), name, k, v)
+	if err != nil {
+		return err
+	}
+	return decode(payload, m, what, id)
 }
 
 // put stores m under id. The id must come from the bucket's sequence: an id past
@@ -90,7 +95,8 @@ func (tx *Tx) put(name []byte, what string, id uint64, m proto.Message) error {
 		return fmt.Errorf("put %s %d: encode: %w", what, id, err)
 	}
 	b.FillPercent = appendFillPercent
-	if err := b.Put(u64(id), v); err != nil {
+	k := u64(id)
+	if err := b.Put(k, seal(name, k, v)); err != nil {
 		return fmt.Errorf("put %s %d: %w", what, id, err)
 	}
 	return nil
@@ -108,8 +114,12 @@ func list[M proto.Message](tx *Tx, name []byte, what string, newM func() M, keep
 		if err != nil {
 			return fmt.Errorf("%s key %x: %w", what, k, err)
 		}
+		payload, err := unseal(fmt.Sprintf("%s %d", what, id), name, k, v)
+		if err != nil {
+			return err
+		}
 		m := newM()
-		if err := decode(v, m, what, id); err != nil {
+		if err := decode(payload, m, what, id); err != nil {
 			return err
 		}
 		if keep == nil || keep(m) {
@@ -203,8 +213,12 @@ func (tx *Tx) PutTrial(t *pb.Trial) error {
 	var oldStudy uint64
 	var hadOld bool
 	if v := trials.Get(u64(id)); v != nil {
+		payload, err := unseal(fmt.Sprintf("trial %d", id), bucketTrials, u64(id), v)
+		if err != nil {
+			return fmt.Errorf("put trial %d: %w", id, err)
+		}
 		old := new(pb.Trial)
-		if err := decode(v, old, "trial", id); err != nil {
+		if err := decode(payload, old, "trial", id); err != nil {
 			return fmt.Errorf("put trial %d: %w", id, err)
 		}
 		oldStudy, hadOld = old.GetStudyId(), true
@@ -221,7 +235,9 @@ func (tx *Tx) PutTrial(t *pb.Trial) error {
 			return fmt.Errorf("put trial %d: unindex from study %d: %w", id, oldStudy, err)
 		}
 	}
-	if err := idx.Put(pair(studyID, id), []byte{}); err != nil {
+	// The entry's value is only its checksum: it covers the key, so a damaged
+	// index key is found too.
+	if k := pair(studyID, id); idx.Put(k, seal(bucketStudyTrials, k, nil)) != nil {
 		return fmt.Errorf("put trial %d: index under study %d: %w", id, studyID, err)
 	}
 	return nil
@@ -240,10 +256,13 @@ func (tx *Tx) TrialsOfStudy(studyID uint64) ([]*pb.Trial, error) {
 	var out []*pb.Trial
 	prefix := u64(studyID)
 	c := idx.Cursor()
-	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 		_, trialID, err := decodePair(k)
 		if err != nil {
 			return nil, fmt.Errorf("trials of study %d: index key %x: %w", studyID, k, err)
+		}
+		if _, err := unseal(fmt.Sprintf("study index entry (study %d, trial %d)", studyID, trialID), bucketStudyTrials, k, v); err != nil {
+			return nil, fmt.Errorf("trials of study %d: %w", studyID, err)
 		}
 		t, err := tx.Trial(trialID)
 		if errors.Is(err, ErrNotFound) {
@@ -302,10 +321,12 @@ func (tx *Tx) AppendPoints(trialID uint64, attempt int32, pts []*pb.CurvePoint) 
 	if err != nil {
 		return fmt.Errorf("append points to trial %d: %w", trialID, err)
 	}
-	b := root.Bucket(u64(trialID))
+	trialKey := u64(trialID)
+	path := pointsPath(trialKey)
+	b := root.Bucket(trialKey)
 	var last uint64
 	if b != nil {
-		if last, err = lastStoredSeq(b, uint64(attempt)); err != nil {
+		if last, err = lastStoredSeq(b, path, uint64(attempt)); err != nil {
 			return fmt.Errorf("append points to trial %d attempt %d: %w", trialID, attempt, err)
 		}
 	}
@@ -330,7 +351,8 @@ func (tx *Tx) AppendPoints(trialID uint64, attempt int32, pts []*pb.CurvePoint) 
 		}
 	}
 	b.FillPercent = appendFillPercent
-	if err := b.Put(pair(uint64(attempt), first), v); err != nil {
+	k := pair(uint64(attempt), first)
+	if err := b.Put(k, seal(path, k, v)); err != nil {
 		return fmt.Errorf("append points to trial %d attempt %d seqs %d..%d: %w", trialID, attempt, first, end, err)
 	}
 	return nil
@@ -362,10 +384,11 @@ func (tx *Tx) Points(trialID uint64, attempt int32) ([]*pb.CurvePoint, error) {
 		return nil, err
 	}
 	var out []*pb.CurvePoint
+	path := pointsPath(u64(trialID))
 	prefix := u64(uint64(attempt))
 	c := b.Cursor()
 	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-		_, pts, err := decodeRecord(k, v, nextSeq(out))
+		_, pts, err := decodeRecord(path, k, v, nextSeq(out))
 		if err != nil {
 			return nil, fmt.Errorf("points of trial %d: %w", trialID, err)
 		}
@@ -385,6 +408,7 @@ func (tx *Tx) AllPoints(trialID uint64) (map[int32][]*pb.CurvePoint, error) {
 	if b == nil {
 		return out, nil
 	}
+	path := pointsPath(u64(trialID))
 	err = b.ForEach(func(k, v []byte) error {
 		// Keys ascend by attempt, then seq, so out[attempt] holds the attempt's
 		// records before this one, and this one must continue them.
@@ -393,7 +417,7 @@ func (tx *Tx) AllPoints(trialID uint64) (map[int32][]*pb.CurvePoint, error) {
 		if a >= 1 && a <= 1<<31-1 {
 			next = nextSeq(out[int32(a)])
 		}
-		attempt, pts, err := decodeRecord(k, v, next)
+		attempt, pts, err := decodeRecord(path, k, v, next)
 		if err != nil {
 			return fmt.Errorf("points of trial %d: %w", trialID, err)
 		}
@@ -438,11 +462,16 @@ func (tx *Tx) PolicyState(studyID uint64) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("policy state of study %d: %w", studyID, err)
 	}
-	v := b.Get(u64(studyID))
+	k := u64(studyID)
+	v := b.Get(k)
 	if v == nil {
 		return nil, nil
 	}
-	return append([]byte(nil), v...), nil // v points into the mmap
+	payload, err := unseal(fmt.Sprintf("policy state of study %d", studyID), bucketPolicyState, k, v)
+	if err != nil {
+		return nil, err
+	}
+	return append([]byte(nil), payload...), nil // payload points into the mmap
 }
 
 // PutPolicyState saves the policy's state for a study; an empty state deletes it.
@@ -458,9 +487,10 @@ func (tx *Tx) PutPolicyState(studyID uint64, state []byte) error {
 	if len(state) == 0 {
 		err = b.Delete(u64(studyID))
 	} else {
-		// bbolt keeps the value slice until commit; copy it so the caller may reuse
-		// its buffer right away.
-		err = b.Put(u64(studyID), append([]byte(nil), state...))
+		// seal copies state: bbolt keeps the value slice until commit, and the caller
+		// may reuse its buffer right away.
+		k := u64(studyID)
+		err = b.Put(k, seal(bucketPolicyState, k, state))
 	}
 	if err != nil {
 		return fmt.Errorf("put policy state of study %d: %w", studyID, err)

@@ -1250,6 +1250,214 @@ func (x *BackupResponse) GetChunk() []byte {
 	return nil
 }
 
+type GetStoreHealthRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetStoreHealthRequest) Reset() {
+	*x = GetStoreHealthRequest{}
+	mi := &file_mixopt_v1_control_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetStoreHealthRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetStoreHealthRequest) ProtoMessage() {}
+
+func (x *GetStoreHealthRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mixopt_v1_control_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetStoreHealthRequest.ProtoReflect.Descriptor instead.
+func (*GetStoreHealthRequest) Descriptor() ([]byte, []int) {
+	return file_mixopt_v1_control_proto_rawDescGZIP(), []int{27}
+}
+
+type GetStoreHealthResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Write transactions whose commit failed since the coordinator started.
+	WriteFailures uint64 `protobuf:"varint,1,opt,name=write_failures,json=writeFailures,proto3" json:"write_failures,omitempty"`
+	// The last commit failure (at most 512 bytes; empty: none) and when it happened.
+	LastWriteError       string `protobuf:"bytes,2,opt,name=last_write_error,json=lastWriteError,proto3" json:"last_write_error,omitempty"`
+	LastWriteErrorUnixMs int64  `protobuf:"varint,3,opt,name=last_write_error_unix_ms,json=lastWriteErrorUnixMs,proto3" json:"last_write_error_unix_ms,omitempty"`
+	// When a write last committed (0: none yet since start): later than the last error
+	// means writes have recovered.
+	LastWriteOkUnixMs int64 `protobuf:"varint,4,opt,name=last_write_ok_unix_ms,json=lastWriteOkUnixMs,proto3" json:"last_write_ok_unix_ms,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *GetStoreHealthResponse) Reset() {
+	*x = GetStoreHealthResponse{}
+	mi := &file_mixopt_v1_control_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetStoreHealthResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetStoreHealthResponse) ProtoMessage() {}
+
+func (x *GetStoreHealthResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mixopt_v1_control_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetStoreHealthResponse.ProtoReflect.Descriptor instead.
+func (*GetStoreHealthResponse) Descriptor() ([]byte, []int) {
+	return file_mixopt_v1_control_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *GetStoreHealthResponse) GetWriteFailures() uint64 {
+	if x != nil {
+		return x.WriteFailures
+	}
+	return 0
+}
+
+func (x *GetStoreHealthResponse) GetLastWriteError() string {
+	if x != nil {
+		return x.LastWriteError
+	}
+	return ""
+}
+
+func (x *GetStoreHealthResponse) GetLastWriteErrorUnixMs() int64 {
+	if x != nil {
+		return x.LastWriteErrorUnixMs
+	}
+	return 0
+}
+
+func (x *GetStoreHealthResponse) GetLastWriteOkUnixMs() int64 {
+	if x != nil {
+		return x.LastWriteOkUnixMs
+	}
+	return 0
+}
+
+type VerifyStoreRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyStoreRequest) Reset() {
+	*x = VerifyStoreRequest{}
+	mi := &file_mixopt_v1_control_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyStoreRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyStoreRequest) ProtoMessage() {}
+
+func (x *VerifyStoreRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mixopt_v1_control_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyStoreRequest.ProtoReflect.Descriptor instead.
+func (*VerifyStoreRequest) Descriptor() ([]byte, []int) {
+	return file_mixopt_v1_control_proto_rawDescGZIP(), []int{29}
+}
+
+type VerifyStoreResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Each damaged record or broken invariant found, naming its bucket and key; at most
+	// 21 entries (the last then counts those left out). Empty: no damage found.
+	Problems []string `protobuf:"bytes,1,rep,name=problems,proto3" json:"problems,omitempty"`
+	// Records read and checked.
+	Records uint64 `protobuf:"varint,2,opt,name=records,proto3" json:"records,omitempty"`
+	// How long the check took.
+	DurationMs    int64 `protobuf:"varint,3,opt,name=duration_ms,json=durationMs,proto3" json:"duration_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyStoreResponse) Reset() {
+	*x = VerifyStoreResponse{}
+	mi := &file_mixopt_v1_control_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyStoreResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyStoreResponse) ProtoMessage() {}
+
+func (x *VerifyStoreResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mixopt_v1_control_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyStoreResponse.ProtoReflect.Descriptor instead.
+func (*VerifyStoreResponse) Descriptor() ([]byte, []int) {
+	return file_mixopt_v1_control_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *VerifyStoreResponse) GetProblems() []string {
+	if x != nil {
+		return x.Problems
+	}
+	return nil
+}
+
+func (x *VerifyStoreResponse) GetRecords() uint64 {
+	if x != nil {
+		return x.Records
+	}
+	return 0
+}
+
+func (x *VerifyStoreResponse) GetDurationMs() int64 {
+	if x != nil {
+		return x.DurationMs
+	}
+	return 0
+}
+
 var File_mixopt_v1_control_proto protoreflect.FileDescriptor
 
 const file_mixopt_v1_control_proto_rawDesc = "" +
@@ -1315,7 +1523,19 @@ const file_mixopt_v1_control_proto_rawDesc = "" +
 	"\x06worker\x18\x01 \x01(\v2\x11.mixopt.v1.WorkerR\x06worker\"\x0f\n" +
 	"\rBackupRequest\"&\n" +
 	"\x0eBackupResponse\x12\x14\n" +
-	"\x05chunk\x18\x01 \x01(\fR\x05chunk2\xf3\a\n" +
+	"\x05chunk\x18\x01 \x01(\fR\x05chunk\"\x17\n" +
+	"\x15GetStoreHealthRequest\"\xd3\x01\n" +
+	"\x16GetStoreHealthResponse\x12%\n" +
+	"\x0ewrite_failures\x18\x01 \x01(\x04R\rwriteFailures\x12(\n" +
+	"\x10last_write_error\x18\x02 \x01(\tR\x0elastWriteError\x126\n" +
+	"\x18last_write_error_unix_ms\x18\x03 \x01(\x03R\x14lastWriteErrorUnixMs\x120\n" +
+	"\x15last_write_ok_unix_ms\x18\x04 \x01(\x03R\x11lastWriteOkUnixMs\"\x14\n" +
+	"\x12VerifyStoreRequest\"l\n" +
+	"\x13VerifyStoreResponse\x12\x1a\n" +
+	"\bproblems\x18\x01 \x03(\tR\bproblems\x12\x18\n" +
+	"\arecords\x18\x02 \x01(\x04R\arecords\x12\x1f\n" +
+	"\vduration_ms\x18\x03 \x01(\x03R\n" +
+	"durationMs2\x98\t\n" +
 	"\x0eControlService\x12L\n" +
 	"\vCreateStudy\x12\x1d.mixopt.v1.CreateStudyRequest\x1a\x1e.mixopt.v1.CreateStudyResponse\x12C\n" +
 	"\bGetStudy\x12\x1a.mixopt.v1.GetStudyRequest\x1a\x1b.mixopt.v1.GetStudyResponse\x12L\n" +
@@ -1331,7 +1551,9 @@ const file_mixopt_v1_control_proto_rawDesc = "" +
 	"\x11GetRecommendation\x12#.mixopt.v1.GetRecommendationRequest\x1a$.mixopt.v1.GetRecommendationResponse\x12L\n" +
 	"\vCancelTrial\x12\x1d.mixopt.v1.CancelTrialRequest\x1a\x1e.mixopt.v1.CancelTrialResponse\x12L\n" +
 	"\vDrainWorker\x12\x1d.mixopt.v1.DrainWorkerRequest\x1a\x1e.mixopt.v1.DrainWorkerResponse\x12?\n" +
-	"\x06Backup\x12\x18.mixopt.v1.BackupRequest\x1a\x19.mixopt.v1.BackupResponse0\x01B3Z1github.com/mixopt/mixopt/proto/mixopt/v1;mixoptv1b\x06proto3"
+	"\x06Backup\x12\x18.mixopt.v1.BackupRequest\x1a\x19.mixopt.v1.BackupResponse0\x01\x12U\n" +
+	"\x0eGetStoreHealth\x12 .mixopt.v1.GetStoreHealthRequest\x1a!.mixopt.v1.GetStoreHealthResponse\x12L\n" +
+	"\vVerifyStore\x12\x1d.mixopt.v1.VerifyStoreRequest\x1a\x1e.mixopt.v1.VerifyStoreResponseB3Z1github.com/mixopt/mixopt/proto/mixopt/v1;mixoptv1b\x06proto3"
 
 var (
 	file_mixopt_v1_control_proto_rawDescOnce sync.Once
@@ -1345,7 +1567,7 @@ func file_mixopt_v1_control_proto_rawDescGZIP() []byte {
 	return file_mixopt_v1_control_proto_rawDescData
 }
 
-var file_mixopt_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_mixopt_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_mixopt_v1_control_proto_goTypes = []any{
 	(*StudyStatus)(nil),               // 0: mixopt.v1.StudyStatus
 	(*CreateStudyRequest)(nil),        // 1: mixopt.v1.CreateStudyRequest
@@ -1374,34 +1596,38 @@ var file_mixopt_v1_control_proto_goTypes = []any{
 	(*DrainWorkerResponse)(nil),       // 24: mixopt.v1.DrainWorkerResponse
 	(*BackupRequest)(nil),             // 25: mixopt.v1.BackupRequest
 	(*BackupResponse)(nil),            // 26: mixopt.v1.BackupResponse
-	nil,                               // 27: mixopt.v1.StudyStatus.TrialsByStateEntry
-	(*Study)(nil),                     // 28: mixopt.v1.Study
-	(*Recommendation)(nil),            // 29: mixopt.v1.Recommendation
-	(*StudySpec)(nil),                 // 30: mixopt.v1.StudySpec
-	(TrialState)(0),                   // 31: mixopt.v1.TrialState
-	(*Trial)(nil),                     // 32: mixopt.v1.Trial
-	(*CurvePoint)(nil),                // 33: mixopt.v1.CurvePoint
-	(*Worker)(nil),                    // 34: mixopt.v1.Worker
+	(*GetStoreHealthRequest)(nil),     // 27: mixopt.v1.GetStoreHealthRequest
+	(*GetStoreHealthResponse)(nil),    // 28: mixopt.v1.GetStoreHealthResponse
+	(*VerifyStoreRequest)(nil),        // 29: mixopt.v1.VerifyStoreRequest
+	(*VerifyStoreResponse)(nil),       // 30: mixopt.v1.VerifyStoreResponse
+	nil,                               // 31: mixopt.v1.StudyStatus.TrialsByStateEntry
+	(*Study)(nil),                     // 32: mixopt.v1.Study
+	(*Recommendation)(nil),            // 33: mixopt.v1.Recommendation
+	(*StudySpec)(nil),                 // 34: mixopt.v1.StudySpec
+	(TrialState)(0),                   // 35: mixopt.v1.TrialState
+	(*Trial)(nil),                     // 36: mixopt.v1.Trial
+	(*CurvePoint)(nil),                // 37: mixopt.v1.CurvePoint
+	(*Worker)(nil),                    // 38: mixopt.v1.Worker
 }
 var file_mixopt_v1_control_proto_depIdxs = []int32{
-	28, // 0: mixopt.v1.StudyStatus.study:type_name -> mixopt.v1.Study
-	27, // 1: mixopt.v1.StudyStatus.trials_by_state:type_name -> mixopt.v1.StudyStatus.TrialsByStateEntry
-	29, // 2: mixopt.v1.StudyStatus.recommendation:type_name -> mixopt.v1.Recommendation
-	30, // 3: mixopt.v1.CreateStudyRequest.spec:type_name -> mixopt.v1.StudySpec
-	28, // 4: mixopt.v1.CreateStudyResponse.study:type_name -> mixopt.v1.Study
+	32, // 0: mixopt.v1.StudyStatus.study:type_name -> mixopt.v1.Study
+	31, // 1: mixopt.v1.StudyStatus.trials_by_state:type_name -> mixopt.v1.StudyStatus.TrialsByStateEntry
+	33, // 2: mixopt.v1.StudyStatus.recommendation:type_name -> mixopt.v1.Recommendation
+	34, // 3: mixopt.v1.CreateStudyRequest.spec:type_name -> mixopt.v1.StudySpec
+	32, // 4: mixopt.v1.CreateStudyResponse.study:type_name -> mixopt.v1.Study
 	0,  // 5: mixopt.v1.GetStudyResponse.status:type_name -> mixopt.v1.StudyStatus
 	0,  // 6: mixopt.v1.ListStudiesResponse.studies:type_name -> mixopt.v1.StudyStatus
-	31, // 7: mixopt.v1.ListTrialsRequest.state:type_name -> mixopt.v1.TrialState
-	32, // 8: mixopt.v1.ListTrialsResponse.trials:type_name -> mixopt.v1.Trial
-	32, // 9: mixopt.v1.GetTrialResponse.trial:type_name -> mixopt.v1.Trial
-	33, // 10: mixopt.v1.GetTrialResponse.points:type_name -> mixopt.v1.CurvePoint
-	34, // 11: mixopt.v1.ListWorkersResponse.workers:type_name -> mixopt.v1.Worker
-	28, // 12: mixopt.v1.PauseStudyResponse.study:type_name -> mixopt.v1.Study
-	28, // 13: mixopt.v1.ResumeStudyResponse.study:type_name -> mixopt.v1.Study
-	28, // 14: mixopt.v1.CancelStudyResponse.study:type_name -> mixopt.v1.Study
-	29, // 15: mixopt.v1.GetRecommendationResponse.recommendation:type_name -> mixopt.v1.Recommendation
-	32, // 16: mixopt.v1.CancelTrialResponse.trial:type_name -> mixopt.v1.Trial
-	34, // 17: mixopt.v1.DrainWorkerResponse.worker:type_name -> mixopt.v1.Worker
+	35, // 7: mixopt.v1.ListTrialsRequest.state:type_name -> mixopt.v1.TrialState
+	36, // 8: mixopt.v1.ListTrialsResponse.trials:type_name -> mixopt.v1.Trial
+	36, // 9: mixopt.v1.GetTrialResponse.trial:type_name -> mixopt.v1.Trial
+	37, // 10: mixopt.v1.GetTrialResponse.points:type_name -> mixopt.v1.CurvePoint
+	38, // 11: mixopt.v1.ListWorkersResponse.workers:type_name -> mixopt.v1.Worker
+	32, // 12: mixopt.v1.PauseStudyResponse.study:type_name -> mixopt.v1.Study
+	32, // 13: mixopt.v1.ResumeStudyResponse.study:type_name -> mixopt.v1.Study
+	32, // 14: mixopt.v1.CancelStudyResponse.study:type_name -> mixopt.v1.Study
+	33, // 15: mixopt.v1.GetRecommendationResponse.recommendation:type_name -> mixopt.v1.Recommendation
+	36, // 16: mixopt.v1.CancelTrialResponse.trial:type_name -> mixopt.v1.Trial
+	38, // 17: mixopt.v1.DrainWorkerResponse.worker:type_name -> mixopt.v1.Worker
 	1,  // 18: mixopt.v1.ControlService.CreateStudy:input_type -> mixopt.v1.CreateStudyRequest
 	3,  // 19: mixopt.v1.ControlService.GetStudy:input_type -> mixopt.v1.GetStudyRequest
 	5,  // 20: mixopt.v1.ControlService.ListStudies:input_type -> mixopt.v1.ListStudiesRequest
@@ -1415,21 +1641,25 @@ var file_mixopt_v1_control_proto_depIdxs = []int32{
 	21, // 28: mixopt.v1.ControlService.CancelTrial:input_type -> mixopt.v1.CancelTrialRequest
 	23, // 29: mixopt.v1.ControlService.DrainWorker:input_type -> mixopt.v1.DrainWorkerRequest
 	25, // 30: mixopt.v1.ControlService.Backup:input_type -> mixopt.v1.BackupRequest
-	2,  // 31: mixopt.v1.ControlService.CreateStudy:output_type -> mixopt.v1.CreateStudyResponse
-	4,  // 32: mixopt.v1.ControlService.GetStudy:output_type -> mixopt.v1.GetStudyResponse
-	6,  // 33: mixopt.v1.ControlService.ListStudies:output_type -> mixopt.v1.ListStudiesResponse
-	8,  // 34: mixopt.v1.ControlService.ListTrials:output_type -> mixopt.v1.ListTrialsResponse
-	10, // 35: mixopt.v1.ControlService.GetTrial:output_type -> mixopt.v1.GetTrialResponse
-	12, // 36: mixopt.v1.ControlService.ListWorkers:output_type -> mixopt.v1.ListWorkersResponse
-	14, // 37: mixopt.v1.ControlService.PauseStudy:output_type -> mixopt.v1.PauseStudyResponse
-	16, // 38: mixopt.v1.ControlService.ResumeStudy:output_type -> mixopt.v1.ResumeStudyResponse
-	18, // 39: mixopt.v1.ControlService.CancelStudy:output_type -> mixopt.v1.CancelStudyResponse
-	20, // 40: mixopt.v1.ControlService.GetRecommendation:output_type -> mixopt.v1.GetRecommendationResponse
-	22, // 41: mixopt.v1.ControlService.CancelTrial:output_type -> mixopt.v1.CancelTrialResponse
-	24, // 42: mixopt.v1.ControlService.DrainWorker:output_type -> mixopt.v1.DrainWorkerResponse
-	26, // 43: mixopt.v1.ControlService.Backup:output_type -> mixopt.v1.BackupResponse
-	31, // [31:44] is the sub-list for method output_type
-	18, // [18:31] is the sub-list for method input_type
+	27, // 31: mixopt.v1.ControlService.GetStoreHealth:input_type -> mixopt.v1.GetStoreHealthRequest
+	29, // 32: mixopt.v1.ControlService.VerifyStore:input_type -> mixopt.v1.VerifyStoreRequest
+	2,  // 33: mixopt.v1.ControlService.CreateStudy:output_type -> mixopt.v1.CreateStudyResponse
+	4,  // 34: mixopt.v1.ControlService.GetStudy:output_type -> mixopt.v1.GetStudyResponse
+	6,  // 35: mixopt.v1.ControlService.ListStudies:output_type -> mixopt.v1.ListStudiesResponse
+	8,  // 36: mixopt.v1.ControlService.ListTrials:output_type -> mixopt.v1.ListTrialsResponse
+	10, // 37: mixopt.v1.ControlService.GetTrial:output_type -> mixopt.v1.GetTrialResponse
+	12, // 38: mixopt.v1.ControlService.ListWorkers:output_type -> mixopt.v1.ListWorkersResponse
+	14, // 39: mixopt.v1.ControlService.PauseStudy:output_type -> mixopt.v1.PauseStudyResponse
+	16, // 40: mixopt.v1.ControlService.ResumeStudy:output_type -> mixopt.v1.ResumeStudyResponse
+	18, // 41: mixopt.v1.ControlService.CancelStudy:output_type -> mixopt.v1.CancelStudyResponse
+	20, // 42: mixopt.v1.ControlService.GetRecommendation:output_type -> mixopt.v1.GetRecommendationResponse
+	22, // 43: mixopt.v1.ControlService.CancelTrial:output_type -> mixopt.v1.CancelTrialResponse
+	24, // 44: mixopt.v1.ControlService.DrainWorker:output_type -> mixopt.v1.DrainWorkerResponse
+	26, // 45: mixopt.v1.ControlService.Backup:output_type -> mixopt.v1.BackupResponse
+	28, // 46: mixopt.v1.ControlService.GetStoreHealth:output_type -> mixopt.v1.GetStoreHealthResponse
+	30, // 47: mixopt.v1.ControlService.VerifyStore:output_type -> mixopt.v1.VerifyStoreResponse
+	33, // [33:48] is the sub-list for method output_type
+	18, // [18:33] is the sub-list for method input_type
 	18, // [18:18] is the sub-list for extension type_name
 	18, // [18:18] is the sub-list for extension extendee
 	0,  // [0:18] is the sub-list for field type_name
@@ -1447,7 +1677,7 @@ func file_mixopt_v1_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mixopt_v1_control_proto_rawDesc), len(file_mixopt_v1_control_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   28,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -32,6 +32,8 @@ const (
 	ControlService_CancelTrial_FullMethodName       = "/mixopt.v1.ControlService/CancelTrial"
 	ControlService_DrainWorker_FullMethodName       = "/mixopt.v1.ControlService/DrainWorker"
 	ControlService_Backup_FullMethodName            = "/mixopt.v1.ControlService/Backup"
+	ControlService_GetStoreHealth_FullMethodName    = "/mixopt.v1.ControlService/GetStoreHealth"
+	ControlService_VerifyStore_FullMethodName       = "/mixopt.v1.ControlService/VerifyStore"
 )
 
 // ControlServiceClient is the client API for ControlService service.
@@ -57,6 +59,13 @@ type ControlServiceClient interface {
 	// Backup streams a consistent copy of the database, taken in one read transaction
 	// while the coordinator keeps serving.
 	Backup(ctx context.Context, in *BackupRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupResponse], error)
+	// GetStoreHealth says whether the coordinator's writes to its database succeed: a
+	// failing disk (full, I/O errors) shows here while workers retry.
+	GetStoreHealth(ctx context.Context, in *GetStoreHealthRequest, opts ...grpc.CallOption) (*GetStoreHealthResponse, error)
+	// VerifyStore reads every record of the database in one read transaction and checks
+	// its checksum and the store's invariants; damaged records are named. Writers go on
+	// meanwhile, but it reads the whole file: an explicit, operator-run check.
+	VerifyStore(ctx context.Context, in *VerifyStoreRequest, opts ...grpc.CallOption) (*VerifyStoreResponse, error)
 }
 
 type controlServiceClient struct {
@@ -206,6 +215,26 @@ func (c *controlServiceClient) Backup(ctx context.Context, in *BackupRequest, op
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ControlService_BackupClient = grpc.ServerStreamingClient[BackupResponse]
 
+func (c *controlServiceClient) GetStoreHealth(ctx context.Context, in *GetStoreHealthRequest, opts ...grpc.CallOption) (*GetStoreHealthResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetStoreHealthResponse)
+	err := c.cc.Invoke(ctx, ControlService_GetStoreHealth_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlServiceClient) VerifyStore(ctx context.Context, in *VerifyStoreRequest, opts ...grpc.CallOption) (*VerifyStoreResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VerifyStoreResponse)
+	err := c.cc.Invoke(ctx, ControlService_VerifyStore_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControlServiceServer is the server API for ControlService service.
 // All implementations must embed UnimplementedControlServiceServer
 // for forward compatibility.
@@ -229,6 +258,13 @@ type ControlServiceServer interface {
 	// Backup streams a consistent copy of the database, taken in one read transaction
 	// while the coordinator keeps serving.
 	Backup(*BackupRequest, grpc.ServerStreamingServer[BackupResponse]) error
+	// GetStoreHealth says whether the coordinator's writes to its database succeed: a
+	// failing disk (full, I/O errors) shows here while workers retry.
+	GetStoreHealth(context.Context, *GetStoreHealthRequest) (*GetStoreHealthResponse, error)
+	// VerifyStore reads every record of the database in one read transaction and checks
+	// its checksum and the store's invariants; damaged records are named. Writers go on
+	// meanwhile, but it reads the whole file: an explicit, operator-run check.
+	VerifyStore(context.Context, *VerifyStoreRequest) (*VerifyStoreResponse, error)
 	mustEmbedUnimplementedControlServiceServer()
 }
 
@@ -277,6 +313,12 @@ func (UnimplementedControlServiceServer) DrainWorker(context.Context, *DrainWork
 }
 func (UnimplementedControlServiceServer) Backup(*BackupRequest, grpc.ServerStreamingServer[BackupResponse]) error {
 	return status.Error(codes.Unimplemented, "method Backup not implemented")
+}
+func (UnimplementedControlServiceServer) GetStoreHealth(context.Context, *GetStoreHealthRequest) (*GetStoreHealthResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetStoreHealth not implemented")
+}
+func (UnimplementedControlServiceServer) VerifyStore(context.Context, *VerifyStoreRequest) (*VerifyStoreResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method VerifyStore not implemented")
 }
 func (UnimplementedControlServiceServer) mustEmbedUnimplementedControlServiceServer() {}
 func (UnimplementedControlServiceServer) testEmbeddedByValue()                        {}
@@ -526,6 +568,42 @@ func _ControlService_Backup_Handler(srv interface{}, stream grpc.ServerStream) e
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ControlService_BackupServer = grpc.ServerStreamingServer[BackupResponse]
 
+func _ControlService_GetStoreHealth_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetStoreHealthRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServiceServer).GetStoreHealth(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlService_GetStoreHealth_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServiceServer).GetStoreHealth(ctx, req.(*GetStoreHealthRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlService_VerifyStore_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(VerifyStoreRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServiceServer).VerifyStore(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlService_VerifyStore_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServiceServer).VerifyStore(ctx, req.(*VerifyStoreRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ControlService_ServiceDesc is the grpc.ServiceDesc for ControlService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -580,6 +658,14 @@ var ControlService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DrainWorker",
 			Handler:    _ControlService_DrainWorker_Handler,
+		},
+		{
+			MethodName: "GetStoreHealth",
+			Handler:    _ControlService_GetStoreHealth_Handler,
+		},
+		{
+			MethodName: "VerifyStore",
+			Handler:    _ControlService_VerifyStore_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
