@@ -349,7 +349,7 @@ func (s *Scheduler) endTrial(h Held, end func(tx *store.Tx, t *pb.Trial) error) 
 	s.log.Info("trial attempt ended", zap.Uint64("trial", t.Id), zap.Int32("attempt", t.Attempt),
 		zap.String("state", StateName(t.State)), zap.Uint64("points", t.LastSeq), zap.String("reason", t.FailureReason))
 	// Complete now rather than at the next worker's request: none may come.
-	return s.completeIfIdle(t.StudyId, "")
+	return s.afterTrialEnd(t)
 }
 
 // CancelTrial stops a trial: a pending one at once, a running one at its current step
@@ -466,5 +466,5 @@ func (s *Scheduler) expire(trialID uint64, now time.Time) error {
 	s.mu.Unlock()
 	s.log.Warn("lease expired", zap.Uint64("trial", trialID), zap.Uint64("worker", held.workerID),
 		zap.String("state", StateName(t.State)))
-	return s.completeIfIdle(t.StudyId, "")
+	return s.afterTrialEnd(t)
 }

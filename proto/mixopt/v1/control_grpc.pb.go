@@ -32,6 +32,10 @@ const (
 	ControlService_CancelTrial_FullMethodName       = "/mixopt.v1.ControlService/CancelTrial"
 	ControlService_DrainWorker_FullMethodName       = "/mixopt.v1.ControlService/DrainWorker"
 	ControlService_Backup_FullMethodName            = "/mixopt.v1.ControlService/Backup"
+	ControlService_UpdateStudy_FullMethodName       = "/mixopt.v1.ControlService/UpdateStudy"
+	ControlService_DeleteStudy_FullMethodName       = "/mixopt.v1.ControlService/DeleteStudy"
+	ControlService_AddTrial_FullMethodName          = "/mixopt.v1.ControlService/AddTrial"
+	ControlService_ForgetWorker_FullMethodName      = "/mixopt.v1.ControlService/ForgetWorker"
 )
 
 // ControlServiceClient is the client API for ControlService service.
@@ -57,6 +61,14 @@ type ControlServiceClient interface {
 	// Backup streams a consistent copy of the database, taken in one read transaction
 	// while the coordinator keeps serving.
 	Backup(ctx context.Context, in *BackupRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupResponse], error)
+	// UpdateStudy changes a running or paused study's budget, trial cap or parallelism.
+	UpdateStudy(ctx context.Context, in *UpdateStudyRequest, opts ...grpc.CallOption) (*UpdateStudyResponse, error)
+	// DeleteStudy removes an ended study with its trials, curves and policy state.
+	DeleteStudy(ctx context.Context, in *DeleteStudyRequest, opts ...grpc.CallOption) (*DeleteStudyResponse, error)
+	// AddTrial adds a trial by hand; the scheduler runs it before any new policy decision.
+	AddTrial(ctx context.Context, in *AddTrialRequest, opts ...grpc.CallOption) (*AddTrialResponse, error)
+	// ForgetWorker removes a lost worker that holds no trials from the registry.
+	ForgetWorker(ctx context.Context, in *ForgetWorkerRequest, opts ...grpc.CallOption) (*ForgetWorkerResponse, error)
 }
 
 type controlServiceClient struct {
@@ -206,6 +218,46 @@ func (c *controlServiceClient) Backup(ctx context.Context, in *BackupRequest, op
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ControlService_BackupClient = grpc.ServerStreamingClient[BackupResponse]
 
+func (c *controlServiceClient) UpdateStudy(ctx context.Context, in *UpdateStudyRequest, opts ...grpc.CallOption) (*UpdateStudyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateStudyResponse)
+	err := c.cc.Invoke(ctx, ControlService_UpdateStudy_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlServiceClient) DeleteStudy(ctx context.Context, in *DeleteStudyRequest, opts ...grpc.CallOption) (*DeleteStudyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteStudyResponse)
+	err := c.cc.Invoke(ctx, ControlService_DeleteStudy_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlServiceClient) AddTrial(ctx context.Context, in *AddTrialRequest, opts ...grpc.CallOption) (*AddTrialResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AddTrialResponse)
+	err := c.cc.Invoke(ctx, ControlService_AddTrial_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlServiceClient) ForgetWorker(ctx context.Context, in *ForgetWorkerRequest, opts ...grpc.CallOption) (*ForgetWorkerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ForgetWorkerResponse)
+	err := c.cc.Invoke(ctx, ControlService_ForgetWorker_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControlServiceServer is the server API for ControlService service.
 // All implementations must embed UnimplementedControlServiceServer
 // for forward compatibility.
@@ -229,6 +281,14 @@ type ControlServiceServer interface {
 	// Backup streams a consistent copy of the database, taken in one read transaction
 	// while the coordinator keeps serving.
 	Backup(*BackupRequest, grpc.ServerStreamingServer[BackupResponse]) error
+	// UpdateStudy changes a running or paused study's budget, trial cap or parallelism.
+	UpdateStudy(context.Context, *UpdateStudyRequest) (*UpdateStudyResponse, error)
+	// DeleteStudy removes an ended study with its trials, curves and policy state.
+	DeleteStudy(context.Context, *DeleteStudyRequest) (*DeleteStudyResponse, error)
+	// AddTrial adds a trial by hand; the scheduler runs it before any new policy decision.
+	AddTrial(context.Context, *AddTrialRequest) (*AddTrialResponse, error)
+	// ForgetWorker removes a lost worker that holds no trials from the registry.
+	ForgetWorker(context.Context, *ForgetWorkerRequest) (*ForgetWorkerResponse, error)
 	mustEmbedUnimplementedControlServiceServer()
 }
 
@@ -277,6 +337,18 @@ func (UnimplementedControlServiceServer) DrainWorker(context.Context, *DrainWork
 }
 func (UnimplementedControlServiceServer) Backup(*BackupRequest, grpc.ServerStreamingServer[BackupResponse]) error {
 	return status.Error(codes.Unimplemented, "method Backup not implemented")
+}
+func (UnimplementedControlServiceServer) UpdateStudy(context.Context, *UpdateStudyRequest) (*UpdateStudyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateStudy not implemented")
+}
+func (UnimplementedControlServiceServer) DeleteStudy(context.Context, *DeleteStudyRequest) (*DeleteStudyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteStudy not implemented")
+}
+func (UnimplementedControlServiceServer) AddTrial(context.Context, *AddTrialRequest) (*AddTrialResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AddTrial not implemented")
+}
+func (UnimplementedControlServiceServer) ForgetWorker(context.Context, *ForgetWorkerRequest) (*ForgetWorkerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ForgetWorker not implemented")
 }
 func (UnimplementedControlServiceServer) mustEmbedUnimplementedControlServiceServer() {}
 func (UnimplementedControlServiceServer) testEmbeddedByValue()                        {}
@@ -526,6 +598,78 @@ func _ControlService_Backup_Handler(srv interface{}, stream grpc.ServerStream) e
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ControlService_BackupServer = grpc.ServerStreamingServer[BackupResponse]
 
+func _ControlService_UpdateStudy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateStudyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServiceServer).UpdateStudy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlService_UpdateStudy_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServiceServer).UpdateStudy(ctx, req.(*UpdateStudyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlService_DeleteStudy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteStudyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServiceServer).DeleteStudy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlService_DeleteStudy_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServiceServer).DeleteStudy(ctx, req.(*DeleteStudyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlService_AddTrial_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddTrialRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServiceServer).AddTrial(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlService_AddTrial_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServiceServer).AddTrial(ctx, req.(*AddTrialRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlService_ForgetWorker_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ForgetWorkerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServiceServer).ForgetWorker(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlService_ForgetWorker_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServiceServer).ForgetWorker(ctx, req.(*ForgetWorkerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ControlService_ServiceDesc is the grpc.ServiceDesc for ControlService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -580,6 +724,22 @@ var ControlService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DrainWorker",
 			Handler:    _ControlService_DrainWorker_Handler,
+		},
+		{
+			MethodName: "UpdateStudy",
+			Handler:    _ControlService_UpdateStudy_Handler,
+		},
+		{
+			MethodName: "DeleteStudy",
+			Handler:    _ControlService_DeleteStudy_Handler,
+		},
+		{
+			MethodName: "AddTrial",
+			Handler:    _ControlService_AddTrial_Handler,
+		},
+		{
+			MethodName: "ForgetWorker",
+			Handler:    _ControlService_ForgetWorker_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
