@@ -151,6 +151,8 @@ func simulated(cfg *worker.Config, f *flags) error {
 	}
 	cfg.Runner = worker.SimRunner{Source: src, Speedup: f.speedup, Faults: injected}
 	cfg.Capacity = int32(f.slots)
+	// Studies accept simulated workers only when they ask for them (StudySpec.workers).
+	cfg.Identity = &pb.WorkerIdentity{Kind: pb.WorkerKind_WORKER_KIND_SIMULATED, SimSource: f.simulate}
 	return nil
 }
 
