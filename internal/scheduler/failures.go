@@ -180,3 +180,31 @@ func reportedMetrics(tx *store.Tx, t *pb.Trial, metric string) ([]string, bool, 
 	slices.Sort(out)
 	return out, false, nil
 }
+
+// noResultMark starts what noResult adds to an ending study's reason.
+const noResultMark = ", but no trial produced a result"
+
+// noResult says why an ending study has nothing to show, or "": a study whose trials all
+// failed or were lost before its cap or budget stopped it ends failed, not completed, so
+// that scripts waiting on it do not go on with nothing.
+func noResult(trials []*pb.Trial) string {
+	failed, lost := 0, 0
+	for _, t := range trials {
+		switch t.State {
+		case pb.TrialState_TRIAL_STATE_SUCCEEDED:
+			return ""
+		case pb.TrialState_TRIAL_STATE_STOPPED:
+			if t.StepsDone > 0 {
+				return ""
+			}
+		case pb.TrialState_TRIAL_STATE_FAILED:
+			failed++
+		case pb.TrialState_TRIAL_STATE_LOST:
+			lost++
+		}
+	}
+	if failed+lost == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%s (%d failed, %d lost)", noResultMark, failed, lost)
+}

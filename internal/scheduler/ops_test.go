@@ -487,3 +487,22 @@ func TestForgetWorker(t *testing.T) {
 		t.Errorf("the forgotten worker's trial is %v, want pending for another worker", tr.State)
 	}
 }
+
+// A study that reaches its cap with every trial failed ends failed, not completed, even
+// below the consecutive-failure limit.
+func TestStudyWithNoResultEndsFailed(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, withFakePolicy())
+	st := e.createStudy(func(s *pb.StudySpec) { s.MaxTrials = 2 })
+	w := e.register("w", 1)
+	for range 2 {
+		a := e.mustAcquire(w)
+		if err := e.s.FailTrial(ctx, heldOf(w, a), "no data for domain code", "bad_data"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := e.study(st.Id).Study
+	if want := "max trials reached, but no trial produced a result (2 failed, 0 lost)"; s.State != pb.StudyState_STUDY_STATE_FAILED || s.EndReason != want {
+		t.Errorf("study %v (%q), want failed: %s", s.State, s.EndReason, want)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -77,7 +78,7 @@ func (s *Scheduler) completeIfIdle(studyID uint64, reason string) error {
 				return nil, "", nil
 			}
 		}
-		return st, why, nil
+		return st, why + noResult(trials), nil
 	}
 	// A study with a leased trial is busy: no read needed.
 	s.mu.Lock()
@@ -105,6 +106,9 @@ func (s *Scheduler) completeIfIdle(studyID uint64, reason string) error {
 		}
 		why = r
 		st.State = pb.StudyState_STUDY_STATE_COMPLETED
+		if strings.Contains(r, noResultMark) {
+			st.State = pb.StudyState_STUDY_STATE_FAILED
+		}
 		st.EndReason = r
 		st.EndTimeUnixMs = unixMs(s.now())
 		return tx.PutStudy(st)
