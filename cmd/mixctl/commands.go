@@ -81,7 +81,7 @@ func (c *cli) studyCmd() *cobra.Command {
 		},
 	}
 	create.Flags().StringVarP(&file, "file", "f", "", "spec file (YAML or JSON); - for standard input")
-	study.AddCommand(create, c.waitCmd())
+	study.AddCommand(create, c.waitCmd(), c.studyGetCmd(), c.studyUpdateCmd(), c.studyDeleteCmd())
 	for _, verb := range []string{"pause", "resume", "cancel"} {
 		study.AddCommand(c.studyVerbCmd(verb))
 	}
@@ -157,7 +157,7 @@ func (c *cli) trialsCmd() *cobra.Command {
 }
 
 func (c *cli) trialCmd() *cobra.Command {
-	cmd := c.idCmd("trial TRIAL_ID | trial cancel TRIAL_ID", "Show one trial and its curve, or cancel it", "TRIAL_ID",
+	cmd := c.idCmd("trial TRIAL_ID | trial cancel TRIAL_ID | trial add STUDY_ID ...", "Show one trial and its curve, cancel it, or add one by hand", "TRIAL_ID",
 		func(ctx context.Context, client pb.ControlServiceClient, id uint64) error {
 			resp, err := client.GetTrial(ctx, &pb.GetTrialRequest{TrialId: id})
 			if err != nil {
@@ -185,13 +185,14 @@ func (c *cli) trialCmd() *cobra.Command {
 			fmt.Fprintf(c.out, "trial %d: %s (stop requested)\n", id, trialState(resp.Trial.State))
 			return nil
 		}))
+	cmd.AddCommand(c.trialAddCmd())
 	return cmd
 }
 
 func (c *cli) workersCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "workers",
-		Short: "List workers, or drain one",
+		Short: "List workers, drain one, or forget a lost one",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return c.call(func(ctx context.Context, client pb.ControlServiceClient) error {
@@ -221,7 +222,7 @@ func (c *cli) workersCmd() *cobra.Command {
 			return nil
 		})
 	drain.Flags().BoolVar(&undrain, "undrain", false, "let the worker take trials again")
-	cmd.AddCommand(drain)
+	cmd.AddCommand(drain, c.workerForgetCmd())
 	return cmd
 }
 

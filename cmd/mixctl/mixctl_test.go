@@ -128,9 +128,11 @@ func fixtureStatus() ([]*pb.StudyStatus, []*pb.Worker) {
 	}
 	studies := []*pb.StudyStatus{
 		{
-			Study:          &pb.Study{Id: 1, Spec: spec, State: pb.StudyState_STUDY_STATE_RUNNING, SpentFlops: 4.75e18, SpentGpuHours: 12.25},
-			TrialsByState:  map[string]int32{"running": 2, "succeeded": 7, "failed": 1, "lost": 1},
-			Recommendation: &pb.Recommendation{Mixture: []float64{0.625, 0.375}, Value: 2.9871, Lower: 2.95, Upper: 3.02},
+			Study:         &pb.Study{Id: 1, Spec: spec, State: pb.StudyState_STUDY_STATE_RUNNING, SpentFlops: 4.75e18, SpentGpuHours: 12.25},
+			TrialsByState: map[string]int32{"running": 2, "succeeded": 7, "failed": 1, "lost": 1},
+			Recommendation: &pb.Recommendation{Mixture: []float64{0.625, 0.375}, Value: 2.9871, Lower: 2.95, Upper: 3.02,
+				HasInterval: true, StudyState: pb.StudyState_STUDY_STATE_RUNNING,
+				Label: "extrapolated from smaller scales and shorter runs: no trial at the target (1B, 2000 steps) has finished"},
 		},
 		{
 			Study:         &pb.Study{Id: 2, Spec: &pb.StudySpec{Policy: "random", BudgetFlops: 1e18}, State: pb.StudyState_STUDY_STATE_PAUSED},

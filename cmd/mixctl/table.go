@@ -28,7 +28,7 @@ var trialStates = []string{"pending", "running", "succeeded", "failed", "stopped
 
 func printStudies(w io.Writer, studies []*pb.StudyStatus) {
 	tw := newTable(w)
-	fmt.Fprintln(tw, "STUDY\tNAME\tSTATE\tPOLICY\tTRIALS (run/ok/fail/other)\tBUDGET SPENT (FLOPs)\tGPU-HOURS\tBEST AT TARGET\tMIXTURE")
+	fmt.Fprintln(tw, "STUDY\tNAME\tSTATE\tPOLICY\tTRIALS (run/ok/fail/other)\tBUDGET SPENT (FLOPs)\tGPU-HOURS\tBEST\tMIXTURE")
 	if len(studies) == 0 {
 		fmt.Fprintln(tw, none+"\t\t\t\t\t\t\t\t")
 	}
@@ -115,8 +115,10 @@ func printTrial(w io.Writer, r *pb.GetTrialResponse) {
 }
 
 func printRecommendation(w io.Writer, spec *pb.StudySpec, r *pb.Recommendation) {
-	fmt.Fprintf(w, "study %d: %s at the target (%s, %d steps) = %s (%s, %d trials)\n", r.StudyId,
-		spec.Objective.Metric, spec.Target.Scale, spec.Target.Steps, formatValue(r), r.Basis, r.Trials)
+	fmt.Fprintf(w, "study %d: %s = %s (%s, %d trials)\n", r.StudyId, spec.Objective.Metric, formatValue(r), r.Basis, r.Trials)
+	if r.Label != "" {
+		fmt.Fprintf(w, "  %s\n", r.Label)
+	}
 	tw := newTable(w)
 	fmt.Fprintln(tw, "DOMAIN\tWEIGHT")
 	for i, d := range spec.Domains {
@@ -127,11 +129,25 @@ func printRecommendation(w io.Writer, spec *pb.StudySpec, r *pb.Recommendation) 
 	tw.Flush()
 }
 
+// formatValue shows a recommendation's value with its interval only where a model gave
+// one, and tags what it rests on: observed at a fidelity, or extrapolated because no
+// target run has finished (the full sentence is the recommendation's label).
 func formatValue(r *pb.Recommendation) string {
-	if r.Lower == r.Upper {
-		return fmt.Sprintf("%.4f", r.Value)
+	v := fmt.Sprintf("%.4f", r.Value)
+	if r.HasInterval {
+		v = fmt.Sprintf("%.4f [%.4f, %.4f]", r.Value, r.Lower, r.Upper)
 	}
-	return fmt.Sprintf("%.4f [%.4f, %.4f]", r.Value, r.Lower, r.Upper)
+	switch {
+	case r.ValueObserved:
+		v += fmt.Sprintf(" observed at %s/%d", r.ObservedScale, r.ObservedSteps)
+	case !r.TargetObserved:
+		v += " extrapolated"
+	}
+	switch r.StudyState {
+	case pb.StudyState_STUDY_STATE_CANCELLED, pb.StudyState_STUDY_STATE_FAILED:
+		v += " (study " + studyState(r.StudyState) + ")"
+	}
+	return v
 }
 
 func formatMixture(spec *pb.StudySpec, w []float64) string {

@@ -17,7 +17,7 @@ func (c *cli) waitCmd() *cobra.Command {
 	var interval, limit time.Duration
 	cmd := &cobra.Command{
 		Use:   "wait STUDY_ID",
-		Short: "Wait until a study completes or is cancelled, printing progress",
+		Short: "Wait until a study ends, printing progress; exits 1 unless it completed",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return c.pollID(args[0], "STUDY_ID", func(client pb.ControlServiceClient, id uint64) error {
@@ -45,11 +45,13 @@ func (c *cli) waitCmd() *cobra.Command {
 						last = line
 					}
 					switch st.Study.State {
-					case pb.StudyState_STUDY_STATE_COMPLETED, pb.StudyState_STUDY_STATE_CANCELLED:
+					case pb.StudyState_STUDY_STATE_COMPLETED, pb.StudyState_STUDY_STATE_CANCELLED, pb.StudyState_STUDY_STATE_FAILED:
 						if c.output == "json" {
-							return writeJSON(c.out, st)
+							if err := writeJSON(c.out, st); err != nil {
+								return err
+							}
 						}
-						return nil
+						return endedBadly(st.Study)
 					}
 					if limit > 0 && time.Now().After(deadline) {
 						return fmt.Errorf("study %d still %s after %s", id, studyState(st.Study.State), limit)
@@ -62,4 +64,13 @@ func (c *cli) waitCmd() *cobra.Command {
 	cmd.Flags().DurationVar(&interval, "interval", 500*time.Millisecond, "polling interval")
 	cmd.Flags().DurationVar(&limit, "limit", 0, "give up after this long (0: never)")
 	return cmd
+}
+
+// endedBadly is the error wait exits with for a study that did not complete on its own (it
+// failed or was cancelled), so that scripts chaining on wait stop there.
+func endedBadly(st *pb.Study) error {
+	if st.State == pb.StudyState_STUDY_STATE_COMPLETED {
+		return nil
+	}
+	return fmt.Errorf("study %d %s: %s", st.Id, studyState(st.State), st.EndReason)
 }

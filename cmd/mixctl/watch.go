@@ -72,7 +72,7 @@ func (c *cli) watchCmd() *cobra.Command {
 						printTrials(c.out, ts[max(0, len(ts)-recent):])
 					}
 					switch st.Status.Study.State {
-					case pb.StudyState_STUDY_STATE_COMPLETED, pb.StudyState_STUDY_STATE_CANCELLED:
+					case pb.StudyState_STUDY_STATE_COMPLETED, pb.StudyState_STUDY_STATE_CANCELLED, pb.StudyState_STUDY_STATE_FAILED:
 						return nil
 					}
 					time.Sleep(interval)

@@ -180,6 +180,8 @@ func simulated(cfg *worker.Config, f *flags) error {
 				zap.String("run", run), zap.Float64("l1_distance", distance), zap.Float64("far_replay", f.farReplay))
 		}}
 	cfg.Capacity = int32(f.slots)
+	// Studies accept simulated workers only when they ask for them (StudySpec.workers).
+	cfg.Identity = &pb.WorkerIdentity{Kind: pb.WorkerKind_WORKER_KIND_SIMULATED, SimSource: f.simulate}
 	return nil
 }
 

@@ -32,14 +32,18 @@ var MethodRoles = map[string]Role{
 	pb.ControlService_GetRecommendation_FullMethodName: RoleViewer,
 	pb.ControlService_GetStoreHealth_FullMethodName:    RoleViewer,
 
-	pb.ControlService_CreateStudy_FullMethodName: RoleAdmin,
-	pb.ControlService_PauseStudy_FullMethodName:  RoleAdmin,
-	pb.ControlService_ResumeStudy_FullMethodName: RoleAdmin,
-	pb.ControlService_CancelStudy_FullMethodName: RoleAdmin,
-	pb.ControlService_CancelTrial_FullMethodName: RoleAdmin,
-	pb.ControlService_DrainWorker_FullMethodName: RoleAdmin,
-	pb.ControlService_Backup_FullMethodName:      RoleAdmin,
-	pb.ControlService_VerifyStore_FullMethodName: RoleAdmin,
+	pb.ControlService_CreateStudy_FullMethodName:  RoleAdmin,
+	pb.ControlService_PauseStudy_FullMethodName:   RoleAdmin,
+	pb.ControlService_ResumeStudy_FullMethodName:  RoleAdmin,
+	pb.ControlService_CancelStudy_FullMethodName:  RoleAdmin,
+	pb.ControlService_CancelTrial_FullMethodName:  RoleAdmin,
+	pb.ControlService_DrainWorker_FullMethodName:  RoleAdmin,
+	pb.ControlService_Backup_FullMethodName:       RoleAdmin,
+	pb.ControlService_VerifyStore_FullMethodName:  RoleAdmin,
+	pb.ControlService_UpdateStudy_FullMethodName:  RoleAdmin,
+	pb.ControlService_DeleteStudy_FullMethodName:  RoleAdmin,
+	pb.ControlService_AddTrial_FullMethodName:     RoleAdmin,
+	pb.ControlService_ForgetWorker_FullMethodName: RoleAdmin,
 }
 
 // OpenServices are the services callable without a token: probes and stock clients need

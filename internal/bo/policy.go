@@ -96,6 +96,11 @@ type Recommendation struct {
 	// credible interval (equal to Value when the policy gives none).
 	Value, Lower, Upper float64
 	Basis               string
+	// Observed says Value was observed on a trial (at ObservedScale, ObservedSteps), not
+	// predicted by a model: Lower and Upper are then no interval.
+	Observed      bool
+	ObservedScale int
+	ObservedSteps int64
 }
 
 // Policy decides trials and recommends mixtures.

@@ -123,6 +123,8 @@ func BestObserved(req Request) (Recommendation, error) {
 		mix   []float64
 		value float64
 		rank  float64
+		scale int
+		steps int64
 	}
 	var best *cand
 	for _, o := range req.Observations {
@@ -141,7 +143,7 @@ func BestObserved(req Request) (Recommendation, error) {
 		better := best == nil || rank > best.rank ||
 			(rank == best.rank && ((p.Maximize && last.Value > best.value) || (!p.Maximize && last.Value < best.value)))
 		if better {
-			best = &cand{mix: o.Mixture, value: last.Value, rank: rank}
+			best = &cand{mix: o.Mixture, value: last.Value, rank: rank, scale: o.Scale, steps: last.Step}
 		}
 	}
 	if best == nil {
@@ -154,7 +156,7 @@ func BestObserved(req Request) (Recommendation, error) {
 	return Recommendation{
 		Mixture: append([]float64(nil), best.mix...),
 		Value:   best.value, Lower: best.value, Upper: best.value,
-		Basis: basis,
+		Basis: basis, Observed: true, ObservedScale: best.scale, ObservedSteps: best.steps,
 	}, nil
 }
 

@@ -145,6 +145,58 @@ func (s *ControlService) DrainWorker(ctx context.Context, req *pb.DrainWorkerReq
 	return &pb.DrainWorkerResponse{Worker: w}, nil
 }
 
+func (s *ControlService) UpdateStudy(ctx context.Context, req *pb.UpdateStudyRequest) (*pb.UpdateStudyResponse, error) {
+	if req.StudyId == 0 {
+		return nil, missing("study_id")
+	}
+	st, err := s.Sched.UpdateStudy(ctx, req.StudyId, scheduler.StudyUpdate{
+		BudgetFlops: req.BudgetFlops, MaxTrials: req.MaxTrials, MaxParallel: req.MaxParallel,
+	})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.UpdateStudyResponse{Study: st}, nil
+}
+
+func (s *ControlService) DeleteStudy(ctx context.Context, req *pb.DeleteStudyRequest) (*pb.DeleteStudyResponse, error) {
+	if req.StudyId == 0 {
+		return nil, missing("study_id")
+	}
+	n, err := s.Sched.DeleteStudy(ctx, req.StudyId)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.DeleteStudyResponse{TrialsDeleted: int32(n)}, nil
+}
+
+func (s *ControlService) AddTrial(ctx context.Context, req *pb.AddTrialRequest) (*pb.AddTrialResponse, error) {
+	switch {
+	case req.StudyId == 0:
+		return nil, missing("study_id")
+	case len(req.Mixture) == 0:
+		return nil, missing("mixture")
+	case req.Scale == "":
+		return nil, missing("scale")
+	case req.Steps <= 0:
+		return nil, missing("steps")
+	}
+	t, err := s.Sched.AddTrial(ctx, req.StudyId, req.Mixture, req.Scale, req.Steps)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.AddTrialResponse{Trial: t}, nil
+}
+
+func (s *ControlService) ForgetWorker(ctx context.Context, req *pb.ForgetWorkerRequest) (*pb.ForgetWorkerResponse, error) {
+	if req.WorkerId == 0 {
+		return nil, missing("worker_id")
+	}
+	if err := s.Sched.ForgetWorker(ctx, req.WorkerId); err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.ForgetWorkerResponse{}, nil
+}
+
 // backupChunk is the size of one Backup message: well under the default message limit.
 const backupChunk = 1 << 20
 

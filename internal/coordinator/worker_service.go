@@ -22,6 +22,7 @@ var _ pb.WorkerServiceServer = (*WorkerService)(nil)
 func (s *WorkerService) Register(ctx context.Context, req *pb.RegisterRequest) (*pb.RegisterResponse, error) {
 	reg := scheduler.Registration{
 		WorkerID: req.WorkerId, Hostname: req.Hostname, GPUs: req.Gpus, SimulatedCapacity: req.SimulatedCapacity,
+		Identity: req.Identity,
 	}
 	for _, l := range req.Leases {
 		reg.Held = append(reg.Held, scheduler.Held{WorkerID: req.WorkerId, TrialID: l.TrialId, LeaseID: l.LeaseId, Attempt: l.Attempt})

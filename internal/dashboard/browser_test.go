@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
 )
 
 // chromium finds Debian's chromium (or a Chrome); CI installs it in .ci/run, so a missing
@@ -93,6 +95,7 @@ func TestDashboardRendersInChromium(t *testing.T) {
 		"Study 1: slimpajama-5dom",
 		`<span id="rec-value" class="value">` + strconv.FormatFloat(simRec.Value, 'f', 4, 64) + "</span>",
 		fmt.Sprintf("90%% interval [%.4f, %.4f]", simRec.Lower, simRec.Upper),
+		`<p id="rec-label" class="warn">` + simRec.Label + "</p>",
 		"oom: CUDA out of memory at step 1250",
 		"gpu-node-02",
 		"smoke &lt;b&gt;test&lt;/b&gt;", // a name with markup shows as text
@@ -151,5 +154,32 @@ func TestDashboardRendersInChromium(t *testing.T) {
 		if err != nil {
 			t.Errorf("keep screenshot: %v", err)
 		}
+	}
+}
+
+// An observed value (a random-policy study's best, a partial curve) is shown as observed,
+// with the fidelity it was observed at, and without an interval.
+func TestDashboardShowsObservedValuesWithoutInterval(t *testing.T) {
+	src := newFakeSource()
+	src.studies[0].Recommendation = &pb.Recommendation{StudyId: 1, Mixture: []float64{0.2, 0.2, 0.2, 0.2, 0.2},
+		Value: 3.25, Lower: 3.25, Upper: 3.25, Basis: "best observed at the highest fidelity so far", Trials: 3,
+		ValueObserved: true, ObservedScale: "s20m", ObservedSteps: 200,
+		Label: "observed at scale s20m after 200 steps, not at the target (s150m, 20000 steps): no trial there has finished"}
+	srv := httptest.NewServer(Handler(src))
+	defer srv.Close()
+	dom := string(runChromium(t, "--dump-dom", srv.URL+"/#study=1"))
+	if !strings.Contains(dom, `data-ready="1"`) {
+		t.Fatalf("page never finished rendering:\n%s", tail(dom, 4000))
+	}
+	for _, want := range []string{
+		`<p id="rec-label" class="warn">` + src.studies[0].Recommendation.Label + "</p>",
+		"3.2500 observed at s20m/200", // the studies table
+	} {
+		if !strings.Contains(dom, want) {
+			t.Errorf("DOM lacks %q", want)
+		}
+	}
+	if strings.Contains(dom, "rec-interval") || strings.Contains(dom, "90% interval") {
+		t.Errorf("an observed value is shown with an interval")
 	}
 }

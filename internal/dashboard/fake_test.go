@@ -55,7 +55,8 @@ var (
 		{Name: "s150m", Params: 150e6, FlopsPerStep: 6 * 150e6 * 131072, TokensPerStep: 131072},
 	}
 	simRec = &pb.Recommendation{StudyId: 1, Mixture: []float64{0.31, 0.24, 0.19, 0.16, 0.10},
-		Value: 3.1187, Lower: 3.0744, Upper: 3.1631, Basis: "posterior mean", Trials: 20}
+		Value: 3.1187, Lower: 3.0744, Upper: 3.1631, Basis: "posterior mean", Trials: 20,
+		HasInterval: true, Label: "extrapolated from smaller scales and shorter runs: no trial at the target (s150m, 20000 steps) has finished"}
 )
 
 const (

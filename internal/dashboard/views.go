@@ -26,6 +26,14 @@ type recJSON struct {
 	Upper   float64   `json:"upper"`
 	Basis   string    `json:"basis"`
 	Trials  int32     `json:"trials"`
+	// What the value rests on (pb.Recommendation): the page shows an interval only when
+	// HasInterval, and the label beside every value.
+	HasInterval    bool   `json:"hasInterval"`
+	TargetObserved bool   `json:"targetObserved"`
+	ValueObserved  bool   `json:"valueObserved"`
+	ObservedScale  string `json:"observedScale"`
+	ObservedSteps  int64  `json:"observedSteps"`
+	Label          string `json:"label"`
 }
 
 type studyJSON struct {
@@ -93,11 +101,15 @@ type studyDetailJSON struct {
 }
 
 type workerJSON struct {
-	ID              uint64   `json:"id"`
-	Hostname        string   `json:"hostname"`
-	State           string   `json:"state"`
-	GPUs            []string `json:"gpus"`
-	Simulated       int32    `json:"simulatedCapacity"`
+	ID        uint64   `json:"id"`
+	Hostname  string   `json:"hostname"`
+	State     string   `json:"state"`
+	GPUs      []string `json:"gpus"`
+	Simulated int32    `json:"simulatedCapacity"`
+	// Kind is what the worker said it is ("real", "simulated"); an old worker that said
+	// nothing counts as real, as the scheduler's selector counts it.
+	Kind            string   `json:"kind"`
+	SimSource       string   `json:"simSource"`
 	LastHeartbeatMs int64    `json:"lastHeartbeatMs"`
 	RunningTrials   []uint64 `json:"runningTrials"`
 }
@@ -150,6 +162,8 @@ func studyView(st *pb.StudyStatus) studyJSON {
 			Mixture: finiteSlice(r.GetMixture()), Value: r.GetValue(),
 			Lower: finiteOr0(r.GetLower()), Upper: finiteOr0(r.GetUpper()),
 			Basis: r.GetBasis(), Trials: r.GetTrials(),
+			HasInterval: r.GetHasInterval(), TargetObserved: r.GetTargetObserved(), ValueObserved: r.GetValueObserved(),
+			ObservedScale: r.GetObservedScale(), ObservedSteps: r.GetObservedSteps(), Label: r.GetLabel(),
 		}
 	}
 	return v
@@ -284,6 +298,10 @@ func workerView(w *pb.Worker) workerJSON {
 		ID: w.GetId(), Hostname: w.GetHostname(), State: enumName(w.GetState().String(), "WORKER_STATE_"),
 		GPUs: []string{}, Simulated: w.GetSimulatedCapacity(), LastHeartbeatMs: w.GetLastHeartbeatUnixMs(),
 		RunningTrials: w.GetRunningTrials(),
+		Kind:          "real", SimSource: w.GetIdentity().GetSimSource(),
+	}
+	if k := w.GetIdentity().GetKind(); k != pb.WorkerKind_WORKER_KIND_UNSPECIFIED {
+		v.Kind = enumName(k.String(), "WORKER_KIND_")
 	}
 	if v.RunningTrials == nil {
 		v.RunningTrials = []uint64{}

@@ -193,6 +193,9 @@ func (s *Scheduler) assignBatch(ctx context.Context, batch []*assignReq) {
 			continue
 		}
 		for _, snap := range studies {
+			if !acceptsWorker(snap.study.Spec.Workers, w) {
+				continue
+			}
 			p, why, err := s.plan(ctx, snap, &plans, w, free[w.Id])
 			if err != nil {
 				r.err = err

@@ -136,7 +136,7 @@ func TestRestartRequeueRespectsDeliveryLimit(t *testing.T) {
 	if tr.State != pb.TrialState_TRIAL_STATE_LOST || len(tr.ReasonHistory) != testMaxAttempt {
 		t.Fatalf("trial %v history %q, want lost after %d restarts", tr.State, tr.ReasonHistory, testMaxAttempt)
 	}
-	if s := e.study(st.Id).Study; s.State != pb.StudyState_STUDY_STATE_COMPLETED {
+	if s := e.study(st.Id).Study; s.State != pb.StudyState_STUDY_STATE_FAILED { // ended, with no result
 		t.Errorf("study %v after its only trial was lost", s.State)
 	}
 }

@@ -79,7 +79,8 @@ func TestRetryPolicyByErrorClass(t *testing.T) {
 			// The last trial ended and no more may be created: the study is over without
 			// anyone asking for work.
 			s := e.study(st.Id)
-			if s.Study.State != pb.StudyState_STUDY_STATE_COMPLETED || s.Study.EndReason != "max trials reached" {
+			// Its only trial gave no result, so it ended failed, not completed.
+			if s.Study.State != pb.StudyState_STUDY_STATE_FAILED || !strings.HasPrefix(s.Study.EndReason, "max trials reached, but no trial produced a result") {
 				t.Errorf("study %v (%q) after its only trial ended %v", s.Study.State, s.Study.EndReason, tr.State)
 			}
 			if a := e.acquire(w); a != nil {
@@ -102,8 +103,8 @@ func TestStudyCompletesWhenFailedTrialSpentBudget(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := e.study(st.Id)
-	if s.Study.State != pb.StudyState_STUDY_STATE_COMPLETED || s.Study.EndReason != "budget exhausted" {
-		t.Errorf("study %v (%q), want completed: budget exhausted", s.Study.State, s.Study.EndReason)
+	if want := "budget exhausted, but no trial produced a result (1 failed, 0 lost)"; s.Study.State != pb.StudyState_STUDY_STATE_FAILED || s.Study.EndReason != want {
+		t.Errorf("study %v (%q), want failed: %s", s.Study.State, s.Study.EndReason, want)
 	}
 	if s.TrialsByState["failed"] != 1 {
 		t.Errorf("trials %v", s.TrialsByState)

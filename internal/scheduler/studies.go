@@ -8,15 +8,29 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/mixopt/mixopt/internal/bo"
 	"github.com/mixopt/mixopt/internal/store"
 	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
 )
 
 // CreateStudy validates the spec and stores a running study. Nothing is stored when the
 // spec is invalid.
-func (s *Scheduler) CreateStudy(_ context.Context, spec *pb.StudySpec) (*pb.Study, error) {
+func (s *Scheduler) CreateStudy(ctx context.Context, spec *pb.StudySpec) (*pb.Study, error) {
 	spec, err := NormalizeSpec(spec)
 	if err != nil {
+		return nil, err
+	}
+	if err := validateSelector(spec.Workers); err != nil {
+		return nil, err
+	}
+	if spec.MaxConsecutiveFailures < 0 || spec.MaxConsecutiveFailures > maxConsecutiveFailuresLimit {
+		return nil, invalid("max_consecutive_failures", "%d is out of range (0 for the default %d, up to %d)",
+			spec.MaxConsecutiveFailures, DefaultMaxConsecutiveFailures, maxConsecutiveFailuresLimit)
+	}
+	if spec.MaxConsecutiveFailures == 0 {
+		spec.MaxConsecutiveFailures = DefaultMaxConsecutiveFailures
+	}
+	if err := s.checkAffordable(ctx, spec); err != nil {
 		return nil, err
 	}
 	study := &pb.Study{Spec: spec, State: pb.StudyState_STUDY_STATE_RUNNING, CreateTimeUnixMs: unixMs(s.now())}
@@ -122,6 +136,14 @@ func (s *Scheduler) transitionStudy(id uint64, to, from pb.StudyState) (*pb.Stud
 // CancelStudy ends a study: its running trials are stopped (their observed prefix is kept)
 // and their workers told to stop at their next heartbeat or report.
 func (s *Scheduler) CancelStudy(_ context.Context, id uint64) (*pb.Study, error) {
+	return s.endStudy(id, pb.StudyState_STUDY_STATE_CANCELLED, "cancelled")
+}
+
+// endStudy moves a study that has not ended to a terminal state with its reason; its
+// running and pending trials are stopped (their observed prefix is kept) and their
+// workers told to stop at their next heartbeat or report. An ended study is returned as
+// it is.
+func (s *Scheduler) endStudy(id uint64, to pb.StudyState, reason string) (*pb.Study, error) {
 	var out *pb.Study
 	var stopped []uint64
 	err := s.db.Update(func(tx *store.Tx) error {
@@ -144,15 +166,15 @@ func (s *Scheduler) CancelStudy(_ context.Context, id uint64) (*pb.Study, error)
 				continue
 			}
 			t.State = pb.TrialState_TRIAL_STATE_STOPPED
-			t.FailureReason = "study cancelled"
+			t.FailureReason = "study " + studyStateName(to)
 			t.EndTimeUnixMs = now
 			if err := tx.PutTrial(t); err != nil {
 				return err
 			}
 			stopped = append(stopped, t.Id)
 		}
-		st.State = pb.StudyState_STUDY_STATE_CANCELLED
-		st.EndReason = "cancelled"
+		st.State = to
+		st.EndReason = reason
 		st.EndTimeUnixMs = now
 		out = st
 		return tx.PutStudy(st)
@@ -167,7 +189,8 @@ func (s *Scheduler) CancelStudy(_ context.Context, id uint64) (*pb.Study, error)
 	s.bumpLocked(id)
 	s.notifyLocked()
 	s.mu.Unlock()
-	s.log.Info("study cancelled", zap.Uint64("study", id), zap.Int("stopped_trials", len(stopped)))
+	s.log.Info("study ended", zap.Uint64("study", id), zap.String("state", studyStateName(out.State)),
+		zap.String("reason", out.EndReason), zap.Int("stopped_trials", len(stopped)))
 	return out, nil
 }
 
@@ -215,6 +238,7 @@ func (s *Scheduler) recommend(ctx context.Context, snap *studySnapshot, version 
 		StudyId: id, Mixture: r.Mixture, Value: r.Value, Lower: r.Lower, Upper: r.Upper,
 		Basis: r.Basis, Trials: int32(len(req.Observations)),
 	}
+	describeRecommendation(rec, snap, r)
 	s.mu.Lock()
 	if s.versions[id] == version {
 		s.recs[id] = recCache{version: version, rec: rec}
@@ -224,7 +248,8 @@ func (s *Scheduler) recommend(ctx context.Context, snap *studySnapshot, version 
 }
 
 func isTerminalStudy(st pb.StudyState) bool {
-	return st == pb.StudyState_STUDY_STATE_COMPLETED || st == pb.StudyState_STUDY_STATE_CANCELLED
+	return st == pb.StudyState_STUDY_STATE_COMPLETED || st == pb.StudyState_STUDY_STATE_CANCELLED ||
+		st == pb.StudyState_STUDY_STATE_FAILED
 }
 
 // StateName is a trial state's short lower-case name ("running").
@@ -248,4 +273,44 @@ func (s *Scheduler) viewSnapshot(id uint64) (*studySnapshot, error) {
 		return nil, wrapStore(err, fmt.Sprintf("study %d", id))
 	}
 	return snap, nil
+}
+
+// describeRecommendation says what a recommendation rests on, so that no display shows an
+// extrapolation, a partial curve or a cancelled study's best as a value at the target.
+func describeRecommendation(rec *pb.Recommendation, snap *studySnapshot, r bo.Recommendation) {
+	spec := snap.study.Spec
+	target := spec.Target
+	finished := 0
+	for _, t := range snap.trials {
+		if t.State == pb.TrialState_TRIAL_STATE_SUCCEEDED && t.Scale == target.Scale && t.StepsDone >= target.Steps {
+			finished++
+		}
+	}
+	rec.TargetObserved = finished > 0
+	rec.StudyState = snap.study.State
+	targetName := fmt.Sprintf("the target (%s, %d steps)", target.Scale, target.Steps)
+	switch {
+	case r.Observed:
+		rec.ValueObserved = true
+		rec.Lower, rec.Upper = rec.Value, rec.Value
+		if r.ObservedScale >= 0 && r.ObservedScale < len(spec.Scales) {
+			rec.ObservedScale = spec.Scales[r.ObservedScale].Name
+		}
+		rec.ObservedSteps = r.ObservedSteps
+		if rec.ObservedScale == target.Scale && rec.ObservedSteps >= target.Steps {
+			rec.Label = "observed at " + targetName
+		} else {
+			rec.Label = fmt.Sprintf("observed at scale %s after %d steps, not at %s: no trial there has finished",
+				rec.ObservedScale, rec.ObservedSteps, targetName)
+		}
+	case rec.TargetObserved:
+		rec.HasInterval = rec.Lower < rec.Upper
+		rec.Label = fmt.Sprintf("predicted at %s by the model, with %d trial(s) finished there", targetName, finished)
+	default:
+		rec.HasInterval = rec.Lower < rec.Upper
+		rec.Label = fmt.Sprintf("extrapolated from smaller scales and shorter runs: no trial at %s has finished", targetName)
+	}
+	if st := snap.study.State; st == pb.StudyState_STUDY_STATE_CANCELLED || st == pb.StudyState_STUDY_STATE_FAILED {
+		rec.Label += "; the study " + studyStateName(st) + " before it ended on its own"
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -78,7 +79,7 @@ func (s *Scheduler) completeIfIdle(studyID uint64, reason string) error {
 				return nil, "", nil
 			}
 		}
-		return st, why, nil
+		return st, why + noResult(trials), nil
 	}
 	// A study with a leased trial is busy: no read needed.
 	s.mu.Lock()
@@ -106,6 +107,9 @@ func (s *Scheduler) completeIfIdle(studyID uint64, reason string) error {
 		}
 		why = r
 		st.State = pb.StudyState_STUDY_STATE_COMPLETED
+		if strings.Contains(r, noResultMark) {
+			st.State = pb.StudyState_STUDY_STATE_FAILED
+		}
 		st.EndReason = r
 		st.EndTimeUnixMs = unixMs(s.now())
 		return tx.PutStudy(st)
@@ -422,7 +426,7 @@ func (s *Scheduler) endTrial(h Held, already func(t *pb.Trial) (bool, error), en
 	s.log.Info("trial attempt ended", zap.Uint64("trial", t.Id), zap.Int32("attempt", t.Attempt),
 		zap.String("state", StateName(t.State)), zap.Uint64("points", t.LastSeq), zap.String("reason", t.FailureReason))
 	// Complete now rather than at the next worker's request: none may come.
-	return s.completeIfIdle(t.StudyId, "")
+	return s.afterTrialEnd(t)
 }
 
 // CancelTrial stops a trial: a pending one at once, a running one at its current step
@@ -578,9 +582,10 @@ func (s *Scheduler) lapse(trialID uint64, leaseID, why string, uncounted bool) e
 	s.bumpLocked(t.StudyId)
 	s.notifyLocked()
 	s.mu.Unlock()
-	if changed {
-		s.log.Warn("attempt lapsed", zap.Uint64("trial", trialID), zap.String("why", why),
-			zap.Bool("counted", !uncounted), zap.String("state", StateName(t.State)))
+	if !changed {
+		return s.completeIfIdle(t.StudyId, "")
 	}
-	return s.completeIfIdle(t.StudyId, "")
+	s.log.Warn("attempt lapsed", zap.Uint64("trial", trialID), zap.String("why", why),
+		zap.Bool("counted", !uncounted), zap.String("state", StateName(t.State)))
+	return s.afterTrialEnd(t)
 }

@@ -24,6 +24,8 @@ type Registration struct {
 	// Held lists the leases the worker still holds; on re-registration every other trial
 	// leased to it is requeued (the worker restarted and lost it).
 	Held []Held
+	// Identity is what the worker says it is (nil from workers that predate it).
+	Identity *pb.WorkerIdentity
 }
 
 // Register records a worker and returns its id. A known id keeps its identity and the
@@ -49,6 +51,9 @@ func (s *Scheduler) Register(_ context.Context, r Registration) (uint64, error) 
 		}
 		seenIndex[g.Index] = true
 	}
+	if err := validateIdentity(r.Identity); err != nil {
+		return 0, err
+	}
 	if len(r.Held) > 100_000 {
 		return 0, fmt.Errorf("leases: %d, at most 100000: %w", len(r.Held), ErrInvalid)
 	}
@@ -72,6 +77,7 @@ func (s *Scheduler) Register(_ context.Context, r Registration) (uint64, error) 
 		}
 		id = w.Id
 		w.Hostname, w.Gpus, w.SimulatedCapacity = r.Hostname, r.GPUs, r.SimulatedCapacity
+		w.Identity = r.Identity
 		w.State = pb.WorkerState_WORKER_STATE_ALIVE
 		w.LastHeartbeatUnixMs = unixMs(now)
 		if err := tx.PutWorker(w); err != nil {
@@ -107,7 +113,7 @@ func (s *Scheduler) Register(_ context.Context, r Registration) (uint64, error) 
 	s.log.Info("worker registered", zap.Uint64("worker", id), zap.String("hostname", r.Hostname),
 		zap.Int("requeued_trials", len(requeued)))
 	for _, t := range requeued {
-		if err := s.completeIfIdle(t.StudyId, ""); err != nil {
+		if err := s.afterTrialEnd(t); err != nil {
 			return 0, err
 		}
 	}

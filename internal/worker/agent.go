@@ -27,6 +27,8 @@ type Config struct {
 	GPUs     []*pb.Gpu
 	// Capacity is how many trials run at once (simulated workers; real ones use their GPUs).
 	Capacity int32
+	// Identity is what the worker says it is at registration (nil: unset, counted as real).
+	Identity *pb.WorkerIdentity
 	Runner   Runner
 	Logger   *zap.Logger
 	// PollWait is how long one AcquireTrial call may wait for work.
@@ -189,7 +191,7 @@ func (a *Agent) register(ctx context.Context) error {
 		}
 		resp, err := a.client.Register(ctx, &pb.RegisterRequest{
 			WorkerId: a.id(), Hostname: a.cfg.Hostname, Gpus: a.cfg.GPUs, SimulatedCapacity: simulated,
-			Leases: a.heldLeases(),
+			Leases: a.heldLeases(), Identity: a.cfg.Identity,
 		})
 		if err == nil {
 			a.contact()

@@ -216,7 +216,9 @@ func (c *testCoordinator) waitStudyDone(t *testing.T, id uint64) *pb.StudyStatus
 	var st *pb.StudyStatus
 	waitFor(t, fmt.Sprintf("study %d to complete", id), func() (bool, string) {
 		st = c.study(t, id)
-		return st.Study.State == pb.StudyState_STUDY_STATE_COMPLETED, fmt.Sprintf("%v %v", st.Study.State, st.TrialsByState)
+		// A study whose trials all failed ends failed: it is done too.
+		done := st.Study.State == pb.StudyState_STUDY_STATE_COMPLETED || st.Study.State == pb.StudyState_STUDY_STATE_FAILED
+		return done, fmt.Sprintf("%v %v", st.Study.State, st.TrialsByState)
 	})
 	return st
 }

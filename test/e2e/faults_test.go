@@ -27,6 +27,9 @@ max_parallel: %d
 max_trials: %d
 policy: random
 seed: 11
+workers: {kinds: [WORKER_KIND_SIMULATED]}
+# Fault tests inject failures on purpose: the failure budget must not end them.
+max_consecutive_failures: 1000
 `, maxParallel, maxTrials)
 }
 

@@ -28,6 +28,7 @@ max_parallel: 4
 max_trials: 12
 policy: random-mf
 seed: 3
+workers: {kinds: [WORKER_KIND_SIMULATED]}
 `
 
 // TestCoordinatorKill9MidStudy runs a coordinator and two simulated workers through a

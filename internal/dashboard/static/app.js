@@ -169,7 +169,7 @@ function renderStudies(studies) {
       el("td", { text: s.id }), el("td", { text: s.name || "<none>" }), el("td", {}, stateBadge(s.state)),
       el("td", { text: s.policy }), el("td", { class: "num", text: n }),
       el("td", { text: `${fmtFlops(s.spentFlops)} of ${fmtFlops(s.budgetFlops)}` }),
-      el("td", { text: s.recommendation ? fmtVal(s.recommendation.value) : "<none>" }));
+      el("td", { title: s.recommendation ? s.recommendation.label : "", text: s.recommendation ? recShort(s.recommendation) : "<none>" }));
     if (s.id === selected) tr.classList.add("selected");
     tr.addEventListener("click", () => { location.hash = "study=" + s.id; });
     tb.append(tr);
@@ -203,6 +203,15 @@ function renderFacts(s) {
       text: `spent ${fmtFlops(s.spentFlops)} (${(spent * 100).toFixed(1)}%) · committed ${fmtFlops(s.committedFlops)} · budget ${fmtFlops(s.budgetFlops)}` })));
 }
 
+// recShort is a recommendation's value with what it rests on, in a few words: observed at a
+// fidelity, or extrapolated while no target run has finished (the label says it in full).
+function recShort(r) {
+  let v = fmtVal(r.value);
+  if (r.valueObserved) v += ` observed at ${r.observedScale}/${fmtSteps(r.observedSteps)}`;
+  else if (!r.targetObserved) v += " extrapolated";
+  return v;
+}
+
 function renderRec(s) {
   const box = document.getElementById("rec");
   box.replaceChildren();
@@ -211,10 +220,14 @@ function renderRec(s) {
     box.append(el("p", { class: "muted", text: "No recommendation yet: the policy needs observations first." }));
     return;
   }
-  box.append(el("div", {},
-    el("span", { id: "rec-value", class: "value", text: fmtVal(r.value) }),
-    el("span", { id: "rec-interval", class: "interval", text: `90% interval [${fmtVal(r.lower)}, ${fmtVal(r.upper)}]` })));
-  box.append(el("p", { class: "muted", text: `${s.metric} predicted at ${s.targetScale} × ${fmtSteps(s.targetSteps)} steps · ${r.basis} · from ${r.trials} trials` }));
+  const head = el("div", {}, el("span", { id: "rec-value", class: "value", text: fmtVal(r.value) }));
+  // An interval only where a model gives one: an observed value has none.
+  if (r.hasInterval) {
+    head.append(el("span", { id: "rec-interval", class: "interval", text: `90% interval [${fmtVal(r.lower)}, ${fmtVal(r.upper)}]` }));
+  }
+  box.append(head);
+  box.append(el("p", { id: "rec-label", class: r.targetObserved && !r.valueObserved ? "muted" : "warn", text: r.label || r.basis }));
+  box.append(el("p", { class: "muted", text: `${s.metric} · ${r.basis} · from ${r.trials} trials` }));
   const rowH = 22, W = 460, labelW = 120, barW = W - labelW - 60;
   const g = svg("svg", { viewBox: `0 0 ${W} ${rowH * s.domains.length + 4}`, "data-chart": "rec-mixture" });
   s.domains.forEach((d, i) => {
@@ -246,7 +259,7 @@ function renderProgress(d) {
     title: `best ${s.metric} at ${c.name}`,
   })).filter((x) => x.points.length);
   const r = s.recommendation;
-  const band = r ? { lo: Math.min(r.lower, r.upper), hi: Math.max(r.lower, r.upper), mid: r.value, color: scaleColor(s, s.targetScale) } : null;
+  const band = r && r.hasInterval ? { lo: Math.min(r.lower, r.upper), hi: Math.max(r.lower, r.upper), mid: r.value, color: scaleColor(s, s.targetScale) } : null;
   box.append(lineChart(series, {
     id: "progress", width: 900, height: 260, xFromZero: true, band,
     xLabel: "compute spent", yLabel: `best ${s.metric} so far`, xFmt: fmtFlops, yFmt: (v) => v.toFixed(2),
@@ -326,7 +339,8 @@ function renderWorkers(ws) {
   tb.replaceChildren();
   if (!ws.length) tb.append(el("tr", {}, el("td", { colspan: 6, class: "muted", text: "no workers registered" })));
   for (const w of ws) {
-    const gpus = w.gpus.length ? `${w.gpus.length} × ${w.gpus[0]}` : (w.simulatedCapacity ? `simulated × ${w.simulatedCapacity}` : "<none>");
+    let gpus = w.gpus.length ? `${w.gpus.length} × ${w.gpus[0]}` : (w.simulatedCapacity ? `${w.simulatedCapacity} slots` : "CPU");
+    gpus = `${w.kind}${w.simSource ? " (" + w.simSource + ")" : ""} · ${gpus}`;
     tb.append(el("tr", { "data-worker-id": w.id },
       el("td", { text: w.id }), el("td", { text: w.hostname }), el("td", {}, stateBadge(w.state)),
       el("td", { text: gpus }), el("td", { text: w.runningTrials.join(", ") || "<none>" }),

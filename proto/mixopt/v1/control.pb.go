@@ -1458,6 +1458,403 @@ func (x *VerifyStoreResponse) GetDurationMs() int64 {
 	return 0
 }
 
+type UpdateStudyRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	StudyId uint64                 `protobuf:"varint,1,opt,name=study_id,json=studyId,proto3" json:"study_id,omitempty"`
+	// Each field that is set replaces the spec's value; unset fields stay as they are.
+	BudgetFlops   *float64 `protobuf:"fixed64,2,opt,name=budget_flops,json=budgetFlops,proto3,oneof" json:"budget_flops,omitempty"`
+	MaxTrials     *int32   `protobuf:"varint,3,opt,name=max_trials,json=maxTrials,proto3,oneof" json:"max_trials,omitempty"`
+	MaxParallel   *int32   `protobuf:"varint,4,opt,name=max_parallel,json=maxParallel,proto3,oneof" json:"max_parallel,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateStudyRequest) Reset() {
+	*x = UpdateStudyRequest{}
+	mi := &file_mixopt_v1_control_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateStudyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateStudyRequest) ProtoMessage() {}
+
+func (x *UpdateStudyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mixopt_v1_control_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateStudyRequest.ProtoReflect.Descriptor instead.
+func (*UpdateStudyRequest) Descriptor() ([]byte, []int) {
+	return file_mixopt_v1_control_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *UpdateStudyRequest) GetStudyId() uint64 {
+	if x != nil {
+		return x.StudyId
+	}
+	return 0
+}
+
+func (x *UpdateStudyRequest) GetBudgetFlops() float64 {
+	if x != nil && x.BudgetFlops != nil {
+		return *x.BudgetFlops
+	}
+	return 0
+}
+
+func (x *UpdateStudyRequest) GetMaxTrials() int32 {
+	if x != nil && x.MaxTrials != nil {
+		return *x.MaxTrials
+	}
+	return 0
+}
+
+func (x *UpdateStudyRequest) GetMaxParallel() int32 {
+	if x != nil && x.MaxParallel != nil {
+		return *x.MaxParallel
+	}
+	return 0
+}
+
+type UpdateStudyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Study         *Study                 `protobuf:"bytes,1,opt,name=study,proto3" json:"study,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateStudyResponse) Reset() {
+	*x = UpdateStudyResponse{}
+	mi := &file_mixopt_v1_control_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateStudyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateStudyResponse) ProtoMessage() {}
+
+func (x *UpdateStudyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mixopt_v1_control_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateStudyResponse.ProtoReflect.Descriptor instead.
+func (*UpdateStudyResponse) Descriptor() ([]byte, []int) {
+	return file_mixopt_v1_control_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *UpdateStudyResponse) GetStudy() *Study {
+	if x != nil {
+		return x.Study
+	}
+	return nil
+}
+
+type DeleteStudyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	StudyId       uint64                 `protobuf:"varint,1,opt,name=study_id,json=studyId,proto3" json:"study_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteStudyRequest) Reset() {
+	*x = DeleteStudyRequest{}
+	mi := &file_mixopt_v1_control_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteStudyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteStudyRequest) ProtoMessage() {}
+
+func (x *DeleteStudyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mixopt_v1_control_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteStudyRequest.ProtoReflect.Descriptor instead.
+func (*DeleteStudyRequest) Descriptor() ([]byte, []int) {
+	return file_mixopt_v1_control_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *DeleteStudyRequest) GetStudyId() uint64 {
+	if x != nil {
+		return x.StudyId
+	}
+	return 0
+}
+
+type DeleteStudyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Trials deleted with the study.
+	TrialsDeleted int32 `protobuf:"varint,1,opt,name=trials_deleted,json=trialsDeleted,proto3" json:"trials_deleted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteStudyResponse) Reset() {
+	*x = DeleteStudyResponse{}
+	mi := &file_mixopt_v1_control_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteStudyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteStudyResponse) ProtoMessage() {}
+
+func (x *DeleteStudyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mixopt_v1_control_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteStudyResponse.ProtoReflect.Descriptor instead.
+func (*DeleteStudyResponse) Descriptor() ([]byte, []int) {
+	return file_mixopt_v1_control_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *DeleteStudyResponse) GetTrialsDeleted() int32 {
+	if x != nil {
+		return x.TrialsDeleted
+	}
+	return 0
+}
+
+type AddTrialRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	StudyId uint64                 `protobuf:"varint,1,opt,name=study_id,json=studyId,proto3" json:"study_id,omitempty"`
+	// Weights in the order of the study's domains, each within its bounds; they must sum
+	// to 1 within 1e-3 and are renormalised.
+	Mixture []float64 `protobuf:"fixed64,2,rep,packed,name=mixture,proto3" json:"mixture,omitempty"`
+	// One of the study's scales and step budgets.
+	Scale         string `protobuf:"bytes,3,opt,name=scale,proto3" json:"scale,omitempty"`
+	Steps         int64  `protobuf:"varint,4,opt,name=steps,proto3" json:"steps,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddTrialRequest) Reset() {
+	*x = AddTrialRequest{}
+	mi := &file_mixopt_v1_control_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddTrialRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddTrialRequest) ProtoMessage() {}
+
+func (x *AddTrialRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mixopt_v1_control_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddTrialRequest.ProtoReflect.Descriptor instead.
+func (*AddTrialRequest) Descriptor() ([]byte, []int) {
+	return file_mixopt_v1_control_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *AddTrialRequest) GetStudyId() uint64 {
+	if x != nil {
+		return x.StudyId
+	}
+	return 0
+}
+
+func (x *AddTrialRequest) GetMixture() []float64 {
+	if x != nil {
+		return x.Mixture
+	}
+	return nil
+}
+
+func (x *AddTrialRequest) GetScale() string {
+	if x != nil {
+		return x.Scale
+	}
+	return ""
+}
+
+func (x *AddTrialRequest) GetSteps() int64 {
+	if x != nil {
+		return x.Steps
+	}
+	return 0
+}
+
+type AddTrialResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Trial         *Trial                 `protobuf:"bytes,1,opt,name=trial,proto3" json:"trial,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddTrialResponse) Reset() {
+	*x = AddTrialResponse{}
+	mi := &file_mixopt_v1_control_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddTrialResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddTrialResponse) ProtoMessage() {}
+
+func (x *AddTrialResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mixopt_v1_control_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddTrialResponse.ProtoReflect.Descriptor instead.
+func (*AddTrialResponse) Descriptor() ([]byte, []int) {
+	return file_mixopt_v1_control_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *AddTrialResponse) GetTrial() *Trial {
+	if x != nil {
+		return x.Trial
+	}
+	return nil
+}
+
+type ForgetWorkerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	WorkerId      uint64                 `protobuf:"varint,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForgetWorkerRequest) Reset() {
+	*x = ForgetWorkerRequest{}
+	mi := &file_mixopt_v1_control_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForgetWorkerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForgetWorkerRequest) ProtoMessage() {}
+
+func (x *ForgetWorkerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mixopt_v1_control_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForgetWorkerRequest.ProtoReflect.Descriptor instead.
+func (*ForgetWorkerRequest) Descriptor() ([]byte, []int) {
+	return file_mixopt_v1_control_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *ForgetWorkerRequest) GetWorkerId() uint64 {
+	if x != nil {
+		return x.WorkerId
+	}
+	return 0
+}
+
+type ForgetWorkerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForgetWorkerResponse) Reset() {
+	*x = ForgetWorkerResponse{}
+	mi := &file_mixopt_v1_control_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForgetWorkerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForgetWorkerResponse) ProtoMessage() {}
+
+func (x *ForgetWorkerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mixopt_v1_control_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForgetWorkerResponse.ProtoReflect.Descriptor instead.
+func (*ForgetWorkerResponse) Descriptor() ([]byte, []int) {
+	return file_mixopt_v1_control_proto_rawDescGZIP(), []int{38}
+}
+
 var File_mixopt_v1_control_proto protoreflect.FileDescriptor
 
 const file_mixopt_v1_control_proto_rawDesc = "" +
@@ -1535,7 +1932,32 @@ const file_mixopt_v1_control_proto_rawDesc = "" +
 	"\bproblems\x18\x01 \x03(\tR\bproblems\x12\x18\n" +
 	"\arecords\x18\x02 \x01(\x04R\arecords\x12\x1f\n" +
 	"\vduration_ms\x18\x03 \x01(\x03R\n" +
-	"durationMs2\x98\t\n" +
+	"durationMs\"\xd4\x01\n" +
+	"\x12UpdateStudyRequest\x12\x19\n" +
+	"\bstudy_id\x18\x01 \x01(\x04R\astudyId\x12&\n" +
+	"\fbudget_flops\x18\x02 \x01(\x01H\x00R\vbudgetFlops\x88\x01\x01\x12\"\n" +
+	"\n" +
+	"max_trials\x18\x03 \x01(\x05H\x01R\tmaxTrials\x88\x01\x01\x12&\n" +
+	"\fmax_parallel\x18\x04 \x01(\x05H\x02R\vmaxParallel\x88\x01\x01B\x0f\n" +
+	"\r_budget_flopsB\r\n" +
+	"\v_max_trialsB\x0f\n" +
+	"\r_max_parallel\"=\n" +
+	"\x13UpdateStudyResponse\x12&\n" +
+	"\x05study\x18\x01 \x01(\v2\x10.mixopt.v1.StudyR\x05study\"/\n" +
+	"\x12DeleteStudyRequest\x12\x19\n" +
+	"\bstudy_id\x18\x01 \x01(\x04R\astudyId\"<\n" +
+	"\x13DeleteStudyResponse\x12%\n" +
+	"\x0etrials_deleted\x18\x01 \x01(\x05R\rtrialsDeleted\"r\n" +
+	"\x0fAddTrialRequest\x12\x19\n" +
+	"\bstudy_id\x18\x01 \x01(\x04R\astudyId\x12\x18\n" +
+	"\amixture\x18\x02 \x03(\x01R\amixture\x12\x14\n" +
+	"\x05scale\x18\x03 \x01(\tR\x05scale\x12\x14\n" +
+	"\x05steps\x18\x04 \x01(\x03R\x05steps\":\n" +
+	"\x10AddTrialResponse\x12&\n" +
+	"\x05trial\x18\x01 \x01(\v2\x10.mixopt.v1.TrialR\x05trial\"2\n" +
+	"\x13ForgetWorkerRequest\x12\x1b\n" +
+	"\tworker_id\x18\x01 \x01(\x04R\bworkerId\"\x16\n" +
+	"\x14ForgetWorkerResponse2\xca\v\n" +
 	"\x0eControlService\x12L\n" +
 	"\vCreateStudy\x12\x1d.mixopt.v1.CreateStudyRequest\x1a\x1e.mixopt.v1.CreateStudyResponse\x12C\n" +
 	"\bGetStudy\x12\x1a.mixopt.v1.GetStudyRequest\x1a\x1b.mixopt.v1.GetStudyResponse\x12L\n" +
@@ -1553,7 +1975,11 @@ const file_mixopt_v1_control_proto_rawDesc = "" +
 	"\vDrainWorker\x12\x1d.mixopt.v1.DrainWorkerRequest\x1a\x1e.mixopt.v1.DrainWorkerResponse\x12?\n" +
 	"\x06Backup\x12\x18.mixopt.v1.BackupRequest\x1a\x19.mixopt.v1.BackupResponse0\x01\x12U\n" +
 	"\x0eGetStoreHealth\x12 .mixopt.v1.GetStoreHealthRequest\x1a!.mixopt.v1.GetStoreHealthResponse\x12L\n" +
-	"\vVerifyStore\x12\x1d.mixopt.v1.VerifyStoreRequest\x1a\x1e.mixopt.v1.VerifyStoreResponseB3Z1github.com/mixopt/mixopt/proto/mixopt/v1;mixoptv1b\x06proto3"
+	"\vVerifyStore\x12\x1d.mixopt.v1.VerifyStoreRequest\x1a\x1e.mixopt.v1.VerifyStoreResponse\x12L\n" +
+	"\vUpdateStudy\x12\x1d.mixopt.v1.UpdateStudyRequest\x1a\x1e.mixopt.v1.UpdateStudyResponse\x12L\n" +
+	"\vDeleteStudy\x12\x1d.mixopt.v1.DeleteStudyRequest\x1a\x1e.mixopt.v1.DeleteStudyResponse\x12C\n" +
+	"\bAddTrial\x12\x1a.mixopt.v1.AddTrialRequest\x1a\x1b.mixopt.v1.AddTrialResponse\x12O\n" +
+	"\fForgetWorker\x12\x1e.mixopt.v1.ForgetWorkerRequest\x1a\x1f.mixopt.v1.ForgetWorkerResponseB3Z1github.com/mixopt/mixopt/proto/mixopt/v1;mixoptv1b\x06proto3"
 
 var (
 	file_mixopt_v1_control_proto_rawDescOnce sync.Once
@@ -1567,7 +1993,7 @@ func file_mixopt_v1_control_proto_rawDescGZIP() []byte {
 	return file_mixopt_v1_control_proto_rawDescData
 }
 
-var file_mixopt_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_mixopt_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_mixopt_v1_control_proto_goTypes = []any{
 	(*StudyStatus)(nil),               // 0: mixopt.v1.StudyStatus
 	(*CreateStudyRequest)(nil),        // 1: mixopt.v1.CreateStudyRequest
@@ -1600,69 +2026,87 @@ var file_mixopt_v1_control_proto_goTypes = []any{
 	(*GetStoreHealthResponse)(nil),    // 28: mixopt.v1.GetStoreHealthResponse
 	(*VerifyStoreRequest)(nil),        // 29: mixopt.v1.VerifyStoreRequest
 	(*VerifyStoreResponse)(nil),       // 30: mixopt.v1.VerifyStoreResponse
-	nil,                               // 31: mixopt.v1.StudyStatus.TrialsByStateEntry
-	(*Study)(nil),                     // 32: mixopt.v1.Study
-	(*Recommendation)(nil),            // 33: mixopt.v1.Recommendation
-	(*StudySpec)(nil),                 // 34: mixopt.v1.StudySpec
-	(TrialState)(0),                   // 35: mixopt.v1.TrialState
-	(*Trial)(nil),                     // 36: mixopt.v1.Trial
-	(*CurvePoint)(nil),                // 37: mixopt.v1.CurvePoint
-	(*Worker)(nil),                    // 38: mixopt.v1.Worker
+	(*UpdateStudyRequest)(nil),        // 31: mixopt.v1.UpdateStudyRequest
+	(*UpdateStudyResponse)(nil),       // 32: mixopt.v1.UpdateStudyResponse
+	(*DeleteStudyRequest)(nil),        // 33: mixopt.v1.DeleteStudyRequest
+	(*DeleteStudyResponse)(nil),       // 34: mixopt.v1.DeleteStudyResponse
+	(*AddTrialRequest)(nil),           // 35: mixopt.v1.AddTrialRequest
+	(*AddTrialResponse)(nil),          // 36: mixopt.v1.AddTrialResponse
+	(*ForgetWorkerRequest)(nil),       // 37: mixopt.v1.ForgetWorkerRequest
+	(*ForgetWorkerResponse)(nil),      // 38: mixopt.v1.ForgetWorkerResponse
+	nil,                               // 39: mixopt.v1.StudyStatus.TrialsByStateEntry
+	(*Study)(nil),                     // 40: mixopt.v1.Study
+	(*Recommendation)(nil),            // 41: mixopt.v1.Recommendation
+	(*StudySpec)(nil),                 // 42: mixopt.v1.StudySpec
+	(TrialState)(0),                   // 43: mixopt.v1.TrialState
+	(*Trial)(nil),                     // 44: mixopt.v1.Trial
+	(*CurvePoint)(nil),                // 45: mixopt.v1.CurvePoint
+	(*Worker)(nil),                    // 46: mixopt.v1.Worker
 }
 var file_mixopt_v1_control_proto_depIdxs = []int32{
-	32, // 0: mixopt.v1.StudyStatus.study:type_name -> mixopt.v1.Study
-	31, // 1: mixopt.v1.StudyStatus.trials_by_state:type_name -> mixopt.v1.StudyStatus.TrialsByStateEntry
-	33, // 2: mixopt.v1.StudyStatus.recommendation:type_name -> mixopt.v1.Recommendation
-	34, // 3: mixopt.v1.CreateStudyRequest.spec:type_name -> mixopt.v1.StudySpec
-	32, // 4: mixopt.v1.CreateStudyResponse.study:type_name -> mixopt.v1.Study
+	40, // 0: mixopt.v1.StudyStatus.study:type_name -> mixopt.v1.Study
+	39, // 1: mixopt.v1.StudyStatus.trials_by_state:type_name -> mixopt.v1.StudyStatus.TrialsByStateEntry
+	41, // 2: mixopt.v1.StudyStatus.recommendation:type_name -> mixopt.v1.Recommendation
+	42, // 3: mixopt.v1.CreateStudyRequest.spec:type_name -> mixopt.v1.StudySpec
+	40, // 4: mixopt.v1.CreateStudyResponse.study:type_name -> mixopt.v1.Study
 	0,  // 5: mixopt.v1.GetStudyResponse.status:type_name -> mixopt.v1.StudyStatus
 	0,  // 6: mixopt.v1.ListStudiesResponse.studies:type_name -> mixopt.v1.StudyStatus
-	35, // 7: mixopt.v1.ListTrialsRequest.state:type_name -> mixopt.v1.TrialState
-	36, // 8: mixopt.v1.ListTrialsResponse.trials:type_name -> mixopt.v1.Trial
-	36, // 9: mixopt.v1.GetTrialResponse.trial:type_name -> mixopt.v1.Trial
-	37, // 10: mixopt.v1.GetTrialResponse.points:type_name -> mixopt.v1.CurvePoint
-	38, // 11: mixopt.v1.ListWorkersResponse.workers:type_name -> mixopt.v1.Worker
-	32, // 12: mixopt.v1.PauseStudyResponse.study:type_name -> mixopt.v1.Study
-	32, // 13: mixopt.v1.ResumeStudyResponse.study:type_name -> mixopt.v1.Study
-	32, // 14: mixopt.v1.CancelStudyResponse.study:type_name -> mixopt.v1.Study
-	33, // 15: mixopt.v1.GetRecommendationResponse.recommendation:type_name -> mixopt.v1.Recommendation
-	36, // 16: mixopt.v1.CancelTrialResponse.trial:type_name -> mixopt.v1.Trial
-	38, // 17: mixopt.v1.DrainWorkerResponse.worker:type_name -> mixopt.v1.Worker
-	1,  // 18: mixopt.v1.ControlService.CreateStudy:input_type -> mixopt.v1.CreateStudyRequest
-	3,  // 19: mixopt.v1.ControlService.GetStudy:input_type -> mixopt.v1.GetStudyRequest
-	5,  // 20: mixopt.v1.ControlService.ListStudies:input_type -> mixopt.v1.ListStudiesRequest
-	7,  // 21: mixopt.v1.ControlService.ListTrials:input_type -> mixopt.v1.ListTrialsRequest
-	9,  // 22: mixopt.v1.ControlService.GetTrial:input_type -> mixopt.v1.GetTrialRequest
-	11, // 23: mixopt.v1.ControlService.ListWorkers:input_type -> mixopt.v1.ListWorkersRequest
-	13, // 24: mixopt.v1.ControlService.PauseStudy:input_type -> mixopt.v1.PauseStudyRequest
-	15, // 25: mixopt.v1.ControlService.ResumeStudy:input_type -> mixopt.v1.ResumeStudyRequest
-	17, // 26: mixopt.v1.ControlService.CancelStudy:input_type -> mixopt.v1.CancelStudyRequest
-	19, // 27: mixopt.v1.ControlService.GetRecommendation:input_type -> mixopt.v1.GetRecommendationRequest
-	21, // 28: mixopt.v1.ControlService.CancelTrial:input_type -> mixopt.v1.CancelTrialRequest
-	23, // 29: mixopt.v1.ControlService.DrainWorker:input_type -> mixopt.v1.DrainWorkerRequest
-	25, // 30: mixopt.v1.ControlService.Backup:input_type -> mixopt.v1.BackupRequest
-	27, // 31: mixopt.v1.ControlService.GetStoreHealth:input_type -> mixopt.v1.GetStoreHealthRequest
-	29, // 32: mixopt.v1.ControlService.VerifyStore:input_type -> mixopt.v1.VerifyStoreRequest
-	2,  // 33: mixopt.v1.ControlService.CreateStudy:output_type -> mixopt.v1.CreateStudyResponse
-	4,  // 34: mixopt.v1.ControlService.GetStudy:output_type -> mixopt.v1.GetStudyResponse
-	6,  // 35: mixopt.v1.ControlService.ListStudies:output_type -> mixopt.v1.ListStudiesResponse
-	8,  // 36: mixopt.v1.ControlService.ListTrials:output_type -> mixopt.v1.ListTrialsResponse
-	10, // 37: mixopt.v1.ControlService.GetTrial:output_type -> mixopt.v1.GetTrialResponse
-	12, // 38: mixopt.v1.ControlService.ListWorkers:output_type -> mixopt.v1.ListWorkersResponse
-	14, // 39: mixopt.v1.ControlService.PauseStudy:output_type -> mixopt.v1.PauseStudyResponse
-	16, // 40: mixopt.v1.ControlService.ResumeStudy:output_type -> mixopt.v1.ResumeStudyResponse
-	18, // 41: mixopt.v1.ControlService.CancelStudy:output_type -> mixopt.v1.CancelStudyResponse
-	20, // 42: mixopt.v1.ControlService.GetRecommendation:output_type -> mixopt.v1.GetRecommendationResponse
-	22, // 43: mixopt.v1.ControlService.CancelTrial:output_type -> mixopt.v1.CancelTrialResponse
-	24, // 44: mixopt.v1.ControlService.DrainWorker:output_type -> mixopt.v1.DrainWorkerResponse
-	26, // 45: mixopt.v1.ControlService.Backup:output_type -> mixopt.v1.BackupResponse
-	28, // 46: mixopt.v1.ControlService.GetStoreHealth:output_type -> mixopt.v1.GetStoreHealthResponse
-	30, // 47: mixopt.v1.ControlService.VerifyStore:output_type -> mixopt.v1.VerifyStoreResponse
-	33, // [33:48] is the sub-list for method output_type
-	18, // [18:33] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	43, // 7: mixopt.v1.ListTrialsRequest.state:type_name -> mixopt.v1.TrialState
+	44, // 8: mixopt.v1.ListTrialsResponse.trials:type_name -> mixopt.v1.Trial
+	44, // 9: mixopt.v1.GetTrialResponse.trial:type_name -> mixopt.v1.Trial
+	45, // 10: mixopt.v1.GetTrialResponse.points:type_name -> mixopt.v1.CurvePoint
+	46, // 11: mixopt.v1.ListWorkersResponse.workers:type_name -> mixopt.v1.Worker
+	40, // 12: mixopt.v1.PauseStudyResponse.study:type_name -> mixopt.v1.Study
+	40, // 13: mixopt.v1.ResumeStudyResponse.study:type_name -> mixopt.v1.Study
+	40, // 14: mixopt.v1.CancelStudyResponse.study:type_name -> mixopt.v1.Study
+	41, // 15: mixopt.v1.GetRecommendationResponse.recommendation:type_name -> mixopt.v1.Recommendation
+	44, // 16: mixopt.v1.CancelTrialResponse.trial:type_name -> mixopt.v1.Trial
+	46, // 17: mixopt.v1.DrainWorkerResponse.worker:type_name -> mixopt.v1.Worker
+	40, // 18: mixopt.v1.UpdateStudyResponse.study:type_name -> mixopt.v1.Study
+	44, // 19: mixopt.v1.AddTrialResponse.trial:type_name -> mixopt.v1.Trial
+	1,  // 20: mixopt.v1.ControlService.CreateStudy:input_type -> mixopt.v1.CreateStudyRequest
+	3,  // 21: mixopt.v1.ControlService.GetStudy:input_type -> mixopt.v1.GetStudyRequest
+	5,  // 22: mixopt.v1.ControlService.ListStudies:input_type -> mixopt.v1.ListStudiesRequest
+	7,  // 23: mixopt.v1.ControlService.ListTrials:input_type -> mixopt.v1.ListTrialsRequest
+	9,  // 24: mixopt.v1.ControlService.GetTrial:input_type -> mixopt.v1.GetTrialRequest
+	11, // 25: mixopt.v1.ControlService.ListWorkers:input_type -> mixopt.v1.ListWorkersRequest
+	13, // 26: mixopt.v1.ControlService.PauseStudy:input_type -> mixopt.v1.PauseStudyRequest
+	15, // 27: mixopt.v1.ControlService.ResumeStudy:input_type -> mixopt.v1.ResumeStudyRequest
+	17, // 28: mixopt.v1.ControlService.CancelStudy:input_type -> mixopt.v1.CancelStudyRequest
+	19, // 29: mixopt.v1.ControlService.GetRecommendation:input_type -> mixopt.v1.GetRecommendationRequest
+	21, // 30: mixopt.v1.ControlService.CancelTrial:input_type -> mixopt.v1.CancelTrialRequest
+	23, // 31: mixopt.v1.ControlService.DrainWorker:input_type -> mixopt.v1.DrainWorkerRequest
+	25, // 32: mixopt.v1.ControlService.Backup:input_type -> mixopt.v1.BackupRequest
+	27, // 33: mixopt.v1.ControlService.GetStoreHealth:input_type -> mixopt.v1.GetStoreHealthRequest
+	29, // 34: mixopt.v1.ControlService.VerifyStore:input_type -> mixopt.v1.VerifyStoreRequest
+	31, // 35: mixopt.v1.ControlService.UpdateStudy:input_type -> mixopt.v1.UpdateStudyRequest
+	33, // 36: mixopt.v1.ControlService.DeleteStudy:input_type -> mixopt.v1.DeleteStudyRequest
+	35, // 37: mixopt.v1.ControlService.AddTrial:input_type -> mixopt.v1.AddTrialRequest
+	37, // 38: mixopt.v1.ControlService.ForgetWorker:input_type -> mixopt.v1.ForgetWorkerRequest
+	2,  // 39: mixopt.v1.ControlService.CreateStudy:output_type -> mixopt.v1.CreateStudyResponse
+	4,  // 40: mixopt.v1.ControlService.GetStudy:output_type -> mixopt.v1.GetStudyResponse
+	6,  // 41: mixopt.v1.ControlService.ListStudies:output_type -> mixopt.v1.ListStudiesResponse
+	8,  // 42: mixopt.v1.ControlService.ListTrials:output_type -> mixopt.v1.ListTrialsResponse
+	10, // 43: mixopt.v1.ControlService.GetTrial:output_type -> mixopt.v1.GetTrialResponse
+	12, // 44: mixopt.v1.ControlService.ListWorkers:output_type -> mixopt.v1.ListWorkersResponse
+	14, // 45: mixopt.v1.ControlService.PauseStudy:output_type -> mixopt.v1.PauseStudyResponse
+	16, // 46: mixopt.v1.ControlService.ResumeStudy:output_type -> mixopt.v1.ResumeStudyResponse
+	18, // 47: mixopt.v1.ControlService.CancelStudy:output_type -> mixopt.v1.CancelStudyResponse
+	20, // 48: mixopt.v1.ControlService.GetRecommendation:output_type -> mixopt.v1.GetRecommendationResponse
+	22, // 49: mixopt.v1.ControlService.CancelTrial:output_type -> mixopt.v1.CancelTrialResponse
+	24, // 50: mixopt.v1.ControlService.DrainWorker:output_type -> mixopt.v1.DrainWorkerResponse
+	26, // 51: mixopt.v1.ControlService.Backup:output_type -> mixopt.v1.BackupResponse
+	28, // 52: mixopt.v1.ControlService.GetStoreHealth:output_type -> mixopt.v1.GetStoreHealthResponse
+	30, // 53: mixopt.v1.ControlService.VerifyStore:output_type -> mixopt.v1.VerifyStoreResponse
+	32, // 54: mixopt.v1.ControlService.UpdateStudy:output_type -> mixopt.v1.UpdateStudyResponse
+	34, // 55: mixopt.v1.ControlService.DeleteStudy:output_type -> mixopt.v1.DeleteStudyResponse
+	36, // 56: mixopt.v1.ControlService.AddTrial:output_type -> mixopt.v1.AddTrialResponse
+	38, // 57: mixopt.v1.ControlService.ForgetWorker:output_type -> mixopt.v1.ForgetWorkerResponse
+	39, // [39:58] is the sub-list for method output_type
+	20, // [20:39] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_mixopt_v1_control_proto_init() }
@@ -1671,13 +2115,14 @@ func file_mixopt_v1_control_proto_init() {
 		return
 	}
 	file_mixopt_v1_types_proto_init()
+	file_mixopt_v1_control_proto_msgTypes[31].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mixopt_v1_control_proto_rawDesc), len(file_mixopt_v1_control_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   32,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

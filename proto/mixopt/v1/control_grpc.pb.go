@@ -34,6 +34,10 @@ const (
 	ControlService_Backup_FullMethodName            = "/mixopt.v1.ControlService/Backup"
 	ControlService_GetStoreHealth_FullMethodName    = "/mixopt.v1.ControlService/GetStoreHealth"
 	ControlService_VerifyStore_FullMethodName       = "/mixopt.v1.ControlService/VerifyStore"
+	ControlService_UpdateStudy_FullMethodName       = "/mixopt.v1.ControlService/UpdateStudy"
+	ControlService_DeleteStudy_FullMethodName       = "/mixopt.v1.ControlService/DeleteStudy"
+	ControlService_AddTrial_FullMethodName          = "/mixopt.v1.ControlService/AddTrial"
+	ControlService_ForgetWorker_FullMethodName      = "/mixopt.v1.ControlService/ForgetWorker"
 )
 
 // ControlServiceClient is the client API for ControlService service.
@@ -66,6 +70,14 @@ type ControlServiceClient interface {
 	// its checksum and the store's invariants; damaged records are named. Writers go on
 	// meanwhile, but it reads the whole file: an explicit, operator-run check.
 	VerifyStore(ctx context.Context, in *VerifyStoreRequest, opts ...grpc.CallOption) (*VerifyStoreResponse, error)
+	// UpdateStudy changes a running or paused study's budget, trial cap or parallelism.
+	UpdateStudy(ctx context.Context, in *UpdateStudyRequest, opts ...grpc.CallOption) (*UpdateStudyResponse, error)
+	// DeleteStudy removes an ended study with its trials, curves and policy state.
+	DeleteStudy(ctx context.Context, in *DeleteStudyRequest, opts ...grpc.CallOption) (*DeleteStudyResponse, error)
+	// AddTrial adds a trial by hand; the scheduler runs it before any new policy decision.
+	AddTrial(ctx context.Context, in *AddTrialRequest, opts ...grpc.CallOption) (*AddTrialResponse, error)
+	// ForgetWorker removes a lost worker that holds no trials from the registry.
+	ForgetWorker(ctx context.Context, in *ForgetWorkerRequest, opts ...grpc.CallOption) (*ForgetWorkerResponse, error)
 }
 
 type controlServiceClient struct {
@@ -235,6 +247,46 @@ func (c *controlServiceClient) VerifyStore(ctx context.Context, in *VerifyStoreR
 	return out, nil
 }
 
+func (c *controlServiceClient) UpdateStudy(ctx context.Context, in *UpdateStudyRequest, opts ...grpc.CallOption) (*UpdateStudyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateStudyResponse)
+	err := c.cc.Invoke(ctx, ControlService_UpdateStudy_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlServiceClient) DeleteStudy(ctx context.Context, in *DeleteStudyRequest, opts ...grpc.CallOption) (*DeleteStudyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteStudyResponse)
+	err := c.cc.Invoke(ctx, ControlService_DeleteStudy_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlServiceClient) AddTrial(ctx context.Context, in *AddTrialRequest, opts ...grpc.CallOption) (*AddTrialResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AddTrialResponse)
+	err := c.cc.Invoke(ctx, ControlService_AddTrial_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlServiceClient) ForgetWorker(ctx context.Context, in *ForgetWorkerRequest, opts ...grpc.CallOption) (*ForgetWorkerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ForgetWorkerResponse)
+	err := c.cc.Invoke(ctx, ControlService_ForgetWorker_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControlServiceServer is the server API for ControlService service.
 // All implementations must embed UnimplementedControlServiceServer
 // for forward compatibility.
@@ -265,6 +317,14 @@ type ControlServiceServer interface {
 	// its checksum and the store's invariants; damaged records are named. Writers go on
 	// meanwhile, but it reads the whole file: an explicit, operator-run check.
 	VerifyStore(context.Context, *VerifyStoreRequest) (*VerifyStoreResponse, error)
+	// UpdateStudy changes a running or paused study's budget, trial cap or parallelism.
+	UpdateStudy(context.Context, *UpdateStudyRequest) (*UpdateStudyResponse, error)
+	// DeleteStudy removes an ended study with its trials, curves and policy state.
+	DeleteStudy(context.Context, *DeleteStudyRequest) (*DeleteStudyResponse, error)
+	// AddTrial adds a trial by hand; the scheduler runs it before any new policy decision.
+	AddTrial(context.Context, *AddTrialRequest) (*AddTrialResponse, error)
+	// ForgetWorker removes a lost worker that holds no trials from the registry.
+	ForgetWorker(context.Context, *ForgetWorkerRequest) (*ForgetWorkerResponse, error)
 	mustEmbedUnimplementedControlServiceServer()
 }
 
@@ -319,6 +379,18 @@ func (UnimplementedControlServiceServer) GetStoreHealth(context.Context, *GetSto
 }
 func (UnimplementedControlServiceServer) VerifyStore(context.Context, *VerifyStoreRequest) (*VerifyStoreResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method VerifyStore not implemented")
+}
+func (UnimplementedControlServiceServer) UpdateStudy(context.Context, *UpdateStudyRequest) (*UpdateStudyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateStudy not implemented")
+}
+func (UnimplementedControlServiceServer) DeleteStudy(context.Context, *DeleteStudyRequest) (*DeleteStudyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteStudy not implemented")
+}
+func (UnimplementedControlServiceServer) AddTrial(context.Context, *AddTrialRequest) (*AddTrialResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AddTrial not implemented")
+}
+func (UnimplementedControlServiceServer) ForgetWorker(context.Context, *ForgetWorkerRequest) (*ForgetWorkerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ForgetWorker not implemented")
 }
 func (UnimplementedControlServiceServer) mustEmbedUnimplementedControlServiceServer() {}
 func (UnimplementedControlServiceServer) testEmbeddedByValue()                        {}
@@ -604,6 +676,78 @@ func _ControlService_VerifyStore_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ControlService_UpdateStudy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateStudyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServiceServer).UpdateStudy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlService_UpdateStudy_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServiceServer).UpdateStudy(ctx, req.(*UpdateStudyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlService_DeleteStudy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteStudyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServiceServer).DeleteStudy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlService_DeleteStudy_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServiceServer).DeleteStudy(ctx, req.(*DeleteStudyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlService_AddTrial_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddTrialRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServiceServer).AddTrial(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlService_AddTrial_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServiceServer).AddTrial(ctx, req.(*AddTrialRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlService_ForgetWorker_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ForgetWorkerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServiceServer).ForgetWorker(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlService_ForgetWorker_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServiceServer).ForgetWorker(ctx, req.(*ForgetWorkerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ControlService_ServiceDesc is the grpc.ServiceDesc for ControlService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -666,6 +810,22 @@ var ControlService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "VerifyStore",
 			Handler:    _ControlService_VerifyStore_Handler,
+		},
+		{
+			MethodName: "UpdateStudy",
+			Handler:    _ControlService_UpdateStudy_Handler,
+		},
+		{
+			MethodName: "DeleteStudy",
+			Handler:    _ControlService_DeleteStudy_Handler,
+		},
+		{
+			MethodName: "AddTrial",
+			Handler:    _ControlService_AddTrial_Handler,
+		},
+		{
+			MethodName: "ForgetWorker",
+			Handler:    _ControlService_ForgetWorker_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -29,6 +29,9 @@ const (
 	StudyState_STUDY_STATE_PAUSED      StudyState = 2
 	StudyState_STUDY_STATE_COMPLETED   StudyState = 3
 	StudyState_STUDY_STATE_CANCELLED   StudyState = 4
+	// Ended by the scheduler: too many consecutive failures, or the trainer does not report
+	// the objective. end_reason says which.
+	StudyState_STUDY_STATE_FAILED StudyState = 5
 )
 
 // Enum value maps for StudyState.
@@ -39,6 +42,7 @@ var (
 		2: "STUDY_STATE_PAUSED",
 		3: "STUDY_STATE_COMPLETED",
 		4: "STUDY_STATE_CANCELLED",
+		5: "STUDY_STATE_FAILED",
 	}
 	StudyState_value = map[string]int32{
 		"STUDY_STATE_UNSPECIFIED": 0,
@@ -46,6 +50,7 @@ var (
 		"STUDY_STATE_PAUSED":      2,
 		"STUDY_STATE_COMPLETED":   3,
 		"STUDY_STATE_CANCELLED":   4,
+		"STUDY_STATE_FAILED":      5,
 	}
 )
 
@@ -268,10 +273,13 @@ type StudySpec struct {
 	EvalEvery int64 `protobuf:"varint,12,opt,name=eval_every,json=evalEvery,proto3" json:"eval_every,omitempty"`
 	// Metric names, beyond the built-in ones, that workers report and the objective may name.
 	ExtraMetrics []string `protobuf:"bytes,13,rep,name=extra_metrics,json=extraMetrics,proto3" json:"extra_metrics,omitempty"`
-	// Which workers may run this study's trials.
-	Workers       *WorkerSelector `protobuf:"bytes,14,opt,name=workers,proto3" json:"workers,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Which workers may run this study's trials (unset: real workers only).
+	Workers *WorkerSelector `protobuf:"bytes,14,opt,name=workers,proto3" json:"workers,omitempty"`
+	// The study ends failed after this many trials in a row fail or are lost
+	// (0: the default, 5).
+	MaxConsecutiveFailures int32 `protobuf:"varint,15,opt,name=max_consecutive_failures,json=maxConsecutiveFailures,proto3" json:"max_consecutive_failures,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
 }
 
 func (x *StudySpec) Reset() {
@@ -400,6 +408,13 @@ func (x *StudySpec) GetWorkers() *WorkerSelector {
 		return x.Workers
 	}
 	return nil
+}
+
+func (x *StudySpec) GetMaxConsecutiveFailures() int32 {
+	if x != nil {
+		return x.MaxConsecutiveFailures
+	}
+	return 0
 }
 
 // WorkerSelector names the workers a study accepts: a worker matches when its kind is
@@ -725,12 +740,15 @@ type Study struct {
 	TrialsCreated    int32 `protobuf:"varint,5,opt,name=trials_created,json=trialsCreated,proto3" json:"trials_created,omitempty"`
 	CreateTimeUnixMs int64 `protobuf:"varint,6,opt,name=create_time_unix_ms,json=createTimeUnixMs,proto3" json:"create_time_unix_ms,omitempty"`
 	EndTimeUnixMs    int64 `protobuf:"varint,7,opt,name=end_time_unix_ms,json=endTimeUnixMs,proto3" json:"end_time_unix_ms,omitempty"`
-	// Why the study ended ("budget exhausted", "max trials reached", "cancelled").
+	// Why the study ended ("budget exhausted", "max trials reached", "cancelled", or why it
+	// failed).
 	EndReason string `protobuf:"bytes,8,opt,name=end_reason,json=endReason,proto3" json:"end_reason,omitempty"`
 	// GPU-hours spent so far (wall time x GPUs, over all trials).
 	SpentGpuHours float64 `protobuf:"fixed64,9,opt,name=spent_gpu_hours,json=spentGpuHours,proto3" json:"spent_gpu_hours,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Trials that failed or were lost in a row, most recent last; a success resets it.
+	ConsecutiveFailures int32 `protobuf:"varint,10,opt,name=consecutive_failures,json=consecutiveFailures,proto3" json:"consecutive_failures,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *Study) Reset() {
@@ -826,6 +844,13 @@ func (x *Study) GetSpentGpuHours() float64 {
 	return 0
 }
 
+func (x *Study) GetConsecutiveFailures() int32 {
+	if x != nil {
+		return x.ConsecutiveFailures
+	}
+	return 0
+}
+
 // Trial is one (mixture, scale, steps) run of a study.
 type Trial struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -869,8 +894,10 @@ type Trial struct {
 	// lease ran) rather than the trial's or its worker's fault; the delivery limit counts
 	// attempt - uncounted_attempts.
 	UncountedAttempts int32 `protobuf:"varint,25,opt,name=uncounted_attempts,json=uncountedAttempts,proto3" json:"uncounted_attempts,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// An operator added the trial by hand (AddTrial), not the policy.
+	Manual        bool `protobuf:"varint,26,opt,name=manual,proto3" json:"manual,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Trial) Reset() {
@@ -1076,6 +1103,13 @@ func (x *Trial) GetUncountedAttempts() int32 {
 		return x.UncountedAttempts
 	}
 	return 0
+}
+
+func (x *Trial) GetManual() bool {
+	if x != nil {
+		return x.Manual
+	}
+	return false
 }
 
 // CurvePoint is one point of a trial's loss curve.
@@ -1547,15 +1581,31 @@ type Recommendation struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	StudyId uint64                 `protobuf:"varint,1,opt,name=study_id,json=studyId,proto3" json:"study_id,omitempty"`
 	Mixture []float64              `protobuf:"fixed64,2,rep,packed,name=mixture,proto3" json:"mixture,omitempty"`
-	// Predicted objective at the target and its 90% credible interval
-	// (lower == upper == value when the policy gives no interval).
+	// Predicted objective at the target and its 90% credible interval when has_interval;
+	// otherwise value is an observed value (value_observed) and lower == upper == value.
 	Value float64 `protobuf:"fixed64,3,opt,name=value,proto3" json:"value,omitempty"`
 	Lower float64 `protobuf:"fixed64,4,opt,name=lower,proto3" json:"lower,omitempty"`
 	Upper float64 `protobuf:"fixed64,5,opt,name=upper,proto3" json:"upper,omitempty"`
-	// How it was derived: "posterior mean" or "best observed".
+	// How the policy derived it: "posterior mean" or "best observed".
 	Basis string `protobuf:"bytes,6,opt,name=basis,proto3" json:"basis,omitempty"`
 	// Trials the recommendation is based on.
-	Trials        int32 `protobuf:"varint,7,opt,name=trials,proto3" json:"trials,omitempty"`
+	Trials int32 `protobuf:"varint,7,opt,name=trials,proto3" json:"trials,omitempty"`
+	// A trial at the target fidelity (target scale, target steps) has finished. Until one
+	// has, the recommendation is an extrapolation from smaller scales or shorter runs.
+	TargetObserved bool `protobuf:"varint,8,opt,name=target_observed,json=targetObserved,proto3" json:"target_observed,omitempty"`
+	// lower and upper are a model's 90% credible interval (false for observed values).
+	HasInterval bool `protobuf:"varint,9,opt,name=has_interval,json=hasInterval,proto3" json:"has_interval,omitempty"`
+	// value was observed on a trial, not predicted by a model; observed_scale and
+	// observed_steps say at which fidelity (not the target's when target_observed is false).
+	ValueObserved bool   `protobuf:"varint,10,opt,name=value_observed,json=valueObserved,proto3" json:"value_observed,omitempty"`
+	ObservedScale string `protobuf:"bytes,11,opt,name=observed_scale,json=observedScale,proto3" json:"observed_scale,omitempty"`
+	ObservedSteps int64  `protobuf:"varint,12,opt,name=observed_steps,json=observedSteps,proto3" json:"observed_steps,omitempty"`
+	// The study's state when the recommendation was made (a cancelled or failed study's
+	// best is labelled so).
+	StudyState StudyState `protobuf:"varint,13,opt,name=study_state,json=studyState,proto3,enum=mixopt.v1.StudyState" json:"study_state,omitempty"`
+	// One line for people, the same everywhere it is shown (mixctl, dashboard), e.g.
+	// "extrapolated from smaller scales: no trial at the target has finished".
+	Label         string `protobuf:"bytes,14,opt,name=label,proto3" json:"label,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1639,11 +1689,60 @@ func (x *Recommendation) GetTrials() int32 {
 	return 0
 }
 
+func (x *Recommendation) GetTargetObserved() bool {
+	if x != nil {
+		return x.TargetObserved
+	}
+	return false
+}
+
+func (x *Recommendation) GetHasInterval() bool {
+	if x != nil {
+		return x.HasInterval
+	}
+	return false
+}
+
+func (x *Recommendation) GetValueObserved() bool {
+	if x != nil {
+		return x.ValueObserved
+	}
+	return false
+}
+
+func (x *Recommendation) GetObservedScale() string {
+	if x != nil {
+		return x.ObservedScale
+	}
+	return ""
+}
+
+func (x *Recommendation) GetObservedSteps() int64 {
+	if x != nil {
+		return x.ObservedSteps
+	}
+	return 0
+}
+
+func (x *Recommendation) GetStudyState() StudyState {
+	if x != nil {
+		return x.StudyState
+	}
+	return StudyState_STUDY_STATE_UNSPECIFIED
+}
+
+func (x *Recommendation) GetLabel() string {
+	if x != nil {
+		return x.Label
+	}
+	return ""
+}
+
 var File_mixopt_v1_types_proto protoreflect.FileDescriptor
 
 const file_mixopt_v1_types_proto_rawDesc = "" +
 	"\n" +
-	"\x15mixopt/v1/types.proto\x12\tmixopt.v1\"\xf7\x03\n" +
+	"\x15mixopt/v1/types.proto\x12\tmixopt.v1\"\xb1\x04\n" +
 	"\tStudySpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12+\n" +
 	"\adomains\x18\x02 \x03(\v2\x11.mixopt.v1.DomainR\adomains\x12(\n" +
@@ -1661,7 +1760,8 @@ const file_mixopt_v1_types_proto_rawDesc = "" +
 	"\n" +
 	"eval_every\x18\f \x01(\x03R\tevalEvery\x12#\n" +
 	"\rextra_metrics\x18\r \x03(\tR\fextraMetrics\x123\n" +
-	"\aworkers\x18\x0e \x01(\v2\x19.mixopt.v1.WorkerSelectorR\aworkers\"\xb7\x01\n" +
+	"\aworkers\x18\x0e \x01(\v2\x19.mixopt.v1.WorkerSelectorR\aworkers\x128\n" +
+	"\x18max_consecutive_failures\x18\x0f \x01(\x05R\x16maxConsecutiveFailures\"\xb7\x01\n" +
 	"\x0eWorkerSelector\x12+\n" +
 	"\x05kinds\x18\x01 \x03(\x0e2\x15.mixopt.v1.WorkerKindR\x05kinds\x12=\n" +
 	"\x06labels\x18\x02 \x03(\v2%.mixopt.v1.WorkerSelector.LabelsEntryR\x06labels\x1a9\n" +
@@ -1686,7 +1786,7 @@ const file_mixopt_v1_types_proto_rawDesc = "" +
 	"\bmaximize\x18\x02 \x01(\bR\bmaximize\"6\n" +
 	"\bFidelity\x12\x14\n" +
 	"\x05scale\x18\x01 \x01(\tR\x05scale\x12\x14\n" +
-	"\x05steps\x18\x02 \x01(\x03R\x05steps\"\xd5\x02\n" +
+	"\x05steps\x18\x02 \x01(\x03R\x05steps\"\x88\x03\n" +
 	"\x05Study\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12(\n" +
 	"\x04spec\x18\x02 \x01(\v2\x14.mixopt.v1.StudySpecR\x04spec\x12+\n" +
@@ -1698,7 +1798,9 @@ const file_mixopt_v1_types_proto_rawDesc = "" +
 	"\x10end_time_unix_ms\x18\a \x01(\x03R\rendTimeUnixMs\x12\x1d\n" +
 	"\n" +
 	"end_reason\x18\b \x01(\tR\tendReason\x12&\n" +
-	"\x0fspent_gpu_hours\x18\t \x01(\x01R\rspentGpuHours\"\xcf\x06\n" +
+	"\x0fspent_gpu_hours\x18\t \x01(\x01R\rspentGpuHours\x121\n" +
+	"\x14consecutive_failures\x18\n" +
+	" \x01(\x05R\x13consecutiveFailures\"\xe7\x06\n" +
 	"\x05Trial\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x19\n" +
 	"\bstudy_id\x18\x02 \x01(\x04R\astudyId\x12\x18\n" +
@@ -1730,7 +1832,8 @@ const file_mixopt_v1_types_proto_rawDesc = "" +
 	"gpuSeconds\x12%\n" +
 	"\x0estop_requested\x18\x17 \x01(\bR\rstopRequested\x12-\n" +
 	"\x13attempt_wall_time_s\x18\x18 \x01(\x01R\x10attemptWallTimeS\x12-\n" +
-	"\x12uncounted_attempts\x18\x19 \x01(\x05R\x11uncountedAttempts\"\xf7\x01\n" +
+	"\x12uncounted_attempts\x18\x19 \x01(\x05R\x11uncountedAttempts\x12\x16\n" +
+	"\x06manual\x18\x1a \x01(\bR\x06manual\"\xf7\x01\n" +
 	"\n" +
 	"CurvePoint\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x12\n" +
@@ -1776,7 +1879,7 @@ const file_mixopt_v1_types_proto_rawDesc = "" +
 	"\x0epython_version\x18\x02 \x01(\tR\rpythonVersion\x12#\n" +
 	"\rtorch_version\x18\x03 \x01(\tR\ftorchVersion\x12!\n" +
 	"\fcuda_version\x18\x04 \x01(\tR\vcudaVersion\x12+\n" +
-	"\x11compile_available\x18\x05 \x01(\bR\x10compileAvailable\"\xb5\x01\n" +
+	"\x11compile_available\x18\x05 \x01(\bR\x10compileAvailable\"\xc4\x03\n" +
 	"\x0eRecommendation\x12\x19\n" +
 	"\bstudy_id\x18\x01 \x01(\x04R\astudyId\x12\x18\n" +
 	"\amixture\x18\x02 \x03(\x01R\amixture\x12\x14\n" +
@@ -1784,14 +1887,24 @@ const file_mixopt_v1_types_proto_rawDesc = "" +
 	"\x05lower\x18\x04 \x01(\x01R\x05lower\x12\x14\n" +
 	"\x05upper\x18\x05 \x01(\x01R\x05upper\x12\x14\n" +
 	"\x05basis\x18\x06 \x01(\tR\x05basis\x12\x16\n" +
-	"\x06trials\x18\a \x01(\x05R\x06trials*\x90\x01\n" +
+	"\x06trials\x18\a \x01(\x05R\x06trials\x12'\n" +
+	"\x0ftarget_observed\x18\b \x01(\bR\x0etargetObserved\x12!\n" +
+	"\fhas_interval\x18\t \x01(\bR\vhasInterval\x12%\n" +
+	"\x0evalue_observed\x18\n" +
+	" \x01(\bR\rvalueObserved\x12%\n" +
+	"\x0eobserved_scale\x18\v \x01(\tR\robservedScale\x12%\n" +
+	"\x0eobserved_steps\x18\f \x01(\x03R\robservedSteps\x126\n" +
+	"\vstudy_state\x18\r \x01(\x0e2\x15.mixopt.v1.StudyStateR\n" +
+	"studyState\x12\x14\n" +
+	"\x05label\x18\x0e \x01(\tR\x05label*\xa8\x01\n" +
 	"\n" +
 	"StudyState\x12\x1b\n" +
 	"\x17STUDY_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13STUDY_STATE_RUNNING\x10\x01\x12\x16\n" +
 	"\x12STUDY_STATE_PAUSED\x10\x02\x12\x19\n" +
 	"\x15STUDY_STATE_COMPLETED\x10\x03\x12\x19\n" +
-	"\x15STUDY_STATE_CANCELLED\x10\x04*\xbd\x01\n" +
+	"\x15STUDY_STATE_CANCELLED\x10\x04\x12\x16\n" +
+	"\x12STUDY_STATE_FAILED\x10\x05*\xbd\x01\n" +
 	"\n" +
 	"TrialState\x12\x1b\n" +
 	"\x17TRIAL_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
@@ -1869,11 +1982,12 @@ var file_mixopt_v1_types_proto_depIdxs = []int32{
 	3,  // 15: mixopt.v1.WorkerIdentity.kind:type_name -> mixopt.v1.WorkerKind
 	21, // 16: mixopt.v1.WorkerIdentity.labels:type_name -> mixopt.v1.WorkerIdentity.LabelsEntry
 	17, // 17: mixopt.v1.WorkerIdentity.interpreter:type_name -> mixopt.v1.Interpreter
-	18, // [18:18] is the sub-list for method output_type
-	18, // [18:18] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	0,  // 18: mixopt.v1.Recommendation.study_state:type_name -> mixopt.v1.StudyState
+	19, // [19:19] is the sub-list for method output_type
+	19, // [19:19] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_mixopt_v1_types_proto_init() }
