@@ -127,7 +127,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	defer logFile.Close()
 	coord := exec.Command(cfg.CoordinatorBin, "-listen", "127.0.0.1:0", "-addr-file", addrFile,
 		"-http-listen", "127.0.0.1:0", "-http-addr-file", httpAddrFile,
-		"-db", dbPath, "-lease-ttl", "60s", "-register-rate", "100000", "-register-burst", "100000", "-log-level", cfg.logLevel())
+		"-init", "-db", dbPath, "-lease-ttl", "60s", "-register-rate", "100000", "-register-burst", "100000", "-log-level", cfg.logLevel())
 	if cfg.CPUProfile != "" {
 		coord.Args = append(coord.Args, "-cpuprofile", cfg.CPUProfile)
 	}

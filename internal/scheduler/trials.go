@@ -177,9 +177,11 @@ func (s *Scheduler) ReportPoints(_ context.Context, h Held, points []*pb.CurvePo
 			}
 			// The batch itself ascends (the adapter checks): only its first new point
 			// can fall behind what this attempt committed.
-			if len(fresh) == 0 && (p.Step < t.StepsDone || p.WallTimeS < t.AttemptWallTimeS) {
-				return fmt.Errorf("points[%d].step: step %d at %vs goes back behind step %d at %vs of this attempt: %w",
-					i, p.Step, p.WallTimeS, t.StepsDone, t.AttemptWallTimeS, ErrInvalid)
+			if len(fresh) == 0 && p.Step < t.StepsDone {
+				return fmt.Errorf("points[%d].step: %d goes back behind step %d of this attempt: %w", i, p.Step, t.StepsDone, ErrInvalid)
+			}
+			if len(fresh) == 0 && p.WallTimeS < t.AttemptWallTimeS {
+				return fmt.Errorf("points[%d].wall_time_s: %v goes back behind %v of this attempt: %w", i, p.WallTimeS, t.AttemptWallTimeS, ErrInvalid)
 			}
 			fresh = append(fresh, p)
 		}
