@@ -92,7 +92,7 @@ func TestStatusFollowsPages(t *testing.T) {
 	}
 	var got struct {
 		Studies []struct{ Study struct{ ID string } } `json:"studies"`
-		Workers []struct{ Hostname string }          `json:"workers"`
+		Workers []struct{ Hostname string }           `json:"workers"`
 	}
 	if err := json.Unmarshal([]byte(out), &got); err != nil {
 		t.Fatalf("status -o json: %v\n%s", err, out)
@@ -110,7 +110,9 @@ func TestStatusFollowsPages(t *testing.T) {
 }
 
 // stuckControl returns the same token for ever: mixctl must stop, not loop.
-type stuckControl struct{ pb.UnimplementedControlServiceServer }
+type stuckControl struct {
+	pb.UnimplementedControlServiceServer
+}
 
 func (stuckControl) ListWorkers(context.Context, *pb.ListWorkersRequest) (*pb.ListWorkersResponse, error) {
 	return &pb.ListWorkersResponse{Workers: []*pb.Worker{{Id: 1}}, NextPageToken: "again"}, nil

@@ -557,7 +557,9 @@ func TestRunNeedsInitForANewDatabase(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	addrFile := filepath.Join(t.TempDir(), "addr")
 	done := make(chan error, 1)
-	go func() { done <- Run(ctx, Config{DBPath: path, CreateDB: true, Listen: "127.0.0.1:0", AddrFile: addrFile}) }()
+	go func() {
+		done <- Run(ctx, Config{DBPath: path, CreateDB: true, Listen: "127.0.0.1:0", AddrFile: addrFile})
+	}()
 	for {
 		if _, err := os.Stat(addrFile); err == nil {
 			break
