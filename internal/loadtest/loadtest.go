@@ -280,8 +280,7 @@ func waitAddr(ctx context.Context, path string) (string, error) {
 
 func waitWorkers(ctx context.Context, c pb.ControlServiceClient, n int) error {
 	for {
-		r, err := c.ListWorkers(ctx, &pb.ListWorkersRequest{})
-		if err == nil && len(r.Workers) >= n {
+		if count, err := countWorkers(ctx, c); err == nil && count >= n {
 			return nil
 		}
 		select {
@@ -289,6 +288,22 @@ func waitWorkers(ctx context.Context, c pb.ControlServiceClient, n int) error {
 			return fmt.Errorf("workers did not register: %w", ctx.Err())
 		case <-time.After(100 * time.Millisecond):
 		}
+	}
+}
+
+// countWorkers counts the registered workers over every page of ListWorkers.
+func countWorkers(ctx context.Context, c pb.ControlServiceClient) (int, error) {
+	count, token := 0, ""
+	for {
+		r, err := c.ListWorkers(ctx, &pb.ListWorkersRequest{PageSize: 1000, PageToken: token})
+		if err != nil {
+			return 0, err
+		}
+		count += len(r.Workers)
+		if r.NextPageToken == "" || r.NextPageToken == token {
+			return count, nil
+		}
+		token = r.NextPageToken
 	}
 }
 
