@@ -15,6 +15,8 @@ const (
 	maxStepBudgets = 1024
 	maxSteps       = 1_000_000_000
 	maxParallel    = 100_000
+	// maxPolicyBytes bounds a policy name (known names are far shorter).
+	maxPolicyBytes = 128
 	// MaxExtraMetrics bounds a spec's extra_metrics.
 	MaxExtraMetrics = 64
 	// MaxMetricNameBytes bounds a metric name: in extra_metrics, the objective and every

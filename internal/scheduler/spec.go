@@ -119,7 +119,7 @@ func validateSpec(s *pb.StudySpec) error {
 		return invalid("target", "missing")
 	}
 	if ScaleIndex(s, s.Target.Scale) < 0 {
-		return invalid("target.scale", "%q is not among the scales", s.Target.Scale)
+		return invalid("target.scale", "%.80q is not among the scales", s.Target.Scale)
 	}
 	if !slices.Contains(s.Steps, s.Target.Steps) {
 		return invalid("target.steps", "%d is not among the step budgets", s.Target.Steps)
@@ -135,6 +135,9 @@ func validateSpec(s *pb.StudySpec) error {
 	}
 	if s.EvalEvery < 0 || (s.EvalEvery > 0 && s.EvalEvery > s.Steps[len(s.Steps)-1]) {
 		return invalid("eval_every", "%d is out of range (0 to the largest step budget)", s.EvalEvery)
+	}
+	if len(s.Policy) > maxPolicyBytes {
+		return invalid("policy", "%d bytes, at most %d", len(s.Policy), maxPolicyBytes)
 	}
 	if _, err := bo.New(s.Policy); err != nil {
 		return invalid("policy", "%v", err)

@@ -82,6 +82,8 @@ func TestCreateStudyRejectsInvalidSpecs(t *testing.T) {
 		{"name of 201 characters", func(s *pb.StudySpec) { s.Name = strings.Repeat("é", MaxSpecNameRunes+1) }, "name"},
 		{"name not UTF-8", func(s *pb.StudySpec) { s.Name = "\xff" }, "name"},
 		{"huge domain name", func(s *pb.StudySpec) { s.Domains[0].Name = strings.Repeat("d", 1<<20) }, "domains[0].name"},
+		{"huge policy", func(s *pb.StudySpec) { s.Policy = strings.Repeat("p", 1<<20) }, "policy"},
+		{"huge target scale", func(s *pb.StudySpec) { s.Target.Scale = strings.Repeat("t", 1<<20) }, "target.scale"},
 		{"huge objective", func(s *pb.StudySpec) { s.Objective.Metric = strings.Repeat("m", 1<<20) }, "objective.metric"},
 		{"too many extra metrics", func(s *pb.StudySpec) {
 			for i := range MaxExtraMetrics + 1 {
@@ -248,7 +250,10 @@ func FuzzParseSpec(f *testing.F) {
 func checkInvalid(t *testing.T, err error, field string) {
 	t.Helper()
 	if !errors.Is(err, ErrInvalid) {
-		t.Fatalf("got error %v, want ErrInvalid", err)
+		t.Fatalf("got error %.300v, want ErrInvalid", err)
+	}
+	if len(err.Error()) > 4000 {
+		t.Errorf("error of %d bytes echoes the input", len(err.Error()))
 	}
 	if !strings.HasPrefix(err.Error(), field+": ") {
 		t.Errorf("error %q does not name the field %q first", err, field)
