@@ -139,37 +139,38 @@ func validateReportPoints(req *pb.ReportPointsRequest) error {
 		return badField("points", "%d in one batch, at most %d", len(req.Points), scheduler.MaxPointsPerReport)
 	}
 	for i, p := range req.Points {
-		f := fmt.Sprintf("points[%d]", i)
+		// The field name is built only for an error: this runs for every point ingested.
+		f := func(sub string) string { return "points[" + strconv.Itoa(i) + "]" + sub }
 		if p == nil {
-			return missing(f)
+			return missing(f(""))
 		}
 		switch {
 		case p.Step < 0:
-			return badField(f+".step", "%d is negative", p.Step)
+			return badField(f(".step"), "%d is negative", p.Step)
 		case p.Tokens < 0:
-			return badField(f+".tokens", "%d is negative", p.Tokens)
+			return badField(f(".tokens"), "%d is negative", p.Tokens)
 		case !finite(p.TrainLoss):
-			return badField(f+".train_loss", "%v is not finite (a diverged run fails with class diverged)", p.TrainLoss)
+			return badField(f(".train_loss"), "%v is not finite (a diverged run fails with class diverged)", p.TrainLoss)
 		case !finite(p.WallTimeS) || p.WallTimeS < 0 || p.WallTimeS > scheduler.MaxWallTimeS:
-			return badField(f+".wall_time_s", "%v out of range (0 to %d seconds)", p.WallTimeS, scheduler.MaxWallTimeS)
+			return badField(f(".wall_time_s"), "%v out of range (0 to %d seconds)", p.WallTimeS, scheduler.MaxWallTimeS)
 		case len(p.Eval) > scheduler.MaxEvalMetrics:
-			return badField(f+".eval", "%d metrics, at most %d", len(p.Eval), scheduler.MaxEvalMetrics)
+			return badField(f(".eval"), "%d metrics, at most %d", len(p.Eval), scheduler.MaxEvalMetrics)
 		}
 		if i > 0 {
 			prev := req.Points[i-1]
 			if p.Step < prev.Step {
-				return badField(f+".step", "%d goes back from %d", p.Step, prev.Step)
+				return badField(f(".step"), "%d goes back from %d", p.Step, prev.Step)
 			}
 			if p.WallTimeS < prev.WallTimeS {
-				return badField(f+".wall_time_s", "%v goes back from %v", p.WallTimeS, prev.WallTimeS)
+				return badField(f(".wall_time_s"), "%v goes back from %v", p.WallTimeS, prev.WallTimeS)
 			}
 		}
 		for k, v := range p.Eval {
 			if problem := scheduler.MetricNameProblem(k); problem != "" {
-				return badField(f+".eval", "%s", problem)
+				return badField(f(".eval"), "%s", problem)
 			}
 			if !finite(v) {
-				return badField(fmt.Sprintf("%s.eval[%q]", f, k), "%v is not finite", v)
+				return badField(fmt.Sprintf("%s[%q]", f(".eval"), k), "%v is not finite", v)
 			}
 		}
 	}

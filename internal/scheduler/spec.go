@@ -234,6 +234,9 @@ func validateExtraMetrics(names []string) error {
 // or "" when nothing is: it is 1 to MaxMetricNameBytes bytes of printable UTF-8 without
 // spaces.
 func MetricNameProblem(name string) string {
+	if name != "" && len(name) <= MaxMetricNameBytes && printableASCII(name) {
+		return "" // the usual name, checked without decoding runes
+	}
 	switch {
 	case name == "":
 		return "empty metric name"
@@ -245,6 +248,15 @@ func MetricNameProblem(name string) string {
 		return fmt.Sprintf("metric name %q holds a space or an unprintable character", name)
 	}
 	return ""
+}
+
+func printableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] > '~' {
+			return false
+		}
+	}
+	return true
 }
 
 func validateSelector(sel *pb.WorkerSelector) error {
