@@ -349,6 +349,22 @@ func TestFinishNeedsTheCurve(t *testing.T) {
 	if tr, err := f.control.GetTrial(ctx, &pb.GetTrialRequest{TrialId: a.Trial.Id}); err != nil || tr.Trial.State != pb.TrialState_TRIAL_STATE_STOPPED {
 		t.Errorf("cancelled trial after finish = %v, %v; want stopped", tr.GetTrial(), err)
 	}
+
+	// A trial cancelled before its first point may finish with none: it ends stopped.
+	acq, err := f.worker.AcquireTrial(ctx, &pb.AcquireTrialRequest{WorkerId: w})
+	if err != nil || acq.Assignment == nil {
+		t.Fatalf("AcquireTrial = %v, %v", acq, err)
+	}
+	b := acq.Assignment
+	if _, err := f.control.CancelTrial(ctx, &pb.CancelTrialRequest{TrialId: b.Trial.Id}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.worker.FinishTrial(ctx, &pb.FinishTrialRequest{WorkerId: w, TrialId: b.Trial.Id, LeaseId: b.LeaseId, Attempt: b.Attempt}); err != nil {
+		t.Fatalf("finish without points after a cancel: %v", err)
+	}
+	if tr, err := f.control.GetTrial(ctx, &pb.GetTrialRequest{TrialId: b.Trial.Id}); err != nil || tr.Trial.State != pb.TrialState_TRIAL_STATE_STOPPED {
+		t.Errorf("trial cancelled before its first point = %v, %v; want stopped", tr.GetTrial(), err)
+	}
 }
 
 // Listings come in pages that chain by token, visit every record once in id order, and

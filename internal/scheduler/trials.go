@@ -267,9 +267,10 @@ func (s *Scheduler) FinishTrial(_ context.Context, h Held, finalSeq uint64, sour
 		if t.LastSeq != finalSeq {
 			return fmt.Errorf("final_seq: %d, but points up to %d are committed: %w", finalSeq, t.LastSeq, ErrConflict)
 		}
-		// A finish must show its result: a curve, reaching the trial's steps unless the
-		// coordinator asked the trial to stop early.
-		if t.LastSeq == 0 {
+		// A finish must show its result: a curve reaching the trial's steps, unless the
+		// coordinator asked the trial to stop (then it ends stopped where it is, even
+		// before its first point).
+		if t.LastSeq == 0 && !t.StopRequested {
 			return fmt.Errorf("final_seq: attempt %d has no points; report them, or FailTrial: %w", t.Attempt, ErrConflict)
 		}
 		if t.StepsDone < t.Steps && !t.StopRequested {

@@ -52,9 +52,10 @@ type WorkerServiceClient interface {
 	AcquireTrial(ctx context.Context, in *AcquireTrialRequest, opts ...grpc.CallOption) (*AcquireTrialResponse, error)
 	// ReportPoints commits a batch of curve points; re-sent points are acknowledged, not duplicated.
 	ReportPoints(ctx context.Context, in *ReportPointsRequest, opts ...grpc.CallOption) (*ReportPointsResponse, error)
-	// FinishTrial marks a trial succeeded once all its points are committed. It is refused
-	// (FailedPrecondition) before the attempt has a point, or before its last point reached
-	// the trial's steps unless the coordinator asked the trial to stop (then it is stopped).
+	// FinishTrial marks a trial succeeded once all its points are committed. Unless the
+	// coordinator asked the trial to stop (then it ends stopped where it is), it is refused
+	// (FailedPrecondition) while the attempt has no point or its last point is short of the
+	// trial's steps.
 	FinishTrial(ctx context.Context, in *FinishTrialRequest, opts ...grpc.CallOption) (*FinishTrialResponse, error)
 	// FailTrial marks a trial failed with a reason.
 	FailTrial(ctx context.Context, in *FailTrialRequest, opts ...grpc.CallOption) (*FailTrialResponse, error)
@@ -155,9 +156,10 @@ type WorkerServiceServer interface {
 	AcquireTrial(context.Context, *AcquireTrialRequest) (*AcquireTrialResponse, error)
 	// ReportPoints commits a batch of curve points; re-sent points are acknowledged, not duplicated.
 	ReportPoints(context.Context, *ReportPointsRequest) (*ReportPointsResponse, error)
-	// FinishTrial marks a trial succeeded once all its points are committed. It is refused
-	// (FailedPrecondition) before the attempt has a point, or before its last point reached
-	// the trial's steps unless the coordinator asked the trial to stop (then it is stopped).
+	// FinishTrial marks a trial succeeded once all its points are committed. Unless the
+	// coordinator asked the trial to stop (then it ends stopped where it is), it is refused
+	// (FailedPrecondition) while the attempt has no point or its last point is short of the
+	// trial's steps.
 	FinishTrial(context.Context, *FinishTrialRequest) (*FinishTrialResponse, error)
 	// FailTrial marks a trial failed with a reason.
 	FailTrial(context.Context, *FailTrialRequest) (*FailTrialResponse, error)
