@@ -207,7 +207,7 @@ func validateListTrials(req *pb.ListTrialsRequest) error {
 	if _, ok := pb.TrialState_name[int32(req.State)]; !ok {
 		return badField("state", "unknown trial state %d", int32(req.State))
 	}
-	return checkLen("scale", req.Scale, 64)
+	return checkLen("scale", req.Scale, scheduler.MaxNameBytes)
 }
 
 // pageTokenPrefix marks the coordinator's page tokens; after it comes the last id of the

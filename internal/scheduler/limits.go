@@ -17,6 +17,8 @@ const (
 	maxParallel    = 100_000
 	// maxPolicyBytes bounds a policy name (known names are far shorter).
 	maxPolicyBytes = 128
+	// MaxNameBytes bounds a domain or scale name (namePattern in spec.go spells it out).
+	MaxNameBytes = 64
 	// MaxExtraMetrics bounds a spec's extra_metrics.
 	MaxExtraMetrics = 64
 	// MaxMetricNameBytes bounds a metric name: in extra_metrics, the objective and every
