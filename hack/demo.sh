@@ -19,7 +19,7 @@ cleanup() {
 trap cleanup EXIT
 
 bin/coordinator -listen 127.0.0.1:0 -addr-file "$work/addr" -http-listen 127.0.0.1:0 -http-addr-file "$work/http" \
-  -db "$work/mixopt.db" 2>"$work/coordinator.log" &
+  -init -db "$work/mixopt.db" 2>"$work/coordinator.log" &
 pids+=($!)
 for _ in $(seq 100); do [ -s "$work/addr" ] && break; sleep 0.1; done
 [ -s "$work/addr" ] || { echo "coordinator did not start:"; cat "$work/coordinator.log"; exit 1; }

@@ -29,7 +29,7 @@ trap cleanup EXIT
 
 "$python" scripts/prepare_data.py --out-dir "$work/data" --synthetic --tokenizer byte --seed 0 >&2
 
-bin/coordinator -listen 127.0.0.1:0 -addr-file "$work/addr" -http-listen "" -db "$work/mixopt.db" 2>"$work/coordinator.log" &
+bin/coordinator -listen 127.0.0.1:0 -addr-file "$work/addr" -http-listen "" -init -db "$work/mixopt.db" 2>"$work/coordinator.log" &
 pids+=($!)
 for _ in $(seq 100); do [ -s "$work/addr" ] && break; sleep 0.1; done
 [ -s "$work/addr" ] || { echo "coordinator did not start:" >&2; cat "$work/coordinator.log" >&2; exit 1; }

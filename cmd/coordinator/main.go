@@ -50,6 +50,7 @@ func main() {
 	fs.StringVar(&cfg.AddrFile, "addr-file", "", "write the gRPC address actually served on to this file")
 	fs.StringVar(&cfg.HTTPAddrFile, "http-addr-file", "", "write the HTTP address actually served on to this file")
 	fs.StringVar(&cfg.DBPath, "db", fc.DB, "bbolt database file holding all state")
+	fs.BoolVar(&cfg.CreateDB, "init", false, "create the -db file when it does not exist (without it, a missing file is an error)")
 	fs.DurationVar(&cfg.DBOpenTimeout, "db-timeout", time.Duration(fc.DBTimeout), "wait this long for another process's lock on the database")
 	fs.DurationVar(&cfg.StopTimeout, "stop-timeout", time.Duration(fc.StopTimeout), "bound on the graceful stop")
 	fs.DurationVar(&cfg.Scheduler.LeaseTTL, "lease-ttl", time.Duration(fc.LeaseTTL), "trial lease time-to-live without heartbeats")

@@ -13,8 +13,8 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
-	"sigs.k8s.io/yaml"
 
+	"github.com/mixopt/mixopt/internal/scheduler"
 	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
 )
 
@@ -25,24 +25,24 @@ func (c *cli) statusCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return c.call(func(ctx context.Context, client pb.ControlServiceClient) error {
-				studies, err := client.ListStudies(ctx, &pb.ListStudiesRequest{})
+				studies, err := listAllStudies(ctx, client)
 				if err != nil {
 					return err
 				}
-				workers, err := client.ListWorkers(ctx, &pb.ListWorkersRequest{})
+				workers, err := listAllWorkers(ctx, client)
 				if err != nil {
 					return err
 				}
 				if c.output == "json" {
-					return writeStatusJSON(c.out, studies.Studies, workers.Workers)
+					return writeStatusJSON(c.out, studies, workers)
 				}
 				health, err := storeHealthLine(ctx, client, time.Now())
 				if err != nil {
 					return err
 				}
-				printStudies(c.out, studies.Studies)
+				printStudies(c.out, studies)
 				fmt.Fprintln(c.out)
-				printWorkers(c.out, workers.Workers, time.Now())
+				printWorkers(c.out, workers, time.Now())
 				if health != "" {
 					fmt.Fprintln(c.out, "\n"+health)
 				}
@@ -135,7 +135,7 @@ func (c *cli) trialsCmd() *cobra.Command {
 				req.State = pb.TrialState(v)
 			}
 			return c.call(func(ctx context.Context, client pb.ControlServiceClient) error {
-				resp, err := client.ListTrials(ctx, req)
+				trials, err := listAllTrials(ctx, client, req)
 				if err != nil {
 					return err
 				}
@@ -144,9 +144,9 @@ func (c *cli) trialsCmd() *cobra.Command {
 					if err != nil {
 						return err
 					}
-					return writeJSON(c.out, resp, domainNames(st.Status.Study.Spec)...)
+					return writeJSON(c.out, &pb.ListTrialsResponse{Trials: trials}, domainNames(st.Status.Study.Spec)...)
 				}
-				printTrials(c.out, resp.Trials)
+				printTrials(c.out, trials)
 				return nil
 			})
 		},
@@ -196,14 +196,14 @@ func (c *cli) workersCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return c.call(func(ctx context.Context, client pb.ControlServiceClient) error {
-				resp, err := client.ListWorkers(ctx, &pb.ListWorkersRequest{})
+				workers, err := listAllWorkers(ctx, client)
 				if err != nil {
 					return err
 				}
 				if c.output == "json" {
-					return writeJSON(c.out, resp)
+					return writeJSON(c.out, &pb.ListWorkersResponse{Workers: workers})
 				}
-				printWorkers(c.out, resp.Workers, time.Now())
+				printWorkers(c.out, workers, time.Now())
 				return nil
 			})
 		},
@@ -245,28 +245,24 @@ func (c *cli) bestCmd() *cobra.Command {
 		})
 }
 
-// readSpec parses a YAML or JSON study spec; field names follow the proto (snake_case or
-// lowerCamelCase), and an unknown field is an error that names it.
+// readSpec reads a YAML or JSON study spec (scheduler.ParseSpec: an unknown field or a
+// key given twice is an error that names it).
 func readSpec(path string) (*pb.StudySpec, error) {
 	var raw []byte
 	var err error
 	if path == "-" {
-		raw, err = io.ReadAll(os.Stdin)
+		raw, err = io.ReadAll(io.LimitReader(os.Stdin, scheduler.MaxSpecBytes+1))
 	} else {
 		raw, err = os.ReadFile(path)
 	}
 	if err != nil {
 		return nil, usageError{fmt.Errorf("read spec: %w", err)}
 	}
-	js, err := yaml.YAMLToJSON(raw)
+	spec, err := scheduler.ParseSpec(raw)
 	if err != nil {
-		return nil, usageError{fmt.Errorf("spec %s: %w", path, err)}
+		return nil, usageError{fmt.Errorf("%s: %w", path, err)}
 	}
-	var spec pb.StudySpec
-	if err := protojson.Unmarshal(js, &spec); err != nil {
-		return nil, usageError{fmt.Errorf("spec %s: %w", path, err)}
-	}
-	return &spec, nil
+	return spec, nil
 }
 
 var jsonOpts = protojson.MarshalOptions{UseProtoNames: true}

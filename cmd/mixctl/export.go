@@ -37,12 +37,12 @@ func (c *cli) exportCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				list, err := client.ListTrials(ctx, &pb.ListTrialsRequest{StudyId: id})
+				list, err := listAllTrials(ctx, client, &pb.ListTrialsRequest{StudyId: id})
 				if err != nil {
 					return err
 				}
 				var trials []*pb.GetTrialResponse
-				for _, t := range list.Trials {
+				for _, t := range list {
 					r, err := client.GetTrial(ctx, &pb.GetTrialRequest{TrialId: t.Id})
 					if err != nil {
 						return err

@@ -62,6 +62,8 @@ func TestReadSpecErrors(t *testing.T) {
 		{"unknown field", "name: x\nbudget: 3\n", `unknown field "budget"`},
 		{"wrong type", "max_parallel: many\n", "maxParallel"},
 		{"bad yaml", "name: [\n", "yaml"},
+		{"duplicate key", "name: x\nsteps: [1]\nname: y\n", `key "name" already set`},
+		{"duplicate key in JSON", `{"name": "x", "name": "y"}`, `key "name" already set`},
 	} {
 		p := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "_")+".yaml")
 		os.WriteFile(p, []byte(tc.body), 0o644)

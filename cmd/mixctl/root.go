@@ -6,12 +6,15 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/mixopt/mixopt/internal/auth"
 	"github.com/mixopt/mixopt/internal/buildinfo"
@@ -27,6 +30,9 @@ type cli struct {
 	timeout time.Duration
 	// Security: a bearer token (file or environment) and TLS files.
 	tokenFile, tlsCA, tlsCert, tlsKey, tlsServerName string
+	// tls turns TLS on with the system's roots (a coordinator certificate from a public
+	// or company CA installed on this machine); --tls-ca turns it on with a given CA.
+	tls bool
 }
 
 func newRootCmd(out io.Writer) *cobra.Command {
@@ -48,6 +54,7 @@ func newRootCmd(out io.Writer) *cobra.Command {
 	root.PersistentFlags().DurationVar(&c.timeout, "timeout", 30*time.Second, "timeout of each call")
 	root.PersistentFlags().StringVar(&c.tokenFile, "token-file", "", "file holding the bearer token (env MIXOPT_TOKEN_FILE or MIXOPT_TOKEN)")
 	root.PersistentFlags().StringVar(&c.tlsCA, "tls-ca", os.Getenv("MIXOPT_TLS_CA"), "CA certificate of the coordinator: turns TLS on (env MIXOPT_TLS_CA)")
+	root.PersistentFlags().BoolVar(&c.tls, "tls", os.Getenv("MIXOPT_TLS") == "1", "use TLS, trusting the system's root CAs (env MIXOPT_TLS=1); --tls-ca names the CA instead")
 	root.PersistentFlags().StringVar(&c.tlsCert, "tls-cert", "", "client certificate, for mutual TLS")
 	root.PersistentFlags().StringVar(&c.tlsKey, "tls-key", "", "client key, for mutual TLS")
 	root.PersistentFlags().StringVar(&c.tlsServerName, "tls-server-name", "", "name the coordinator's certificate must carry (default: the host of --addr)")
@@ -131,7 +138,7 @@ func parseID(arg, what string) (uint64, error) {
 // token when one is found; tokens are only sent in the clear to loopback addresses.
 func (c *cli) dialOptions() ([]grpc.DialOption, error) {
 	var opts []grpc.DialOption
-	secure := c.tlsCA != "" || c.tlsCert != ""
+	secure := c.secure()
 	if secure {
 		tc, err := auth.ClientTLSConfig(c.tlsCA, c.tlsCert, c.tlsKey, c.tlsServerName)
 		if err != nil {
@@ -147,7 +154,7 @@ func (c *cli) dialOptions() ([]grpc.DialOption, error) {
 	}
 	if token != "" {
 		if !secure && !auth.IsLoopback(c.addr) {
-			return nil, usageError{fmt.Errorf("--addr %s: refusing to send a token without TLS to a non-loopback address (give --tls-ca)", c.addr)}
+			return nil, usageError{fmt.Errorf("--addr %s: refusing to send a token without TLS to a non-loopback address (give --tls or --tls-ca)", c.addr)}
 		}
 		creds, err := auth.NewTokenCredentials(token, !auth.IsLoopback(c.addr))
 		if err != nil {
@@ -168,7 +175,28 @@ func (c *cli) call(fn func(ctx context.Context, client pb.ControlServiceClient) 
 	defer done()
 	ctx, cancel := c.ctx()
 	defer cancel()
-	return fn(ctx, client)
+	return c.explain(fn(ctx, client))
+}
+
+func (c *cli) secure() bool { return c.tls || c.tlsCA != "" || c.tlsCert != "" }
+
+// explain adds what to do to the transport errors of a TLS mismatch, which gRPC reports
+// only as a connection that ended: a plaintext client's first bytes are no TLS handshake
+// to a TLS server (it hangs up before its preface), and a TLS client gets an HTTP/2
+// preface from a plaintext server. The code (Unavailable) stays.
+func (c *cli) explain(err error) error {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.Unavailable {
+		return err
+	}
+	msg := st.Message()
+	switch {
+	case !c.secure() && (strings.Contains(msg, "server preface") || strings.Contains(msg, "connection reset")):
+		return status.Error(codes.Unavailable, msg+" (the coordinator may require TLS: give --tls-ca CA_FILE, or --tls to trust the system's root CAs)")
+	case c.secure() && strings.Contains(msg, "first record does not look like a TLS handshake"):
+		return status.Error(codes.Unavailable, msg+" (the coordinator does not serve TLS: drop --tls and --tls-ca)")
+	}
+	return err
 }
 
 // pollID parses the id argument and dials the coordinator for a command that polls: fn
@@ -183,7 +211,7 @@ func (c *cli) pollID(arg, idName string, fn func(client pb.ControlServiceClient,
 		return err
 	}
 	defer done()
-	return fn(client, id)
+	return c.explain(fn(client, id))
 }
 
 // idCmd is a subcommand that takes one id argument (named idName in errors) and makes its

@@ -19,14 +19,14 @@ func (c *cli) studiesCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return c.call(func(ctx context.Context, client pb.ControlServiceClient) error {
-				resp, err := client.ListStudies(ctx, &pb.ListStudiesRequest{})
+				studies, err := listAllStudies(ctx, client)
 				if err != nil {
 					return err
 				}
 				if c.output == "json" {
-					return writeJSON(c.out, resp)
+					return writeJSON(c.out, &pb.ListStudiesResponse{Studies: studies})
 				}
-				printStudies(c.out, resp.Studies)
+				printStudies(c.out, studies)
 				return nil
 			})
 		},
@@ -47,9 +47,9 @@ func (c *cli) watchCmd() *cobra.Command {
 				for {
 					ctx, cancel := c.ctx()
 					st, err := client.GetStudy(ctx, &pb.GetStudyRequest{StudyId: id})
-					var trials *pb.ListTrialsResponse
+					var trials []*pb.Trial
 					if err == nil {
-						trials, err = client.ListTrials(ctx, &pb.ListTrialsRequest{StudyId: id})
+						trials, err = listAllTrials(ctx, client, &pb.ListTrialsRequest{StudyId: id})
 					}
 					cancel()
 					if err != nil {
@@ -68,7 +68,7 @@ func (c *cli) watchCmd() *cobra.Command {
 						fmt.Fprintf(c.out, "mixctl watch %d — every %s, Ctrl-C to stop\n\n", id, interval)
 						printStudies(c.out, []*pb.StudyStatus{st.Status})
 						fmt.Fprintln(c.out)
-						ts := trials.Trials
+						ts := trials
 						printTrials(c.out, ts[max(0, len(ts)-recent):])
 					}
 					switch st.Status.Study.State {

@@ -41,23 +41,37 @@ func (s *ControlService) GetStudy(ctx context.Context, req *pb.GetStudyRequest) 
 	return &pb.GetStudyResponse{Status: st}, nil
 }
 
-func (s *ControlService) ListStudies(ctx context.Context, _ *pb.ListStudiesRequest) (*pb.ListStudiesResponse, error) {
-	studies, err := s.Sched.ListStudies(ctx)
+// ListStudies returns one page of studies: only its studies are read and summarised.
+func (s *ControlService) ListStudies(ctx context.Context, req *pb.ListStudiesRequest) (*pb.ListStudiesResponse, error) {
+	page, err := pageOf(req.PageSize, req.PageToken)
+	if err != nil {
+		return nil, err
+	}
+	studies, more, err := s.Sched.StudiesPage(ctx, page)
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &pb.ListStudiesResponse{Studies: studies}, nil
+	studies, next := trimPage(studies, more, func(st *pb.StudyStatus) uint64 { return st.GetStudy().GetId() })
+	return &pb.ListStudiesResponse{Studies: studies, NextPageToken: next}, nil
 }
 
 func (s *ControlService) ListTrials(ctx context.Context, req *pb.ListTrialsRequest) (*pb.ListTrialsResponse, error) {
 	if req.StudyId == 0 {
 		return nil, missing("study_id")
 	}
-	trials, err := s.Sched.Trials(ctx, req.StudyId, req.State, req.Scale)
+	if err := validateListTrials(req); err != nil {
+		return nil, err
+	}
+	page, err := pageOf(req.PageSize, req.PageToken)
+	if err != nil {
+		return nil, err
+	}
+	trials, more, err := s.Sched.TrialsPage(ctx, req.StudyId, req.State, req.Scale, page)
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &pb.ListTrialsResponse{Trials: trials}, nil
+	trials, next := trimPage(trials, more, (*pb.Trial).GetId)
+	return &pb.ListTrialsResponse{Trials: trials, NextPageToken: next}, nil
 }
 
 func (s *ControlService) GetTrial(ctx context.Context, req *pb.GetTrialRequest) (*pb.GetTrialResponse, error) {
@@ -71,12 +85,17 @@ func (s *ControlService) GetTrial(ctx context.Context, req *pb.GetTrialRequest) 
 	return &pb.GetTrialResponse{Trial: t, Points: pts}, nil
 }
 
-func (s *ControlService) ListWorkers(ctx context.Context, _ *pb.ListWorkersRequest) (*pb.ListWorkersResponse, error) {
-	ws, err := s.Sched.Workers(ctx)
+func (s *ControlService) ListWorkers(ctx context.Context, req *pb.ListWorkersRequest) (*pb.ListWorkersResponse, error) {
+	page, err := pageOf(req.PageSize, req.PageToken)
+	if err != nil {
+		return nil, err
+	}
+	ws, more, err := s.Sched.WorkersPage(ctx, page)
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &pb.ListWorkersResponse{Workers: ws}, nil
+	ws, next := trimPage(ws, more, (*pb.Worker).GetId)
+	return &pb.ListWorkersResponse{Workers: ws, NextPageToken: next}, nil
 }
 
 func (s *ControlService) PauseStudy(ctx context.Context, req *pb.PauseStudyRequest) (*pb.PauseStudyResponse, error) {

@@ -64,8 +64,10 @@ func TestCancelTrialOverGRPC(t *testing.T) {
 	}
 
 	done := acquire()
-	report(done, 1)
-	finish(done, 1)
+	for seq := uint64(1); seq <= 10; seq++ { // to step 100, the trial's steps
+		report(done, seq)
+	}
+	finish(done, 10)
 	running := acquire()
 	if rep := report(running, 1); rep.Stop {
 		t.Fatalf("stop before any cancel")

@@ -244,7 +244,7 @@ func TestErrorCodes(t *testing.T) {
 		{"recommendation without data", func() error {
 			_, err := f.control.GetRecommendation(ctx, &pb.GetRecommendationRequest{StudyId: studyID})
 			return err
-		}, codes.Unavailable, ""},
+		}, codes.FailedPrecondition, ""},
 		{"register without hostname", func() error {
 			_, err := f.worker.Register(ctx, &pb.RegisterRequest{})
 			return err
@@ -361,7 +361,7 @@ func TestToStatus(t *testing.T) {
 		{scheduler.ErrNotFound, codes.NotFound},
 		{scheduler.ErrStaleLease, codes.FailedPrecondition},
 		{scheduler.ErrConflict, codes.FailedPrecondition},
-		{scheduler.ErrNoRecommendation, codes.Unavailable},
+		{scheduler.ErrNoRecommendation, codes.FailedPrecondition},
 		{context.Canceled, codes.Canceled},
 		{context.DeadlineExceeded, codes.DeadlineExceeded},
 		{status.Error(codes.ResourceExhausted, "x"), codes.ResourceExhausted},

@@ -30,7 +30,9 @@ func toStatus(err error) error {
 	case errors.Is(err, scheduler.ErrStaleLease), errors.Is(err, scheduler.ErrConflict):
 		code = codes.FailedPrecondition
 	case errors.Is(err, scheduler.ErrNoRecommendation):
-		code = codes.Unavailable
+		// Not "retry later" (Unavailable means the coordinator is away): the study
+		// lacks the data, and asking again helps only once trials finish.
+		code = codes.FailedPrecondition
 	case errors.Is(err, store.ErrWrite):
 		// Nothing of the write was kept and it may succeed later (the disk has room
 		// again): workers buffer and retry, as when the coordinator is away.

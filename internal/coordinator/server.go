@@ -5,17 +5,26 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/encoding"
+	grpcproto "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/mixopt/mixopt/internal/auth"
 	"github.com/mixopt/mixopt/internal/dashboard"
@@ -43,6 +52,13 @@ type Config struct {
 	StopTimeout time.Duration
 	// MaxMessageBytes bounds received messages.
 	MaxMessageBytes int
+	// MaxConnectionIdle closes a client connection that has had no call for this long
+	// (default 5 minutes); a client redials on its next call. Workers always have a call
+	// open or due within a heartbeat, so only abandoned connections go.
+	MaxConnectionIdle time.Duration
+	// CreateDB lets Run create DBPath when it does not exist; without it a missing file is
+	// an error, so a mistyped path does not start an empty coordinator.
+	CreateDB bool
 	// TokensFile enables bearer-token authentication with roles (docs/security.md).
 	TokensFile string
 	// TLS certificate and key; a client CA makes TLS mutual.
@@ -67,6 +83,9 @@ func (cfg *Config) setDefaults() {
 	if cfg.MaxMessageBytes <= 0 {
 		cfg.MaxMessageBytes = 16 << 20
 	}
+	if cfg.MaxConnectionIdle <= 0 {
+		cfg.MaxConnectionIdle = 5 * time.Minute
+	}
 	if cfg.RegisterRate <= 0 {
 		cfg.RegisterRate = 20
 	}
@@ -80,6 +99,9 @@ func (cfg *Config) setDefaults() {
 func Run(ctx context.Context, cfg Config) error {
 	cfg.setDefaults()
 	log := cfg.Logger
+	if err := checkDBExists(cfg.DBPath, cfg.CreateDB); err != nil {
+		return err
+	}
 	recorder := metrics.New()
 	db, err := store.Open(cfg.DBPath, store.Options{Timeout: cfg.DBOpenTimeout, OnWriteError: func(err error) {
 		log.Error("store write failed; nothing of it was kept and the client was told to retry", zap.Error(err))
@@ -104,7 +126,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	opts := []grpc.ServerOption{grpc.MaxRecvMsgSize(cfg.MaxMessageBytes)}
+	opts := serverOptions(cfg)
 	if tlsConfig != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsConfig)))
 	}
@@ -199,6 +221,113 @@ func Run(ctx context.Context, cfg Config) error {
 		srv.Stop()
 	}
 	return nil
+}
+
+// checkDBExists refuses to start on a database file that is not there unless create is
+// set: store.Open would create it, and a coordinator on a mistyped path would serve an
+// empty history as if it were the real one.
+func checkDBExists(path string, create bool) error {
+	if path == "" {
+		return errors.New("db: no database file given")
+	}
+	_, err := os.Stat(path)
+	switch {
+	case err == nil, create && errors.Is(err, fs.ErrNotExist):
+		return nil
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("db: %s does not exist; give -init to create a new database there", path)
+	}
+	return fmt.Errorf("db: %w", err)
+}
+
+// Keepalive: the server pings a connection silent for keepaliveTime and drops it when
+// the ping goes unanswered for keepaliveTimeout; a client may ping at most every
+// keepaliveMinPing, even between calls (a worker waiting for work), and one that pings
+// more often is sent away (GOAWAY too_many_pings).
+const (
+	keepaliveTime    = 2 * time.Minute
+	keepaliveTimeout = 20 * time.Second
+	keepaliveMinPing = 10 * time.Second
+)
+
+// serverOptions are the gRPC server's options apart from security: message size,
+// keepalive with a maximum idle time, and the codec that turns a request that does not
+// decode into InvalidArgument.
+func serverOptions(cfg Config) []grpc.ServerOption {
+	undecodable := &sync.Map{}
+	return []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(cfg.MaxMessageBytes),
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			MaxConnectionIdle: cfg.MaxConnectionIdle,
+			Time:              keepaliveTime,
+			Timeout:           keepaliveTimeout,
+		}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: keepaliveMinPing, PermitWithoutStream: true}),
+		grpc.ForceServerCodecV2(requestCodec{base: encoding.GetCodecV2(grpcproto.Name), undecodable: undecodable}),
+		// First in the chain, so that every decoded request passes it.
+		grpc.ChainUnaryInterceptor(undecodableUnary(undecodable)),
+		grpc.ChainStreamInterceptor(undecodableStream(undecodable)),
+	}
+}
+
+// requestCodec is gRPC's protobuf codec, except that a message that fails to decode is
+// remembered instead of failing: gRPC itself would answer Internal, which tells a client
+// the coordinator is broken when the request is. The interceptors below answer
+// InvalidArgument for it before any handler runs.
+type requestCodec struct {
+	base        encoding.CodecV2
+	undecodable *sync.Map // message pointer → decode error
+}
+
+func (c requestCodec) Name() string                           { return c.base.Name() }
+func (c requestCodec) Marshal(v any) (mem.BufferSlice, error) { return c.base.Marshal(v) }
+
+func (c requestCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	err := c.base.Unmarshal(data, v)
+	if err == nil {
+		return nil
+	}
+	m, ok := v.(proto.Message)
+	if !ok {
+		return err
+	}
+	proto.Reset(m) // nothing half-decoded is ever seen
+	c.undecodable.Store(v, err)
+	return nil
+}
+
+func undecodableError(undecodable *sync.Map, m any) error {
+	if err, bad := undecodable.LoadAndDelete(m); bad {
+		return status.Errorf(codes.InvalidArgument, "request: not a valid %T message: %v", m, err)
+	}
+	return nil
+}
+
+func undecodableUnary(undecodable *sync.Map) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if err := undecodableError(undecodable, req); err != nil {
+			return nil, err
+		}
+		return handler(ctx, req)
+	}
+}
+
+func undecodableStream(undecodable *sync.Map) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		return handler(srv, decodeCheckedStream{ServerStream: ss, undecodable: undecodable})
+	}
+}
+
+type decodeCheckedStream struct {
+	grpc.ServerStream
+	undecodable *sync.Map
+}
+
+func (s decodeCheckedStream) RecvMsg(m any) error {
+	if err := s.ServerStream.RecvMsg(m); err != nil {
+		return err
+	}
+	return undecodableError(s.undecodable, m)
 }
 
 // security builds the TLS configuration and the token authenticator the config asks for.

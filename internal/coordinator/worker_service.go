@@ -20,6 +20,9 @@ type WorkerService struct {
 var _ pb.WorkerServiceServer = (*WorkerService)(nil)
 
 func (s *WorkerService) Register(ctx context.Context, req *pb.RegisterRequest) (*pb.RegisterResponse, error) {
+	if err := validateRegister(req); err != nil {
+		return nil, err
+	}
 	reg := scheduler.Registration{
 		WorkerID: req.WorkerId, Hostname: req.Hostname, GPUs: req.Gpus, SimulatedCapacity: req.SimulatedCapacity,
 		Identity: req.Identity,
@@ -66,6 +69,9 @@ func held(workerID, trialID uint64, leaseID string, attempt int32) (scheduler.He
 }
 
 func (s *WorkerService) ReportPoints(ctx context.Context, req *pb.ReportPointsRequest) (*pb.ReportPointsResponse, error) {
+	if err := validateReportPoints(req); err != nil {
+		return nil, err
+	}
 	h, err := held(req.WorkerId, req.TrialId, req.LeaseId, req.Attempt)
 	if err != nil {
 		return nil, err
@@ -78,6 +84,9 @@ func (s *WorkerService) ReportPoints(ctx context.Context, req *pb.ReportPointsRe
 }
 
 func (s *WorkerService) FinishTrial(ctx context.Context, req *pb.FinishTrialRequest) (*pb.FinishTrialResponse, error) {
+	if err := validateFinish(req); err != nil {
+		return nil, err
+	}
 	h, err := held(req.WorkerId, req.TrialId, req.LeaseId, req.Attempt)
 	if err != nil {
 		return nil, err
@@ -89,6 +98,9 @@ func (s *WorkerService) FinishTrial(ctx context.Context, req *pb.FinishTrialRequ
 }
 
 func (s *WorkerService) FailTrial(ctx context.Context, req *pb.FailTrialRequest) (*pb.FailTrialResponse, error) {
+	if err := validateFail(req); err != nil {
+		return nil, err
+	}
 	h, err := held(req.WorkerId, req.TrialId, req.LeaseId, req.Attempt)
 	if err != nil {
 		return nil, err
@@ -104,6 +116,9 @@ func (s *WorkerService) FailTrial(ctx context.Context, req *pb.FailTrialRequest)
 const maxReleasedLeases = 10_000
 
 func (s *WorkerService) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) (*pb.HeartbeatResponse, error) {
+	if err := validateHeartbeat(req); err != nil {
+		return nil, err
+	}
 	if req.WorkerId == 0 {
 		return nil, missing("worker_id")
 	}

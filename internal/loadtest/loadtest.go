@@ -294,8 +294,7 @@ func waitAddr(ctx context.Context, path string) (string, error) {
 
 func waitWorkers(ctx context.Context, c pb.ControlServiceClient, n int) error {
 	for {
-		r, err := c.ListWorkers(ctx, &pb.ListWorkersRequest{})
-		if err == nil && len(r.Workers) >= n {
+		if count, err := countWorkers(ctx, c); err == nil && count >= n {
 			return nil
 		}
 		select {
@@ -303,6 +302,22 @@ func waitWorkers(ctx context.Context, c pb.ControlServiceClient, n int) error {
 			return fmt.Errorf("workers did not register: %w", ctx.Err())
 		case <-time.After(100 * time.Millisecond):
 		}
+	}
+}
+
+// countWorkers counts the registered workers over every page of ListWorkers.
+func countWorkers(ctx context.Context, c pb.ControlServiceClient) (int, error) {
+	count, token := 0, ""
+	for {
+		r, err := c.ListWorkers(ctx, &pb.ListWorkersRequest{PageSize: 1000, PageToken: token})
+		if err != nil {
+			return 0, err
+		}
+		count += len(r.Workers)
+		if r.NextPageToken == "" || r.NextPageToken == token {
+			return count, nil
+		}
+		token = r.NextPageToken
 	}
 }
 
@@ -359,7 +374,7 @@ func (c *coordinatorProcess) start(ctx context.Context, cpuProfile string) error
 	addrFile := filepath.Join(c.cfg.Dir, "addr")
 	os.Remove(addrFile)
 	cmd := exec.Command(c.cfg.CoordinatorBin, "-listen", c.addr, "-addr-file", addrFile, "-http-listen", c.httpAddr,
-		"-db", c.dbPath, "-lease-ttl", "60s", "-register-rate", "100000", "-register-burst", "100000", "-log-level", c.cfg.logLevel())
+		"-init", "-db", c.dbPath, "-lease-ttl", "60s", "-register-rate", "100000", "-register-burst", "100000", "-log-level", c.cfg.logLevel())
 	if cpuProfile != "" {
 		cmd.Args = append(cmd.Args, "-cpuprofile", cpuProfile)
 	}

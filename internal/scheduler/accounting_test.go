@@ -76,7 +76,8 @@ func TestGPUHours(t *testing.T) {
 			h2 := heldOf(w, b)
 			e.report(h2, []*pb.CurvePoint{wallPoint(1, 50)})
 			check("second attempt", 450*tc.perS)
-			e.report(h2, []*pb.CurvePoint{wallPoint(2, 80)})
+			// The last point reaches the trial's steps: a finish short of them is refused.
+			e.report(h2, []*pb.CurvePoint{{Seq: 2, Step: b.Trial.Steps, TrainLoss: 1, WallTimeS: 80}})
 			e.finish(h2, 2)
 			check("finished", 480*tc.perS)
 		})

@@ -1,7 +1,6 @@
 package scheduler
 
 import (
-	"fmt"
 	"slices"
 
 	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
@@ -37,34 +36,6 @@ func acceptsWorker(sel *pb.WorkerSelector, w *pb.Worker) bool {
 }
 
 // Limits on a selector: it is part of the spec and crosses the wire.
-const (
-	maxSelectorLabels = 64
-	maxLabelLength    = 256
-)
-
-// validateSelector checks a spec's worker selector.
-func validateSelector(sel *pb.WorkerSelector) error {
-	if sel == nil {
-		return nil
-	}
-	if len(sel.Kinds) > 2 {
-		return invalid("workers.kinds", "%d kinds, at most 2 (real, simulated)", len(sel.Kinds))
-	}
-	for i, k := range sel.Kinds {
-		if k != pb.WorkerKind_WORKER_KIND_REAL && k != pb.WorkerKind_WORKER_KIND_SIMULATED {
-			return invalid(fmt.Sprintf("workers.kinds[%d]", i), "%v is not WORKER_KIND_REAL or WORKER_KIND_SIMULATED", k)
-		}
-	}
-	if len(sel.Labels) > maxSelectorLabels {
-		return invalid("workers.labels", "%d labels, at most %d", len(sel.Labels), maxSelectorLabels)
-	}
-	for k, v := range sel.Labels {
-		if k == "" || len(k) > maxLabelLength || len(v) > maxLabelLength {
-			return invalid("workers.labels", "label %q: keys must be 1-%d characters and values at most %d", k, maxLabelLength, maxLabelLength)
-		}
-	}
-	return nil
-}
 
 // validateIdentity bounds what a worker says about itself: it is stored and shown.
 func validateIdentity(id *pb.WorkerIdentity) error {
@@ -74,21 +45,19 @@ func validateIdentity(id *pb.WorkerIdentity) error {
 	if _, ok := pb.WorkerKind_name[int32(id.Kind)]; !ok {
 		return invalid("identity.kind", "unknown kind %d", id.Kind)
 	}
-	if len(id.SimSource) > 1024 {
-		return invalid("identity.sim_source", "longer than 1024 characters")
+	if len(id.SimSource) > MaxSimSourceBytes {
+		return invalid("identity.sim_source", "longer than %d bytes", MaxSimSourceBytes)
 	}
-	if len(id.Labels) > maxSelectorLabels {
-		return invalid("identity.labels", "%d labels, at most %d", len(id.Labels), maxSelectorLabels)
-	}
-	for k, v := range id.Labels {
-		if k == "" || len(k) > maxLabelLength || len(v) > maxLabelLength {
-			return invalid("identity.labels", "label %q: keys must be 1-%d characters and values at most %d", k, maxLabelLength, maxLabelLength)
-		}
+	if err := CheckLabels("identity.labels", id.Labels); err != nil {
+		return err
 	}
 	if in := id.Interpreter; in != nil {
-		for field, v := range map[string]string{"path": in.Path, "python_version": in.PythonVersion, "torch_version": in.TorchVersion, "cuda_version": in.CudaVersion} {
-			if len(v) > 1024 {
-				return invalid("identity.interpreter."+field, "longer than 1024 characters")
+		if len(in.Path) > MaxPathBytes {
+			return invalid("identity.interpreter.path", "longer than %d bytes", MaxPathBytes)
+		}
+		for field, v := range map[string]string{"python_version": in.PythonVersion, "torch_version": in.TorchVersion, "cuda_version": in.CudaVersion} {
+			if len(v) > MaxVersionBytes {
+				return invalid("identity.interpreter."+field, "longer than %d bytes", MaxVersionBytes)
 			}
 		}
 	}

@@ -5,21 +5,21 @@ import (
 	"math"
 	"regexp"
 	"slices"
+	"sort"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"sigs.k8s.io/yaml"
 
 	"github.com/mixopt/mixopt/internal/bo"
 	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
 )
 
-// Limits on a study spec: they keep a single study's decision space and stored data bounded.
-const (
-	maxDomains     = 64
-	maxScales      = 64
-	maxStepBudgets = 1024
-	maxSteps       = 1_000_000_000
-	maxParallel    = 100_000
-	// boundsSlack absorbs rounding in bounds that sum to exactly 1.
-	boundsSlack = 1e-9
-)
+// boundsSlack absorbs rounding in bounds that sum to exactly 1. The spec's limits are in
+// limits.go.
+const boundsSlack = 1e-9
 
 // DefaultPolicy is used when a spec names none.
 const DefaultPolicy = "random"
@@ -28,6 +28,28 @@ var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 
 func invalid(field, format string, args ...any) error {
 	return fmt.Errorf("%s: %s: %w", field, fmt.Sprintf(format, args...), ErrInvalid)
+}
+
+// MaxSpecBytes bounds a spec file ParseSpec reads.
+const MaxSpecBytes = 1 << 20
+
+// ParseSpec reads a YAML or JSON study spec (JSON is YAML). Field names follow the proto
+// (snake_case or lowerCamelCase); an unknown field, or a key given twice in one mapping,
+// is an error that names it, since a silently dropped value would start a study the
+// operator did not write. It does not validate the spec: NormalizeSpec does.
+func ParseSpec(raw []byte) (*pb.StudySpec, error) {
+	if len(raw) > MaxSpecBytes {
+		return nil, fmt.Errorf("spec: %d bytes, at most %d: %w", len(raw), MaxSpecBytes, ErrInvalid)
+	}
+	js, err := yaml.YAMLToJSONStrict(raw)
+	if err != nil {
+		return nil, fmt.Errorf("spec: %v: %w", err, ErrInvalid)
+	}
+	spec := new(pb.StudySpec)
+	if err := protojson.Unmarshal(js, spec); err != nil {
+		return nil, fmt.Errorf("spec: %v: %w", err, ErrInvalid)
+	}
+	return spec, nil
 }
 
 // NormalizeSpec fills defaults into a copy of spec and validates it. Every error names the
@@ -61,8 +83,14 @@ func NormalizeSpec(spec *pb.StudySpec) (*pb.StudySpec, error) {
 }
 
 func validateSpec(s *pb.StudySpec) error {
-	if len(s.Name) > 200 {
-		return invalid("name", "longer than 200 characters")
+	if n := utf8.RuneCountInString(s.Name); n > MaxSpecNameRunes || !utf8.ValidString(s.Name) {
+		return invalid("name", "%d characters, at most %d (valid UTF-8)", n, MaxSpecNameRunes)
+	}
+	if err := validateExtraMetrics(s.ExtraMetrics); err != nil {
+		return err
+	}
+	if err := validateSelector(s.Workers); err != nil {
+		return err
 	}
 	if err := validateDomains(s.Domains); err != nil {
 		return err
@@ -91,7 +119,7 @@ func validateSpec(s *pb.StudySpec) error {
 		return invalid("target", "missing")
 	}
 	if ScaleIndex(s, s.Target.Scale) < 0 {
-		return invalid("target.scale", "%q is not among the scales", s.Target.Scale)
+		return invalid("target.scale", "%.80q is not among the scales", s.Target.Scale)
 	}
 	if !slices.Contains(s.Steps, s.Target.Steps) {
 		return invalid("target.steps", "%d is not among the step budgets", s.Target.Steps)
@@ -107,6 +135,9 @@ func validateSpec(s *pb.StudySpec) error {
 	}
 	if s.EvalEvery < 0 || (s.EvalEvery > 0 && s.EvalEvery > s.Steps[len(s.Steps)-1]) {
 		return invalid("eval_every", "%d is out of range (0 to the largest step budget)", s.EvalEvery)
+	}
+	if len(s.Policy) > maxPolicyBytes {
+		return invalid("policy", "%d bytes, at most %d", len(s.Policy), maxPolicyBytes)
 	}
 	if _, err := bo.New(s.Policy); err != nil {
 		return invalid("policy", "%v", err)
@@ -126,7 +157,7 @@ func validateDomains(domains []*pb.Domain) error {
 	for i, d := range domains {
 		field := fmt.Sprintf("domains[%d]", i)
 		if !namePattern.MatchString(d.Name) {
-			return invalid(field+".name", "%q must be 1-64 letters, digits, '_', '.' or '-'", d.Name)
+			return invalid(field+".name", "%.80q must be 1-64 letters, digits, '_', '.' or '-'", d.Name)
 		}
 		if seen[d.Name] {
 			return invalid(field+".name", "%q appears twice", d.Name)
@@ -155,7 +186,7 @@ func validateScales(scales []*pb.Scale) error {
 	for i, sc := range scales {
 		field := fmt.Sprintf("scales[%d]", i)
 		if !namePattern.MatchString(sc.Name) {
-			return invalid(field+".name", "%q must be 1-64 letters, digits, '_', '.' or '-'", sc.Name)
+			return invalid(field+".name", "%.80q must be 1-64 letters, digits, '_', '.' or '-'", sc.Name)
 		}
 		if seen[sc.Name] {
 			return invalid(field+".name", "%q appears twice", sc.Name)
@@ -170,6 +201,99 @@ func validateScales(scales []*pb.Scale) error {
 		if sc.TokensPerStep < 0 || sc.Gpus < 0 || sc.MinGpuMemoryMib < 0 {
 			return invalid(field, "tokens_per_step, gpus and min_gpu_memory_mib must not be negative")
 		}
+		// No worker can register more: such a trial would wait forever.
+		if sc.Gpus > MaxGPUsPerWorker {
+			return invalid(field+".gpus", "%d, but a worker has at most %d GPUs", sc.Gpus, MaxGPUsPerWorker)
+		}
+		if sc.MinGpuMemoryMib > MaxGPUMemoryMiB {
+			return invalid(field+".min_gpu_memory_mib", "%d, at most %d", sc.MinGpuMemoryMib, MaxGPUMemoryMiB)
+		}
+	}
+	return nil
+}
+
+func validateExtraMetrics(names []string) error {
+	if len(names) > MaxExtraMetrics {
+		return invalid("extra_metrics", "%d names, at most %d", len(names), MaxExtraMetrics)
+	}
+	seen := map[string]bool{}
+	for i, m := range names {
+		field := fmt.Sprintf("extra_metrics[%d]", i)
+		if problem := MetricNameProblem(m); problem != "" {
+			return invalid(field, "%s", problem)
+		}
+		if seen[m] {
+			return invalid(field, "%q appears twice", m)
+		}
+		seen[m] = true
+	}
+	return nil
+}
+
+// MetricNameProblem says what is wrong with a metric name (an extra metric, an eval key),
+// or "" when nothing is: it is 1 to MaxMetricNameBytes bytes of printable UTF-8 without
+// spaces.
+func MetricNameProblem(name string) string {
+	if name != "" && len(name) <= MaxMetricNameBytes && printableASCII(name) {
+		return "" // the usual name, checked without decoding runes
+	}
+	switch {
+	case name == "":
+		return "empty metric name"
+	case len(name) > MaxMetricNameBytes:
+		return fmt.Sprintf("metric name of %d bytes, at most %d", len(name), MaxMetricNameBytes)
+	case !utf8.ValidString(name):
+		return "metric name is not valid UTF-8"
+	case strings.IndexFunc(name, func(r rune) bool { return !unicode.IsPrint(r) || unicode.IsSpace(r) }) >= 0:
+		return fmt.Sprintf("metric name %q holds a space or an unprintable character", name)
+	}
+	return ""
+}
+
+func printableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+func validateSelector(sel *pb.WorkerSelector) error {
+	if sel == nil {
+		return nil
+	}
+	if len(sel.Kinds) > MaxSelectorKinds {
+		return invalid("workers.kinds", "%d kinds, at most %d", len(sel.Kinds), MaxSelectorKinds)
+	}
+	for i, k := range sel.Kinds {
+		if _, ok := pb.WorkerKind_name[int32(k)]; !ok || k == pb.WorkerKind_WORKER_KIND_UNSPECIFIED {
+			return invalid(fmt.Sprintf("workers.kinds[%d]", i), "unknown worker kind %d", int32(k))
+		}
+	}
+	return CheckLabels("workers.labels", sel.Labels)
+}
+
+// CheckLabels bounds a label map (a worker's identity, a study's selector): at most
+// MaxLabels labels, keys of 1 to MaxLabelKeyBytes and values of at most MaxLabelValueBytes
+// bytes of valid UTF-8. The error names field and the first bad key in sorted order.
+func CheckLabels(field string, labels map[string]string) error {
+	if len(labels) > MaxLabels {
+		return invalid(field, "%d labels, at most %d", len(labels), MaxLabels)
+	}
+	keys := make([]string, 0, len(labels))
+	for k := range labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		v := labels[k]
+		switch {
+		case k == "" || len(k) > MaxLabelKeyBytes || !utf8.ValidString(k):
+			return invalid(field, "key %.80q must be 1-%d bytes of UTF-8", k, MaxLabelKeyBytes)
+		case len(v) > MaxLabelValueBytes || !utf8.ValidString(v):
+			return invalid(fmt.Sprintf("%s[%q]", field, k), "value must be at most %d bytes of UTF-8", MaxLabelValueBytes)
+		}
 	}
 	return nil
 }
@@ -179,7 +303,7 @@ func validateObjective(s *pb.StudySpec) error {
 		return invalid("objective.metric", "missing (known: %v)", KnownMetrics(s))
 	}
 	if !slices.Contains(KnownMetrics(s), s.Objective.Metric) {
-		return invalid("objective.metric", "unknown metric %q (known: %v)", s.Objective.Metric, KnownMetrics(s))
+		return invalid("objective.metric", "unknown metric %.80q (known: %v)", s.Objective.Metric, KnownMetrics(s))
 	}
 	return nil
 }

@@ -78,6 +78,46 @@ func TestCreateStudyRejectsInvalidSpecs(t *testing.T) {
 		{"negative eval_every", func(s *pb.StudySpec) { s.EvalEvery = -1 }, "eval_every"},
 		{"eval_every beyond the steps", func(s *pb.StudySpec) { s.EvalEvery = targetSteps + 1 }, "eval_every"},
 		{"unknown policy", func(s *pb.StudySpec) { s.Policy = "bogus" }, "policy"},
+		// Bounds on everything that crosses the wire (limits.go).
+		{"name of 201 characters", func(s *pb.StudySpec) { s.Name = strings.Repeat("é", MaxSpecNameRunes+1) }, "name"},
+		{"name not UTF-8", func(s *pb.StudySpec) { s.Name = "\xff" }, "name"},
+		{"huge domain name", func(s *pb.StudySpec) { s.Domains[0].Name = strings.Repeat("d", 1<<20) }, "domains[0].name"},
+		{"huge policy", func(s *pb.StudySpec) { s.Policy = strings.Repeat("p", 1<<20) }, "policy"},
+		{"huge target scale", func(s *pb.StudySpec) { s.Target.Scale = strings.Repeat("t", 1<<20) }, "target.scale"},
+		{"huge objective", func(s *pb.StudySpec) { s.Objective.Metric = strings.Repeat("m", 1<<20) }, "objective.metric"},
+		{"too many extra metrics", func(s *pb.StudySpec) {
+			for i := range MaxExtraMetrics + 1 {
+				s.ExtraMetrics = append(s.ExtraMetrics, fmt.Sprintf("m%d", i))
+			}
+		}, "extra_metrics"},
+		{"empty extra metric", func(s *pb.StudySpec) { s.ExtraMetrics = []string{"acc", ""} }, "extra_metrics[1]"},
+		{"huge extra metric", func(s *pb.StudySpec) { s.ExtraMetrics = []string{strings.Repeat("m", MaxMetricNameBytes+1)} }, "extra_metrics[0]"},
+		{"extra metric with a space", func(s *pb.StudySpec) { s.ExtraMetrics = []string{"hella swag"} }, "extra_metrics[0]"},
+		{"extra metric twice", func(s *pb.StudySpec) { s.ExtraMetrics = []string{"acc", "acc"} }, "extra_metrics[1]"},
+		{"scale needs more GPUs than a worker has", func(s *pb.StudySpec) { s.Scales[0].Gpus = math.MaxInt32 }, "scales[0].gpus"},
+		{"scale needs 1025 GPUs", func(s *pb.StudySpec) { s.Scales[1].Gpus = MaxGPUsPerWorker + 1 }, "scales[1].gpus"},
+		{"scale needs absurd GPU memory", func(s *pb.StudySpec) { s.Scales[0].MinGpuMemoryMib = math.MaxInt64 }, "scales[0].min_gpu_memory_mib"},
+		{"too many selector kinds", func(s *pb.StudySpec) {
+			s.Workers = &pb.WorkerSelector{}
+			for range MaxSelectorKinds + 1 {
+				s.Workers.Kinds = append(s.Workers.Kinds, pb.WorkerKind_WORKER_KIND_REAL)
+			}
+		}, "workers.kinds"},
+		{"unknown selector kind", func(s *pb.StudySpec) { s.Workers = &pb.WorkerSelector{Kinds: []pb.WorkerKind{99}} }, "workers.kinds[0]"},
+		{"unspecified selector kind", func(s *pb.StudySpec) { s.Workers = &pb.WorkerSelector{Kinds: []pb.WorkerKind{0}} }, "workers.kinds[0]"},
+		{"too many selector labels", func(s *pb.StudySpec) {
+			s.Workers = &pb.WorkerSelector{Labels: map[string]string{}}
+			for i := range MaxLabels + 1 {
+				s.Workers.Labels[fmt.Sprintf("k%d", i)] = "v"
+			}
+		}, "workers.labels"},
+		{"empty label key", func(s *pb.StudySpec) { s.Workers = &pb.WorkerSelector{Labels: map[string]string{"": "v"}} }, "workers.labels"},
+		{"huge label key", func(s *pb.StudySpec) {
+			s.Workers = &pb.WorkerSelector{Labels: map[string]string{strings.Repeat("k", MaxLabelKeyBytes+1): "v"}}
+		}, "workers.labels"},
+		{"huge label value", func(s *pb.StudySpec) {
+			s.Workers = &pb.WorkerSelector{Labels: map[string]string{"cluster": strings.Repeat("v", MaxLabelValueBytes+1)}}
+		}, `workers.labels["cluster"]`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -109,10 +149,111 @@ func TestCreateStudyRejectsInvalidSpecs(t *testing.T) {
 	}
 }
 
+func TestNormalizeSpecAcceptsTheLimits(t *testing.T) {
+	spec := baseSpec()
+	// The name limit counts characters: 200 two-byte runes are 400 bytes and still fit.
+	spec.Name = strings.Repeat("é", MaxSpecNameRunes)
+	spec.Scales[0].Gpus = MaxGPUsPerWorker
+	spec.Workers = &pb.WorkerSelector{Kinds: []pb.WorkerKind{pb.WorkerKind_WORKER_KIND_REAL}, Labels: map[string]string{}}
+	for i := range MaxExtraMetrics {
+		spec.ExtraMetrics = append(spec.ExtraMetrics, fmt.Sprintf("m%d_%s", i, strings.Repeat("x", MaxMetricNameBytes-8)))
+	}
+	for i := range MaxLabels {
+		spec.Workers.Labels[fmt.Sprintf("k%02d%s", i, strings.Repeat("k", MaxLabelKeyBytes-3))] = strings.Repeat("v", MaxLabelValueBytes)
+	}
+	if _, err := NormalizeSpec(spec); err != nil {
+		t.Fatalf("a spec at every limit: %v", err)
+	}
+}
+
+func TestParseSpec(t *testing.T) {
+	good := `
+name: demo
+domains: [{name: wiki}, {name: code}]
+scales: [{name: small, params: 1e6, flops_per_step: 1e9}]
+steps: [100]
+objective: {metric: train_loss}
+target: {scale: small, steps: 100}
+budget_flops: 1e13
+`
+	spec, err := ParseSpec([]byte(good))
+	if err != nil {
+		t.Fatalf("ParseSpec: %v", err)
+	}
+	if spec.Name != "demo" || len(spec.Domains) != 2 || spec.Scales[0].FlopsPerStep != 1e9 || spec.Target.Steps != 100 {
+		t.Errorf("parsed %v", spec)
+	}
+	if _, err := NormalizeSpec(spec); err != nil {
+		t.Errorf("parsed spec does not validate: %v", err)
+	}
+	js, err := ParseSpec([]byte(`{"name": "demo", "budgetFlops": 5}`))
+	if err != nil || js.Name != "demo" || js.BudgetFlops != 5 {
+		t.Errorf("JSON with lowerCamelCase: %v, %v", js, err)
+	}
+
+	bad := []struct {
+		name, in, want string
+	}{
+		{"duplicate top-level key", good + "name: other\n", `"name"`},
+		{"duplicate key in a list item", "scales:\n- name: a\n  params: 1\n  params: 2\n", `"params"`},
+		{"duplicate key in JSON", `{"name": "a", "budget_flops": 1, "name": "b"}`, `"name"`},
+		{"unknown field", good + "budget_flop: 3\n", "budget_flop"},
+		{"not a mapping", "- 1\n- 2\n", "spec"},
+		{"too large", strings.Repeat(" ", MaxSpecBytes+1), "bytes"},
+	}
+	for _, tc := range bad {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseSpec([]byte(tc.in))
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("got %v, want ErrInvalid", err)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q does not name %s", err, tc.want)
+			}
+		})
+	}
+}
+
+// FuzzParseSpec: whatever the bytes, parsing and validating a spec returns a spec or an
+// ErrInvalid error, never panics, and a spec that validates validates again after a round
+// trip through its normalized form (normalizing is idempotent).
+func FuzzParseSpec(f *testing.F) {
+	f.Add([]byte("name: a\ndomains: [{name: x}, {name: y}]\nscales: [{name: s, params: 1, flops_per_step: 1}]\nsteps: [1]\nobjective: {metric: train_loss}\ntarget: {scale: s, steps: 1}\nbudget_flops: 10\n"))
+	f.Add([]byte(`{"name": "a", "name": "b"}`))
+	f.Add([]byte("workers: {kinds: [1], labels: {a: b}}\nextra_metrics: [acc]\n"))
+	f.Add([]byte("&a [*a]"))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		spec, err := ParseSpec(raw)
+		if err != nil {
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("ParseSpec error %v is not ErrInvalid", err)
+			}
+			return
+		}
+		norm, err := NormalizeSpec(spec)
+		if err != nil {
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("NormalizeSpec error %v is not ErrInvalid", err)
+			}
+			return
+		}
+		again, err := NormalizeSpec(norm)
+		if err != nil {
+			t.Fatalf("a normalized spec no longer validates: %v", err)
+		}
+		if !proto.Equal(norm, again) {
+			t.Fatalf("normalizing twice changed the spec: %v then %v", norm, again)
+		}
+	})
+}
+
 func checkInvalid(t *testing.T, err error, field string) {
 	t.Helper()
 	if !errors.Is(err, ErrInvalid) {
-		t.Fatalf("got error %v, want ErrInvalid", err)
+		t.Fatalf("got error %.300v, want ErrInvalid", err)
+	}
+	if len(err.Error()) > 4000 {
+		t.Errorf("error of %d bytes echoes the input", len(err.Error()))
 	}
 	if !strings.HasPrefix(err.Error(), field+": ") {
 		t.Errorf("error %q does not name the field %q first", err, field)

@@ -20,9 +20,6 @@ func (s *Scheduler) CreateStudy(ctx context.Context, spec *pb.StudySpec) (*pb.St
 	if err != nil {
 		return nil, err
 	}
-	if err := validateSelector(spec.Workers); err != nil {
-		return nil, err
-	}
 	if spec.MaxConsecutiveFailures < 0 || spec.MaxConsecutiveFailures > maxConsecutiveFailuresLimit {
 		return nil, invalid("max_consecutive_failures", "%d is out of range (0 for the default %d, up to %d)",
 			spec.MaxConsecutiveFailures, DefaultMaxConsecutiveFailures, maxConsecutiveFailuresLimit)

@@ -180,6 +180,14 @@ func (s *Scheduler) ReportPoints(_ context.Context, h Held, points []*pb.CurvePo
 			if p.Step > t.Steps {
 				return fmt.Errorf("points[%d].step: %d is beyond the trial's %d steps: %w", i, p.Step, t.Steps, ErrInvalid)
 			}
+			// The batch itself ascends (the adapter checks): only its first new point
+			// can fall behind what this attempt committed.
+			if len(fresh) == 0 && p.Step < t.StepsDone {
+				return fmt.Errorf("points[%d].step: %d goes back behind step %d of this attempt: %w", i, p.Step, t.StepsDone, ErrInvalid)
+			}
+			if len(fresh) == 0 && p.WallTimeS < t.AttemptWallTimeS {
+				return fmt.Errorf("points[%d].wall_time_s: %v goes back behind %v of this attempt: %w", i, p.WallTimeS, t.AttemptWallTimeS, ErrInvalid)
+			}
 			fresh = append(fresh, p)
 		}
 		acked = t.LastSeq
@@ -286,6 +294,16 @@ func (s *Scheduler) FinishTrial(_ context.Context, h Held, finalSeq uint64, sour
 		if t.LastSeq != finalSeq {
 			return fmt.Errorf("final_seq: %d, but points up to %d are committed: %w", finalSeq, t.LastSeq, ErrConflict)
 		}
+		// A finish must show its result: a curve reaching the trial's steps, unless the
+		// coordinator asked the trial to stop (then it ends stopped where it is, even
+		// before its first point).
+		if t.LastSeq == 0 && !t.StopRequested {
+			return fmt.Errorf("final_seq: attempt %d has no points; report them, or FailTrial: %w", t.Attempt, ErrConflict)
+		}
+		if t.StepsDone < t.Steps && !t.StopRequested {
+			return fmt.Errorf("final_seq: the curve ends at step %d of %d and no stop was asked; report the rest, or FailTrial: %w",
+				t.StepsDone, t.Steps, ErrConflict)
+		}
 		t.State = pb.TrialState_TRIAL_STATE_SUCCEEDED
 		if t.StopRequested {
 			t.State = pb.TrialState_TRIAL_STATE_STOPPED
@@ -298,7 +316,7 @@ func (s *Scheduler) FinishTrial(_ context.Context, h Held, finalSeq uint64, sour
 // Error classes a worker reports for a failed training run. A deterministic failure fails
 // the trial: running the same configuration again would fail the same way. Anything else
 // (a crash, a lost GPU) is retried as a new attempt up to the delivery limit.
-var deterministicFailures = map[string]bool{"oom": true, "diverged": true, "bad_data": true}
+var deterministicFailures = map[string]bool{"oom": true, "diverged": true, "bad_data": true, "bad_input": true}
 
 // endedBy says whether the trial's stored attempt is h's and ended with h's lease still on
 // it (finished, or failed for good). Requeueing clears the lease, so a requeued attempt

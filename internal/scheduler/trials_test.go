@@ -107,14 +107,22 @@ func TestTrialLifecycle(t *testing.T) {
 	wantErr(t, err, ErrConflict, "finish with a wrong final_seq")
 	err = e.s.FinishTrial(ctx, Held{other, a.Trial.Id, a.LeaseId, 1}, 4, "", 0)
 	wantErr(t, err, ErrStaleLease, "finish by another worker")
-	if err := e.s.FinishTrial(ctx, h, 4, "run-17", 0.25); err != nil {
+	// A finish short of the trial's steps, with no stop asked, is refused: the curve ends
+	// at step 40 of 200.
+	err = e.s.FinishTrial(ctx, h, 4, "", 0)
+	wantErr(t, err, ErrConflict, "finish at step 40 of 200")
+	if !strings.Contains(err.Error(), "step 40 of 200") {
+		t.Errorf("short finish refused with %q, want it to name step 40 of 200", err)
+	}
+	e.report(h, []*pb.CurvePoint{{Seq: 5, Step: a.Trial.Steps, TrainLoss: 2}})
+	if err := e.s.FinishTrial(ctx, h, 5, "run-17", 0.25); err != nil {
 		t.Fatalf("FinishTrial: %v", err)
 	}
 	tr, points := e.trial(a.Trial.Id)
 	if tr.State != pb.TrialState_TRIAL_STATE_SUCCEEDED || tr.SourceRun != "run-17" || tr.SourceDistance != 0.25 {
 		t.Errorf("finished trial: %v", tr)
 	}
-	if tr.LastSeq != 4 || tr.StepsDone != 40 || !tr.HasValue || tr.LastValue != 10.0/4 || len(points) != 4 {
+	if tr.LastSeq != 5 || tr.StepsDone != 200 || !tr.HasValue || tr.LastValue != 2 || len(points) != 5 {
 		t.Errorf("finished trial: last_seq %d steps_done %d value %v/%v, %d points",
 			tr.LastSeq, tr.StepsDone, tr.HasValue, tr.LastValue, len(points))
 	}
@@ -125,16 +133,16 @@ func TestTrialLifecycle(t *testing.T) {
 	// The lease is gone: reports and heartbeats are refused or told to stop. A second
 	// finish of the same attempt repeats the first (its answer may have been lost) and is
 	// answered OK; one that disagrees on final_seq, or under another lease, is refused.
-	_, _, err = e.s.ReportPoints(ctx, h, pts(5, 5))
+	_, _, err = e.s.ReportPoints(ctx, h, pts(6, 6))
 	wantErr(t, err, ErrStaleLease, "report after finish")
-	if err := e.s.FinishTrial(ctx, h, 4, "", 0); err != nil {
+	if err := e.s.FinishTrial(ctx, h, 5, "", 0); err != nil {
 		t.Errorf("repeated finish: %v", err)
 	}
-	err = e.s.FinishTrial(ctx, h, 3, "", 0)
+	err = e.s.FinishTrial(ctx, h, 4, "", 0)
 	wantErr(t, err, ErrConflict, "second finish with another final_seq")
 	foreign := h
 	foreign.LeaseID = "another lease"
-	err = e.s.FinishTrial(ctx, foreign, 4, "", 0)
+	err = e.s.FinishTrial(ctx, foreign, 5, "", 0)
 	wantErr(t, err, ErrStaleLease, "finish under another lease")
 	stop, err := e.s.Heartbeat(ctx, w, []Held{h})
 	if err != nil || !slices.Equal(stop, []Held{h}) {
@@ -515,13 +523,14 @@ func TestRestartKeepsRunningTrials(t *testing.T) {
 		if acked := e.report(h, pts(3, 4)); acked != 4 {
 			t.Fatalf("acked %d, want 4", acked)
 		}
-		e.finish(h, 4)
+		e.report(h, []*pb.CurvePoint{{Seq: 5, Step: a.Trial.Steps, TrainLoss: 1}})
+		e.finish(h, 5)
 		b := e.mustAcquire(w)
 		if b.Trial.Id == a.Trial.Id {
 			t.Fatalf("finished trial leased again")
 		}
 		s := e.study(st.Id).Study
-		if s.TrialsCreated != 2 || s.SpentFlops != 40*smallFlops {
+		if s.TrialsCreated != 2 || s.SpentFlops != float64(a.Trial.Steps)*smallFlops {
 			t.Errorf("study: trials_created %d, spent %v", s.TrialsCreated, s.SpentFlops)
 		}
 		return b.Trial.Mixture

@@ -95,7 +95,7 @@ func TestSecurityRolesOverTLS(t *testing.T) {
 	os.WriteFile(tokens, []byte(fmt.Sprintf("admin %s ops\nviewer %s dash\nworker %s nodes\n", admin, viewer, worker)), 0o600)
 	addr := freeAddr(t)
 	httpAddrFile := filepath.Join(dir, "http")
-	start(t, dir, "coordinator", "-listen", addr, "-db", filepath.Join(dir, "db"), "-tokens", tokens,
+	start(t, dir, "coordinator", "-listen", addr, "-init", "-db", filepath.Join(dir, "db"), "-tokens", tokens,
 		"-tls-cert", cert, "-tls-key", key, "-http-listen", "127.0.0.1:0", "-http-addr-file", httpAddrFile)
 	specPath := filepath.Join(dir, "spec.yaml")
 	os.WriteFile(specPath, []byte(faultSpec(1, 1)), 0o644)
@@ -247,7 +247,7 @@ func TestTokenRotationOnSIGHUP(t *testing.T) {
 	const oldTok, newTok = "admin-old-0123456789abcdef", "admin-new-0123456789abcdef"
 	os.WriteFile(tokens, []byte("admin "+oldTok+"\n"), 0o600)
 	addr := freeAddr(t)
-	coord := start(t, dir, "coordinator", "-listen", addr, "-http-listen", "", "-db", filepath.Join(dir, "db"), "-tokens", tokens)
+	coord := start(t, dir, "coordinator", "-listen", addr, "-http-listen", "", "-init", "-db", filepath.Join(dir, "db"), "-tokens", tokens)
 	studies := func(tok string) int {
 		code, _ := mixctlCode(t, []string{"MIXOPT_TOKEN=" + tok}, "--addr", addr, "studies")
 		return code

@@ -39,7 +39,7 @@ func TestCoordinatorKill9MidStudy(t *testing.T) {
 	dir := t.TempDir()
 	addr := freeAddr(t)
 	db := filepath.Join(dir, "mixopt.db")
-	coordArgs := []string{"-listen", addr, "-http-listen", "127.0.0.1:0", "-db", db, "-lease-ttl", "10s", "-restart-grace", "20s", "-log-level", "debug"}
+	coordArgs := []string{"-listen", addr, "-http-listen", "127.0.0.1:0", "-init", "-db", db, "-lease-ttl", "10s", "-restart-grace", "20s", "-log-level", "debug"}
 	coord := start(t, dir, "coordinator", coordArgs...)
 	for i := 1; i <= 2; i++ {
 		// A trial of 1000 steps at the large scale replays in about 5 s.

@@ -154,7 +154,7 @@ func TestWorkerOverTLSWithToken(t *testing.T) {
 	tokFile := filepath.Join(dir, "worker-token")
 	writeFile(t, tokFile, workerTok+"\n")
 	addr := freeAddr(t)
-	start(t, dir, "coordinator", "-listen", addr, "-db", filepath.Join(dir, "db"), "-tokens", tokens,
+	start(t, dir, "coordinator", "-listen", addr, "-init", "-db", filepath.Join(dir, "db"), "-tokens", tokens,
 		"-tls-cert", cert, "-tls-key", key, "-http-listen", "")
 	refused := start(t, dir, "worker", "-coordinator", addr, "-tls-ca", ca, "-simulate", "synthetic")
 	start(t, dir, "worker", "-coordinator", addr, "-tls-ca", ca, "-token-file", tokFile,

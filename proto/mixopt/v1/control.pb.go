@@ -270,7 +270,11 @@ func (x *GetStudyResponse) GetStatus() *StudyStatus {
 }
 
 type ListStudiesRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Studies per page, 1 to 1000 (0: 100); a page may hold fewer.
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of the previous page ("" for the first).
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -305,9 +309,26 @@ func (*ListStudiesRequest) Descriptor() ([]byte, []int) {
 	return file_mixopt_v1_control_proto_rawDescGZIP(), []int{5}
 }
 
+func (x *ListStudiesRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListStudiesRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type ListStudiesResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Studies       []*StudyStatus         `protobuf:"bytes,1,rep,name=studies,proto3" json:"studies,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Ascending id.
+	Studies []*StudyStatus `protobuf:"bytes,1,rep,name=studies,proto3" json:"studies,omitempty"`
+	// Pass it as page_token for the next page; "" on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -349,13 +370,24 @@ func (x *ListStudiesResponse) GetStudies() []*StudyStatus {
 	return nil
 }
 
+func (x *ListStudiesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
 type ListTrialsRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	StudyId uint64                 `protobuf:"varint,1,opt,name=study_id,json=studyId,proto3" json:"study_id,omitempty"`
 	// Only trials in this state (unspecified: all).
 	State TrialState `protobuf:"varint,2,opt,name=state,proto3,enum=mixopt.v1.TrialState" json:"state,omitempty"`
 	// Only trials at this scale (empty: all).
-	Scale         string `protobuf:"bytes,3,opt,name=scale,proto3" json:"scale,omitempty"`
+	Scale string `protobuf:"bytes,3,opt,name=scale,proto3" json:"scale,omitempty"`
+	// Trials per page, 1 to 1000 (0: 100); a page may hold fewer.
+	PageSize int32 `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of the previous page ("" for the first).
+	PageToken     string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -411,9 +443,26 @@ func (x *ListTrialsRequest) GetScale() string {
 	return ""
 }
 
+func (x *ListTrialsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListTrialsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type ListTrialsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Trials        []*Trial               `protobuf:"bytes,1,rep,name=trials,proto3" json:"trials,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Ascending id.
+	Trials []*Trial `protobuf:"bytes,1,rep,name=trials,proto3" json:"trials,omitempty"`
+	// Pass it as page_token for the next page; "" on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -453,6 +502,13 @@ func (x *ListTrialsResponse) GetTrials() []*Trial {
 		return x.Trials
 	}
 	return nil
+}
+
+func (x *ListTrialsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type GetTrialRequest struct {
@@ -553,7 +609,11 @@ func (x *GetTrialResponse) GetPoints() []*CurvePoint {
 }
 
 type ListWorkersRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Workers per page, 1 to 1000 (0: 100); a page may hold fewer.
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of the previous page ("" for the first).
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -588,9 +648,26 @@ func (*ListWorkersRequest) Descriptor() ([]byte, []int) {
 	return file_mixopt_v1_control_proto_rawDescGZIP(), []int{11}
 }
 
+func (x *ListWorkersRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListWorkersRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type ListWorkersResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Workers       []*Worker              `protobuf:"bytes,1,rep,name=workers,proto3" json:"workers,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Ascending id.
+	Workers []*Worker `protobuf:"bytes,1,rep,name=workers,proto3" json:"workers,omitempty"`
+	// Pass it as page_token for the next page; "" on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -630,6 +707,13 @@ func (x *ListWorkersResponse) GetWorkers() []*Worker {
 		return x.Workers
 	}
 	return nil
+}
+
+func (x *ListWorkersResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type PauseStudyRequest struct {
@@ -1875,24 +1959,36 @@ const file_mixopt_v1_control_proto_rawDesc = "" +
 	"\x0fGetStudyRequest\x12\x19\n" +
 	"\bstudy_id\x18\x01 \x01(\x04R\astudyId\"B\n" +
 	"\x10GetStudyResponse\x12.\n" +
-	"\x06status\x18\x01 \x01(\v2\x16.mixopt.v1.StudyStatusR\x06status\"\x14\n" +
-	"\x12ListStudiesRequest\"G\n" +
+	"\x06status\x18\x01 \x01(\v2\x16.mixopt.v1.StudyStatusR\x06status\"P\n" +
+	"\x12ListStudiesRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\"o\n" +
 	"\x13ListStudiesResponse\x120\n" +
-	"\astudies\x18\x01 \x03(\v2\x16.mixopt.v1.StudyStatusR\astudies\"q\n" +
+	"\astudies\x18\x01 \x03(\v2\x16.mixopt.v1.StudyStatusR\astudies\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xad\x01\n" +
 	"\x11ListTrialsRequest\x12\x19\n" +
 	"\bstudy_id\x18\x01 \x01(\x04R\astudyId\x12+\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x15.mixopt.v1.TrialStateR\x05state\x12\x14\n" +
-	"\x05scale\x18\x03 \x01(\tR\x05scale\">\n" +
+	"\x05scale\x18\x03 \x01(\tR\x05scale\x12\x1b\n" +
+	"\tpage_size\x18\x04 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x05 \x01(\tR\tpageToken\"f\n" +
 	"\x12ListTrialsResponse\x12(\n" +
-	"\x06trials\x18\x01 \x03(\v2\x10.mixopt.v1.TrialR\x06trials\",\n" +
+	"\x06trials\x18\x01 \x03(\v2\x10.mixopt.v1.TrialR\x06trials\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\",\n" +
 	"\x0fGetTrialRequest\x12\x19\n" +
 	"\btrial_id\x18\x01 \x01(\x04R\atrialId\"i\n" +
 	"\x10GetTrialResponse\x12&\n" +
 	"\x05trial\x18\x01 \x01(\v2\x10.mixopt.v1.TrialR\x05trial\x12-\n" +
-	"\x06points\x18\x02 \x03(\v2\x15.mixopt.v1.CurvePointR\x06points\"\x14\n" +
-	"\x12ListWorkersRequest\"B\n" +
+	"\x06points\x18\x02 \x03(\v2\x15.mixopt.v1.CurvePointR\x06points\"P\n" +
+	"\x12ListWorkersRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\"j\n" +
 	"\x13ListWorkersResponse\x12+\n" +
-	"\aworkers\x18\x01 \x03(\v2\x11.mixopt.v1.WorkerR\aworkers\".\n" +
+	"\aworkers\x18\x01 \x03(\v2\x11.mixopt.v1.WorkerR\aworkers\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\".\n" +
 	"\x11PauseStudyRequest\x12\x19\n" +
 	"\bstudy_id\x18\x01 \x01(\x04R\astudyId\"<\n" +
 	"\x12PauseStudyResponse\x12&\n" +

@@ -45,6 +45,13 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
 // ControlService is what operators (mixctl) call.
+//
+// Limits (internal/scheduler/limits.go; an oversized request is refused with
+// InvalidArgument naming the field): ListStudies, ListTrials and ListWorkers are paged:
+// page_size is 1 to 1000 (0: 100), and a page also ends before it passes 2 MiB, so a
+// listing fits the client's default 4 MiB receive limit whatever it holds. A page token
+// is at most 64 bytes and only ever one the coordinator returned. ListTrials' scale is at
+// most 64 bytes and its state a known TrialState. Study spec limits: docs/study-spec.md.
 type ControlServiceClient interface {
 	CreateStudy(ctx context.Context, in *CreateStudyRequest, opts ...grpc.CallOption) (*CreateStudyResponse, error)
 	GetStudy(ctx context.Context, in *GetStudyRequest, opts ...grpc.CallOption) (*GetStudyResponse, error)
@@ -292,6 +299,13 @@ func (c *controlServiceClient) ForgetWorker(ctx context.Context, in *ForgetWorke
 // for forward compatibility.
 //
 // ControlService is what operators (mixctl) call.
+//
+// Limits (internal/scheduler/limits.go; an oversized request is refused with
+// InvalidArgument naming the field): ListStudies, ListTrials and ListWorkers are paged:
+// page_size is 1 to 1000 (0: 100), and a page also ends before it passes 2 MiB, so a
+// listing fits the client's default 4 MiB receive limit whatever it holds. A page token
+// is at most 64 bytes and only ever one the coordinator returned. ListTrials' scale is at
+// most 64 bytes and its state a known TrialState. Study spec limits: docs/study-spec.md.
 type ControlServiceServer interface {
 	CreateStudy(context.Context, *CreateStudyRequest) (*CreateStudyResponse, error)
 	GetStudy(context.Context, *GetStudyRequest) (*GetStudyResponse, error)

@@ -32,6 +32,19 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
 // WorkerService is what GPU (or simulated) workers call.
+//
+// Limits (internal/scheduler/limits.go; anything beyond is refused with InvalidArgument
+// naming the field, and nothing of the request is stored): hostname 1-255 bytes; at most
+// 1024 GPUs, each name at most 256 bytes and memory at most 16 TiB; simulated_capacity
+// 0-10000; at most 100000 held leases, lease ids at most 64 bytes; identity labels at
+// most 64, keys 1-63 bytes, values at most 256; sim_source at most 1024 bytes,
+// interpreter path 4096 and versions 128. ReportPoints: 1-10000 points; each with a
+// finite train_loss, tokens >= 0, wall_time_s finite in [0, 366 days], at most 256 eval
+// entries with keys of 1-128 printable bytes without spaces and finite values; steps and
+// wall times never go backwards within an attempt. A diverged run reports FailTrial with
+// error_class "diverged", not a non-finite point. FinishTrial: source_run at most 1024
+// bytes, source_distance finite and >= 0. FailTrial: reason 1-16384 bytes (stored cut to
+// 4096), error_class one of "oom", "diverged", "bad_data", "bad_input", "other" ("": other).
 type WorkerServiceClient interface {
 	// Register announces a worker and its GPUs; re-registering the same id is allowed.
 	Register(ctx context.Context, in *RegisterRequest, opts ...grpc.CallOption) (*RegisterResponse, error)
@@ -39,7 +52,10 @@ type WorkerServiceClient interface {
 	AcquireTrial(ctx context.Context, in *AcquireTrialRequest, opts ...grpc.CallOption) (*AcquireTrialResponse, error)
 	// ReportPoints commits a batch of curve points; re-sent points are acknowledged, not duplicated.
 	ReportPoints(ctx context.Context, in *ReportPointsRequest, opts ...grpc.CallOption) (*ReportPointsResponse, error)
-	// FinishTrial marks a trial succeeded once all its points are committed.
+	// FinishTrial marks a trial succeeded once all its points are committed. Unless the
+	// coordinator asked the trial to stop (then it ends stopped where it is), it is refused
+	// (FailedPrecondition) while the attempt has no point or its last point is short of the
+	// trial's steps.
 	FinishTrial(ctx context.Context, in *FinishTrialRequest, opts ...grpc.CallOption) (*FinishTrialResponse, error)
 	// FailTrial marks a trial failed with a reason.
 	FailTrial(ctx context.Context, in *FailTrialRequest, opts ...grpc.CallOption) (*FailTrialResponse, error)
@@ -120,6 +136,19 @@ func (c *workerServiceClient) Heartbeat(ctx context.Context, in *HeartbeatReques
 // for forward compatibility.
 //
 // WorkerService is what GPU (or simulated) workers call.
+//
+// Limits (internal/scheduler/limits.go; anything beyond is refused with InvalidArgument
+// naming the field, and nothing of the request is stored): hostname 1-255 bytes; at most
+// 1024 GPUs, each name at most 256 bytes and memory at most 16 TiB; simulated_capacity
+// 0-10000; at most 100000 held leases, lease ids at most 64 bytes; identity labels at
+// most 64, keys 1-63 bytes, values at most 256; sim_source at most 1024 bytes,
+// interpreter path 4096 and versions 128. ReportPoints: 1-10000 points; each with a
+// finite train_loss, tokens >= 0, wall_time_s finite in [0, 366 days], at most 256 eval
+// entries with keys of 1-128 printable bytes without spaces and finite values; steps and
+// wall times never go backwards within an attempt. A diverged run reports FailTrial with
+// error_class "diverged", not a non-finite point. FinishTrial: source_run at most 1024
+// bytes, source_distance finite and >= 0. FailTrial: reason 1-16384 bytes (stored cut to
+// 4096), error_class one of "oom", "diverged", "bad_data", "bad_input", "other" ("": other).
 type WorkerServiceServer interface {
 	// Register announces a worker and its GPUs; re-registering the same id is allowed.
 	Register(context.Context, *RegisterRequest) (*RegisterResponse, error)
@@ -127,7 +156,10 @@ type WorkerServiceServer interface {
 	AcquireTrial(context.Context, *AcquireTrialRequest) (*AcquireTrialResponse, error)
 	// ReportPoints commits a batch of curve points; re-sent points are acknowledged, not duplicated.
 	ReportPoints(context.Context, *ReportPointsRequest) (*ReportPointsResponse, error)
-	// FinishTrial marks a trial succeeded once all its points are committed.
+	// FinishTrial marks a trial succeeded once all its points are committed. Unless the
+	// coordinator asked the trial to stop (then it ends stopped where it is), it is refused
+	// (FailedPrecondition) while the attempt has no point or its last point is short of the
+	// trial's steps.
 	FinishTrial(context.Context, *FinishTrialRequest) (*FinishTrialResponse, error)
 	// FailTrial marks a trial failed with a reason.
 	FailTrial(context.Context, *FailTrialRequest) (*FailTrialResponse, error)
