@@ -59,7 +59,7 @@ var (
 	gpuIDRE  = regexp.MustCompile(`^(?:[0-9]{1,4}|GPU-[0-9a-fA-F-]{1,64}|MIG-[0-9A-Za-z/-]{1,80})$`)
 	reserved = map[string]bool{
 		"CUDA_VISIBLE_DEVICES": true, "PYTHONUNBUFFERED": true, "RANK": true, "WORLD_SIZE": true,
-		"LOCAL_RANK": true, "MASTER_ADDR": true, "MASTER_PORT": true,
+		"LOCAL_RANK": true, "MASTER_ADDR": true, "MASTER_PORT": true, RunTokenEnv: true,
 	}
 )
 

@@ -142,7 +142,14 @@ func (r *TrainRunner) Run(ctx context.Context, a *pb.Assignment, emit func(*pb.C
 		// A busy or unknown GPU is this worker's state, not the trial's fault: retryable.
 		return RunResult{}, &RunError{Class: "other", Reason: err.Error()}
 	}
-	defer r.alloc.Release(key)
+	// Until a run is launched the GPUs go back at once; after, only when every process of
+	// the run has ended (releaseWhenGone).
+	launched := false
+	defer func() {
+		if !launched {
+			r.alloc.Release(key)
+		}
+	}()
 
 	spec := gpuexec.TrainSpec{
 		Python: r.cfg.Python, Script: r.cfg.Script, DataDir: r.cfg.DataDir,
@@ -176,17 +183,30 @@ func (r *TrainRunner) Run(ctx context.Context, a *pb.Assignment, emit func(*pb.C
 		}
 		return RunResult{}, &RunError{Class: "other", Reason: err.Error()}
 	}
+	launched = true
+	defer r.releaseWhenGone(key, run, log)
 	log.Info("training started", zap.Int("pid", run.Pid()), zap.String("preset", spec.Preset),
 		zap.Strings("gpus", spec.GPUs), zap.String("checkpoint_dir", spec.CheckpointDir))
 	c := &curveBuilder{start: start, emit: emit, ck: ck, log: log}
 	var res RunResult
+	var warnings []string
 	for ev := range run.Events() { // drained to the end: a full channel would block train.py
-		if ev.Kind == gpuexec.KindStart && ev.Start != nil {
+		switch {
+		case ev.Kind == gpuexec.KindStart && ev.Start != nil:
 			res = startResult(ev.Start)
+		case ev.Kind == gpuexec.KindWarning && ev.Warning != nil:
+			log.Warn("trainer warning", zap.String("code", ev.Warning.Code), zap.String("message", ev.Warning.Message))
+			if len(warnings) < maxWarningCodes && !slices.Contains(warnings, ev.Warning.Code) {
+				warnings = append(warnings, ev.Warning.Code)
+			}
 		}
 		c.add(ev)
 	}
 	c.flush()
+	if len(warnings) > 0 && res.Provenance != nil {
+		// A recording then says that, e.g., the run fell back from torch.compile to eager.
+		res.Provenance["warnings"] = warnings
+	}
 	out := run.Wait()
 	if ck != nil {
 		ck.close()
@@ -209,6 +229,28 @@ func (r *TrainRunner) Run(ctx context.Context, a *pb.Assignment, emit func(*pb.C
 		zap.String("stderr_tail", lastLines(out.StderrTail, 20)))
 	return res, &RunError{Class: class, Reason: out.Err.Error()}
 }
+
+// releaseWhenGone frees the trial's GPUs once no process of its run is left. A rank that
+// outlives SIGKILL (stuck in the driver) keeps them held, so no new trial lands on a GPU
+// whose memory it still holds; they are freed the moment it ends.
+func (r *TrainRunner) releaseWhenGone(key string, run *gpuexec.Run, log *zap.Logger) {
+	select {
+	case <-run.Gone():
+		r.alloc.Release(key)
+		return
+	default:
+	}
+	left := run.Wait().Leftovers
+	log.Error("processes of the run outlived SIGKILL; its gpus stay held until they end", zap.Ints("pids", left))
+	go func() {
+		<-run.Gone()
+		r.alloc.Release(key)
+		log.Info("leftover processes ended; gpus released", zap.Ints("pids", left))
+	}()
+}
+
+// maxWarningCodes bounds the distinct warning codes a run's provenance keeps.
+const maxWarningCodes = 16
 
 // runErrorClass maps how train.py ended onto the coordinator's retry classes.
 func runErrorClass(c gpuexec.Class) string {
