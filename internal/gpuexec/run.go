@@ -184,7 +184,11 @@ func Launch(ctx context.Context, spec TrainSpec, opts LaunchOptions) (*Run, erro
 	if err != nil {
 		return nil, err
 	}
-	for _, p := range []string{spec.Python, spec.Script} {
+	files := []string{argv[0]}
+	if spec.Command == nil {
+		files = append(files, spec.Script)
+	}
+	for _, p := range files {
 		if _, err := os.Stat(p); err != nil {
 			return nil, fmt.Errorf("launch training: %w", err)
 		}

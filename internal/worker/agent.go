@@ -27,6 +27,8 @@ type Config struct {
 	// Capacity is how many trials run at once (simulated workers; real ones use their GPUs).
 	Capacity int32
 	Runner   Runner
+	// Identity is what the worker says it is in Register (RealIdentity, SimulatedIdentity).
+	Identity *pb.WorkerIdentity
 	Logger   *zap.Logger
 	// PollWait is how long one AcquireTrial call may wait for work.
 	PollWait time.Duration
@@ -175,7 +177,7 @@ func (a *Agent) register(ctx context.Context) error {
 		}
 		resp, err := a.client.Register(ctx, &pb.RegisterRequest{
 			WorkerId: a.id(), Hostname: a.cfg.Hostname, Gpus: a.cfg.GPUs, SimulatedCapacity: simulated,
-			Leases: a.heldLeases(),
+			Leases: a.heldLeases(), Identity: a.cfg.Identity,
 		})
 		if err == nil {
 			a.contact()

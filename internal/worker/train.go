@@ -31,6 +31,9 @@ type TrainConfig struct {
 	Python  string
 	Script  string
 	DataDir string
+	// Command, when set, launches a team's own trainer instead of Script (its {python} is
+	// Python; Script is then unused). docs/train-protocol.md has the contract.
+	Command *gpuexec.CommandTemplate
 	// CheckpointRoot (absolute) holds one folder per trial, so that a requeued attempt on
 	// this worker resumes where the last one stopped; "" disables checkpoints and resuming.
 	CheckpointRoot string
@@ -66,7 +69,14 @@ var presetRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 
 // NewTrainRunner checks cfg; its errors name the field.
 func NewTrainRunner(cfg TrainConfig) (*TrainRunner, error) {
-	for _, p := range []struct{ name, v string }{{"Python", cfg.Python}, {"Script", cfg.Script}, {"DataDir", cfg.DataDir}} {
+	paths := []struct{ name, v string }{{"DataDir", cfg.DataDir}}
+	if cfg.Command == nil {
+		paths = append(paths, struct{ name, v string }{"Script", cfg.Script})
+	}
+	if cfg.Command == nil || cfg.Command.UsesPython() {
+		paths = append(paths, struct{ name, v string }{"Python", cfg.Python})
+	}
+	for _, p := range paths {
 		if !filepath.IsAbs(p.v) {
 			return nil, fmt.Errorf("train config: %s %q is not an absolute path", p.name, p.v)
 		}
@@ -152,8 +162,8 @@ func (r *TrainRunner) Run(ctx context.Context, a *pb.Assignment, emit func(*pb.C
 	}()
 
 	spec := gpuexec.TrainSpec{
-		Python: r.cfg.Python, Script: r.cfg.Script, DataDir: r.cfg.DataDir,
-		Domains: a.Domains, Mixture: t.Mixture, Preset: r.Preset(sc.Name),
+		Python: r.cfg.Python, Script: r.cfg.Script, Command: r.cfg.Command, DataDir: r.cfg.DataDir,
+		Domains: a.Domains, Mixture: t.Mixture, Preset: r.Preset(sc.Name), Scale: sc.Name,
 		Steps: t.Steps, EvalEvery: a.EvalEvery,
 		// Points only at eval steps: each becomes one curve point with both losses.
 		LogEvery: a.EvalEvery,
@@ -194,6 +204,9 @@ func (r *TrainRunner) Run(ctx context.Context, a *pb.Assignment, emit func(*pb.C
 		switch {
 		case ev.Kind == gpuexec.KindStart && ev.Start != nil:
 			res = startResult(ev.Start)
+			if r.cfg.Command != nil {
+				res.Provenance["runner"] = r.cfg.Command.Name()
+			}
 		case ev.Kind == gpuexec.KindWarning && ev.Warning != nil:
 			log.Warn("trainer warning", zap.String("code", ev.Warning.Code), zap.String("message", ev.Warning.Message))
 			if len(warnings) < maxWarningCodes && !slices.Contains(warnings, ev.Warning.Code) {
