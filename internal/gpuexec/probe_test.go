@@ -132,3 +132,19 @@ func TestProbeRealPython(t *testing.T) {
 	}
 	t.Logf("%s: %s", abs, in.Summary())
 }
+
+func FuzzParseProbe(f *testing.F) {
+	for _, s := range []string{probeWithTorch, probeNoTorch, "junk\n" + probeWithTorch, `{"v": 1, "python": "3", "devices": null}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, out []byte) {
+		in, err := parseProbe("/usr/bin/python3", out)
+		if err != nil {
+			return
+		}
+		if in.PythonVersion == "" || len(in.Devices) > maxProbeDevices || len(in.TorchError) > maxProbeString+len("…") ||
+			(in.CompileAvailable && !in.HasTorch()) {
+			t.Fatalf("accepted %+v", in)
+		}
+	})
+}

@@ -158,6 +158,7 @@ type Run struct {
 	opts    LaunchOptions
 	events  chan Event
 	done    chan struct{}
+	reaped  chan struct{} // closed once the child has been waited for
 	gone    chan struct{} // closed once no process of the run is left
 	stopReq atomic.Bool
 	treeMu  sync.Mutex // serialises tree, used by Stop and supervise
@@ -205,6 +206,7 @@ func Launch(ctx context.Context, spec TrainSpec, opts LaunchOptions) (*Run, erro
 		opts:     opts,
 		events:   make(chan Event, opts.EventBuffer),
 		done:     make(chan struct{}),
+		reaped:   make(chan struct{}),
 		gone:     make(chan struct{}),
 		stderr:   &tailBuffer{max: opts.StderrTailBytes, out: opts.Stderr},
 		lastStep: -1,
@@ -291,11 +293,13 @@ func (r *Run) Stop(grace time.Duration) error {
 	k := time.NewTimer(r.opts.KillWait)
 	defer k.Stop()
 	select {
-	case <-r.done:
-		return r.leftoverErr()
+	case <-r.reaped:
 	case <-k.C:
 		return fmt.Errorf("stop training: process group %d still not reaped %v after SIGKILL", r.pgid, r.opts.KillWait)
 	}
+	// Once the child is reaped, supervise's sweep of what is left is itself bounded.
+	<-r.done
+	return r.leftoverErr()
 }
 
 func (r *Run) leftoverErr() error {
@@ -374,6 +378,7 @@ func (r *Run) signal(sig syscall.Signal) error {
 
 func (r *Run) supervise() {
 	waitErr := r.cmd.Wait()
+	close(r.reaped)
 	// Leftovers (DataLoader workers, torchrun's ranks in their own sessions) must not keep
 	// GPUs that the allocator then hands out again.
 	r.treeMu.Lock()
