@@ -305,3 +305,20 @@ func (s *tableProcs) lookup(pid int) (procInfo, bool) {
 	return s.procs[i], true
 }
 func (s *tableProcs) signal(procInfo, syscall.Signal) error { return nil }
+
+// BenchmarkProcTreeSweep is one scan of the real process table for a run's members, what a
+// stop does per round: it reads every process's stat and environment.
+func BenchmarkProcTreeSweep(b *testing.B) {
+	src := procFS{root: "/proc"}
+	ps, err := src.list()
+	if err != nil {
+		b.Fatal(err)
+	}
+	tree := newProcTree(src, os.Getpid(), "bench")
+	for b.Loop() {
+		if _, err := tree.members(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(len(ps)), "processes")
+}
