@@ -310,10 +310,12 @@ func (r *Run) leftoverErr() error {
 }
 
 // killTree SIGKILLs every process of the run; the group is always signalled, so a host
-// without a readable /proc still loses the group. Callers hold treeMu.
+// without a readable /proc still loses the group. Only failing to signal the group is an
+// error: whether the rest went is checked afterwards ([Result.Leftovers]). Callers hold
+// treeMu.
 func (r *Run) killTree() error {
-	_, treeErr := r.tree.kill()
-	return errors.Join(r.signal(syscall.SIGKILL), treeErr)
+	_, _ = r.tree.kill()
+	return r.signal(syscall.SIGKILL)
 }
 
 // endTree kills whatever is left of the run once the child has exited and waits, up to
