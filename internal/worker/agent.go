@@ -188,7 +188,7 @@ func (a *Agent) register(ctx context.Context) error {
 			if err := writeWorkerID(a.cfg.IDFile, resp.WorkerId); err != nil {
 				return err
 			}
-			a.log.Info("registered", zap.Uint64("worker", resp.WorkerId))
+			a.log.Info("registered", zap.Uint64("worker", resp.WorkerId), zap.Stringer("kind", a.cfg.Identity.GetKind()))
 			return nil
 		}
 		if !retryable(err) {

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"strings"
 	"sync"
@@ -67,8 +68,9 @@ func TestSimSourceName(t *testing.T) {
 // registrar is a coordinator that records registrations and has no work.
 type registrar struct {
 	pb.UnimplementedWorkerServiceServer
-	mu   sync.Mutex
-	regs []*pb.RegisterRequest
+	mu       sync.Mutex
+	regs     []*pb.RegisterRequest
+	acquires int
 }
 
 func (r *registrar) Register(_ context.Context, req *pb.RegisterRequest) (*pb.RegisterResponse, error) {
@@ -79,6 +81,9 @@ func (r *registrar) Register(_ context.Context, req *pb.RegisterRequest) (*pb.Re
 }
 
 func (r *registrar) AcquireTrial(ctx context.Context, req *pb.AcquireTrialRequest) (*pb.AcquireTrialResponse, error) {
+	r.mu.Lock()
+	r.acquires++
+	r.mu.Unlock()
 	select {
 	case <-ctx.Done():
 	case <-time.After(time.Duration(req.WaitMs) * time.Millisecond):
@@ -111,10 +116,12 @@ func TestRegisterSendsIdentity(t *testing.T) {
 			Identity: identity, PollWait: 50 * time.Millisecond,
 			DialOptions: []grpc.DialOption{dial, grpc.WithTransportCredentials(insecure.NewCredentials())}})
 	}()
-	waitFor(t, "a registration", func() (bool, string) {
+	// An acquire comes only after the registration's answer arrived, so stopping then
+	// does not cut the registration short.
+	waitFor(t, "a registration and an acquire", func() (bool, string) {
 		reg.mu.Lock()
 		defer reg.mu.Unlock()
-		return len(reg.regs) > 0, "none"
+		return len(reg.regs) > 0 && reg.acquires > 0, fmt.Sprintf("%d registrations, %d acquires", len(reg.regs), reg.acquires)
 	})
 	cancel()
 	if err := <-done; err != nil {
