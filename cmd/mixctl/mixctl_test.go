@@ -178,3 +178,31 @@ func TestEmptyTablesSayNone(t *testing.T) {
 		t.Errorf("empty tables show <none> %d times, want 3:\n%s", n, out.String())
 	}
 }
+
+// The workers table says what each worker is: kind, then a simulated worker's source or a
+// real one's interpreter, then labels; workers that registered no identity show <none>.
+func TestWorkersTableShowsIdentity(t *testing.T) {
+	now := time.UnixMilli(1_800_000_000_000)
+	workers := []*pb.Worker{
+		{Id: 3, Hostname: "h200-a", State: pb.WorkerState_WORKER_STATE_ALIVE, Gpus: []*pb.Gpu{{Name: "NVIDIA H200"}},
+			LastHeartbeatUnixMs: now.Add(-time.Second).UnixMilli(),
+			Identity: &pb.WorkerIdentity{Kind: pb.WorkerKind_WORKER_KIND_REAL, Labels: map[string]string{"zone": "east", "cluster": "h200"},
+				Interpreter: &pb.Interpreter{Path: "/opt/venv/bin/python3", PythonVersion: "3.11.2", TorchVersion: "2.4.0+cu121",
+					CudaVersion: "12.1", CudaAvailable: true, Devices: []string{"NVIDIA H200"}, CompileAvailable: true}}},
+		{Id: 4, Hostname: "sim-2", State: pb.WorkerState_WORKER_STATE_ALIVE, SimulatedCapacity: 2,
+			LastHeartbeatUnixMs: now.Add(-3 * time.Second).UnixMilli(),
+			Identity:            &pb.WorkerIdentity{Kind: pb.WorkerKind_WORKER_KIND_SIMULATED, SimSource: "recording:tiny-cpu.jsonl"}},
+		{Id: 5, Hostname: "cpu-box", State: pb.WorkerState_WORKER_STATE_ALIVE,
+			LastHeartbeatUnixMs: now.Add(-4 * time.Second).UnixMilli(),
+			Identity: &pb.WorkerIdentity{Kind: pb.WorkerKind_WORKER_KIND_REAL,
+				Interpreter: &pb.Interpreter{Path: "/usr/bin/python3", PythonVersion: "3.11.2", TorchVersion: "1.13.0a0"}}},
+		{Id: 6, Hostname: "own-trainer", State: pb.WorkerState_WORKER_STATE_ALIVE,
+			LastHeartbeatUnixMs: now.Add(-5 * time.Second).UnixMilli(),
+			Identity:            &pb.WorkerIdentity{Kind: pb.WorkerKind_WORKER_KIND_REAL, Labels: map[string]string{"team": "olmo"}}},
+		{Id: 7, Hostname: "old-worker", State: pb.WorkerState_WORKER_STATE_ALIVE, SimulatedCapacity: 1,
+			LastHeartbeatUnixMs: now.Add(-6 * time.Second).UnixMilli()},
+	}
+	var out bytes.Buffer
+	printWorkers(&out, workers, now)
+	golden(t, "workers", out.String())
+}

@@ -54,9 +54,9 @@ func printStudies(w io.Writer, studies []*pb.StudyStatus) {
 
 func printWorkers(w io.Writer, workers []*pb.Worker, now time.Time) {
 	tw := newTable(w)
-	fmt.Fprintln(tw, "WORKER\tHOST\tSTATE\tSLOTS\tGPUS\tRUNNING TRIALS\tLAST SEEN")
+	fmt.Fprintln(tw, "WORKER\tHOST\tSTATE\tSLOTS\tGPUS\tRUNNING TRIALS\tLAST SEEN\tKIND\tSOURCE / INTERPRETER\tLABELS")
 	if len(workers) == 0 {
-		fmt.Fprintln(tw, none+"\t\t\t\t\t\t")
+		fmt.Fprintln(tw, none+"\t\t\t\t\t\t\t\t\t")
 	}
 	for _, wk := range workers {
 		running := none
@@ -71,11 +71,62 @@ func printWorkers(w io.Writer, workers []*pb.Worker, now time.Time) {
 		if slots == 0 {
 			slots = int32(max(len(wk.Gpus), 1))
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%s\t%s\n", wk.Id, wk.Hostname,
+		kind, source, labels := formatIdentity(wk.Identity)
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\n", wk.Id, wk.Hostname,
 			strings.ToLower(strings.TrimPrefix(wk.State.String(), "WORKER_STATE_")), slots, len(wk.Gpus), running,
-			formatAgo(wk.LastHeartbeatUnixMs, now))
+			formatAgo(wk.LastHeartbeatUnixMs, now), kind, source, labels)
 	}
 	tw.Flush()
+}
+
+// formatIdentity shows what a worker said it is: its kind, then a simulated worker's source
+// or a real one's interpreter, then its labels.
+func formatIdentity(id *pb.WorkerIdentity) (kind, source, labels string) {
+	kind, source, labels = none, none, none
+	if id == nil {
+		return kind, source, labels
+	}
+	if id.Kind != pb.WorkerKind_WORKER_KIND_UNSPECIFIED {
+		kind = strings.ToLower(strings.TrimPrefix(id.Kind.String(), "WORKER_KIND_"))
+	}
+	switch {
+	case id.Kind == pb.WorkerKind_WORKER_KIND_SIMULATED && id.SimSource != "":
+		source = id.SimSource
+	case id.Interpreter != nil:
+		in := id.Interpreter
+		parts := []string{"python " + in.PythonVersion}
+		if in.TorchVersion == "" {
+			parts = append(parts, "no torch")
+		} else {
+			parts = append(parts, "torch "+in.TorchVersion)
+			switch {
+			case in.CudaVersion == "":
+				parts = append(parts, "cpu build")
+			case in.CudaAvailable:
+				parts = append(parts, "cuda "+in.CudaVersion)
+			default:
+				parts = append(parts, "cuda "+in.CudaVersion+" (no device)")
+			}
+			if in.CompileAvailable {
+				parts = append(parts, "compile")
+			} else {
+				parts = append(parts, "no compile")
+			}
+		}
+		source = strings.Join(parts, ", ")
+	}
+	if len(id.Labels) > 0 {
+		keys := make([]string, 0, len(id.Labels))
+		for k := range id.Labels {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for i, k := range keys {
+			keys[i] = k + "=" + id.Labels[k]
+		}
+		labels = strings.Join(keys, ",")
+	}
+	return kind, source, labels
 }
 
 func printTrials(w io.Writer, trials []*pb.Trial) {

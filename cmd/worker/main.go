@@ -31,6 +31,8 @@ import (
 type flags struct {
 	simulate, logLevel, stateDir, faults, record                 string
 	dataDir, python, trainScript, checkpointDir, gpus, presetMap string
+	trainCommand                                                 string
+	labels                                                       []string
 	tokenFile, tlsCA, tlsCert, tlsKey, tlsServerName             string
 	speedup, noise, farReplay                                    float64
 	slots, threads                                               int
@@ -44,7 +46,7 @@ type flags struct {
 // an error rather than a silent no-op.
 var (
 	simOnly  = []string{"speedup", "noise", "slots", "inject-faults", "far-replay"}
-	realOnly = []string{"data-dir", "python", "train-script", "checkpoint-dir", "checkpoint-every", "gpus", "preset-map", "threads", "stop-grace"}
+	realOnly = []string{"data-dir", "python", "train-script", "train-command", "checkpoint-dir", "checkpoint-every", "gpus", "preset-map", "threads", "stop-grace"}
 )
 
 func main() {
@@ -64,8 +66,13 @@ func main() {
 	flag.Float64Var(&f.farReplay, "far-replay", 0.05, "simulated mode: log a warning when a recording answers with a run this far (L1 distance of mixtures) from the one asked for")
 	flag.StringVar(&f.faults, "inject-faults", "", `simulated mode: fail attempts on purpose, "RATE:CLASS[,CLASS...]" with classes crash, oom, diverged, bad_data (fault drills)`)
 	flag.StringVar(&f.dataDir, "data-dir", "", "real mode: folder written by scripts/prepare_data.py (required)")
-	flag.StringVar(&f.python, "python", "/usr/bin/python3", "real mode: Python interpreter with torch and numpy")
+	flag.StringVar(&f.python, "python", "", "real mode: Python interpreter with torch and numpy (default: the python3 on PATH when it has torch, else "+gpuexec.FallbackPython+")")
 	flag.StringVar(&f.trainScript, "train-script", "", "real mode: scripts/train.py (default: ../scripts/train.py beside this binary's folder, as in a checkout's bin/)")
+	flag.StringVar(&f.trainCommand, "train-command", "", `real mode: run this trainer instead of train.py: a command line (or JSON array) with placeholders such as {python} {data_dir} {domains} {mixture} {steps}; no shell (docs/train-protocol.md)`)
+	flag.Func("label", "KEY=VALUE the worker reports, for studies to select on (repeatable)", func(v string) error {
+		f.labels = append(f.labels, v)
+		return nil
+	})
 	flag.StringVar(&f.checkpointDir, "checkpoint-dir", "", "real mode: folder for per-trial checkpoints, so a requeued attempt resumes (default: -state-dir/checkpoints; none without -state-dir)")
 	flag.Int64Var(&f.checkpointEvery, "checkpoint-every", 0, "real mode: checkpoint interval in steps (0: at the end and when stopped)")
 	flag.StringVar(&f.gpus, "gpus", "", `real mode: GPUs to use instead of nvidia-smi's and CUDA_VISIBLE_DEVICES' ("none", "0,1" or "0:81920,1:81920" with memory in MiB)`)
@@ -134,12 +141,17 @@ func configure(ctx context.Context, cfg *worker.Config, f *flags) error {
 		cfg.IDFile = filepath.Join(f.stateDir, "worker-id")
 		cfg.SpillDir = f.stateDir
 	}
+	labels, err := worker.ParseLabels(f.labels)
+	if err != nil {
+		return fmt.Errorf("-label: %w", err)
+	}
 	if f.simulate != "" {
 		for _, name := range realOnly {
 			if f.set[name] {
 				return fmt.Errorf("-%s: only for real training, not with -simulate", name)
 			}
 		}
+		cfg.Identity = worker.SimulatedIdentity(f.simulate, labels)
 		return simulated(cfg, f)
 	}
 	for _, name := range simOnly {
@@ -147,7 +159,7 @@ func configure(ctx context.Context, cfg *worker.Config, f *flags) error {
 			return fmt.Errorf("-%s: only for simulated workers (-simulate)", name)
 		}
 	}
-	return real(ctx, cfg, f)
+	return real(ctx, cfg, f, labels)
 }
 
 func simulated(cfg *worker.Config, f *flags) error {
@@ -180,12 +192,10 @@ func simulated(cfg *worker.Config, f *flags) error {
 				zap.String("run", run), zap.Float64("l1_distance", distance), zap.Float64("far_replay", f.farReplay))
 		}}
 	cfg.Capacity = int32(f.slots)
-	// Studies accept simulated workers only when they ask for them (StudySpec.workers).
-	cfg.Identity = &pb.WorkerIdentity{Kind: pb.WorkerKind_WORKER_KIND_SIMULATED, SimSource: f.simulate}
 	return nil
 }
 
-func real(ctx context.Context, cfg *worker.Config, f *flags) error {
+func real(ctx context.Context, cfg *worker.Config, f *flags, labels map[string]string) error {
 	if f.dataDir == "" {
 		return errors.New("-data-dir: required for real training (or give -simulate SOURCE to replay)")
 	}
@@ -207,11 +217,21 @@ func real(ctx context.Context, cfg *worker.Config, f *flags) error {
 	if _, err := os.Stat(filepath.Join(tc.DataDir, "meta.json")); err != nil {
 		return fmt.Errorf("-data-dir: %s has no meta.json; write it with scripts/prepare_data.py: %w", tc.DataDir, err)
 	}
-	if tc.Python, err = abs("python", f.python); err != nil {
+	if f.trainCommand != "" {
+		if f.set["train-script"] {
+			return errors.New("-train-command: runs instead of -train-script; give one of them")
+		}
+		if tc.Command, err = gpuexec.ParseCommandTemplate(f.trainCommand); err != nil {
+			return fmt.Errorf("-train-command: %w", err)
+		}
+	}
+	if err := interpreter(ctx, cfg, &tc, f, labels); err != nil {
 		return err
 	}
 	script := f.trainScript
-	if script == "" {
+	if tc.Command != nil {
+		script = "" // the command names its own trainer
+	} else if script == "" {
 		exe, err := os.Executable()
 		if err == nil {
 			exe, err = filepath.EvalSymlinks(exe)
@@ -221,8 +241,10 @@ func real(ctx context.Context, cfg *worker.Config, f *flags) error {
 		}
 		script = filepath.Join(filepath.Dir(exe), "..", "scripts", "train.py")
 	}
-	if tc.Script, err = abs("train-script", script); err != nil {
-		return err
+	if script != "" {
+		if tc.Script, err = abs("train-script", script); err != nil {
+			return err
+		}
 	}
 	ckdir := f.checkpointDir
 	if ckdir == "" && f.stateDir != "" {
@@ -269,8 +291,52 @@ func real(ctx context.Context, cfg *worker.Config, f *flags) error {
 	}
 	// One trial per GPU set the scheduler places; a CPU-only host runs one trial at a time.
 	cfg.Capacity = int32(max(len(tc.GPUs), 1))
+	trainer := tc.Script
+	if tc.Command != nil {
+		trainer = tc.Command.String()
+	}
 	cfg.Logger.Info("real training", zap.Int("gpus", len(tc.GPUs)), zap.String("data_dir", tc.DataDir),
-		zap.String("train_script", tc.Script), zap.String("checkpoint_dir", tc.CheckpointRoot))
+		zap.String("trainer", trainer), zap.String("checkpoint_dir", tc.CheckpointRoot))
+	return nil
+}
+
+// interpreter probes the training interpreter (the one -python names, else the default)
+// and sets the worker's identity. train.py needs torch: without it real mode is refused
+// here rather than failing every trial. A -train-command that does not run {python} needs
+// no interpreter.
+func interpreter(ctx context.Context, cfg *worker.Config, tc *worker.TrainConfig, f *flags, labels map[string]string) error {
+	if tc.Command != nil && !tc.Command.UsesPython() {
+		if f.set["python"] {
+			return errors.New("-python: the -train-command does not use {python}")
+		}
+		cfg.Identity = worker.RealIdentity(nil, labels)
+		return nil
+	}
+	var in gpuexec.Interpreter
+	var err error
+	if f.python != "" {
+		p, aerr := filepath.Abs(f.python)
+		if aerr != nil {
+			return fmt.Errorf("-python: %w", aerr)
+		}
+		in, err = gpuexec.ProbeInterpreter(ctx, p, gpuexec.ProbeOptions{})
+	} else {
+		in, err = gpuexec.FindInterpreter(ctx, gpuexec.ProbeOptions{})
+	}
+	if err != nil {
+		return fmt.Errorf("-python: %w", err)
+	}
+	if err := in.RequireTorch(); err != nil {
+		if tc.Command == nil {
+			return fmt.Errorf("-python: train.py needs torch: %w", err)
+		}
+		// A team's trainer may bring its own environment; say what {python} lacks.
+		cfg.Logger.Warn("the interpreter of -train-command has no torch", zap.String("python", in.Path), zap.String("why", in.TorchError))
+	}
+	tc.Python = in.Path
+	cfg.Identity = worker.RealIdentity(&in, labels)
+	cfg.Logger.Info("training interpreter", zap.String("python", in.Path), zap.String("offers", in.Summary()),
+		zap.Strings("devices", in.Devices), zap.String("compile_unavailable_because", in.CompileError))
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -106,6 +107,35 @@ func fakeMain(mode string) int {
 		return 0
 	case "sleep":
 		signal.Ignore(syscall.SIGTERM)
+		time.Sleep(time.Hour)
+		return 0
+	case "torchrun", "torchrun-crash":
+		// As torchrun does, each rank gets a session of its own, out of our process group;
+		// under "torchrun" rank 1 also drops the run token from its environment (found then by
+		// its parent chain; an orphan without the token would be out of reach).
+		signal.Ignore(syscall.SIGTERM)
+		var ranks []string
+		for rank := range 2 {
+			c := exec.Command(os.Args[0])
+			c.Env = append(os.Environ(), "GPUEXEC_FAKE=sleep")
+			if rank == 1 && mode == "torchrun" {
+				c.Env = slices.DeleteFunc(c.Env, func(kv string) bool { return strings.HasPrefix(kv, RunTokenEnv+"=") })
+			}
+			c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+			if err := c.Start(); err != nil {
+				fmt.Fprintln(os.Stderr, "spawn rank:", err)
+				return 1
+			}
+			ranks = append(ranks, fmt.Sprint(c.Process.Pid))
+		}
+		if err := os.WriteFile(os.Getenv("GPUEXEC_PIDFILE"), []byte(strings.Join(ranks, ",")), 0o644); err != nil {
+			return 1
+		}
+		start()
+		if mode == "torchrun-crash" {
+			fmt.Fprintln(os.Stderr, "torch.distributed.elastic: agent crashed")
+			return 1
+		}
 		time.Sleep(time.Hour)
 		return 0
 	case "graceful":

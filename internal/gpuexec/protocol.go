@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"regexp"
+	"unicode/utf8"
 )
 
 // ProtocolVersion is the version of train.py's JSON-lines protocol this package reads.
@@ -22,6 +24,9 @@ const (
 	KindCheckpoint Kind = "checkpoint"
 	KindDone       Kind = "done"
 	KindError      Kind = "error"
+	// KindWarning is something the trainer worked around (torch.compile failed and it
+	// runs eager); the run goes on, and the worker logs it.
+	KindWarning Kind = "warning"
 )
 
 // Event is one parsed protocol line. Fields not carried by an event's kind are zero.
@@ -43,10 +48,11 @@ type Event struct {
 	TokensPerSecond float64
 	// Metrics of an eval: "<domain>_ce" per domain and "mean_ce"; NaN for non-finite values.
 	Metrics map[string]float64
-	// Start, Done and Error are set for their kinds.
-	Start *StartInfo
-	Done  *DoneInfo
-	Error *ErrorInfo
+	// Start, Done, Error and Warning are set for their kinds.
+	Start   *StartInfo
+	Done    *DoneInfo
+	Error   *ErrorInfo
+	Warning *WarningInfo
 	// CheckpointPath is the file a checkpoint event wrote.
 	CheckpointPath string
 }
@@ -86,11 +92,25 @@ type ErrorInfo struct {
 	Step int64
 }
 
+// WarningInfo is a trainer's account of something it worked around.
+type WarningInfo struct {
+	// Code names the kind of warning (e.g. "compile_fallback"): what alerts and greps key on.
+	Code string
+	// Message says what happened, at most MaxWarningBytes (longer ones are cut).
+	Message string
+}
+
 // Protocol limits: a line is bounded by the reader; these bound what one line may allocate.
 const (
 	maxMetrics   = 1024
 	maxNameBytes = 128
+	// MaxWarningBytes bounds a warning's message; a longer one is cut, not refused, since
+	// the warning still matters.
+	MaxWarningBytes = 4096
 )
+
+// warningCodeRE is what a warning code may be: a short plain name.
+var warningCodeRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 
 // ErrProtocol wraps every reason a line is not a valid protocol event.
 var ErrProtocol = errors.New("invalid protocol line")
@@ -115,6 +135,7 @@ type wire struct {
 	DomainSequences map[string]int64    `json:"domain_sequences"`
 	PeakMemoryMiB   float64             `json:"peak_memory_mib"`
 	Class           string              `json:"class"`
+	Code            string              `json:"code"`
 	Message         *string             `json:"message"`
 	ExitCode        *int                `json:"exit_code"`
 }
@@ -257,10 +278,29 @@ func ParseLine(line []byte) (Event, error) {
 			info.Step = *w.Step
 		}
 		ev.Error = info
+	case KindWarning:
+		if !warningCodeRE.MatchString(w.Code) {
+			return bad("warning event code %q is not a plain name of 1-64 characters", w.Code)
+		}
+		if w.Message == nil {
+			return bad("warning event without message")
+		}
+		ev.Warning = &WarningInfo{Code: w.Code, Message: truncateUTF8(*w.Message, MaxWarningBytes)}
 	default:
 		return bad("unknown event type %q", w.Event)
 	}
 	return ev, nil
+}
+
+// truncateUTF8 cuts s to at most n bytes without splitting a character.
+func truncateUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }
 
 func deref(p *float64) float64 {

@@ -3,7 +3,10 @@ package gpuexec
 import (
 	"errors"
 	"math"
+	"slices"
+	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // Lines as train.py writes them (copied from a real CPU run).
@@ -61,8 +64,39 @@ func TestParseLine(t *testing.T) {
 	}
 }
 
+// warningSeeds: train.py's compile fallback, then lines a reader must refuse.
+var warningSeeds = []string{
+	`{"v":1,"event":"warning","time":1795906248.2,"code":"compile_fallback","message":"torch.compile failed (BackendCompilerFailed: inductor); running eager"}`,
+	`{"v":1,"event":"warning","message":"no code"}`,
+	`{"v":1,"event":"warning","code":"has space","message":"m"}`,
+	`{"v":1,"event":"warning","code":"no_message"}`,
+	`{"v":1,"event":"warning","code":"` + strings.Repeat("c", 65) + `","message":"m"}`,
+}
+
+func TestParseWarning(t *testing.T) {
+	ev, err := ParseLine([]byte(warningSeeds[0]))
+	if err != nil || ev.Kind != KindWarning || ev.Warning.Code != "compile_fallback" ||
+		!strings.HasPrefix(ev.Warning.Message, "torch.compile failed") {
+		t.Fatalf("warning: %+v %v", ev, err)
+	}
+	for _, bad := range warningSeeds[1:] {
+		if _, err := ParseLine([]byte(bad)); !errors.Is(err, ErrProtocol) {
+			t.Errorf("%s: err %v", bad, err)
+		}
+	}
+	// A long message is cut at a character boundary, not refused.
+	long := strings.Repeat("é", MaxWarningBytes)
+	ev, err = ParseLine([]byte(`{"v":1,"event":"warning","code":"w","message":"` + long + `"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := ev.Warning.Message; len(m) > MaxWarningBytes+len("…") || !utf8.ValidString(m) || !strings.HasSuffix(m, "é…") {
+		t.Fatalf("long message cut to %d bytes, valid UTF-8 %v", len(m), utf8.ValidString(m))
+	}
+}
+
 func FuzzParseLine(f *testing.F) {
-	for _, s := range protocolSeeds {
+	for _, s := range append(slices.Clone(protocolSeeds), warningSeeds...) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, line []byte) {
@@ -89,6 +123,10 @@ func FuzzParseLine(f *testing.F) {
 		case KindEval:
 			if len(ev.Metrics) == 0 {
 				t.Fatal("eval without metrics")
+			}
+		case KindWarning:
+			if ev.Warning == nil || ev.Warning.Code == "" || len(ev.Warning.Message) > MaxWarningBytes+len("…") {
+				t.Fatalf("warning %+v", ev.Warning)
 			}
 		case KindPoint, KindCheckpoint:
 		default:

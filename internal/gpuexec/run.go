@@ -8,7 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -35,6 +35,11 @@ type LaunchOptions struct {
 	WaitDelay time.Duration
 	// Environ is the base environment (os.Environ() when nil).
 	Environ []string
+
+	// procs is the process table (/proc when nil); tests inject fakes.
+	procs procSource
+	// leftoverPoll is how often processes that outlived KillWait are checked again (1s).
+	leftoverPoll time.Duration
 }
 
 func (o *LaunchOptions) defaults() {
@@ -58,6 +63,12 @@ func (o *LaunchOptions) defaults() {
 	}
 	if o.Environ == nil {
 		o.Environ = os.Environ()
+	}
+	if o.procs == nil {
+		o.procs = procFS{root: "/proc"}
+	}
+	if o.leftoverPoll <= 0 {
+		o.leftoverPoll = time.Second
 	}
 }
 
@@ -134,6 +145,10 @@ type Result struct {
 	// stdout), not of training.
 	WaitErr  error
 	Duration time.Duration
+	// Leftovers are processes of the run (ranks, DataLoader workers) still alive KillWait
+	// after SIGKILL, typically stuck in the kernel on a device; [Run.Gone] closes once they
+	// are gone. Empty normally.
+	Leftovers []int
 }
 
 // Run is a launched training process.
@@ -143,7 +158,11 @@ type Run struct {
 	opts    LaunchOptions
 	events  chan Event
 	done    chan struct{}
+	reaped  chan struct{} // closed once the child has been waited for
+	gone    chan struct{} // closed once no process of the run is left
 	stopReq atomic.Bool
+	treeMu  sync.Mutex // serialises tree, used by Stop and supervise
+	tree    *procTree
 	start   time.Time
 	stderr  *tailBuffer
 
@@ -166,7 +185,11 @@ func Launch(ctx context.Context, spec TrainSpec, opts LaunchOptions) (*Run, erro
 	if err != nil {
 		return nil, err
 	}
-	for _, p := range []string{spec.Python, spec.Script} {
+	files := []string{argv[0]}
+	if spec.Command == nil {
+		files = append(files, spec.Script)
+	}
+	for _, p := range files {
 		if _, err := os.Stat(p); err != nil {
 			return nil, fmt.Errorf("launch training: %w", err)
 		}
@@ -175,16 +198,22 @@ func Launch(ctx context.Context, spec TrainSpec, opts LaunchOptions) (*Run, erro
 		return nil, fmt.Errorf("launch training: %w", err)
 	}
 	opts.defaults()
+	token, err := newRunToken()
+	if err != nil {
+		return nil, fmt.Errorf("launch training: %w", err)
+	}
 	r := &Run{
 		opts:     opts,
 		events:   make(chan Event, opts.EventBuffer),
 		done:     make(chan struct{}),
+		reaped:   make(chan struct{}),
+		gone:     make(chan struct{}),
 		stderr:   &tailBuffer{max: opts.StderrTailBytes, out: opts.Stderr},
 		lastStep: -1,
 	}
 	r.lines = &lineWriter{max: opts.MaxLineBytes, fn: r.handleLine}
 	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Env = spec.Environ(opts.Environ)
+	cmd.Env = append(spec.Environ(opts.Environ), RunTokenEnv+"="+token)
 	cmd.Dir = opts.Dir
 	cmd.Stdin = nil
 	// Non-*os.File writers make exec copy through pipes; WaitDelay then bounds Wait when a
@@ -199,6 +228,7 @@ func Launch(ctx context.Context, spec TrainSpec, opts LaunchOptions) (*Run, erro
 	}
 	r.cmd = cmd
 	r.pgid = cmd.Process.Pid // Setpgid with Pgid 0 makes the child its group's leader
+	r.tree = newProcTree(opts.procs, r.pgid, token)
 	go r.supervise()
 	go func() {
 		select {
@@ -221,15 +251,22 @@ func (r *Run) Events() <-chan Event { return r.events }
 // Done is closed when the run has ended and Wait would not block.
 func (r *Run) Done() <-chan struct{} { return r.done }
 
+// Gone is closed once every process of the run has ended: the child, its process group,
+// and processes in other sessions (torchrun's ranks) found by [RunTokenEnv] or by their
+// parent chain. It closes with Done, unless some process outlived SIGKILL
+// ([Result.Leftovers]); the GPUs of the run are free only then.
+func (r *Run) Gone() <-chan struct{} { return r.gone }
+
 // Wait blocks until the run ends and returns how it ended.
 func (r *Run) Wait() Result {
 	<-r.done
 	return r.result
 }
 
-// Stop asks the run to end: SIGTERM to its process group (train.py checkpoints and exits),
-// SIGKILL to the group after grace, then a bounded wait. It returns nil once the run has
-// ended, and an error if it outlives the SIGKILL wait. Safe to call more than once.
+// Stop asks the run to end: SIGTERM to its process group (train.py checkpoints and exits;
+// torchrun forwards it to its ranks), and after grace SIGKILL to every process of the run
+// (see [Run.Gone]), then a bounded wait. It returns nil once the run has ended with no
+// process left, and an error if it outlives the SIGKILL wait. Safe to call more than once.
 func (r *Run) Stop(grace time.Duration) error {
 	r.stopReq.Store(true)
 	select {
@@ -244,19 +281,91 @@ func (r *Run) Stop(grace time.Duration) error {
 	defer t.Stop()
 	select {
 	case <-r.done:
-		return nil
+		return r.leftoverErr()
 	case <-t.C:
 	}
-	if err := r.signal(syscall.SIGKILL); err != nil {
+	r.treeMu.Lock()
+	err := r.killTree()
+	r.treeMu.Unlock()
+	if err != nil {
 		return err
 	}
 	k := time.NewTimer(r.opts.KillWait)
 	defer k.Stop()
 	select {
-	case <-r.done:
-		return nil
+	case <-r.reaped:
 	case <-k.C:
 		return fmt.Errorf("stop training: process group %d still not reaped %v after SIGKILL", r.pgid, r.opts.KillWait)
+	}
+	// Once the child is reaped, supervise's sweep of what is left is itself bounded.
+	<-r.done
+	return r.leftoverErr()
+}
+
+func (r *Run) leftoverErr() error {
+	if l := r.result.Leftovers; len(l) > 0 {
+		return fmt.Errorf("stop training: processes %v of the run outlived SIGKILL by %v", l, r.opts.KillWait)
+	}
+	return nil
+}
+
+// killTree SIGKILLs every process of the run; the group is always signalled, so a host
+// without a readable /proc still loses the group. Only failing to signal the group is an
+// error: whether the rest went is checked afterwards ([Result.Leftovers]). Callers hold
+// treeMu.
+func (r *Run) killTree() error {
+	_, _ = r.tree.kill()
+	return r.signal(syscall.SIGKILL)
+}
+
+// endTree kills whatever is left of the run once the child has exited and waits, up to
+// KillWait, for it to go; it returns what is still alive then. Callers hold treeMu.
+func (r *Run) endTree() []procInfo {
+	deadline := time.Now().Add(r.opts.KillWait)
+	for {
+		_ = r.signal(syscall.SIGKILL)
+		killed, err := r.tree.kill()
+		if err != nil || len(killed) == 0 {
+			// Nothing left, or no process table to look in: the group kill is all we have.
+			return nil
+		}
+		for {
+			left := r.tree.left(killed)
+			if len(left) == 0 {
+				break // and scan once more for anything not seen before
+			}
+			if time.Now().After(deadline) {
+				return left
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
+// awaitGone closes gone once the leftovers have ended, killing them again on every look.
+// It ends when they do: a process the kernel will not let die keeps its GPUs held, which
+// is the point.
+func (r *Run) awaitGone(left []procInfo) {
+	defer close(r.gone)
+	tick := time.NewTicker(r.opts.leftoverPoll)
+	defer tick.Stop()
+	for range tick.C {
+		r.treeMu.Lock()
+		for _, p := range left {
+			_ = r.opts.procs.signal(p, syscall.SIGKILL)
+		}
+		left = r.tree.left(left)
+		if len(left) == 0 {
+			// A last full scan, in case a leftover had started something.
+			if ms, err := r.tree.members(); err == nil && len(ms) > 0 {
+				_ = r.killTree()
+				left = ms
+			}
+		}
+		r.treeMu.Unlock()
+		if len(left) == 0 {
+			return
+		}
 	}
 }
 
@@ -271,8 +380,12 @@ func (r *Run) signal(sig syscall.Signal) error {
 
 func (r *Run) supervise() {
 	waitErr := r.cmd.Wait()
-	// Leftovers of the group (DataLoader workers, torchrun ranks) must not keep GPUs.
-	_ = r.signal(syscall.SIGKILL)
+	close(r.reaped)
+	// Leftovers (DataLoader workers, torchrun's ranks in their own sessions) must not keep
+	// GPUs that the allocator then hands out again.
+	r.treeMu.Lock()
+	left := r.endTree()
+	r.treeMu.Unlock()
 	r.lines.flush()
 	close(r.events)
 
@@ -287,6 +400,7 @@ func (r *Run) supervise() {
 		FirstBadLine:  r.firstBad,
 		Duration:      time.Since(r.start),
 		ExitCode:      -1,
+		Leftovers:     pids(left),
 	}
 	if ps := r.cmd.ProcessState; ps != nil {
 		res.ExitCode = ps.ExitCode()
@@ -305,6 +419,11 @@ func (r *Run) supervise() {
 	})
 	res.Err = describe(res)
 	r.result = res
+	if len(left) == 0 {
+		close(r.gone)
+	} else {
+		go r.awaitGone(left)
+	}
 	close(r.done)
 }
 

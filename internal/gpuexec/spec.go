@@ -12,12 +12,18 @@ import (
 )
 
 // TrainSpec is everything a training run is built from. Launch turns it into argv for
-// scripts/train.py; no field is ever interpreted by a shell.
+// scripts/train.py, or for a team's own trainer through Command; no field is ever
+// interpreted by a shell.
 type TrainSpec struct {
-	// Python is the absolute path of the interpreter that has torch.
+	// Python is the absolute path of the interpreter that has torch (with a Command, only
+	// needed when it uses {python}).
 	Python string
-	// Script is the absolute path of scripts/train.py.
+	// Script is the absolute path of scripts/train.py (unused with a Command).
 	Script string
+	// Command, when set, is the trainer's command line instead of train.py's.
+	Command *CommandTemplate
+	// Scale is the study's name of the scale ({scale} in a Command); optional.
+	Scale string
 	// DataDir is the absolute path of a directory written by scripts/prepare_data.py.
 	DataDir string
 	// Domains and Mixture: the mixture's weights (summing to 1) in the order of Domains.
@@ -59,7 +65,7 @@ var (
 	gpuIDRE  = regexp.MustCompile(`^(?:[0-9]{1,4}|GPU-[0-9a-fA-F-]{1,64}|MIG-[0-9A-Za-z/-]{1,80})$`)
 	reserved = map[string]bool{
 		"CUDA_VISIBLE_DEVICES": true, "PYTHONUNBUFFERED": true, "RANK": true, "WORLD_SIZE": true,
-		"LOCAL_RANK": true, "MASTER_ADDR": true, "MASTER_PORT": true,
+		"LOCAL_RANK": true, "MASTER_ADDR": true, "MASTER_PORT": true, RunTokenEnv: true,
 	}
 )
 
@@ -71,10 +77,21 @@ func (s TrainSpec) Validate() error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%s: %w", fmt.Sprintf(format, args...), ErrInvalidSpec)
 	}
-	for _, p := range []struct{ name, v string }{{"python", s.Python}, {"script", s.Script}, {"data dir", s.DataDir}} {
+	paths := []struct{ name, v string }{{"data dir", s.DataDir}}
+	if s.Command == nil {
+		paths = append(paths, struct{ name, v string }{"script", s.Script})
+	}
+	if s.Command == nil || s.Command.UsesPython() {
+		paths = append(paths, struct{ name, v string }{"python", s.Python})
+	}
+	for _, p := range paths {
 		if !cleanAbs(p.v) {
 			return bad("%s path %q must be absolute and clean", p.name, p.v)
 		}
+	}
+	// Only a Command can pass the scale on; train.py gets the preset.
+	if s.Command != nil && s.Scale != "" && !nameRE.MatchString(s.Scale) {
+		return bad("scale %q is not a plain name", s.Scale)
 	}
 	if s.CheckpointDir != "" && !cleanAbs(s.CheckpointDir) {
 		return bad("checkpoint dir %q must be absolute and clean", s.CheckpointDir)
@@ -152,6 +169,9 @@ func (s TrainSpec) Argv() ([]string, error) {
 	if err := s.Validate(); err != nil {
 		return nil, err
 	}
+	if s.Command != nil {
+		return s.Command.Expand(s)
+	}
 	argv := []string{s.Python}
 	if len(s.GPUs) > 1 {
 		argv = append(argv, "-m", "torch.distributed.run", "--standalone",
@@ -160,21 +180,13 @@ func (s TrainSpec) Argv() ([]string, error) {
 	argv = append(argv, s.Script)
 	flag := func(name, v string) { argv = append(argv, "--"+name+"="+v) }
 	i64 := func(v int64) string { return strconv.FormatInt(v, 10) }
-	weights := make([]string, len(s.Mixture))
-	for i, w := range s.Mixture {
-		weights[i] = strconv.FormatFloat(w, 'g', -1, 64)
-	}
 	flag("preset", s.Preset)
 	flag("data-dir", s.DataDir)
 	flag("domains", strings.Join(s.Domains, ","))
-	flag("mixture", strings.Join(weights, ","))
+	flag("mixture", joinWeights(s.Mixture))
 	flag("steps", i64(s.Steps))
 	flag("seed", strconv.FormatUint(s.Seed, 10))
-	if len(s.GPUs) == 0 {
-		flag("device", "cpu")
-	} else {
-		flag("device", "cuda")
-	}
+	flag("device", device(s))
 	opt := func(name string, v int64) {
 		if v > 0 {
 			flag(name, i64(v))

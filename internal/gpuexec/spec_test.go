@@ -58,6 +58,7 @@ func TestValidate(t *testing.T) {
 		"gpu id":            func(s *TrainSpec) { s.GPUs = []string{"0;rm"} },
 		"duplicate gpu":     func(s *TrainSpec) { s.GPUs = []string{"1", "1"} },
 		"reserved env":      func(s *TrainSpec) { s.Env = map[string]string{"CUDA_VISIBLE_DEVICES": "0"} },
+		"run token env":     func(s *TrainSpec) { s.Env = map[string]string{RunTokenEnv: "forged"} },
 		"bad env name":      func(s *TrainSpec) { s.Env = map[string]string{"A=B": "x"} },
 		"nul in env value":  func(s *TrainSpec) { s.Env = map[string]string{"X": "a\x00b"} },
 		"nul in script":     func(s *TrainSpec) { s.Script = "/a\x00b" },
@@ -76,14 +77,15 @@ func TestValidate(t *testing.T) {
 }
 
 func TestEnviron(t *testing.T) {
-	env := validSpec().Environ([]string{"PATH=/usr/bin", "CUDA_VISIBLE_DEVICES=0", "RANK=3", "NCCL_DEBUG=INFO"})
+	env := validSpec().Environ([]string{"PATH=/usr/bin", "CUDA_VISIBLE_DEVICES=0", "RANK=3", "NCCL_DEBUG=INFO", RunTokenEnv + "=outer"})
 	joined := strings.Join(env, "\n")
 	for _, want := range []string{"PATH=/usr/bin", "CUDA_VISIBLE_DEVICES=GPU-1c2a,GPU-77ef", "PYTHONUNBUFFERED=1", "NCCL_DEBUG=WARN"} {
 		if !slices.Contains(env, want) {
 			t.Errorf("env lacks %s:\n%s", want, joined)
 		}
 	}
-	for _, gone := range []string{"CUDA_VISIBLE_DEVICES=0", "RANK=3", "NCCL_DEBUG=INFO"} {
+	// A worker that itself runs inside another run does not pass that run's token on.
+	for _, gone := range []string{"CUDA_VISIBLE_DEVICES=0", "RANK=3", "NCCL_DEBUG=INFO", RunTokenEnv + "=outer"} {
 		if slices.Contains(env, gone) {
 			t.Errorf("env keeps %s", gone)
 		}

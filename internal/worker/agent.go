@@ -27,9 +27,9 @@ type Config struct {
 	GPUs     []*pb.Gpu
 	// Capacity is how many trials run at once (simulated workers; real ones use their GPUs).
 	Capacity int32
-	// Identity is what the worker says it is at registration (nil: unset, counted as real).
-	Identity *pb.WorkerIdentity
 	Runner   Runner
+	// Identity is what the worker says it is in Register (RealIdentity, SimulatedIdentity).
+	Identity *pb.WorkerIdentity
 	Logger   *zap.Logger
 	// PollWait is how long one AcquireTrial call may wait for work.
 	PollWait time.Duration
@@ -202,7 +202,7 @@ func (a *Agent) register(ctx context.Context) error {
 			if err := writeWorkerID(a.cfg.IDFile, resp.WorkerId); err != nil {
 				return err
 			}
-			a.log.Info("registered", zap.Uint64("worker", resp.WorkerId))
+			a.log.Info("registered", zap.Uint64("worker", resp.WorkerId), zap.Stringer("kind", a.cfg.Identity.GetKind()))
 			return nil
 		}
 		if !retryable(err) {

@@ -32,6 +32,9 @@ type TrainConfig struct {
 	Python  string
 	Script  string
 	DataDir string
+	// Command, when set, launches a team's own trainer instead of Script (its {python} is
+	// Python; Script is then unused). docs/train-protocol.md has the contract.
+	Command *gpuexec.CommandTemplate
 	// CheckpointRoot (absolute) holds one folder per trial, so that a requeued attempt on
 	// this worker resumes where the last one stopped; "" disables checkpoints and resuming.
 	CheckpointRoot string
@@ -84,7 +87,14 @@ var presetRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 
 // NewTrainRunner checks cfg; its errors name the field.
 func NewTrainRunner(cfg TrainConfig) (*TrainRunner, error) {
-	for _, p := range []struct{ name, v string }{{"Python", cfg.Python}, {"Script", cfg.Script}, {"DataDir", cfg.DataDir}} {
+	paths := []struct{ name, v string }{{"DataDir", cfg.DataDir}}
+	if cfg.Command == nil {
+		paths = append(paths, struct{ name, v string }{"Script", cfg.Script})
+	}
+	if cfg.Command == nil || cfg.Command.UsesPython() {
+		paths = append(paths, struct{ name, v string }{"Python", cfg.Python})
+	}
+	for _, p := range paths {
 		if !filepath.IsAbs(p.v) {
 			return nil, fmt.Errorf("train config: %s %q is not an absolute path", p.name, p.v)
 		}
@@ -163,11 +173,18 @@ func (r *TrainRunner) Run(ctx context.Context, a *pb.Assignment, emit func(*pb.C
 		// A busy or unknown GPU is this worker's state, not the trial's fault: retryable.
 		return RunResult{}, &RunError{Class: "other", Reason: err.Error()}
 	}
-	defer r.alloc.Release(key)
+	// Until a run is launched the GPUs go back at once; after, only when every process of
+	// the run has ended (releaseWhenGone).
+	launched := false
+	defer func() {
+		if !launched {
+			r.alloc.Release(key)
+		}
+	}()
 
 	spec := gpuexec.TrainSpec{
-		Python: r.cfg.Python, Script: r.cfg.Script, DataDir: r.cfg.DataDir,
-		Domains: a.Domains, Mixture: t.Mixture, Preset: r.Preset(sc.Name),
+		Python: r.cfg.Python, Script: r.cfg.Script, Command: r.cfg.Command, DataDir: r.cfg.DataDir,
+		Domains: a.Domains, Mixture: t.Mixture, Preset: r.Preset(sc.Name), Scale: sc.Name,
 		Steps: t.Steps, EvalEvery: a.EvalEvery,
 		// Points only at eval steps: each becomes one curve point with both losses.
 		LogEvery: a.EvalEvery,
@@ -197,6 +214,8 @@ func (r *TrainRunner) Run(ctx context.Context, a *pb.Assignment, emit func(*pb.C
 		}
 		return RunResult{}, &RunError{Class: "other", Reason: err.Error()}
 	}
+	launched = true
+	defer r.releaseWhenGone(key, run, log)
 	log.Info("training started", zap.Int("pid", run.Pid()), zap.String("preset", spec.Preset),
 		zap.Strings("gpus", spec.GPUs), zap.String("checkpoint_dir", spec.CheckpointDir))
 	var watch *fenceWatch
@@ -211,13 +230,27 @@ func (r *TrainRunner) Run(ctx context.Context, a *pb.Assignment, emit func(*pb.C
 	}
 	c := &curveBuilder{start: start, emit: emit, ck: ck, log: log}
 	var res RunResult
+	var warnings []string
 	for ev := range run.Events() { // drained to the end: a full channel would block train.py
-		if ev.Kind == gpuexec.KindStart && ev.Start != nil {
+		switch {
+		case ev.Kind == gpuexec.KindStart && ev.Start != nil:
 			res = startResult(ev.Start)
+			if r.cfg.Command != nil {
+				res.Provenance["runner"] = r.cfg.Command.Name()
+			}
+		case ev.Kind == gpuexec.KindWarning && ev.Warning != nil:
+			log.Warn("trainer warning", zap.String("code", ev.Warning.Code), zap.String("message", ev.Warning.Message))
+			if len(warnings) < maxWarningCodes && !slices.Contains(warnings, ev.Warning.Code) {
+				warnings = append(warnings, ev.Warning.Code)
+			}
 		}
 		c.add(ev)
 	}
 	c.flush()
+	if len(warnings) > 0 && res.Provenance != nil {
+		// A recording then says that, e.g., the run fell back from torch.compile to eager.
+		res.Provenance["warnings"] = warnings
+	}
 	out := run.Wait()
 	if ck != nil {
 		ck.close()
@@ -245,6 +278,28 @@ func (r *TrainRunner) Run(ctx context.Context, a *pb.Assignment, emit func(*pb.C
 		zap.String("stderr_tail", lastLines(out.StderrTail, 20)))
 	return res, &RunError{Class: class, Reason: out.Err.Error()}
 }
+
+// releaseWhenGone frees the trial's GPUs once no process of its run is left. A rank that
+// outlives SIGKILL (stuck in the driver) keeps them held, so no new trial lands on a GPU
+// whose memory it still holds; they are freed the moment it ends.
+func (r *TrainRunner) releaseWhenGone(key string, run *gpuexec.Run, log *zap.Logger) {
+	select {
+	case <-run.Gone():
+		r.alloc.Release(key)
+		return
+	default:
+	}
+	left := run.Wait().Leftovers
+	log.Error("processes of the run outlived SIGKILL; its gpus stay held until they end", zap.Ints("pids", left))
+	go func() {
+		<-run.Gone()
+		r.alloc.Release(key)
+		log.Info("leftover processes ended; gpus released", zap.Ints("pids", left))
+	}()
+}
+
+// maxWarningCodes bounds the distinct warning codes a run's provenance keeps.
+const maxWarningCodes = 16
 
 // runErrorClass maps how train.py ended onto the coordinator's retry classes.
 func runErrorClass(c gpuexec.Class) string {

@@ -80,6 +80,9 @@ func fakeTrain(mode string, args []string) int {
 	fakeEmit("start", map[string]any{"step": step, "resumed_from_step": resumed, "config": map[string]any{
 		"preset": flags["preset"], "params": 1000, "tokens_per_step": 64, "flops_per_step": 384000.0,
 		"device": "cpu", "world_size": 1, "torch": "fake", "argv": args}})
+	if mode == "warn" {
+		fakeEmit("warning", map[string]any{"code": "compile_fallback", "message": "torch.compile failed; running eager"})
+	}
 	loss := func(s int) float64 { return 5 / (1 + float64(s)/10) }
 	eval := func(s int, train any) {
 		fakeEmit("eval", map[string]any{"step": s, "tokens": s * 64, "train_loss": train,

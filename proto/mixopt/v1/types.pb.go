@@ -1507,8 +1507,11 @@ type Interpreter struct {
 	TorchVersion     string                 `protobuf:"bytes,3,opt,name=torch_version,json=torchVersion,proto3" json:"torch_version,omitempty"`
 	CudaVersion      string                 `protobuf:"bytes,4,opt,name=cuda_version,json=cudaVersion,proto3" json:"cuda_version,omitempty"`
 	CompileAvailable bool                   `protobuf:"varint,5,opt,name=compile_available,json=compileAvailable,proto3" json:"compile_available,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Whether torch sees a usable CUDA device, and the names of those it sees.
+	CudaAvailable bool     `protobuf:"varint,6,opt,name=cuda_available,json=cudaAvailable,proto3" json:"cuda_available,omitempty"`
+	Devices       []string `protobuf:"bytes,7,rep,name=devices,proto3" json:"devices,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Interpreter) Reset() {
@@ -1574,6 +1577,20 @@ func (x *Interpreter) GetCompileAvailable() bool {
 		return x.CompileAvailable
 	}
 	return false
+}
+
+func (x *Interpreter) GetCudaAvailable() bool {
+	if x != nil {
+		return x.CudaAvailable
+	}
+	return false
+}
+
+func (x *Interpreter) GetDevices() []string {
+	if x != nil {
+		return x.Devices
+	}
+	return nil
 }
 
 // Recommendation is the policy's best guess of the optimal mixture at the target.
@@ -1873,13 +1890,15 @@ const file_mixopt_v1_types_proto_rawDesc = "" +
 	"\vinterpreter\x18\x04 \x01(\v2\x16.mixopt.v1.InterpreterR\vinterpreter\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xbd\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xfe\x01\n" +
 	"\vInterpreter\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12%\n" +
 	"\x0epython_version\x18\x02 \x01(\tR\rpythonVersion\x12#\n" +
 	"\rtorch_version\x18\x03 \x01(\tR\ftorchVersion\x12!\n" +
 	"\fcuda_version\x18\x04 \x01(\tR\vcudaVersion\x12+\n" +
-	"\x11compile_available\x18\x05 \x01(\bR\x10compileAvailable\"\xc4\x03\n" +
+	"\x11compile_available\x18\x05 \x01(\bR\x10compileAvailable\x12%\n" +
+	"\x0ecuda_available\x18\x06 \x01(\bR\rcudaAvailable\x12\x18\n" +
+	"\adevices\x18\a \x03(\tR\adevices\"\xc4\x03\n" +
 	"\x0eRecommendation\x12\x19\n" +
 	"\bstudy_id\x18\x01 \x01(\x04R\astudyId\x12\x18\n" +
 	"\amixture\x18\x02 \x03(\x01R\amixture\x12\x14\n" +
