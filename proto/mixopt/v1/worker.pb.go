@@ -184,7 +184,10 @@ type AcquireTrialRequest struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	WorkerId uint64                 `protobuf:"varint,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
 	// How long the coordinator may hold the call open waiting for work (capped server-side).
-	WaitMs        int64 `protobuf:"varint,2,opt,name=wait_ms,json=waitMs,proto3" json:"wait_ms,omitempty"`
+	WaitMs int64 `protobuf:"varint,2,opt,name=wait_ms,json=waitMs,proto3" json:"wait_ms,omitempty"`
+	// Only trials of this study (0: any study the worker matches); external workers
+	// (the Python client's work loop) run one study's trials.
+	StudyId       uint64 `protobuf:"varint,3,opt,name=study_id,json=studyId,proto3" json:"study_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -229,6 +232,13 @@ func (x *AcquireTrialRequest) GetWorkerId() uint64 {
 func (x *AcquireTrialRequest) GetWaitMs() int64 {
 	if x != nil {
 		return x.WaitMs
+	}
+	return 0
+}
+
+func (x *AcquireTrialRequest) GetStudyId() uint64 {
+	if x != nil {
+		return x.StudyId
 	}
 	return 0
 }
@@ -886,9 +896,11 @@ func (x *HeartbeatRequest) GetLeases() []*HeldLease {
 type HeartbeatResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Trials the worker must stop: cancelled, stopped early, or no longer its own.
-	StopTrials    []uint64 `protobuf:"varint,1,rep,packed,name=stop_trials,json=stopTrials,proto3" json:"stop_trials,omitempty"`
-	LeaseTtlMs    int64    `protobuf:"varint,2,opt,name=lease_ttl_ms,json=leaseTtlMs,proto3" json:"lease_ttl_ms,omitempty"`
-	FenceAfterMs  int64    `protobuf:"varint,3,opt,name=fence_after_ms,json=fenceAfterMs,proto3" json:"fence_after_ms,omitempty"`
+	StopTrials   []uint64 `protobuf:"varint,1,rep,packed,name=stop_trials,json=stopTrials,proto3" json:"stop_trials,omitempty"`
+	LeaseTtlMs   int64    `protobuf:"varint,2,opt,name=lease_ttl_ms,json=leaseTtlMs,proto3" json:"lease_ttl_ms,omitempty"`
+	FenceAfterMs int64    `protobuf:"varint,3,opt,name=fence_after_ms,json=fenceAfterMs,proto3" json:"fence_after_ms,omitempty"`
+	// The attempts the worker must stop, each named by (trial, attempt, lease).
+	StopLeases    []*HeldLease `protobuf:"bytes,4,rep,name=stop_leases,json=stopLeases,proto3" json:"stop_leases,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -944,6 +956,13 @@ func (x *HeartbeatResponse) GetFenceAfterMs() int64 {
 	return 0
 }
 
+func (x *HeartbeatResponse) GetStopLeases() []*HeldLease {
+	if x != nil {
+		return x.StopLeases
+	}
+	return nil
+}
+
 var File_mixopt_v1_worker_proto protoreflect.FileDescriptor
 
 const file_mixopt_v1_worker_proto_rawDesc = "" +
@@ -961,10 +980,11 @@ const file_mixopt_v1_worker_proto_rawDesc = "" +
 	"\x15heartbeat_interval_ms\x18\x02 \x01(\x03R\x13heartbeatIntervalMs\x12 \n" +
 	"\flease_ttl_ms\x18\x03 \x01(\x03R\n" +
 	"leaseTtlMs\x12$\n" +
-	"\x0efence_after_ms\x18\x04 \x01(\x03R\ffenceAfterMs\"K\n" +
+	"\x0efence_after_ms\x18\x04 \x01(\x03R\ffenceAfterMs\"f\n" +
 	"\x13AcquireTrialRequest\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\x04R\bworkerId\x12\x17\n" +
-	"\await_ms\x18\x02 \x01(\x03R\x06waitMs\"\xa1\x02\n" +
+	"\await_ms\x18\x02 \x01(\x03R\x06waitMs\x12\x19\n" +
+	"\bstudy_id\x18\x03 \x01(\x04R\astudyId\"\xa1\x02\n" +
 	"\n" +
 	"Assignment\x12&\n" +
 	"\x05trial\x18\x01 \x01(\v2\x10.mixopt.v1.TrialR\x05trial\x12\x18\n" +
@@ -1017,13 +1037,15 @@ const file_mixopt_v1_worker_proto_rawDesc = "" +
 	"\aattempt\x18\x03 \x01(\x05R\aattempt\"]\n" +
 	"\x10HeartbeatRequest\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\x04R\bworkerId\x12,\n" +
-	"\x06leases\x18\x02 \x03(\v2\x14.mixopt.v1.HeldLeaseR\x06leases\"|\n" +
+	"\x06leases\x18\x02 \x03(\v2\x14.mixopt.v1.HeldLeaseR\x06leases\"\xb3\x01\n" +
 	"\x11HeartbeatResponse\x12\x1f\n" +
 	"\vstop_trials\x18\x01 \x03(\x04R\n" +
 	"stopTrials\x12 \n" +
 	"\flease_ttl_ms\x18\x02 \x01(\x03R\n" +
 	"leaseTtlMs\x12$\n" +
-	"\x0efence_after_ms\x18\x03 \x01(\x03R\ffenceAfterMs2\xd4\x03\n" +
+	"\x0efence_after_ms\x18\x03 \x01(\x03R\ffenceAfterMs\x125\n" +
+	"\vstop_leases\x18\x04 \x03(\v2\x14.mixopt.v1.HeldLeaseR\n" +
+	"stopLeases2\xd4\x03\n" +
 	"\rWorkerService\x12C\n" +
 	"\bRegister\x12\x1a.mixopt.v1.RegisterRequest\x1a\x1b.mixopt.v1.RegisterResponse\x12O\n" +
 	"\fAcquireTrial\x12\x1e.mixopt.v1.AcquireTrialRequest\x1a\x1f.mixopt.v1.AcquireTrialResponse\x12O\n" +
@@ -1075,23 +1097,24 @@ var file_mixopt_v1_worker_proto_depIdxs = []int32{
 	3,  // 5: mixopt.v1.AcquireTrialResponse.assignment:type_name -> mixopt.v1.Assignment
 	18, // 6: mixopt.v1.ReportPointsRequest.points:type_name -> mixopt.v1.CurvePoint
 	11, // 7: mixopt.v1.HeartbeatRequest.leases:type_name -> mixopt.v1.HeldLease
-	0,  // 8: mixopt.v1.WorkerService.Register:input_type -> mixopt.v1.RegisterRequest
-	2,  // 9: mixopt.v1.WorkerService.AcquireTrial:input_type -> mixopt.v1.AcquireTrialRequest
-	5,  // 10: mixopt.v1.WorkerService.ReportPoints:input_type -> mixopt.v1.ReportPointsRequest
-	7,  // 11: mixopt.v1.WorkerService.FinishTrial:input_type -> mixopt.v1.FinishTrialRequest
-	9,  // 12: mixopt.v1.WorkerService.FailTrial:input_type -> mixopt.v1.FailTrialRequest
-	12, // 13: mixopt.v1.WorkerService.Heartbeat:input_type -> mixopt.v1.HeartbeatRequest
-	1,  // 14: mixopt.v1.WorkerService.Register:output_type -> mixopt.v1.RegisterResponse
-	4,  // 15: mixopt.v1.WorkerService.AcquireTrial:output_type -> mixopt.v1.AcquireTrialResponse
-	6,  // 16: mixopt.v1.WorkerService.ReportPoints:output_type -> mixopt.v1.ReportPointsResponse
-	8,  // 17: mixopt.v1.WorkerService.FinishTrial:output_type -> mixopt.v1.FinishTrialResponse
-	10, // 18: mixopt.v1.WorkerService.FailTrial:output_type -> mixopt.v1.FailTrialResponse
-	13, // 19: mixopt.v1.WorkerService.Heartbeat:output_type -> mixopt.v1.HeartbeatResponse
-	14, // [14:20] is the sub-list for method output_type
-	8,  // [8:14] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	11, // 8: mixopt.v1.HeartbeatResponse.stop_leases:type_name -> mixopt.v1.HeldLease
+	0,  // 9: mixopt.v1.WorkerService.Register:input_type -> mixopt.v1.RegisterRequest
+	2,  // 10: mixopt.v1.WorkerService.AcquireTrial:input_type -> mixopt.v1.AcquireTrialRequest
+	5,  // 11: mixopt.v1.WorkerService.ReportPoints:input_type -> mixopt.v1.ReportPointsRequest
+	7,  // 12: mixopt.v1.WorkerService.FinishTrial:input_type -> mixopt.v1.FinishTrialRequest
+	9,  // 13: mixopt.v1.WorkerService.FailTrial:input_type -> mixopt.v1.FailTrialRequest
+	12, // 14: mixopt.v1.WorkerService.Heartbeat:input_type -> mixopt.v1.HeartbeatRequest
+	1,  // 15: mixopt.v1.WorkerService.Register:output_type -> mixopt.v1.RegisterResponse
+	4,  // 16: mixopt.v1.WorkerService.AcquireTrial:output_type -> mixopt.v1.AcquireTrialResponse
+	6,  // 17: mixopt.v1.WorkerService.ReportPoints:output_type -> mixopt.v1.ReportPointsResponse
+	8,  // 18: mixopt.v1.WorkerService.FinishTrial:output_type -> mixopt.v1.FinishTrialResponse
+	10, // 19: mixopt.v1.WorkerService.FailTrial:output_type -> mixopt.v1.FailTrialResponse
+	13, // 20: mixopt.v1.WorkerService.Heartbeat:output_type -> mixopt.v1.HeartbeatResponse
+	15, // [15:21] is the sub-list for method output_type
+	9,  // [9:15] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_mixopt_v1_worker_proto_init() }
