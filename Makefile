@@ -84,7 +84,7 @@ proto-python-check: test-deps
 # The Python client against real coordinator binaries over loopback (python/tests).
 test: test-python-client
 test-python-client: build test-deps
-	cd python && /usr/bin/python3 -m unittest discover -s tests -t . -v
+	/usr/bin/python3 -m unittest discover -s python/tests -v
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/...
