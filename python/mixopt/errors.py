@@ -22,11 +22,12 @@ class MixoptError(Exception):
     """A refused or failed call. ``code`` is a grpc.StatusCode, ``field`` the input field
     the message names (None when it names none)."""
 
-    def __init__(self, message: str, code: grpc.StatusCode = grpc.StatusCode.UNKNOWN,
-                 field: Optional[str] = None):
+    default_code = grpc.StatusCode.UNKNOWN
+
+    def __init__(self, message: str, code: Optional[grpc.StatusCode] = None, field: Optional[str] = None):
         super().__init__(message)
         self.message = message
-        self.code = code
+        self.code = code or self.default_code
         self.field = field if field is not None else field_of(message)
 
     def __str__(self) -> str:
@@ -35,31 +36,38 @@ class MixoptError(Exception):
 
 class InvalidArgumentError(MixoptError, ValueError):
     """Bad input: a spec, id or point the coordinator (or the client) refuses."""
+    default_code = grpc.StatusCode.INVALID_ARGUMENT
 
 
 class NotFoundError(MixoptError, LookupError):
     """No such study, trial or worker."""
+    default_code = grpc.StatusCode.NOT_FOUND
 
 
 class FailedPreconditionError(MixoptError):
     """The call is not allowed in the current state (e.g. resuming a cancelled study)."""
+    default_code = grpc.StatusCode.FAILED_PRECONDITION
 
 
 class UnavailableError(MixoptError):
     """The coordinator cannot be reached or asks to retry later."""
+    default_code = grpc.StatusCode.UNAVAILABLE
 
 
 class UnauthenticatedError(MixoptError):
     """No token, or an unknown one."""
+    default_code = grpc.StatusCode.UNAUTHENTICATED
 
 
 class PermissionDeniedError(MixoptError):
     """The token's role may not make this call."""
+    default_code = grpc.StatusCode.PERMISSION_DENIED
 
 
 class LeaseLostError(MixoptError):
     """The coordinator no longer holds this trial attempt for this worker (it was requeued or
     the worker fenced itself): stop the run and report nothing more."""
+    default_code = grpc.StatusCode.FAILED_PRECONDITION
 
 
 class TrialStopped(Exception):

@@ -76,6 +76,17 @@ def _no_duplicates(pairs):
     return out
 
 
+def _numeric(v) -> bool:
+    """Numbers, and strings the JSON mapping accepts as numbers ("12", "1e9", "NaN")."""
+    if not isinstance(v, str):
+        return True
+    try:
+        float(v)
+    except ValueError:
+        return False
+    return True
+
+
 def _check_fields(data: Mapping[str, Any], desc: Descriptor, path: str) -> None:
     """Name the first unknown or mistyped field by its full path, which protobuf's own
     parser does not do on every release."""
@@ -105,7 +116,7 @@ def _check_fields(data: Mapping[str, Any], desc: Descriptor, path: str) -> None:
                 _check_fields(item, f.message_type, at)
             elif f.type in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_INT32,
                             FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT32, FieldDescriptor.TYPE_UINT64):
-                if isinstance(item, bool) or not isinstance(item, (int, float, str)):
+                if isinstance(item, bool) or not isinstance(item, (int, float, str)) or not _numeric(item):
                     raise InvalidArgumentError(f"{at}: expected a number, got {item!r}", field=at)
             elif f.type == FieldDescriptor.TYPE_STRING and f.enum_type is None:
                 if not isinstance(item, str):

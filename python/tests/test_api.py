@@ -1,0 +1,194 @@
+"""The client against a real coordinator: bad specs raise with the field named, a study run
+by an in-process external worker reads back as dataclasses and DataFrames of the right
+shape, plots draw, exports match, and the study's lifecycle calls work."""
+
+import csv
+import json
+import os
+import threading
+
+from harness import CoordinatorTest, losses, small_spec
+
+import mixopt
+
+
+def run_worker(client, study_id):
+    """Run every trial of the study in this process."""
+    for trial in client.work(study_id, worker_name="in-process", poll_wait=0.5, flush_interval=0.1):
+        with trial:
+            for step in range(1, trial.steps + 1):
+                trial.report(step, losses(trial.mixture, trial.scale, step), tokens=step * 1000)
+
+
+class BadSpecTest(CoordinatorTest):
+    def setUp(self):
+        super().setUp()
+        self.client = mixopt.Client(self.coord.addr)
+        self.addCleanup(self.client.close)
+
+    def test_the_field_is_named(self):
+        cases = [
+            ({"domains": [{"name": "only"}]}, "domains"),
+            ({"target": {"scale": "huge", "steps": 20}}, "target.scale"),
+            ({"target": {"scale": "big", "steps": 15}}, "target.steps"),
+            ({"budget_flops": -1}, "budget_flops"),
+            ({"objective": {"metric": "accuracy"}}, "objective.metric"),
+            ({"scales": [{"name": "small", "params": 0, "flops_per_step": 1}]}, "scales[0].params"),
+            ({"scales": [{"name": "small", "parms": 1e6}]}, "scales[0].parms"),  # refused by the client
+        ]
+        for override, field in cases:
+            with self.subTest(field=field):
+                with self.assertRaises(mixopt.InvalidArgumentError) as cm:
+                    self.client.create_study(small_spec(**override))
+                self.assertEqual(cm.exception.field, field, str(cm.exception))
+        self.assertEqual(len(self.client.studies()), 0, "nothing is created from a bad spec")
+
+    def test_yaml_file(self):
+        path = os.path.join(self.tmp, "bad.yaml")
+        with open(path, "w") as f:
+            f.write("name: y\ndomains: [{name: a}, {name: b}]\nscales: [{name: s, params: 1e6, flops_per_step: 1e9}]\n"
+                    "steps: [10]\nobjective: {metric: b_ce}\ntarget: {scale: s, steps: 10}\nbudget_flops: 0\n")
+        with self.assertRaises(mixopt.InvalidArgumentError) as cm:
+            self.client.create_study(path)
+        self.assertEqual(cm.exception.field, "budget_flops")
+        good = os.path.join(self.tmp, "good.yaml")
+        with open(good, "w") as f:
+            f.write("name: y\ndomains: [{name: a}, {name: b}]\nscales: [{name: s, params: 1e6, flops_per_step: 1e9}]\n"
+                    "steps: [10]\nobjective: {metric: b_ce}\ntarget: {scale: s, steps: 10}\nbudget_flops: 1e12\n")
+        st = self.client.create_study(good)
+        self.assertEqual((st.name, st.state, st.domains), ("y", "running", ["a", "b"]))
+
+    def test_not_found(self):
+        with self.assertRaises(mixopt.NotFoundError):
+            self.client.study(404)
+        with self.assertRaises(mixopt.InvalidArgumentError) as cm:
+            self.client.study(0)
+        self.assertEqual(cm.exception.field, "study_id")
+
+
+class StudyDataTest(CoordinatorTest):
+    def setUp(self):
+        super().setUp()
+        self.client = mixopt.Client(self.coord.addr)
+        self.addCleanup(self.client.close)
+
+    def test_run_and_read_back(self):
+        study = self.client.create_study(small_spec(max_trials=3))
+        self.assertIsNone(study.best(), "nothing to recommend before any trial")
+        th = threading.Thread(target=run_worker, args=(self.client, study.id), daemon=True)
+        th.start()
+        seen = []
+        final = study.wait(timeout=120, interval=0.2, progress=seen.append)
+        th.join(30)
+        self.assertFalse(th.is_alive(), "the work loop ends when the study does")
+        self.assertEqual(final.state, "completed")
+        self.assertTrue(seen and seen[-1].done)
+        self.assertEqual(final.trials_by_state, {"succeeded": 3})
+
+        trials = study.trials()
+        self.assertEqual(len(trials), 3)
+        total_points = sum(t.steps for t in trials)
+        for t in trials:
+            self.assertEqual(list(t.mixture), ["web", "code", "books"])
+            self.assertAlmostEqual(sum(t.mixture.values()), 1.0, places=9)
+            self.assertAlmostEqual(t.value, losses(t.mixture, t.scale, t.steps)["mean_ce"])
+
+        df = trials.to_pandas()
+        self.assertEqual(df.shape, (3, 17))  # 14 trial columns + a weight per domain; id is the index
+        self.assertEqual(df.index.name, "id")
+        self.assertEqual(list(df.columns[-3:]), ["w_web", "w_code", "w_books"])
+        self.assertTrue((df["state"] == "succeeded").all())
+        self.assertAlmostEqual(float(df[["w_web", "w_code", "w_books"]].sum(axis=1).max()), 1.0)
+
+        curves = study.curves()
+        cdf = curves.to_pandas()
+        metrics = ["books_ce", "code_ce", "mean_ce", "web_ce"]
+        self.assertEqual(cdf.shape, (total_points, 6 + len(metrics)))
+        self.assertEqual(list(cdf.columns), ["trial_id", "seq", "step", "tokens", "train_loss", "wall_time_s"] + metrics)
+        self.assertEqual(sorted(cdf["trial_id"].unique()), sorted(t.id for t in trials))
+        self.assertTrue((cdf["tokens"] == cdf["step"] * 1000).all())
+
+        sdf = self.client.studies().to_pandas()
+        self.assertEqual(sdf.shape, (1, 10))
+        self.assertEqual(sdf.loc[study.id, "state"], "completed")
+
+        one = self.client.trial(trials[0].id)
+        self.assertEqual([p.seq for p in one.curve], list(range(1, one.steps + 1)))
+
+        best = study.best()
+        self.assertIsNotNone(best)
+        self.assertEqual(list(best.mixture), ["web", "code", "books"])
+        self.assertTrue(best.basis)
+        self.assertLessEqual(best.lower, best.value)
+        self.assertLessEqual(best.value, best.upper)
+        self.assertEqual(best.trials, 3)
+
+        csv_path = os.path.join(self.tmp, "s.csv")
+        self.assertEqual(study.export(csv_path), total_points)
+        with open(csv_path, newline="") as f:
+            rows = list(csv.reader(f))
+        self.assertEqual(rows[0][:8], ["trial", "state", "attempt", "scale", "steps", "w_web", "w_code", "w_books"])
+        self.assertEqual(len(rows), total_points + 1)
+        jsonl_path = os.path.join(self.tmp, "s.jsonl")
+        self.assertEqual(study.export(jsonl_path, format="jsonl"), 3)
+        with open(jsonl_path) as f:
+            lines = [json.loads(line) for line in f]
+        self.assertEqual(sum(len(x["points"]) for x in lines), total_points)
+        with self.assertRaises(mixopt.InvalidArgumentError):
+            study.export(csv_path, format="xml")
+
+        import matplotlib
+        matplotlib.use("Agg")
+        ax = final.plot_regret()
+        self.assertGreaterEqual(len(ax.lines), 1)
+        ax2 = final.plot_curves()
+        self.assertEqual(len(ax2.lines), 3)  # one curve per trial
+        png = os.path.join(self.tmp, "regret.png")
+        ax.figure.savefig(png)
+        self.assertGreater(os.path.getsize(png), 1000)
+
+    def test_lifecycle(self):
+        study = self.client.create_study(small_spec())
+        self.assertEqual(study.pause().state, "paused")
+        self.assertEqual(study.resume().state, "running")
+        self.assertEqual(study.cancel().state, "cancelled")
+        with self.assertRaises(mixopt.FailedPreconditionError):
+            study.resume()
+        self.assertEqual(self.client.trials(study.id, state="running"), [])
+        with self.assertRaises(mixopt.InvalidArgumentError) as cm:
+            self.client.trials(study.id, state="sleeping")
+        self.assertEqual(cm.exception.field, "state")
+        # A work loop on an ended study ends at once.
+        self.assertEqual(list(self.client.work(study.id, worker_name="late", poll_wait=0.1)), [])
+
+    def test_stop_request_and_failure(self):
+        study = self.client.create_study(small_spec(max_trials=2, max_parallel=1))
+        it = iter(self.client.work(study.id, worker_name="stopper", poll_wait=0.5, flush_interval=0.05))
+        trial = next(it)
+        trial.report(1, losses(trial.mixture, trial.scale, 1))
+        trial.flush()
+        self.client.cancel_trial(trial.id)
+        trial.report(2, losses(trial.mixture, trial.scale, 2))
+        trial.flush()  # the answer to this report carries the stop request
+        self.assertTrue(trial.stop_requested)
+        with self.assertRaises(mixopt.TrialStopped):
+            trial.check_stop()
+        trial.finish()
+        self.assertEqual(self.client.trial(trial.id).state, "stopped")
+        self.assertEqual(len(self.client.trial(trial.id).curve), 2)
+
+        second = next(it)
+        self.assertNotEqual(second.id, trial.id)
+        with self.assertRaises(mixopt.InvalidArgumentError) as cm:
+            second.report(second.steps + 1, {"train_loss": 1.0})
+        self.assertEqual(cm.exception.field, "step")
+        with self.assertRaises(mixopt.InvalidArgumentError) as cm:
+            second.report(1, {"train_loss": float("nan")})
+        self.assertEqual(cm.exception.field, "metrics.train_loss")
+        with self.assertRaises(mixopt.InvalidArgumentError):
+            second.fail("x", "cosmic_rays")
+        second.fail("out of memory at batch 3", "oom")
+        t = self.client.trial(second.id)
+        self.assertEqual(t.state, "failed")
+        self.assertIn("out of memory", t.failure_reason)
+        it.close()
