@@ -76,6 +76,14 @@ def _no_duplicates(pairs):
     return out
 
 
+def _is_repeated(f: FieldDescriptor) -> bool:
+    # Recent protobuf releases deprecate FieldDescriptor.label for is_repeated.
+    rep = getattr(f, "is_repeated", None)
+    if rep is not None:
+        return bool(rep() if callable(rep) else rep)
+    return f.label == FieldDescriptor.LABEL_REPEATED
+
+
 def _numeric(v) -> bool:
     """Numbers, and strings the JSON mapping accepts as numbers ("12", "1e9", "NaN")."""
     if not isinstance(v, str):
@@ -104,7 +112,7 @@ def _check_fields(data: Mapping[str, Any], desc: Descriptor, path: str) -> None:
             if not isinstance(value, Mapping):
                 raise InvalidArgumentError(f"{where}: expected a mapping", field=where)
             continue
-        repeated = f.label == FieldDescriptor.LABEL_REPEATED
+        repeated = _is_repeated(f)
         items = value if repeated else [value]
         if repeated and not isinstance(value, list):
             raise InvalidArgumentError(f"{where}: expected a list", field=where)
