@@ -161,6 +161,19 @@ class StudyDataTest(CoordinatorTest):
         # A work loop on an ended study ends at once.
         self.assertEqual(list(self.client.work(study.id, worker_name="late", poll_wait=0.1)), [])
 
+    def test_work_takes_only_its_studys_trials(self):
+        other = self.client.create_study(small_spec(name="other", max_trials=2))
+        mine = self.client.create_study(small_spec(name="mine", max_trials=2, max_parallel=1))
+        got = []
+        for trial in self.client.work(mine.id, worker_name="picky", poll_wait=0.3, flush_interval=0.05):
+            got.append(trial.study_id)
+            with trial:
+                for step in range(1, trial.steps + 1):
+                    trial.report(step, losses(trial.mixture, trial.scale, step))
+        self.assertEqual(got, [mine.id, mine.id])
+        self.assertEqual(self.client.study(mine.id).state, "completed")
+        self.assertEqual(self.client.study(other.id).trials_created, 0, "the other study got no trial")
+
     def test_stop_request_and_failure(self):
         study = self.client.create_study(small_spec(max_trials=2, max_parallel=1))
         it = iter(self.client.work(study.id, worker_name="stopper", poll_wait=0.5, flush_interval=0.05))
