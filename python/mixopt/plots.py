@@ -45,7 +45,7 @@ def plot_regret(study, trials: Sequence, ax=None, metric_label: Optional[str] = 
     """Best objective so far against compute spent, a step line per scale. Returns the Axes."""
     plt = _pyplot()
     if ax is None:
-        _, ax = plt.subplots(figsize=(7, 4), constrained_layout=True)
+        _, ax = plt.subplots(figsize=(7, 4), layout="constrained")
     series = best_so_far(study, trials)
     for scale in _order(study):
         pts = series.get(scale)
@@ -65,7 +65,7 @@ def plot_curves(study, points: Sequence, ax=None, metric: Optional[str] = None):
     by scale. Returns the Axes."""
     plt = _pyplot()
     if ax is None:
-        _, ax = plt.subplots(figsize=(7, 4), constrained_layout=True)
+        _, ax = plt.subplots(figsize=(7, 4), layout="constrained")
     metric = metric or study.spec.get("objective", {}).get("metric", "train_loss")
     by_trial: Dict[int, List] = {}
     for p in points:
