@@ -110,6 +110,7 @@ class ExternalWorker:
         self._fence_after = 0.0
         self._last_contact = time.monotonic()
         self._threads: List[threading.Thread] = []
+        self._unsure_of_leases = False
 
     # RPC plumbing.
 
@@ -230,6 +231,12 @@ class ExternalWorker:
             raise
 
     def _acquire(self) -> Optional[worker_pb2.Assignment]:
+        if self._unsure_of_leases:
+            # A failed AcquireTrial may have leased a trial whose answer never arrived.
+            # Registering again with the leases held (none, between trials) makes the
+            # coordinator requeue such a trial at once instead of after its lease TTL.
+            self._register()
+            self._unsure_of_leases = False
         req = worker_pb2.AcquireTrialRequest(worker_id=self.worker_id, wait_ms=int(self.poll_wait * 1000),
                                              study_id=self.study_id)
         try:
@@ -239,6 +246,7 @@ class ExternalWorker:
                 self._register()  # a coordinator with a fresh database no longer knows us
                 return None
             if _retryable(e):
+                self._unsure_of_leases = True
                 _Backoff(self.max_backoff).wait(self._closed)
                 return None
             raise from_rpc_error(e) from None
