@@ -185,7 +185,10 @@ class ExternalWorker:
             while True:
                 prev = self._trial
                 if prev is not None and not prev.done and not prev.lost:
-                    prev.fail("the script asked for the next trial without finishing this one", "other")
+                    try:
+                        prev.fail("the script asked for the next trial without finishing this one", "other")
+                    except MixoptError as e:
+                        log.warning("could not fail trial %d: %s", prev.id, e)
                 self._trial = None
                 a = self._acquire()
                 if a is None:
@@ -259,8 +262,10 @@ class ExternalWorker:
             # Jitter spreads a fleet's heartbeats.
             if self._closed.wait(every * random.uniform(0.8, 1.0)):
                 return
+            t = self._trial
+            held = self._held()
             try:
-                resp = self._rpc("Heartbeat", worker_pb2.HeartbeatRequest(worker_id=self.worker_id, leases=self._held()),
+                resp = self._rpc("Heartbeat", worker_pb2.HeartbeatRequest(worker_id=self.worker_id, leases=held),
                                  timeout=max(every, 1.0))
             except grpc.RpcError as e:
                 if e.code() == grpc.StatusCode.NOT_FOUND:
@@ -273,8 +278,9 @@ class ExternalWorker:
             with self._lock:
                 if resp.fence_after_ms > 0:
                     self._fence_after = resp.fence_after_ms / 1000
-            t = self._trial
-            if t is None:
+            # Judge only the attempt this heartbeat carried: a newer attempt of the same
+            # trial, leased meanwhile, is not what the answer is about.
+            if t is None or not held or t is not self._trial:
                 continue
             named = list(getattr(resp, "stop_leases", ()))
             if named:
@@ -306,8 +312,6 @@ class ExternalWorker:
             except grpc.RpcError as e:
                 if not _retryable(e):
                     t._refused(e)
-            except MixoptError:
-                pass
 
 
 class ExternalTrial:

@@ -19,6 +19,8 @@ class FakeCoordinator(worker_pb2_grpc.WorkerServiceServicer, control_pb2_grpc.Co
         self.lock = threading.Lock()
         self.registers, self.acquires, self.heartbeats, self.reports, self.fails = [], [], [], [], []
         self.heartbeat_answer = worker_pb2.HeartbeatResponse()
+        self.fence_after_ms = 0
+        self.away = False  # answer heartbeats and reports as a coordinator that is down
         self.assignments = [worker_pb2.Assignment(
             trial=types_pb2.Trial(id=5, study_id=3, mixture=[0.25, 0.75], steps=10, attempt=2),
             domains=["web", "code"], scale=types_pb2.Scale(name="small", tokens_per_step=8), lease_id="L2",
@@ -27,7 +29,8 @@ class FakeCoordinator(worker_pb2_grpc.WorkerServiceServicer, control_pb2_grpc.Co
     def Register(self, request, context):
         with self.lock:
             self.registers.append(request)
-        return worker_pb2.RegisterResponse(worker_id=9, heartbeat_interval_ms=50, lease_ttl_ms=30000)
+        return worker_pb2.RegisterResponse(worker_id=9, heartbeat_interval_ms=50, lease_ttl_ms=30000,
+                                           fence_after_ms=self.fence_after_ms)
 
     def AcquireTrial(self, request, context):
         with self.lock:
@@ -39,11 +42,15 @@ class FakeCoordinator(worker_pb2_grpc.WorkerServiceServicer, control_pb2_grpc.Co
         return worker_pb2.AcquireTrialResponse(assignment=a)
 
     def Heartbeat(self, request, context):
+        if self.away:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "coordinator away")
         with self.lock:
             self.heartbeats.append(request)
             return self.heartbeat_answer
 
     def ReportPoints(self, request, context):
+        if self.away:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "coordinator away")
         with self.lock:
             self.reports.append(request)
         return worker_pb2.ReportPointsResponse(acked_seq=request.points[-1].seq)
@@ -127,6 +134,19 @@ class WorkerProtocolTest(unittest.TestCase):
             trial.report(4, {"train_loss": 1.0})
         with self.assertRaises(mixopt.LeaseLostError):
             trial.finish()
+
+    def test_fences_itself_when_the_coordinator_is_away_too_long(self):
+        self.fake.fence_after_ms = 1000
+        _, trial = self.first_trial()
+        self.fake.away = True
+        trial.report(2, {"train_loss": 1.0})  # buffered: the coordinator does not answer
+        time.sleep(0.2)
+        self.assertIsNone(trial.lost, "within the fence limit the trial keeps running")
+        self.wait_for(lambda: trial.lost is not None, "fenced after the limit")
+        self.assertIn("fenced", trial.lost)
+        with self.assertRaises(mixopt.LeaseLostError):
+            trial.report(4, {"train_loss": 1.0})
+        self.assertEqual(self.fake.reports, [], "nothing was acknowledged while away")
 
     def test_stop_trials_is_the_fallback(self):
         _, trial = self.first_trial()
