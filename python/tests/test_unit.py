@@ -1,6 +1,8 @@
 """Parts of the client that need no coordinator: token and address resolution, spec
 loading with the field named, error mapping."""
 
+import contextlib
+import io
 import json
 import os
 import tempfile
@@ -12,6 +14,7 @@ import grpc
 import harness  # noqa: F401  (puts the package on sys.path)
 import mixopt
 from mixopt import _connection, errors
+from mixopt import client as client_module
 from mixopt.spec import load_spec
 
 
@@ -102,6 +105,56 @@ class SpecTest(unittest.TestCase):
         with open(path, "w") as f:
             json.dump(harness.small_spec(), f)
         self.assertEqual(load_spec(path).scales[1].flops_per_step, 1e10)
+
+
+class ProgressTest(unittest.TestCase):
+    def studies(self):
+        from types import SimpleNamespace as NS
+        running = NS(id=4, state="running", budget_flops=100.0, spent_flops=25.0,
+                     trials_by_state={"running": 2, "succeeded": 1})
+        done = NS(id=4, state="completed", budget_flops=100.0, spent_flops=100.0, trials_by_state={"succeeded": 5})
+        return running, done
+
+    def test_line_per_change_without_tqdm(self):
+        import builtins
+        real_import = builtins.__import__
+
+        def no_tqdm(name, *a, **kw):
+            if name.startswith("tqdm"):
+                raise ImportError(name)
+            return real_import(name, *a, **kw)
+
+        err = io.StringIO()
+        running, done = self.studies()
+        with mock.patch("builtins.__import__", no_tqdm), contextlib.redirect_stderr(err):
+            show = client_module._progress(True)
+            for st in (running, running, done, None):
+                show(st)
+        self.assertEqual(err.getvalue().splitlines(), [
+            "study 4 running: 2 running, 1 succeeded, 0 failed; budget 25% spent",
+            "study 4 completed: 0 running, 5 succeeded, 0 failed; budget 100% spent",
+        ])
+
+    def test_tqdm_bar_follows_the_budget(self):
+        import tqdm  # noqa: F401  (python3-tqdm)
+        err = io.StringIO()
+        running, done = self.studies()
+        with contextlib.redirect_stderr(err):
+            show = client_module._progress(True)
+            show(running)
+            show(done)
+            show(None)
+        self.assertIn("study 4", err.getvalue())
+        self.assertIn("completed; 0 running, 5 succeeded", err.getvalue())
+
+    def test_callable_and_off(self):
+        seen = []
+        running, done = self.studies()
+        show = client_module._progress(seen.append)
+        show(running)
+        show(None)
+        self.assertEqual(seen, [running])
+        client_module._progress(False)(running)  # shows nothing, raises nothing
 
 
 class ErrorTest(unittest.TestCase):
