@@ -63,6 +63,29 @@ class _Backoff:
         stop.wait(d)
 
 
+MAX_GPUS = 64
+
+
+def _gpu_list(gpus: Any, memory_mib: int) -> List[types_pb2.Gpu]:
+    """The GPUs this worker declares for placement: a count (each with memory_mib), or a
+    list of {"name": ..., "memory_mib": ...}. None declared: one trial slot, for scales that
+    need at most one GPU and no GPU memory."""
+    if isinstance(gpus, bool) or memory_mib < 0:
+        raise InvalidArgumentError("gpus: a count or a list of GPUs, with memory_mib >= 0", field="gpus")
+    if isinstance(gpus, int):
+        gpus = [{"memory_mib": memory_mib}] * gpus
+    if not isinstance(gpus, (list, tuple)) or len(gpus) > MAX_GPUS:
+        raise InvalidArgumentError(f"gpus: a count or a list of at most {MAX_GPUS} GPUs", field="gpus")
+    out = []
+    for i, g in enumerate(gpus):
+        name, mem = str(g.get("name", "external")), g.get("memory_mib", memory_mib)
+        if isinstance(mem, bool) or not isinstance(mem, int) or mem < 0 or not name or len(name) > MAX_NAME_CHARS:
+            raise InvalidArgumentError(f"gpus[{i}]: name of 1 to {MAX_NAME_CHARS} characters and memory_mib >= 0",
+                                       field=f"gpus[{i}]")
+        out.append(types_pb2.Gpu(index=i, name=name, memory_mib=mem))
+    return out
+
+
 class ExternalWorker:
     """One worker that runs one study's trials, one at a time, for a script.
 
@@ -70,13 +93,17 @@ class ExternalWorker:
     long without a trial (None: only when the study ends). flush_interval: longest a point
     waits before it is sent. max_buffered_points: points kept while the coordinator is away;
     report() blocks when they are all unacknowledged. id_file: keeps the worker id across
-    restarts of the script, so the coordinator requeues the trials it lost at once.
+    restarts of the script, so the coordinator requeues the trials it lost at once. gpus
+    (a count, with gpu_memory_mib each, or a list of {"name", "memory_mib"}) are what the
+    coordinator places trials on: a scale that needs several GPUs, or GPU memory, runs only
+    on a worker that declares them; trial.gpu_indices says which to use.
     """
 
     def __init__(self, client, study_id: int, *, worker_name: str, labels: Optional[Mapping[str, str]] = None,
                  poll_wait: float = 2.0, idle_timeout: Optional[float] = None, flush_interval: float = 0.5,
                  max_batch: int = 500, max_buffered_points: int = 100_000, rpc_timeout: float = 10.0,
-                 max_backoff: float = 2.0, id_file: Optional[str] = None):
+                 max_backoff: float = 2.0, id_file: Optional[str] = None, gpus: Any = 0,
+                 gpu_memory_mib: int = 0):
         if not isinstance(worker_name, str) or not worker_name or len(worker_name) > MAX_NAME_CHARS:
             raise InvalidArgumentError(f"worker_name: must be 1 to {MAX_NAME_CHARS} characters", field="worker_name")
         labels = dict(labels or {})
@@ -87,6 +114,7 @@ class ExternalWorker:
                 f"labels: at most {MAX_LABELS} string pairs of 1 to {MAX_NAME_CHARS} characters", field="labels")
         if isinstance(study_id, bool) or not isinstance(study_id, int) or study_id <= 0:
             raise InvalidArgumentError(f"study_id: {study_id!r} is not a positive integer id", field="study_id")
+        self._gpus = _gpu_list(gpus, gpu_memory_mib)
         self.client = client
         self.study_id = study_id
         self.worker_name = worker_name
@@ -161,7 +189,8 @@ class ExternalWorker:
             kind=types_pb2.WORKER_KIND_REAL, labels=self.labels,
             interpreter=types_pb2.Interpreter(path=sys.executable, python_version=platform.python_version()))
         resp = self._retry("Register", lambda: worker_pb2.RegisterRequest(
-            worker_id=self.worker_id, hostname=self.worker_name, leases=self._held(), identity=identity))
+            worker_id=self.worker_id, hostname=self.worker_name, gpus=self._gpus, leases=self._held(),
+            identity=identity))
         with self._lock:
             self.worker_id = resp.worker_id
             if resp.heartbeat_interval_ms > 0:

@@ -177,6 +177,24 @@ class StudyDataTest(CoordinatorTest):
         self.assertEqual(self.client.study(mine.id).state, "completed")
         self.assertEqual(self.client.study(other.id).trials_created, 0, "the other study got no trial")
 
+    def test_scales_that_need_gpus_go_to_a_worker_that_declares_them(self):
+        scales = [{"name": "small", "params": 1e6, "flops_per_step": 1e9},
+                  {"name": "big", "params": 1e7, "flops_per_step": 1e10, "gpus": 2, "min_gpu_memory_mib": 40000}]
+        study = self.client.create_study(small_spec(scales=scales, max_trials=1, max_parallel=1))
+        # Without GPUs the worker gets nothing (idle_timeout ends the loop).
+        self.assertEqual(list(self.client.work(study.id, worker_name="cpu", poll_wait=0.2, idle_timeout=0.5)), [])
+        with self.assertRaises(mixopt.InvalidArgumentError) as cm:
+            self.client.work(study.id, worker_name="bad", gpus=[{"memory_mib": -1}])
+        self.assertEqual(cm.exception.field, "gpus[0]")
+        it = self.client.work(study.id, worker_name="node", poll_wait=0.2, gpus=4, gpu_memory_mib=81920)
+        trial = next(it)
+        self.assertEqual((trial.scale, len(trial.gpu_indices)), ("big", 2))
+        for step in range(1, trial.steps + 1):
+            trial.report(step, losses(trial.mixture, trial.scale, step))
+        trial.finish()
+        self.assertEqual(list(it), [])
+        self.assertEqual(self.client.study(study.id).state, "completed")
+
     def test_stop_request_and_failure(self):
         study = self.client.create_study(small_spec(max_trials=2, max_parallel=1))
         it = iter(self.client.work(study.id, worker_name="stopper", poll_wait=0.5, flush_interval=0.05))
