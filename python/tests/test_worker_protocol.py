@@ -2,6 +2,7 @@
 server: what it registers as, the study filter it asks with, and which heartbeat answers
 stop its attempt (stop_leases names exactly one attempt; stop_trials is the fallback)."""
 
+import os
 import threading
 import time
 import unittest
@@ -147,6 +148,18 @@ class WorkerProtocolTest(unittest.TestCase):
         with self.assertRaises(mixopt.LeaseLostError):
             trial.report(4, {"train_loss": 1.0})
         self.assertEqual(self.fake.reports, [], "nothing was acknowledged while away")
+
+    def test_id_file_keeps_the_worker_id_across_restarts(self):
+        import tempfile
+        path = os.path.join(tempfile.mkdtemp(), "worker-id")
+        self.fake.assignments.append(self.fake.assignments[0])
+        for _ in range(2):
+            it = self.client.work(3, worker_name="slurm-7", id_file=path, poll_wait=0.1)
+            next(it)
+            it.close()
+        self.assertEqual([r.worker_id for r in self.fake.registers], [0, 9])
+        with open(path) as f:
+            self.assertEqual(f.read().strip(), "9")
 
     def test_stop_trials_is_the_fallback(self):
         _, trial = self.first_trial()
