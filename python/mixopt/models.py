@@ -3,9 +3,10 @@ them with to_pandas() (pandas is imported only when asked for)."""
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
 from google.protobuf import json_format
@@ -123,8 +124,13 @@ class Study:
             recommendation=rec, _client=client)
 
     def to_dict(self) -> Dict[str, Any]:
-        d = {k: v for k, v in asdict(self).items() if k != "_client"}
-        return d
+        # Not asdict(self): it would deep-copy the client and its channel.
+        out: Dict[str, Any] = {}
+        for f in fields(self):
+            if f.name != "_client":
+                v = getattr(self, f.name)
+                out[f.name] = asdict(v) if is_dataclass(v) else copy.deepcopy(v)
+        return out
 
     # Conveniences that go through the client the study came from.
     def _need_client(self):

@@ -108,6 +108,12 @@ class StudyDataTest(CoordinatorTest):
         self.assertEqual(sorted(cdf["trial_id"].unique()), sorted(t.id for t in trials))
         self.assertTrue((cdf["tokens"] == cdf["step"] * 1000).all())
 
+        d = final.to_dict()
+        self.assertEqual((d["id"], d["state"], d["spec"]["name"]), (study.id, "completed", "pyclient-test"))
+        self.assertEqual(d["recommendation"]["basis"], final.recommendation.basis)
+        self.assertNotIn("_client", d)
+        self.assertEqual(trials[0].to_dict()["mixture"], trials[0].mixture)
+
         sdf = self.client.studies().to_pandas()
         self.assertEqual(sdf.shape, (1, 10))
         self.assertEqual(sdf.loc[study.id, "state"], "completed")
