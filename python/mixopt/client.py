@@ -8,17 +8,19 @@ import json
 import math
 import sys
 import time
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Mapping, Optional
 
 import grpc
 from google.protobuf import json_format
 
 from . import _connection
 from .errors import InvalidArgumentError, UnavailableError, from_rpc_error
-from .models import (CurveList, CurvePoint, Recommendation, Study, StudyList, Trial, TrialList, Worker,
-                     study_state)
+from .models import CurveList, Recommendation, Study, StudyList, Trial, TrialList, Worker, trial_state
 from .spec import SpecLike, load_spec
 from .v1 import control_pb2, control_pb2_grpc, types_pb2
+
+if TYPE_CHECKING:
+    from .work import ExternalTrial
 
 EXPORT_FORMATS = ("csv", "jsonl")
 
@@ -201,7 +203,7 @@ class Client:
                        + ["seq", "step", "tokens", "train_loss", "wall_time_s"] + metrics)
             for t in trials:
                 tr = t.trial
-                head = [tr.id, _trial_state(tr.state), tr.attempt, tr.scale, tr.steps] + [repr(x) for x in tr.mixture]
+                head = [tr.id, trial_state(tr.state), tr.attempt, tr.scale, tr.steps] + [repr(x) for x in tr.mixture]
                 for p in t.points:
                     w.writerow(head + [p.seq, p.step, p.tokens, repr(p.train_loss), repr(p.wall_time_s)]
                                + [repr(p.eval[m]) if m in p.eval else "" for m in metrics])
@@ -218,11 +220,6 @@ class Client:
         from .work import ExternalWorker
         worker = ExternalWorker(self, study_id, worker_name=worker_name, labels=labels, **options)
         return worker.trials()
-
-
-def _trial_state(v: int) -> str:
-    from .models import trial_state
-    return trial_state(v)
 
 
 def _id(value: int, field: str) -> int:

@@ -26,8 +26,8 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import grpc
 
-from .errors import (LeaseLostError, MixoptError, NotFoundError, PermissionDeniedError, TrialStopped,
-                     from_rpc_error, InvalidArgumentError)
+from .errors import (InvalidArgumentError, LeaseLostError, MixoptError, PermissionDeniedError, TrialStopped,
+                     from_rpc_error)
 from .v1 import control_pb2, types_pb2, worker_pb2, worker_pb2_grpc
 
 log = logging.getLogger("mixopt.work")
