@@ -532,8 +532,6 @@ class ExternalTrial:
             # The coordinator may have committed the end just before a restart cut off its
             # answer: the retry then finds the lease gone. Check what it stored.
             if not (retried[0] and e.code == grpc.StatusCode.FAILED_PRECONDITION and self._ended_as(ended_states)):
-                if e.code == grpc.StatusCode.FAILED_PRECONDITION:
-                    self._lose(f"lease refused: {e.message}")
                 self._raise_if_unusable()  # a lost lease says so rather than the last retry's code
                 raise
         self.done = True
