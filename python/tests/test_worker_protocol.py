@@ -22,6 +22,7 @@ class FakeCoordinator(worker_pb2_grpc.WorkerServiceServicer, control_pb2_grpc.Co
         self.heartbeat_answer = worker_pb2.HeartbeatResponse()
         self.fence_after_ms = 0
         self.away = False  # answer heartbeats and reports as a coordinator that is down
+        self.refuse_points = ""  # refuse reports with InvalidArgument and this message
         self.assignments = [worker_pb2.Assignment(
             trial=types_pb2.Trial(id=5, study_id=3, mixture=[0.25, 0.75], steps=10, attempt=2),
             domains=["web", "code"], scale=types_pb2.Scale(name="small", tokens_per_step=8), lease_id="L2",
@@ -52,6 +53,8 @@ class FakeCoordinator(worker_pb2_grpc.WorkerServiceServicer, control_pb2_grpc.Co
     def ReportPoints(self, request, context):
         if self.away:
             context.abort(grpc.StatusCode.UNAVAILABLE, "coordinator away")
+        if self.refuse_points:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, self.refuse_points)
         with self.lock:
             self.reports.append(request)
         return worker_pb2.ReportPointsResponse(acked_seq=request.points[-1].seq)
@@ -160,6 +163,17 @@ class WorkerProtocolTest(unittest.TestCase):
         self.assertEqual([r.worker_id for r in self.fake.registers], [0, 9])
         with open(path) as f:
             self.assertEqual(f.read().strip(), "9")
+
+    def test_a_point_the_coordinator_refuses_surfaces_on_the_next_call(self):
+        _, trial = self.first_trial()
+        self.fake.refuse_points = "points[0].eval: key \"x\" is too long: invalid argument"
+        trial.report(2, {"train_loss": 1.0, "x": 2.0})
+        with self.assertRaises(mixopt.InvalidArgumentError) as cm:
+            trial.flush()
+        self.assertEqual(cm.exception.field, "points[0].eval")
+        with self.assertRaises(mixopt.InvalidArgumentError):
+            trial.report(4, {"train_loss": 1.0})
+        self.assertIsNone(trial.lost)
 
     def test_stop_trials_is_the_fallback(self):
         _, trial = self.first_trial()
