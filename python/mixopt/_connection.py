@@ -24,7 +24,7 @@ def resolve_addr(addr: Optional[str]) -> str:
 def read_token(token_file: Optional[str] = None) -> str:
     """The bearer token, in mixctl's order; "" when none is configured. A file holds the
     token on its first line; surrounding whitespace is dropped."""
-    path = token_file or os.environ.get("MIXOPT_TOKEN_FILE", "")
+    path = os.path.expanduser(token_file or os.environ.get("MIXOPT_TOKEN_FILE", ""))
     if path:
         try:
             with open(path, encoding="utf-8") as f:
@@ -54,7 +54,7 @@ def _read(path: Optional[str], field: str) -> Optional[bytes]:
     if not path:
         return None
     try:
-        with open(path, "rb") as f:
+        with open(os.path.expanduser(path), "rb") as f:
             return f.read()
     except OSError as e:
         raise InvalidArgumentError(f"{field}: {e}", field=field) from e

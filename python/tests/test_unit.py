@@ -38,6 +38,10 @@ class TokenTest(unittest.TestCase):
         with mock.patch.dict(os.environ, {}, clear=True):
             self.assertEqual(_connection.read_token(None), "")
 
+    def test_home_is_expanded(self):
+        with mock.patch.dict(os.environ, {"HOME": self.dir}, clear=True):
+            self.assertEqual(_connection.read_token("~/tok"), "from-file-token-0123456789")
+
     def test_empty_or_missing_file_names_the_field(self):
         empty = os.path.join(self.dir, "empty")
         open(empty, "w").close()
