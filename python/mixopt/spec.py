@@ -95,6 +95,18 @@ def _numeric(v) -> bool:
     return True
 
 
+def _integral(v) -> bool:
+    """Integers as the JSON mapping accepts them: 12, 12.0, "12"."""
+    if isinstance(v, float):
+        return v.is_integer()
+    if isinstance(v, str):
+        try:
+            int(v)
+        except ValueError:
+            return False
+    return True
+
+
 def _check_fields(data: Mapping[str, Any], desc: Descriptor, path: str) -> None:
     """Name the first unknown or mistyped field by its full path, which protobuf's own
     parser does not do on every release."""
@@ -122,10 +134,13 @@ def _check_fields(data: Mapping[str, Any], desc: Descriptor, path: str) -> None:
                 if not isinstance(item, Mapping):
                     raise InvalidArgumentError(f"{at}: expected a mapping", field=at)
                 _check_fields(item, f.message_type, at)
-            elif f.type in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_INT32,
-                            FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT32, FieldDescriptor.TYPE_UINT64):
+            elif f.type in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
                 if isinstance(item, bool) or not isinstance(item, (int, float, str)) or not _numeric(item):
                     raise InvalidArgumentError(f"{at}: expected a number, got {item!r}", field=at)
+            elif f.type in (FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT32,
+                            FieldDescriptor.TYPE_UINT64):
+                if isinstance(item, bool) or not isinstance(item, (int, float, str)) or not _integral(item):
+                    raise InvalidArgumentError(f"{at}: expected an integer, got {item!r}", field=at)
             elif f.type == FieldDescriptor.TYPE_STRING and f.enum_type is None:
                 if not isinstance(item, str):
                     raise InvalidArgumentError(f"{at}: expected a string, got {item!r}", field=at)

@@ -79,6 +79,8 @@ class SpecTest(unittest.TestCase):
     def test_camel_and_snake_case(self):
         a = load_spec({"budget_flops": 5, "maxParallel": 2})
         self.assertEqual((a.budget_flops, a.max_parallel), (5, 2))
+        b = load_spec({"budget_flops": "2e7", "steps": ["100", 200.0]})
+        self.assertEqual((b.budget_flops, list(b.steps)), (2e7, [100, 200]))
 
     def test_unknown_and_mistyped_fields_are_named(self):
         cases = [
@@ -86,6 +88,8 @@ class SpecTest(unittest.TestCase):
             ({"budget": 1}, "budget"),
             ({"domains": {"name": "x"}}, "domains"),
             ({"steps": [10, "many"]}, "steps[1]"),
+            ({"steps": ["1e3"]}, "steps[0]"),  # PyYAML reads 1e3 as a string
+            ({"max_trials": 2.5}, "max_trials"),
             ({"target": {"scale": 3}}, "target.scale"),
             ({"objective": "loss"}, "objective"),
         ]
