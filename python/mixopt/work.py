@@ -26,8 +26,8 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import grpc
 
-from .errors import (InvalidArgumentError, LeaseLostError, MixoptError, PermissionDeniedError, TrialStopped,
-                     from_rpc_error)
+from .errors import (FailedPreconditionError, InvalidArgumentError, LeaseLostError, MixoptError,
+                     PermissionDeniedError, TrialStopped, from_rpc_error)
 from .v1 import control_pb2, types_pb2, worker_pb2, worker_pb2_grpc
 
 log = logging.getLogger("mixopt.work")
@@ -247,10 +247,23 @@ class ExternalWorker:
                 th.join(timeout=5)
 
     def _check_study(self) -> None:
+        """Refuse at once a study whose worker selector never admits this worker, rather
+        than polling forever."""
         try:
-            self.client.study(self.study_id)
+            study = self.client.study(self.study_id)
         except PermissionDeniedError:
-            pass  # a worker-role token may not read studies; AcquireTrial still works
+            return  # a worker-role token may not read studies; AcquireTrial still works
+        selector = study.spec.get("workers") or {}
+        kinds = selector.get("kinds") or []
+        if kinds and "WORKER_KIND_REAL" not in kinds:
+            raise FailedPreconditionError(
+                f"workers: study {self.study_id} accepts only {kinds} workers; external workers are WORKER_KIND_REAL",
+                field="workers")
+        missing = {k: v for k, v in (selector.get("labels") or {}).items() if self.labels.get(k) != v}
+        if missing:
+            raise FailedPreconditionError(
+                f"workers.labels: study {self.study_id} wants labels {missing} this worker does not carry",
+                field="workers.labels")
 
     def _study_ended(self) -> bool:
         try:

@@ -201,6 +201,20 @@ class StudyDataTest(CoordinatorTest):
         self.assertEqual(list(it), [])
         self.assertEqual(self.client.study(study.id).state, "completed")
 
+    def test_a_study_that_admits_no_real_worker_is_refused_at_once(self):
+        sim = self.client.create_study(small_spec(workers={"kinds": ["WORKER_KIND_SIMULATED"]}))
+        with self.assertRaises(mixopt.FailedPreconditionError) as cm:
+            next(iter(self.client.work(sim.id, worker_name="real")))
+        self.assertEqual(cm.exception.field, "workers")
+        labelled = self.client.create_study(small_spec(workers={"kinds": ["WORKER_KIND_REAL"],
+                                                                 "labels": {"cluster": "a100"}}))
+        with self.assertRaises(mixopt.FailedPreconditionError) as cm:
+            next(iter(self.client.work(labelled.id, worker_name="real", labels={"cluster": "v100"})))
+        self.assertEqual(cm.exception.field, "workers.labels")
+        it = iter(self.client.work(labelled.id, worker_name="real", labels={"cluster": "a100"}, poll_wait=0.3))
+        self.assertEqual(next(it).study_id, labelled.id)
+        it.close()
+
     def test_stop_request_and_failure(self):
         study = self.client.create_study(small_spec(max_trials=2, max_parallel=1))
         it = iter(self.client.work(study.id, worker_name="stopper", poll_wait=0.5, flush_interval=0.05))
