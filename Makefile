@@ -12,6 +12,7 @@ PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 
 .PHONY: build demo test test-go test-python vet proto proto-check tools test-deps bench clean
+.PHONY: proto-python proto-python-check test-python-client
 
 build:
 	$(GO) build -o bin/ ./cmd/...
@@ -57,6 +58,33 @@ proto-check: tools
 	$(BUF) format -d --exit-code
 	@tmp=$$(mktemp -d) && $(BUF) generate --output $$tmp && \
 	  diff -r -x '*.proto' $$tmp/proto proto && rm -rf $$tmp && echo "generated code is current"
+
+# The Python client's stubs (python/mixopt/v1, the proto package's path, so their own
+# imports resolve inside the package) come from Debian's protoc 3.21 and grpc_python_plugin
+# (hack/test-deps.sh installs them): what python3-protobuf and python3-grpcio load.
+PROTOC ?= protoc
+GRPC_PYTHON_PLUGIN ?= /usr/bin/grpc_python_plugin
+PYTHON_PROTO_GEN = $(PROTOC) -I proto --plugin=protoc-gen-grpc_python=$(GRPC_PYTHON_PLUGIN) \
+	--python_out=$(1) --pyi_out=$(1) --grpc_python_out=$(1) proto/mixopt/v1/*.proto
+
+proto: proto-python
+proto-check: proto-python-check
+
+proto-python:
+	@command -v $(PROTOC) >/dev/null && [ -x $(GRPC_PYTHON_PLUGIN) ] || \
+	  { echo "protoc or grpc_python_plugin missing: make test-deps, or apt-get install protobuf-compiler protobuf-compiler-grpc" >&2; exit 1; }
+	rm -f python/mixopt/v1/*_pb2*.py python/mixopt/v1/*_pb2.pyi
+	$(call PYTHON_PROTO_GEN,python)
+
+proto-python-check: test-deps
+	@tmp=$$(mktemp -d) && $(call PYTHON_PROTO_GEN,$$tmp) && \
+	  diff -r -x '__init__.py' -x '__pycache__' $$tmp/mixopt/v1 python/mixopt/v1 && rm -rf $$tmp && \
+	  echo "generated Python code is current"
+
+# The Python client against real coordinator binaries over loopback (python/tests).
+test: test-python-client
+test-python-client: build test-deps
+	/usr/bin/python3 -m unittest discover -s python/tests -v
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/...

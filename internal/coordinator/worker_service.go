@@ -47,7 +47,7 @@ func (s *WorkerService) AcquireTrial(ctx context.Context, req *pb.AcquireTrialRe
 	if req.WorkerId == 0 {
 		return nil, missing("worker_id")
 	}
-	a, err := s.Sched.AcquireTrial(ctx, req.WorkerId, time.Duration(req.WaitMs)*time.Millisecond)
+	a, err := s.Sched.AcquireStudyTrial(ctx, req.WorkerId, req.StudyId, time.Duration(req.WaitMs)*time.Millisecond)
 	if err != nil {
 		return nil, toStatus(err)
 	}

@@ -88,6 +88,7 @@ func placeOn(w *pb.Worker, free []*pb.Gpu, sc *pb.Scale) []int32 {
 // assignReq is one worker's request for a trial, queued for the next group decision.
 type assignReq struct {
 	workerID uint64
+	studyID  uint64 // only this study's trials (0: any)
 	a        *pb.Assignment
 	err      error
 	done     chan struct{}
@@ -97,9 +98,9 @@ type assignReq struct {
 // that arrive while a decision runs are decided together at the next one, in one read of
 // each study and one write transaction: a fleet of workers asking at once pays for one
 // disk sync, not one each (flat combining over decideMu).
-func (s *Scheduler) tryAssign(ctx context.Context, workerID uint64) (*pb.Assignment, error) {
+func (s *Scheduler) tryAssign(ctx context.Context, workerID, studyID uint64) (*pb.Assignment, error) {
 	start := time.Now()
-	req := &assignReq{workerID: workerID, done: make(chan struct{})}
+	req := &assignReq{workerID: workerID, studyID: studyID, done: make(chan struct{})}
 	s.mu.Lock()
 	s.assignQueue = append(s.assignQueue, req)
 	s.mu.Unlock()
@@ -193,7 +194,7 @@ func (s *Scheduler) assignBatch(ctx context.Context, batch []*assignReq) {
 			continue
 		}
 		for _, snap := range studies {
-			if !acceptsWorker(snap.study.Spec.Workers, w) {
+			if !acceptsWorker(snap.study.Spec.Workers, w) || r.studyID != 0 && snap.study.Id != r.studyID {
 				continue
 			}
 			p, why, err := s.plan(ctx, snap, &plans, w, free[w.Id])

@@ -26,6 +26,12 @@ type Held struct {
 // (capped by Config.MaxWait and the context) for work to appear and returns nil, nil when
 // none did.
 func (s *Scheduler) AcquireTrial(ctx context.Context, workerID uint64, wait time.Duration) (*pb.Assignment, error) {
+	return s.AcquireStudyTrial(ctx, workerID, 0, wait)
+}
+
+// AcquireStudyTrial is AcquireTrial limited to one study's trials (studyID 0: any study),
+// for external workers that run a single study.
+func (s *Scheduler) AcquireStudyTrial(ctx context.Context, workerID, studyID uint64, wait time.Duration) (*pb.Assignment, error) {
 	wait = min(wait, s.cfg.MaxWait)
 	if dl, ok := ctx.Deadline(); ok {
 		// End just before the caller's deadline with an empty answer, not an error.
@@ -37,7 +43,7 @@ func (s *Scheduler) AcquireTrial(ctx context.Context, workerID uint64, wait time
 		s.mu.Lock()
 		wake := s.wake
 		s.mu.Unlock()
-		a, err := s.tryAssign(ctx, workerID)
+		a, err := s.tryAssign(ctx, workerID, studyID)
 		if a != nil || err != nil {
 			return a, err
 		}

@@ -184,7 +184,10 @@ type AcquireTrialRequest struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	WorkerId uint64                 `protobuf:"varint,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
 	// How long the coordinator may hold the call open waiting for work (capped server-side).
-	WaitMs        int64 `protobuf:"varint,2,opt,name=wait_ms,json=waitMs,proto3" json:"wait_ms,omitempty"`
+	WaitMs int64 `protobuf:"varint,2,opt,name=wait_ms,json=waitMs,proto3" json:"wait_ms,omitempty"`
+	// Only trials of this study (0: any study the worker matches); external workers
+	// (the Python client's work loop) run one study's trials.
+	StudyId       uint64 `protobuf:"varint,3,opt,name=study_id,json=studyId,proto3" json:"study_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -229,6 +232,13 @@ func (x *AcquireTrialRequest) GetWorkerId() uint64 {
 func (x *AcquireTrialRequest) GetWaitMs() int64 {
 	if x != nil {
 		return x.WaitMs
+	}
+	return 0
+}
+
+func (x *AcquireTrialRequest) GetStudyId() uint64 {
+	if x != nil {
+		return x.StudyId
 	}
 	return 0
 }
@@ -987,10 +997,11 @@ const file_mixopt_v1_worker_proto_rawDesc = "" +
 	"\x15heartbeat_interval_ms\x18\x02 \x01(\x03R\x13heartbeatIntervalMs\x12 \n" +
 	"\flease_ttl_ms\x18\x03 \x01(\x03R\n" +
 	"leaseTtlMs\x12$\n" +
-	"\x0efence_after_ms\x18\x04 \x01(\x03R\ffenceAfterMs\"K\n" +
+	"\x0efence_after_ms\x18\x04 \x01(\x03R\ffenceAfterMs\"f\n" +
 	"\x13AcquireTrialRequest\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\x04R\bworkerId\x12\x17\n" +
-	"\await_ms\x18\x02 \x01(\x03R\x06waitMs\"\xa1\x02\n" +
+	"\await_ms\x18\x02 \x01(\x03R\x06waitMs\x12\x19\n" +
+	"\bstudy_id\x18\x03 \x01(\x04R\astudyId\"\xa1\x02\n" +
 	"\n" +
 	"Assignment\x12&\n" +
 	"\x05trial\x18\x01 \x01(\v2\x10.mixopt.v1.TrialR\x05trial\x12\x18\n" +
