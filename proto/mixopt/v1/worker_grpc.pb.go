@@ -39,11 +39,14 @@ type WorkerServiceClient interface {
 	AcquireTrial(ctx context.Context, in *AcquireTrialRequest, opts ...grpc.CallOption) (*AcquireTrialResponse, error)
 	// ReportPoints commits a batch of curve points; re-sent points are acknowledged, not duplicated.
 	ReportPoints(ctx context.Context, in *ReportPointsRequest, opts ...grpc.CallOption) (*ReportPointsResponse, error)
-	// FinishTrial marks a trial succeeded once all its points are committed.
+	// FinishTrial marks a trial succeeded once all its points are committed. Idempotent per
+	// attempt: repeated for an attempt that it already finished, it answers OK.
 	FinishTrial(ctx context.Context, in *FinishTrialRequest, opts ...grpc.CallOption) (*FinishTrialResponse, error)
-	// FailTrial marks a trial failed with a reason.
+	// FailTrial marks a trial failed with a reason (or requeues it, by the error class).
+	// Idempotent per attempt: repeated with the same class and reason, it answers OK.
 	FailTrial(ctx context.Context, in *FailTrialRequest, opts ...grpc.CallOption) (*FailTrialResponse, error)
-	// Heartbeat renews the worker's leases and tells it which trials to stop.
+	// Heartbeat renews the worker's leases, takes back the attempts it fenced, and tells it
+	// which attempts to stop.
 	Heartbeat(ctx context.Context, in *HeartbeatRequest, opts ...grpc.CallOption) (*HeartbeatResponse, error)
 }
 
@@ -127,11 +130,14 @@ type WorkerServiceServer interface {
 	AcquireTrial(context.Context, *AcquireTrialRequest) (*AcquireTrialResponse, error)
 	// ReportPoints commits a batch of curve points; re-sent points are acknowledged, not duplicated.
 	ReportPoints(context.Context, *ReportPointsRequest) (*ReportPointsResponse, error)
-	// FinishTrial marks a trial succeeded once all its points are committed.
+	// FinishTrial marks a trial succeeded once all its points are committed. Idempotent per
+	// attempt: repeated for an attempt that it already finished, it answers OK.
 	FinishTrial(context.Context, *FinishTrialRequest) (*FinishTrialResponse, error)
-	// FailTrial marks a trial failed with a reason.
+	// FailTrial marks a trial failed with a reason (or requeues it, by the error class).
+	// Idempotent per attempt: repeated with the same class and reason, it answers OK.
 	FailTrial(context.Context, *FailTrialRequest) (*FailTrialResponse, error)
-	// Heartbeat renews the worker's leases and tells it which trials to stop.
+	// Heartbeat renews the worker's leases, takes back the attempts it fenced, and tells it
+	// which attempts to stop.
 	Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatResponse, error)
 	mustEmbedUnimplementedWorkerServiceServer()
 }
