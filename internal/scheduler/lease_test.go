@@ -123,6 +123,9 @@ func TestCoordinatorFreezeDoesNotCountAttempts(t *testing.T) {
 		if tr.State != want || tr.UncountedAttempts != freezes {
 			t.Fatalf("counted lapse %d: trial %v uncounted %d, want %v with %d uncounted", i, tr.State, tr.UncountedAttempts, want, freezes)
 		}
+		if want == pb.TrialState_TRIAL_STATE_LOST && tr.FailureReason != "lost after 8 attempts (5 not counted: coordinator outages)" {
+			t.Errorf("lost trial's reason %q", tr.FailureReason)
+		}
 	}
 }
 

@@ -396,6 +396,9 @@ func (s *Scheduler) requeue(t *pb.Trial, why string) {
 	if t.Attempt-t.UncountedAttempts >= s.cfg.MaxAttempts {
 		t.State = pb.TrialState_TRIAL_STATE_LOST
 		t.FailureReason = fmt.Sprintf("lost after %d attempts", t.Attempt)
+		if t.UncountedAttempts > 0 {
+			t.FailureReason += fmt.Sprintf(" (%d not counted: coordinator outages)", t.UncountedAttempts)
+		}
 		t.EndTimeUnixMs = unixMs(s.now())
 		return
 	}

@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -278,5 +279,30 @@ func TestRetriedFinishIsNotAbandoned(t *testing.T) {
 		if e.Level >= zapcore.WarnLevel {
 			t.Errorf("worker logged %s %q %v", e.Level, e.Message, e.ContextMap())
 		}
+	}
+}
+
+// The attempts a heartbeat's answer stops are among those it carried: named by
+// stop_leases, or, from a coordinator that predates it, by trial id in stop_trials, which
+// then maps onto the carried lease of that trial only.
+func TestStopsOf(t *testing.T) {
+	first := &pb.HeldLease{TrialId: 7, LeaseId: "lease-1", Attempt: 1}
+	other := &pb.HeldLease{TrialId: 8, LeaseId: "lease-8", Attempt: 1}
+	sent := []*pb.HeldLease{first, other}
+	for _, tc := range []struct {
+		name string
+		resp *pb.HeartbeatResponse
+		want []string
+	}{
+		{"nothing to stop", &pb.HeartbeatResponse{}, nil},
+		{"stop_leases", &pb.HeartbeatResponse{StopLeases: []*pb.HeldLease{first}, StopTrials: []uint64{7}}, []string{"lease-1"}},
+		{"stop_trials only (an older coordinator)", &pb.HeartbeatResponse{StopTrials: []uint64{7}}, []string{"lease-1"}},
+		{"stop_trials naming a trial not carried", &pb.HeartbeatResponse{StopTrials: []uint64{9}}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := leaseIDs(stopsOf(tc.resp, sent)); !slices.Equal(got, tc.want) {
+				t.Errorf("stopsOf = %v, want %v", got, tc.want)
+			}
+		})
 	}
 }

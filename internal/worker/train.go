@@ -255,10 +255,12 @@ func (r *TrainRunner) Run(ctx context.Context, a *pb.Assignment, emit func(*pb.C
 	if ck != nil {
 		ck.close()
 	}
-	if watch != nil && watch.finish() && ctx.Err() == nil {
+	if watch != nil && watch.finish() {
 		log.Warn("the fence watchdog stopped training: this worker was silent past the fence limit",
 			zap.Int64("last_step", out.LastStep))
-		return res, errWatchdogFenced
+		if ctx.Err() == nil { // else the worker's own fence got there too
+			return res, errWatchdogFenced
+		}
 	}
 	if out.Class == gpuexec.ClassSucceeded {
 		ck.remove(log)

@@ -173,3 +173,84 @@ func TestFenceWatchdogFencesTheRun(t *testing.T) {
 		t.Fatalf("Run = %v, want the watchdog's fence", out.err)
 	}
 }
+
+// startSlowTrain starts the slow fake train.py in a process group of its own, as gpuexec
+// would, and returns its pid and the file it marks when SIGTERM reaches it.
+func startSlowTrain(t *testing.T) (pid int, mark string, done chan struct{}) {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	mark = filepath.Join(dir, "sigterm")
+	pidFile := filepath.Join(dir, "train.pid") // written once it handles SIGTERM
+	cmd := exec.Command(exe, "train.py", fmt.Sprintf("--steps=%d", longSteps))
+	cmd.Env = append(os.Environ(), "MIXOPT_FAKE_TRAIN=slow", "MIXOPT_FAKE_SIGTERM_MARK="+mark, "MIXOPT_FAKE_PIDFILE="+pidFile)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done = make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+	})
+	waitFor(t, "the fake train.py to start", func() (bool, string) {
+		_, err := os.Stat(pidFile)
+		return err == nil, fmt.Sprint(err)
+	})
+	return cmd.Process.Pid, mark, done
+}
+
+// The watchdog's feed: "exit" ends it quietly with the run untouched; a feed that ends
+// without it (the worker died) or a deadline that passes stops the group with SIGTERM;
+// "-1" (no fence limit known) sets no deadline.
+func TestWatchdogFeed(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		feed  string // written, then the pipe is closed unless it ends the watch first
+		close bool
+		want  int
+	}{
+		{"exit", "5000\nexit\n", false, watchdogQuiet},
+		{"feed ends without exit", "5000\n", true, watchdogTripped},
+		{"deadline passes", "100\n", false, watchdogTripped},
+		{"no limit known, then the worker dies", "-1\n", true, watchdogTripped},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pid, mark, trainDone := startSlowTrain(t)
+			r, w, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			got := make(chan int, 1)
+			go func() { got <- watch(r, pid, 5*time.Second) }()
+			if _, err := w.WriteString(tc.feed); err != nil {
+				t.Fatal(err)
+			}
+			if tc.close {
+				w.Close()
+			} else {
+				defer w.Close()
+			}
+			if code := <-got; code != tc.want {
+				t.Fatalf("watch = %d, want %d", code, tc.want)
+			}
+			if tc.want == watchdogQuiet {
+				select {
+				case <-trainDone:
+					t.Error("the run ended though the watch ended quietly")
+				default:
+				}
+				return
+			}
+			<-trainDone
+			if _, markErr := os.Stat(mark); markErr != nil {
+				t.Errorf("the run was not stopped with SIGTERM: %v", markErr)
+			}
+		})
+	}
+}

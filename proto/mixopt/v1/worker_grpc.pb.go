@@ -55,11 +55,14 @@ type WorkerServiceClient interface {
 	// FinishTrial marks a trial succeeded once all its points are committed. Unless the
 	// coordinator asked the trial to stop (then it ends stopped where it is), it is refused
 	// (FailedPrecondition) while the attempt has no point or its last point is short of the
-	// trial's steps.
+	// trial's steps. Idempotent per attempt: repeated for an attempt that it already
+	// finished, it answers OK.
 	FinishTrial(ctx context.Context, in *FinishTrialRequest, opts ...grpc.CallOption) (*FinishTrialResponse, error)
-	// FailTrial marks a trial failed with a reason.
+	// FailTrial marks a trial failed with a reason (or requeues it, by the error class).
+	// Idempotent per attempt: repeated with the same class and reason, it answers OK.
 	FailTrial(ctx context.Context, in *FailTrialRequest, opts ...grpc.CallOption) (*FailTrialResponse, error)
-	// Heartbeat renews the worker's leases and tells it which trials to stop.
+	// Heartbeat renews the worker's leases, takes back the attempts it fenced, and tells it
+	// which attempts to stop.
 	Heartbeat(ctx context.Context, in *HeartbeatRequest, opts ...grpc.CallOption) (*HeartbeatResponse, error)
 }
 
@@ -159,11 +162,14 @@ type WorkerServiceServer interface {
 	// FinishTrial marks a trial succeeded once all its points are committed. Unless the
 	// coordinator asked the trial to stop (then it ends stopped where it is), it is refused
 	// (FailedPrecondition) while the attempt has no point or its last point is short of the
-	// trial's steps.
+	// trial's steps. Idempotent per attempt: repeated for an attempt that it already
+	// finished, it answers OK.
 	FinishTrial(context.Context, *FinishTrialRequest) (*FinishTrialResponse, error)
-	// FailTrial marks a trial failed with a reason.
+	// FailTrial marks a trial failed with a reason (or requeues it, by the error class).
+	// Idempotent per attempt: repeated with the same class and reason, it answers OK.
 	FailTrial(context.Context, *FailTrialRequest) (*FailTrialResponse, error)
-	// Heartbeat renews the worker's leases and tells it which trials to stop.
+	// Heartbeat renews the worker's leases, takes back the attempts it fenced, and tells it
+	// which attempts to stop.
 	Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatResponse, error)
 	mustEmbedUnimplementedWorkerServiceServer()
 }

@@ -102,21 +102,24 @@ class WorkerServiceServicer(object):
         """FinishTrial marks a trial succeeded once all its points are committed. Unless the
         coordinator asked the trial to stop (then it ends stopped where it is), it is refused
         (FailedPrecondition) while the attempt has no point or its last point is short of the
-        trial's steps.
+        trial's steps. Idempotent per attempt: repeated for an attempt that it already
+        finished, it answers OK.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def FailTrial(self, request, context):
-        """FailTrial marks a trial failed with a reason.
+        """FailTrial marks a trial failed with a reason (or requeues it, by the error class).
+        Idempotent per attempt: repeated with the same class and reason, it answers OK.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Heartbeat(self, request, context):
-        """Heartbeat renews the worker's leases and tells it which trials to stop.
+        """Heartbeat renews the worker's leases, takes back the attempts it fenced, and tells it
+        which attempts to stop.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
