@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 
 	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
 )
@@ -134,4 +135,36 @@ func BenchmarkReadCurve(b *testing.B) {
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/10000, "ns/point")
 		})
 	}
+}
+
+// FuzzMetricPoint: wherever proto decodes a stored point, the wire reader agrees
+// with it on seq, step and the metric, and it never panics on any bytes.
+func FuzzMetricPoint(f *testing.F) {
+	for _, p := range []*pb.CurvePoint{
+		point(3),
+		{Seq: 1, Step: 10, TrainLoss: 2.5, Eval: map[string]float64{"k": 1, "mean_ce": math.Inf(1)}},
+		{},
+	} {
+		v, err := marshal(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(v, "k")
+		f.Add(v, "")
+	}
+	f.Fuzz(func(t *testing.T, v []byte, key string) {
+		got, err := metricPoint(v, []byte(key), key == "")
+		want := new(pb.CurvePoint)
+		if proto.Unmarshal(v, want) != nil {
+			return // not a point proto accepts: the reader may refuse or read it
+		}
+		if err != nil {
+			t.Fatalf("proto decodes %x but metricPoint fails: %v", v, err)
+		}
+		value, has := metricOf(want, key)
+		if got.Seq != want.Seq || got.Step != want.Step || got.Has != has ||
+			(has && math.Float64bits(got.Value) != math.Float64bits(value)) {
+			t.Fatalf("%x key %q: metricPoint %+v, proto seq %d step %d value %v has %v", v, key, got, want.Seq, want.Step, value, has)
+		}
+	})
 }
