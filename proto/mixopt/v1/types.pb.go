@@ -891,7 +891,7 @@ type Trial struct {
 	// Wall time of the current attempt's last committed point, seconds.
 	AttemptWallTimeS float64 `protobuf:"fixed64,24,opt,name=attempt_wall_time_s,json=attemptWallTimeS,proto3" json:"attempt_wall_time_s,omitempty"`
 	// An operator added the trial by hand (AddTrial), not the policy.
-	Manual        bool `protobuf:"varint,25,opt,name=manual,proto3" json:"manual,omitempty"`
+	Manual        bool `protobuf:"varint,26,opt,name=manual,proto3" json:"manual,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1821,7 +1821,7 @@ const file_mixopt_v1_types_proto_rawDesc = "" +
 	"gpuSeconds\x12%\n" +
 	"\x0estop_requested\x18\x17 \x01(\bR\rstopRequested\x12-\n" +
 	"\x13attempt_wall_time_s\x18\x18 \x01(\x01R\x10attemptWallTimeS\x12\x16\n" +
-	"\x06manual\x18\x19 \x01(\bR\x06manual\"\xf7\x01\n" +
+	"\x06manual\x18\x1a \x01(\bR\x06manual\"\xf7\x01\n" +
 	"\n" +
 	"CurvePoint\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x12\n" +
