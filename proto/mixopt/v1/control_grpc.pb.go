@@ -61,7 +61,8 @@ type ControlServiceClient interface {
 	// Backup streams a consistent copy of the database, taken in one read transaction
 	// while the coordinator keeps serving.
 	Backup(ctx context.Context, in *BackupRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupResponse], error)
-	// UpdateStudy changes a running or paused study's budget, trial cap or parallelism.
+	// UpdateStudy changes a running or paused study's budget, trial cap, parallelism or
+	// failure limit.
 	UpdateStudy(ctx context.Context, in *UpdateStudyRequest, opts ...grpc.CallOption) (*UpdateStudyResponse, error)
 	// DeleteStudy removes an ended study with its trials, curves and policy state.
 	DeleteStudy(ctx context.Context, in *DeleteStudyRequest, opts ...grpc.CallOption) (*DeleteStudyResponse, error)
@@ -281,7 +282,8 @@ type ControlServiceServer interface {
 	// Backup streams a consistent copy of the database, taken in one read transaction
 	// while the coordinator keeps serving.
 	Backup(*BackupRequest, grpc.ServerStreamingServer[BackupResponse]) error
-	// UpdateStudy changes a running or paused study's budget, trial cap or parallelism.
+	// UpdateStudy changes a running or paused study's budget, trial cap, parallelism or
+	// failure limit.
 	UpdateStudy(context.Context, *UpdateStudyRequest) (*UpdateStudyResponse, error)
 	// DeleteStudy removes an ended study with its trials, curves and policy state.
 	DeleteStudy(context.Context, *DeleteStudyRequest) (*DeleteStudyResponse, error)
