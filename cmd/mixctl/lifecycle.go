@@ -72,10 +72,10 @@ func indent(s, prefix string) string {
 // studyUpdateCmd changes a running study's limits; only the flags given are sent.
 func (c *cli) studyUpdateCmd() *cobra.Command {
 	var budget float64
-	var maxTrials, maxParallel int32
+	var maxTrials, maxParallel, maxFailures int32
 	cmd := &cobra.Command{
-		Use:   "update STUDY_ID [--budget-flops F] [--max-trials N] [--max-parallel N]",
-		Short: "Change a running or paused study's budget, trial cap or parallelism",
+		Use:   "update STUDY_ID [--budget-flops F] [--max-trials N] [--max-parallel N] [--max-consecutive-failures N]",
+		Short: "Change a running or paused study's budget, trial cap, parallelism or failure limit",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id, err := parseID(args[0], "STUDY_ID")
@@ -92,8 +92,11 @@ func (c *cli) studyUpdateCmd() *cobra.Command {
 			if cmd.Flags().Changed("max-parallel") {
 				req.MaxParallel = &maxParallel
 			}
-			if req.BudgetFlops == nil && req.MaxTrials == nil && req.MaxParallel == nil {
-				return usageError{fmt.Errorf("give at least one of --budget-flops, --max-trials, --max-parallel")}
+			if cmd.Flags().Changed("max-consecutive-failures") {
+				req.MaxConsecutiveFailures = &maxFailures
+			}
+			if req.BudgetFlops == nil && req.MaxTrials == nil && req.MaxParallel == nil && req.MaxConsecutiveFailures == nil {
+				return usageError{fmt.Errorf("give at least one of --budget-flops, --max-trials, --max-parallel, --max-consecutive-failures")}
 			}
 			return c.call(func(ctx context.Context, client pb.ControlServiceClient) error {
 				resp, err := client.UpdateStudy(ctx, req)
@@ -104,8 +107,9 @@ func (c *cli) studyUpdateCmd() *cobra.Command {
 					return writeJSON(c.out, resp.Study)
 				}
 				sp := resp.Study.Spec
-				fmt.Fprintf(c.out, "study %d is %s: budget %s, max_trials %d, max_parallel %d\n", resp.Study.Id,
-					studyState(resp.Study.State), formatBudget(resp.Study.SpentFlops, sp.BudgetFlops), sp.MaxTrials, sp.MaxParallel)
+				fmt.Fprintf(c.out, "study %d is %s: budget %s, max_trials %d, max_parallel %d, max_consecutive_failures %d\n", resp.Study.Id,
+					studyState(resp.Study.State), formatBudget(resp.Study.SpentFlops, sp.BudgetFlops), sp.MaxTrials, sp.MaxParallel,
+					sp.MaxConsecutiveFailures)
 				return nil
 			})
 		},
@@ -113,6 +117,7 @@ func (c *cli) studyUpdateCmd() *cobra.Command {
 	cmd.Flags().Float64Var(&budget, "budget-flops", 0, "new total budget in FLOPs (at least what is spent)")
 	cmd.Flags().Int32Var(&maxTrials, "max-trials", 0, "new trial cap (0: no limit; at least the trials created)")
 	cmd.Flags().Int32Var(&maxParallel, "max-parallel", 0, "trials that may run at the same time")
+	cmd.Flags().Int32Var(&maxFailures, "max-consecutive-failures", 0, "failed or lost trials in a row that end the study (0: the default)")
 	return cmd
 }
 

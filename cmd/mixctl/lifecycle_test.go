@@ -2,9 +2,13 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"google.golang.org/protobuf/proto"
 
 	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
 )
@@ -71,5 +75,45 @@ func TestFormatValueShowsBasis(t *testing.T) {
 	printRecommendation(&out, spec, &pb.Recommendation{StudyId: 1, Mixture: []float64{1}, Value: 2, Label: "observed at the target (s, 10 steps)"})
 	if !strings.Contains(out.String(), "\n  observed at the target (s, 10 steps)\n") {
 		t.Errorf("best does not print the label:\n%s", out.String())
+	}
+}
+
+func TestStudyGetShowsStateReasonAndSpec(t *testing.T) {
+	var out bytes.Buffer
+	c := &cli{out: &out, output: "table"}
+	spec := &pb.StudySpec{Name: "demo", Policy: "mfms", BudgetFlops: 1e18, MaxConsecutiveFailures: 5,
+		Domains: []*pb.Domain{{Name: "web", MaxWeight: 1}, {Name: "code", MaxWeight: 1}}, Objective: &pb.Objective{Metric: "mean_ce"},
+		Target: &pb.Fidelity{Scale: "1B", Steps: 2000}}
+	st := &pb.StudyStatus{
+		Study: &pb.Study{Id: 3, Spec: spec, State: pb.StudyState_STUDY_STATE_FAILED, TrialsCreated: 5, ConsecutiveFailures: 5,
+			EndReason: "5 trials in a row failed or were lost (max_consecutive_failures 5)"},
+		TrialsByState: map[string]int32{"failed": 5},
+		Recommendation: &pb.Recommendation{Mixture: []float64{0.5, 0.5}, Value: 3, Lower: 3, Upper: 3, ValueObserved: true,
+			ObservedScale: "20M", ObservedSteps: 100, Label: "observed at scale 20M after 100 steps, not at the target"},
+	}
+	if err := printStudy(c, st); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"study 3 (demo): failed: 5 trials in a row failed or were lost (max_consecutive_failures 5)\n",
+		"5 failed, 0 stopped, 0 lost; 5 failed in a row (limit 5)",
+		"best: mean_ce = 3.0000 observed at 20M/100 (web=0.50 code=0.50)\n      observed at scale 20M after 100 steps, not at the target\n",
+		"spec:\n  budget_flops: 1000000000000000000\n", // YAML that study create -f reads back
+		"  target:\n    scale: 1B\n",
+		"  max_consecutive_failures: 5\n",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("study get lacks %q:\n%s", want, out.String())
+		}
+	}
+	// The spec shown is one study create -f reads back as the same spec.
+	_, shown, _ := strings.Cut(out.String(), "spec:\n")
+	path := filepath.Join(t.TempDir(), "spec.yaml")
+	if err := os.WriteFile(path, []byte(strings.ReplaceAll(shown, "\n  ", "\n")[2:]), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	back, err := readSpec(path)
+	if err != nil || !proto.Equal(back, spec) {
+		t.Errorf("spec read back = %v, %v; want %v", back, err, spec)
 	}
 }

@@ -170,6 +170,7 @@ func (s *ControlService) UpdateStudy(ctx context.Context, req *pb.UpdateStudyReq
 	}
 	st, err := s.Sched.UpdateStudy(ctx, req.StudyId, scheduler.StudyUpdate{
 		BudgetFlops: req.BudgetFlops, MaxTrials: req.MaxTrials, MaxParallel: req.MaxParallel,
+		MaxConsecutiveFailures: req.MaxConsecutiveFailures,
 	})
 	if err != nil {
 		return nil, toStatus(err)

@@ -182,3 +182,33 @@ func TestRecommendationBasisOverGRPC(t *testing.T) {
 		t.Errorf("recommendation = %v", rec)
 	}
 }
+
+func TestUnreportedObjectiveOverGRPC(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	st := f.create(t, ctx, func(s *pb.StudySpec) {
+		s.ExtraMetrics = []string{"arc_acc"}
+		s.Objective = &pb.Objective{Metric: "arc_acc", Maximize: true}
+	})
+	w := f.registerSim(t, ctx, 1)
+	a := f.acquire(t, ctx, w)
+	if _, err := f.worker.ReportPoints(ctx, &pb.ReportPointsRequest{WorkerId: w, TrialId: a.Trial.Id, LeaseId: a.LeaseId,
+		Attempt: a.Attempt, Points: []*pb.CurvePoint{{Seq: 1, Step: 100, TrainLoss: 3, Eval: map[string]float64{"code_ce": 2}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.worker.FinishTrial(ctx, &pb.FinishTrialRequest{WorkerId: w, TrialId: a.Trial.Id, LeaseId: a.LeaseId,
+		Attempt: a.Attempt, FinalSeq: 1}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := f.control.GetStudy(ctx, &pb.GetStudyRequest{StudyId: st.Id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `trial 1 finished without reporting the objective "arc_acc"; its curve reports: code_ce, train_loss`
+	if s := got.Status.Study; s.State != pb.StudyState_STUDY_STATE_FAILED || s.EndReason != want {
+		t.Errorf("study %v (%q), want failed: %s", s.State, s.EndReason, want)
+	}
+	if a := f.acquire(t, ctx, w); a != nil {
+		t.Errorf("the failed study leased trial %d", a.Trial.Id)
+	}
+}

@@ -35,7 +35,8 @@ func (s *Scheduler) checkAffordable(ctx context.Context, spec *pb.StudySpec) err
 			spec.BudgetFlops, spec.Policy, cheapestTrial(spec), cheapestCost(spec))
 	}
 	if err != nil {
-		return fmt.Errorf("policy %s: first decision: %w", spec.Policy, err)
+		// The policy cannot start on this spec: the spec is what the operator can change.
+		return invalid("policy", "%s cannot decide a first trial for this spec: %v", spec.Policy, err)
 	}
 	return nil
 }

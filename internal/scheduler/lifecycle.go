@@ -18,14 +18,21 @@ type StudyUpdate struct {
 	BudgetFlops *float64
 	MaxTrials   *int32
 	MaxParallel *int32
+	// MaxConsecutiveFailures: 0 restores the default.
+	MaxConsecutiveFailures *int32
 }
 
-// UpdateStudy changes a running or paused study's budget, trial cap or parallelism. A
+// UpdateStudy changes a running or paused study's budget, trial cap, parallelism or
+// failure limit (a limit at or below the current run of failures ends it at the next). A
 // budget below what is spent, or a trial cap below the trials created, is refused: neither
 // can be taken back. Lowering either lets the study complete once its running trials end.
 func (s *Scheduler) UpdateStudy(_ context.Context, id uint64, u StudyUpdate) (*pb.Study, error) {
-	if u.BudgetFlops == nil && u.MaxTrials == nil && u.MaxParallel == nil {
-		return nil, invalid("update", "nothing to change: give budget_flops, max_trials or max_parallel")
+	if u.BudgetFlops == nil && u.MaxTrials == nil && u.MaxParallel == nil && u.MaxConsecutiveFailures == nil {
+		return nil, invalid("update", "nothing to change: give budget_flops, max_trials, max_parallel or max_consecutive_failures")
+	}
+	if m := u.MaxConsecutiveFailures; m != nil && (*m < 0 || *m > maxConsecutiveFailuresLimit) {
+		return nil, invalid("max_consecutive_failures", "%d is out of range (0 for the default %d, up to %d)",
+			*m, DefaultMaxConsecutiveFailures, maxConsecutiveFailuresLimit)
 	}
 	if b := u.BudgetFlops; b != nil && (!(*b > 0) || math.IsInf(*b, 0)) {
 		return nil, invalid("budget_flops", "must be a positive finite number of FLOPs, got %v", *b)
@@ -59,6 +66,12 @@ func (s *Scheduler) UpdateStudy(_ context.Context, id uint64, u StudyUpdate) (*p
 		}
 		if p := u.MaxParallel; p != nil {
 			st.Spec.MaxParallel = *p
+		}
+		if m := u.MaxConsecutiveFailures; m != nil {
+			st.Spec.MaxConsecutiveFailures = *m
+			if *m == 0 {
+				st.Spec.MaxConsecutiveFailures = DefaultMaxConsecutiveFailures
+			}
 		}
 		out = st
 		return tx.PutStudy(st)

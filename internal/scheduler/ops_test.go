@@ -317,6 +317,7 @@ func TestUpdateStudy(t *testing.T) {
 		{"negative trials", StudyUpdate{MaxTrials: i32(-1)}, "max_trials"},
 		{"zero parallel", StudyUpdate{MaxParallel: i32(0)}, "max_parallel"},
 		{"no trial limit", StudyUpdate{MaxTrials: i32(0)}, ""}, // 0 is "no limit": allowed
+		{"negative failure limit", StudyUpdate{MaxConsecutiveFailures: i32(-1)}, "max_consecutive_failures"},
 	} {
 		_, err := e.s.UpdateStudy(ctx, st.Id, tc.u)
 		if tc.field == "" {
@@ -336,6 +337,13 @@ func TestUpdateStudy(t *testing.T) {
 	up, err := e.s.UpdateStudy(ctx, st.Id, StudyUpdate{MaxParallel: i32(3), BudgetFlops: f64(5 * targetCost)})
 	if err != nil || up.Spec.MaxParallel != 3 || up.Spec.BudgetFlops != 5*targetCost || up.Spec.MaxTrials != 0 {
 		t.Fatalf("update = %v, %v", up, err)
+	}
+	if up, err := e.s.UpdateStudy(ctx, st.Id, StudyUpdate{MaxConsecutiveFailures: i32(9)}); err != nil || up.Spec.MaxConsecutiveFailures != 9 {
+		t.Fatalf("failure limit 9: %v, %v", up, err)
+	}
+	if up, err := e.s.UpdateStudy(ctx, st.Id, StudyUpdate{MaxConsecutiveFailures: i32(0)}); err != nil ||
+		up.Spec.MaxConsecutiveFailures != DefaultMaxConsecutiveFailures {
+		t.Fatalf("failure limit 0 restores the default: %v, %v", up, err)
 	}
 	e.mustAcquire(w)
 	e.mustAcquire(w)

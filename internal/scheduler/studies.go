@@ -216,7 +216,8 @@ func (s *Scheduler) recommend(ctx context.Context, snap *studySnapshot, version 
 	s.mu.Lock()
 	cached, ok := s.recs[id]
 	s.mu.Unlock()
-	if ok && cached.version == version && cached.rec != nil {
+	// A study that completes keeps its data version; its state is part of the answer.
+	if ok && cached.version == version && cached.rec != nil && cached.rec.StudyState == snap.study.State {
 		return cached.rec, nil
 	}
 	policy, err := s.cfg.NewPolicy(snap.study.Spec.Policy)

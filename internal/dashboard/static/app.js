@@ -226,7 +226,7 @@ function renderRec(s) {
     head.append(el("span", { id: "rec-interval", class: "interval", text: `90% interval [${fmtVal(r.lower)}, ${fmtVal(r.upper)}]` }));
   }
   box.append(head);
-  box.append(el("p", { id: "rec-label", class: r.targetObserved && !r.valueObserved ? "muted" : "warn", text: r.label || r.basis }));
+  box.append(el("p", { id: "rec-label", class: r.targetObserved ? "muted" : "warn", text: r.label || r.basis }));
   box.append(el("p", { class: "muted", text: `${s.metric} · ${r.basis} · from ${r.trials} trials` }));
   const rowH = 22, W = 460, labelW = 120, barW = W - labelW - 60;
   const g = svg("svg", { viewBox: `0 0 ${W} ${rowH * s.domains.length + 4}`, "data-chart": "rec-mixture" });

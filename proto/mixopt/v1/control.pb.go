@@ -1546,11 +1546,12 @@ type UpdateStudyRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	StudyId uint64                 `protobuf:"varint,1,opt,name=study_id,json=studyId,proto3" json:"study_id,omitempty"`
 	// Each field that is set replaces the spec's value; unset fields stay as they are.
-	BudgetFlops   *float64 `protobuf:"fixed64,2,opt,name=budget_flops,json=budgetFlops,proto3,oneof" json:"budget_flops,omitempty"`
-	MaxTrials     *int32   `protobuf:"varint,3,opt,name=max_trials,json=maxTrials,proto3,oneof" json:"max_trials,omitempty"`
-	MaxParallel   *int32   `protobuf:"varint,4,opt,name=max_parallel,json=maxParallel,proto3,oneof" json:"max_parallel,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	BudgetFlops            *float64 `protobuf:"fixed64,2,opt,name=budget_flops,json=budgetFlops,proto3,oneof" json:"budget_flops,omitempty"`
+	MaxTrials              *int32   `protobuf:"varint,3,opt,name=max_trials,json=maxTrials,proto3,oneof" json:"max_trials,omitempty"`
+	MaxParallel            *int32   `protobuf:"varint,4,opt,name=max_parallel,json=maxParallel,proto3,oneof" json:"max_parallel,omitempty"`
+	MaxConsecutiveFailures *int32   `protobuf:"varint,5,opt,name=max_consecutive_failures,json=maxConsecutiveFailures,proto3,oneof" json:"max_consecutive_failures,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
 }
 
 func (x *UpdateStudyRequest) Reset() {
@@ -1607,6 +1608,13 @@ func (x *UpdateStudyRequest) GetMaxTrials() int32 {
 func (x *UpdateStudyRequest) GetMaxParallel() int32 {
 	if x != nil && x.MaxParallel != nil {
 		return *x.MaxParallel
+	}
+	return 0
+}
+
+func (x *UpdateStudyRequest) GetMaxConsecutiveFailures() int32 {
+	if x != nil && x.MaxConsecutiveFailures != nil {
+		return *x.MaxConsecutiveFailures
 	}
 	return 0
 }
@@ -2028,16 +2036,18 @@ const file_mixopt_v1_control_proto_rawDesc = "" +
 	"\bproblems\x18\x01 \x03(\tR\bproblems\x12\x18\n" +
 	"\arecords\x18\x02 \x01(\x04R\arecords\x12\x1f\n" +
 	"\vduration_ms\x18\x03 \x01(\x03R\n" +
-	"durationMs\"\xd4\x01\n" +
+	"durationMs\"\xb0\x02\n" +
 	"\x12UpdateStudyRequest\x12\x19\n" +
 	"\bstudy_id\x18\x01 \x01(\x04R\astudyId\x12&\n" +
 	"\fbudget_flops\x18\x02 \x01(\x01H\x00R\vbudgetFlops\x88\x01\x01\x12\"\n" +
 	"\n" +
 	"max_trials\x18\x03 \x01(\x05H\x01R\tmaxTrials\x88\x01\x01\x12&\n" +
-	"\fmax_parallel\x18\x04 \x01(\x05H\x02R\vmaxParallel\x88\x01\x01B\x0f\n" +
+	"\fmax_parallel\x18\x04 \x01(\x05H\x02R\vmaxParallel\x88\x01\x01\x12=\n" +
+	"\x18max_consecutive_failures\x18\x05 \x01(\x05H\x03R\x16maxConsecutiveFailures\x88\x01\x01B\x0f\n" +
 	"\r_budget_flopsB\r\n" +
 	"\v_max_trialsB\x0f\n" +
-	"\r_max_parallel\"=\n" +
+	"\r_max_parallelB\x1b\n" +
+	"\x19_max_consecutive_failures\"=\n" +
 	"\x13UpdateStudyResponse\x12&\n" +
 	"\x05study\x18\x01 \x01(\v2\x10.mixopt.v1.StudyR\x05study\"/\n" +
 	"\x12DeleteStudyRequest\x12\x19\n" +

@@ -77,7 +77,8 @@ type ControlServiceClient interface {
 	// its checksum and the store's invariants; damaged records are named. Writers go on
 	// meanwhile, but it reads the whole file: an explicit, operator-run check.
 	VerifyStore(ctx context.Context, in *VerifyStoreRequest, opts ...grpc.CallOption) (*VerifyStoreResponse, error)
-	// UpdateStudy changes a running or paused study's budget, trial cap or parallelism.
+	// UpdateStudy changes a running or paused study's budget, trial cap, parallelism or
+	// failure limit.
 	UpdateStudy(ctx context.Context, in *UpdateStudyRequest, opts ...grpc.CallOption) (*UpdateStudyResponse, error)
 	// DeleteStudy removes an ended study with its trials, curves and policy state.
 	DeleteStudy(ctx context.Context, in *DeleteStudyRequest, opts ...grpc.CallOption) (*DeleteStudyResponse, error)
@@ -331,7 +332,8 @@ type ControlServiceServer interface {
 	// its checksum and the store's invariants; damaged records are named. Writers go on
 	// meanwhile, but it reads the whole file: an explicit, operator-run check.
 	VerifyStore(context.Context, *VerifyStoreRequest) (*VerifyStoreResponse, error)
-	// UpdateStudy changes a running or paused study's budget, trial cap or parallelism.
+	// UpdateStudy changes a running or paused study's budget, trial cap, parallelism or
+	// failure limit.
 	UpdateStudy(context.Context, *UpdateStudyRequest) (*UpdateStudyResponse, error)
 	// DeleteStudy removes an ended study with its trials, curves and policy state.
 	DeleteStudy(context.Context, *DeleteStudyRequest) (*DeleteStudyResponse, error)

@@ -258,16 +258,18 @@ class StudyStatus(_message.Message):
     def __init__(self, study: _Optional[_Union[_types_pb2.Study, _Mapping]] = ..., trials_by_state: _Optional[_Mapping[str, int]] = ..., committed_flops: _Optional[float] = ..., recommendation: _Optional[_Union[_types_pb2.Recommendation, _Mapping]] = ...) -> None: ...
 
 class UpdateStudyRequest(_message.Message):
-    __slots__ = ["budget_flops", "max_parallel", "max_trials", "study_id"]
+    __slots__ = ["budget_flops", "max_consecutive_failures", "max_parallel", "max_trials", "study_id"]
     BUDGET_FLOPS_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONSECUTIVE_FAILURES_FIELD_NUMBER: _ClassVar[int]
     MAX_PARALLEL_FIELD_NUMBER: _ClassVar[int]
     MAX_TRIALS_FIELD_NUMBER: _ClassVar[int]
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
     budget_flops: float
+    max_consecutive_failures: int
     max_parallel: int
     max_trials: int
     study_id: int
-    def __init__(self, study_id: _Optional[int] = ..., budget_flops: _Optional[float] = ..., max_trials: _Optional[int] = ..., max_parallel: _Optional[int] = ...) -> None: ...
+    def __init__(self, study_id: _Optional[int] = ..., budget_flops: _Optional[float] = ..., max_trials: _Optional[int] = ..., max_parallel: _Optional[int] = ..., max_consecutive_failures: _Optional[int] = ...) -> None: ...
 
 class UpdateStudyResponse(_message.Message):
     __slots__ = ["study"]

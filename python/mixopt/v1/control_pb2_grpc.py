@@ -230,7 +230,8 @@ class ControlServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def UpdateStudy(self, request, context):
-        """UpdateStudy changes a running or paused study's budget, trial cap or parallelism.
+        """UpdateStudy changes a running or paused study's budget, trial cap, parallelism or
+        failure limit.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
