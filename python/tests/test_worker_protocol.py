@@ -87,8 +87,8 @@ class WorkerProtocolTest(unittest.TestCase):
         self.addCleanup(it.close)
         return it, next(it)
 
-    def wait_for(self, cond, what):
-        deadline = time.monotonic() + 5
+    def wait_for(self, cond, what, within=10):
+        deadline = time.monotonic() + within
         while not cond():
             self.assertLess(time.monotonic(), deadline, what)
             time.sleep(0.02)
@@ -140,7 +140,7 @@ class WorkerProtocolTest(unittest.TestCase):
             trial.finish()
 
     def test_fences_itself_when_the_coordinator_is_away_too_long(self):
-        self.fake.fence_after_ms = 1000
+        self.fake.fence_after_ms = 3000  # far above scheduling delays on a loaded machine
         _, trial = self.first_trial()
         self.fake.away = True
         trial.report(2, {"train_loss": 1.0})  # buffered: the coordinator does not answer
