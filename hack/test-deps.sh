@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs from Debian what the tests need beyond Go, when it is missing: PyTorch and
-# NumPy for /usr/bin/python3 (scripts/train.py and its tests; PyPI is not used) and
-# Chromium (the dashboard's headless-browser test).
+# NumPy for /usr/bin/python3 (scripts/train.py and its tests; PyPI is not used), zstandard
+# (scripts/prepare_data.py reads .zst corpora) and Chromium (the dashboard's headless-browser
+# test).
 set -euo pipefail
 need=()
 /usr/bin/python3 -c 'import torch, numpy' 2>/dev/null || need+=(python3-torch python3-numpy)
+/usr/bin/python3 -c 'import zstandard' 2>/dev/null || need+=(python3-zstandard)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then

@@ -25,6 +25,7 @@ REQUIRED = {
     "checkpoint": {"step": int, "tokens": int, "path": str},
     "done": {"status": str, "step": int, "tokens": int, "domain_sequences": dict},
     "error": {"class": str, "message": str, "exit_code": int},
+    "warning": {"code": str, "message": str},
 }
 
 
