@@ -914,7 +914,8 @@ def train(args, proto, dist):
             log_now = step % args.log_every == 0 or step == args.steps
             eval_now = step % args.eval_every == 0 or step == args.steps
             ckpt_now = args.checkpoint_every and step % args.checkpoint_every == 0 and step < args.steps
-            due = bool(ckpt_path) and checkpoint_s > 0 and time.monotonic() - last_ckpt[0] >= checkpoint_s
+            due = bool(ckpt_path) and checkpoint_s > 0 and step < args.steps and \
+                time.monotonic() - last_ckpt[0] >= checkpoint_s
             stopping, due = dist.any([stop["requested"], due], device)
             train_loss = None
             if log_now or eval_now or ckpt_now or due or stopping:
