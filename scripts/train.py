@@ -690,21 +690,19 @@ class Faults:
         return failing_compile
 
 
-def try_compile(module, mode, device_type, faults, warn):
-    """(callable, compiled?) for --compile: eager when off, when auto on a CPU, or when
-    torch.compile is missing or fails to wrap the module (a warning event says which)."""
+def try_compile(module, mode, device_type, faults):
+    """(callable, compiled?, why not) for --compile: eager when off, when auto on a CPU, or when
+    torch.compile is missing or fails to wrap the module (then why says so, for a warning)."""
     want = mode == "on" or (mode == "auto" and device_type == "cuda")
     if not want:
-        return module, False
+        return module, False, None
     compiler = (faults.compiler() if faults else None) or getattr(torch, "compile", None)
     if compiler is None:
-        warn("torch.compile is not available in torch %s; training eager" % torch.__version__)
-        return module, False
+        return module, False, "torch.compile is not available in torch %s; training eager" % torch.__version__
     try:
-        return compiler(module), True
+        return compiler(module), True, None
     except Exception as e:
-        warn("torch.compile failed (%s: %s); training eager" % (type(e).__name__, e))
-        return module, False
+        return module, False, "torch.compile failed (%s: %s); training eager" % (type(e).__name__, e)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -788,7 +786,7 @@ def train(args, proto, dist):
         ddp = DDP(raw, device_ids=[dist.local_rank] if device_type == "cuda" else None,
                   broadcast_buffers=False)
     # torch.compile wraps the DDP module, as torch's docs advise, so DDP's buckets split the graph.
-    model, compiled = try_compile(ddp, args.compile, device_type, faults, warn_compile)
+    model, compiled, no_compile = try_compile(ddp, args.compile, device_type, faults)
 
     tokens_per_step = cfg["batch_size"] * cfg["seq_len"]
     run_cfg = dict(cfg, steps=args.steps, schedule_steps=horizon, warmup_steps=warmup,
@@ -802,6 +800,8 @@ def train(args, proto, dist):
     proto.emit("start", step=step, resumed_from_step=resumed_from, config=run_cfg)
     log("preset %s: %d parameters, %d tokens/step, device %s, %s, attention %s, compile %s"
         % (cfg["preset"], cfg["params"], tokens_per_step, device, run_cfg["dtype"], attn, compiled))
+    if no_compile:
+        warn_compile(no_compile)  # after start: start stays the first event
 
     stop = {"requested": False}
 
