@@ -692,13 +692,16 @@ def main(argv=None):
         print_table(stats)
         seconds = time.time() - t0
         rss_main, rss_worker = peak_rss_mib(), worker_rss if args.workers > 1 else 0.0
+        # CPU seconds of this process and its (joined) workers: throughput per core that does not
+        # depend on how busy the machine was.
+        cpu_s = sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+                    for f in ("ru_utime", "ru_stime"))
         nbytes = sum(s["input_bytes"] for s in stats.values())
-        log("%.1f MB in %.1f s (%.2f MB/s, %.2f MB/s per worker); peak RSS %.0f MiB main, %.0f MiB largest worker"
-            % (nbytes / 1e6, seconds, nbytes / 1e6 / seconds, nbytes / 1e6 / seconds / args.workers,
-               rss_main, rss_worker))
+        log("%.1f MB in %.1f s (%.2f MB/s, %.2f MB per CPU second); peak RSS %.0f MiB main, %.0f MiB largest worker"
+            % (nbytes / 1e6, seconds, nbytes / 1e6 / seconds, nbytes / 1e6 / max(cpu_s, 1e-9), rss_main, rss_worker))
         if args.report:
             with open(args.report, "w") as f:
-                json.dump({"seconds": seconds, "input_bytes": nbytes, "workers": args.workers,
+                json.dump({"seconds": seconds, "cpu_seconds": cpu_s, "input_bytes": nbytes, "workers": args.workers,
                            "tokens": sum(s["train_tokens"] + s["val_tokens"] for s in stats.values()),
                            "peak_rss_main_mib": rss_main, "peak_rss_worker_mib": rss_worker}, f)
     except (PrepareError, OSError) as e:
