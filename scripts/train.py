@@ -891,12 +891,13 @@ def train(args, proto, dist):
             try:
                 step_loss = run_step(model, batches)
             except Exception as e:
-                # Compilation happens at the first call: a failure there falls back to eager.
+                # Compilation happens at the first call (or a recompile): a failure falls back to
+                # eager; an error eager also hits is raised by the retry.
                 if not compiled or is_oom(e):
                     raise
                 traceback.print_exc(file=sys.stderr)
-                warn_compile("torch.compile failed at the first step (%s: %s); training eager"
-                             % (type(e).__name__, str(e).splitlines()[0] if str(e) else ""))
+                warn_compile("torch.compile failed at step %d (%s: %s); training eager"
+                             % (step + 1, type(e).__name__, str(e).splitlines()[0] if str(e) else ""))
                 model, compiled = ddp, False
                 opt.zero_grad(set_to_none=True)
                 step_loss = run_step(model, batches)
