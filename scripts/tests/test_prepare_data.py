@@ -279,5 +279,108 @@ class RefusalTest(unittest.TestCase):
         self.assertEqual(prepare_data.shard_dtype(128256), "uint32")
 
 
+# Stand-ins for the optional tokenizer packages (neither is in Debian): they let the tests run
+# prepare_data's own code around them - loading, the end-of-text lookup, id checks, shard width.
+FAKE_TOKENIZERS = """
+import json
+
+
+class _Encoding:
+    def __init__(self, ids):
+        self.ids = ids
+
+
+class Tokenizer:
+    def __init__(self, spec):
+        self.spec = spec
+
+    @staticmethod
+    def from_file(path):
+        with open(path) as f:
+            return Tokenizer(json.load(f))
+
+    def get_vocab_size(self, with_added_tokens=True):
+        return self.spec["vocab_size"]
+
+    def token_to_id(self, name):
+        return self.spec["special"].get(name)
+
+    def encode_batch(self, texts, add_special_tokens=True):
+        # One id per character, offset so that ids above 65535 appear.
+        return [_Encoding([self.spec["offset"] + ord(c) % 1000 for c in t]) for t in texts]
+"""
+
+FAKE_TIKTOKEN = """
+class _Encoding:
+    n_vocab = 50257
+    eot_token = 50256
+
+    def encode_ordinary_batch(self, texts, num_threads=1):
+        return [[ord(c) % 50000 for c in t] for t in texts]
+
+
+def get_encoding(name):
+    assert name == "gpt2"
+    return _Encoding()
+"""
+
+
+class TokenizerPackagesTest(unittest.TestCase):
+    def setUp(self):
+        self.fake = tmpdir(self)
+        for name, text in (("tokenizers.py", FAKE_TOKENIZERS), ("tiktoken.py", FAKE_TIKTOKEN)):
+            with open(os.path.join(self.fake, name), "w") as f:
+                f.write(text)
+        self.src = tmpdir(self)
+        write_compressed(os.path.join(self.src, "p.jsonl.zst"), jsonl(["document %d" % i for i in range(300)]))
+
+    def run_prepare(self, out, tokenizer, *extra, env=None):
+        return subprocess.run([PYTHON, PREPARE, "--out-dir", out, "--tokenizer", tokenizer, "--min-val-tokens", "10",
+                               "--domain", "web=" + self.src] + list(extra), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, universal_newlines=True,
+                              env=dict(os.environ, PYTHONPATH=self.fake, **(env or {})))
+
+    def test_hugging_face_tokenizer_json(self):
+        tj = os.path.join(self.src, "tokenizer.json")
+        with open(tj, "w") as f:
+            json.dump({"vocab_size": 70000, "offset": 68000, "special": {"</s>": 2}}, f)
+        out = tmpdir(self)
+        p = self.run_prepare(out, tj, "--workers", "2")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        meta = load_json(os.path.join(out, "meta.json"))
+        self.assertEqual((meta["vocab_size"], meta["eot"], meta["dtype"]), (70000, 2, "uint32"))
+        ids = np.fromfile(os.path.join(out, "web", "train.bin"), dtype="<u4")
+        self.assertEqual(ids.size, meta["domains"]["web"]["train_tokens"])
+        self.assertEqual(int((ids == 2).sum()), meta["domains"]["web"]["train_docs"])
+        self.assertGreater(int(ids.max()), 65535)
+        # A tokenizer without any known end-of-text token, and one whose ids exceed its vocabulary.
+        with open(tj, "w") as f:
+            json.dump({"vocab_size": 70000, "offset": 0, "special": {}}, f)
+        p = self.run_prepare(tmpdir(self), tj)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("no end-of-text token", p.stderr)
+        self.assertEqual(self.run_prepare(tmpdir(self), tj, "--eot-token", "<none>").returncode, 2)
+        with open(tj, "w") as f:
+            json.dump({"vocab_size": 500, "offset": 450, "special": {"<|endoftext|>": 0}}, f)
+        p = self.run_prepare(tmpdir(self), tj)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn(">= its vocabulary 500", p.stderr)
+
+    def test_gpt2_needs_cached_files(self):
+        cache = tmpdir(self)
+        p = self.run_prepare(tmpdir(self), "gpt2", env={"TIKTOKEN_CACHE_DIR": cache})
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("not in its cache and nothing is downloaded", p.stderr)
+        import hashlib
+        for url in prepare_data.GPT2_FILES:
+            open(os.path.join(cache, hashlib.sha1(url.encode()).hexdigest()), "w").close()
+        out = tmpdir(self)
+        p = self.run_prepare(out, "gpt2", env={"TIKTOKEN_CACHE_DIR": cache})
+        self.assertEqual(p.returncode, 0, p.stderr)
+        meta = load_json(os.path.join(out, "meta.json"))
+        self.assertEqual((meta["tokenizer"], meta["vocab_size"], meta["eot"], meta["dtype"]),
+                         ("gpt2", 50257, 50256, "uint16"))
+
+
 if __name__ == "__main__":
     unittest.main()
