@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs from Debian what the tests need beyond Go, when it is missing: PyTorch and
-# NumPy for /usr/bin/python3 (scripts/train.py and its tests; PyPI is not used),
-# Chromium (the dashboard's headless-browser test), shellcheck (the Slurm script's test),
-# and gRPC, protobuf, pandas, matplotlib, PyYAML, tqdm and the protoc stub generators for
-# the Python client (python/).
+# NumPy for /usr/bin/python3 (scripts/train.py and its tests; PyPI is not used), zstandard
+# (scripts/prepare_data.py reads .zst corpora), Chromium (the dashboard's headless-browser
+# test), shellcheck (the Slurm script's test), and gRPC, protobuf, pandas, matplotlib,
+# PyYAML, tqdm and the protoc stub generators for the Python client (python/).
 set -euo pipefail
 need=()
 /usr/bin/python3 -c 'import torch, numpy' 2>/dev/null || need+=(python3-torch python3-numpy)
+/usr/bin/python3 -c 'import zstandard' 2>/dev/null || need+=(python3-zstandard)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v shellcheck >/dev/null || need+=(shellcheck)
 # The Python client (python/): its runtime, what its tests use, and the stub generators.

@@ -15,7 +15,7 @@ workers="${RECORD_WORKERS:-2}"
 seed="${RECORD_SEED:-1}"
 python=/usr/bin/python3
 
-hack/python-deps.sh
+hack/test-deps.sh
 go build -o bin/ ./cmd/...
 work=$(mktemp -d)
 pids=()

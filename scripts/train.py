@@ -7,16 +7,21 @@ under a second with an `error` event and a distinct exit code.
 
 Runs on torch 1.13 (CPU) and torch 2.x (CUDA); optional features (SDPA, torch.compile, fused
 AdamW, bf16) are feature-detected. Under torchrun it trains with DDP; only rank 0 writes the
-protocol.
+protocol. The model is in model.py; this file is the loop and its inputs.
 """
 
 import argparse
+import contextlib
+import hashlib
+import inspect
 import json
 import math
 import os
+import queue
 import re
 import signal
 import sys
+import threading
 import time
 import traceback
 
@@ -69,6 +74,18 @@ PRESETS = {
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MIXTURE_TOLERANCE = 1e-6
 CHECKPOINT_NAME = "ckpt.pt"
+# Checkpoint layout version: {"format", "tensors": {name: tensor}, "state": JSON text}. Plain
+# types only, so torch.load(weights_only=True) reads it on torch 1.13 (whose weights-only
+# unpickler cannot even read a float) and 2.x alike.
+CHECKPOINT_FORMAT = 2
+DEFAULT_CHECKPOINT_MINUTES = 10.0
+# 128 windows of the GPU presets' 1024 tokens per domain: every scale is scored on these tokens.
+DEFAULT_EVAL_TOKENS = 128 * 1024
+# Shard dtypes prepare_data.py writes, by the width the vocabulary needs.
+SHARD_DTYPES = {"uint16": 1 << 16, "uint32": 1 << 32}
+MAX_VOCAB = 1 << 31
+# Elements per slice of the vectorised token-id scan: bounded memory on any shard size.
+ID_SCAN_CHUNK = 1 << 24
 
 
 class TrainError(Exception):
@@ -163,13 +180,18 @@ def build_parser():
                         "horizon to extend a run later without changing its curve")
     p.add_argument("--warmup-steps", type=int, default=-1, help="default: 5%% of the schedule, at most 1000")
     p.add_argument("--eval-every", type=int, default=100, help="validation interval in steps")
-    p.add_argument("--eval-batches", type=int, default=4, help="fixed validation micro-batches per domain")
+    p.add_argument("--eval-tokens", type=int, default=DEFAULT_EVAL_TOKENS,
+                   help="validation tokens per domain (fewer when val.bin is smaller); the same "
+                        "windows for every preset and micro-batch at a sequence length")
     p.add_argument("--log-every", type=int, default=10, help="point-event interval in steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-dir", "--out-dir", dest="checkpoint_dir",
                    help="where checkpoints go; an existing checkpoint there is resumed")
     p.add_argument("--checkpoint-every", type=int, default=0,
-                   help="checkpoint interval in steps (0: only at the end and on stop)")
+                   help="checkpoint interval in steps (0: none by step count)")
+    p.add_argument("--checkpoint-minutes", type=float, default=DEFAULT_CHECKPOINT_MINUTES,
+                   help="also checkpoint when this many minutes passed since the last one "
+                        "(0: off); a crash then loses minutes, not the trial")
     p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
     p.add_argument("--lr", type=float, default=0.0, help="peak learning rate (default: preset's)")
     p.add_argument("--min-lr-ratio", type=float, default=0.1)
@@ -184,14 +206,15 @@ def build_parser():
     p.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp32"],
                    help="autocast dtype (auto: bf16 where supported)")
     p.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
-                   help="torch.compile (auto: on CUDA when available)")
+                   help="torch.compile (auto: on CUDA; on: on any device); when it fails the run "
+                        "continues eager after a compile_fallback warning event")
     p.add_argument("--attention", default="auto", choices=["auto", "sdpa", "math"],
                    help="SDPA/flash when available, else explicit softmax attention")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     p.add_argument("--max-memory-check", action="store_true",
                    help="report peak device memory in the done event (CUDA)")
     # Fault injection for tests of the supervisor's classification; never set in production.
-    p.add_argument("--fault", default="", choices=["", "nan", "oom", "crash", "hang"],
+    p.add_argument("--fault", default="", choices=["", "nan", "oom", "crash", "hang", "compile"],
                    help=argparse.SUPPRESS)
     p.add_argument("--fault-step", type=int, default=1, help=argparse.SUPPRESS)
     return p
@@ -217,8 +240,8 @@ def resolve_config(args, vocab_size):
             raise BadInput("--%s must be positive, got %d" % (k.replace("_", "-"), cfg[k]))
     if not (0 < cfg["lr"] < 1):
         raise BadInput("--lr must be in (0, 1), got %g" % cfg["lr"])
-    if vocab_size <= 0 or vocab_size > 65536:
-        raise BadInput("vocabulary size %d does not fit uint16 token shards" % vocab_size)
+    if vocab_size <= 0 or vocab_size > MAX_VOCAB:
+        raise BadInput("vocabulary size %d is outside 1..%d" % (vocab_size, MAX_VOCAB))
     # Pad the embedding table to a multiple of 64 for efficient matmuls.
     cfg["padded_vocab"] = (vocab_size + 63) // 64 * 64
     cfg["params"] = count_params(cfg)
@@ -258,10 +281,12 @@ def parse_mixture(args):
 def check_run_args(args):
     if args.steps is None or args.steps <= 0:
         raise BadInput("--steps must be a positive integer")
-    if args.eval_every <= 0 or args.log_every <= 0 or args.eval_batches <= 0:
-        raise BadInput("--eval-every, --log-every and --eval-batches must be positive")
+    if args.eval_every <= 0 or args.log_every <= 0 or args.eval_tokens <= 0:
+        raise BadInput("--eval-every, --log-every and --eval-tokens must be positive")
     if args.schedule_steps < 0 or args.checkpoint_every < 0:
         raise BadInput("--schedule-steps and --checkpoint-every must not be negative")
+    if not (math.isfinite(args.checkpoint_minutes) and args.checkpoint_minutes >= 0):
+        raise BadInput("--checkpoint-minutes must be a non-negative number, got %r" % args.checkpoint_minutes)
     if not args.data_dir:
         raise BadInput("--data-dir is required")
 
@@ -281,12 +306,27 @@ def read_meta(data_dir):
         raise BadData("cannot read %s: %s" % (path, e))
     if not isinstance(meta, dict) or not isinstance(meta.get("vocab_size"), int):
         raise BadData("%s has no integer vocab_size" % path)
+    dtype = meta.get("dtype", "uint16")  # files written before uint32 shards existed
+    if dtype not in SHARD_DTYPES:
+        raise BadData("%s: dtype %r is not one of %s" % (path, dtype, ", ".join(SHARD_DTYPES)))
+    if not 0 < meta["vocab_size"] <= SHARD_DTYPES[dtype]:
+        raise BadData("%s: vocab_size %d does not fit %s shards" % (path, meta["vocab_size"], dtype))
+    meta["dtype"] = dtype
     return meta
 
 
-def open_shards(data_dir, domains, split, min_tokens, vocab_size):
-    """Memory-maps <data_dir>/<domain>/<split>.bin for each domain, checking size and ids."""
+def max_token_id(arr):
+    """The largest id in a token array, scanned in slices so memory stays bounded."""
+    top = 0
+    for i in range(0, len(arr), ID_SCAN_CHUNK):
+        top = max(top, int(arr[i:i + ID_SCAN_CHUNK].max()))
+    return top
+
+
+def open_shards(data_dir, domains, split, min_tokens, vocab_size, dtype):
+    """Memory-maps <data_dir>/<domain>/<split>.bin for each domain, checking size and every id."""
     shards = []
+    width = np.dtype(dtype).itemsize
     for d in domains:
         path = os.path.join(data_dir, d, split + ".bin")
         if not os.path.isdir(os.path.join(data_dir, d)):
@@ -297,16 +337,15 @@ def open_shards(data_dir, domains, split, min_tokens, vocab_size):
             size = os.path.getsize(path)
         except OSError:
             raise BadData("missing shard %s" % path)
-        if size % 2:
-            raise BadData("shard %s has an odd byte count; uint16 shards must be even" % path)
-        n = size // 2
+        if size % width:
+            raise BadData("shard %s has %d bytes, not a multiple of %d (%s)" % (path, size, width, dtype))
+        n = size // width
         if n < min_tokens:
             raise BadData("shard %s has %d tokens; needs at least %d (seq_len+1)" % (path, n, min_tokens))
-        arr = np.memmap(path, dtype=np.uint16, mode="r")
-        # A full scan of a multi-GB shard is slow; a prefix catches wrong-tokenizer shards.
-        head = arr[: min(n, 1 << 20)]
-        if head.size and int(head.max()) >= vocab_size:
-            raise BadData("shard %s has token id %d >= vocabulary %d" % (path, int(head.max()), vocab_size))
+        arr = np.memmap(path, dtype=np.dtype(dtype).newbyteorder("<"), mode="r")
+        top = max_token_id(arr)
+        if top >= vocab_size:
+            raise BadData("shard %s has token id %d >= vocabulary %d" % (path, top, vocab_size))
         shards.append(arr)
     return shards
 
@@ -321,18 +360,31 @@ def sample_batch(shards, weights, seq_len, seed, step, rank, micro, n):
     doms, rng = sample_domains(weights, seed, step, rank, micro, n)
     u = rng.random(n)
     rows = np.empty((n, seq_len + 1), dtype=np.int64)
-    for i, d in enumerate(doms):
+    offsets = np.arange(seq_len + 1)
+    for d in np.unique(doms):
+        pick = np.nonzero(doms == d)[0]
         span = len(shards[d]) - seq_len - 1
-        start = int(u[i] * (span + 1))
-        rows[i] = shards[d][start:start + seq_len + 1]
+        starts = (u[pick] * (span + 1)).astype(np.int64)
+        rows[pick] = shards[d][starts[:, None] + offsets]
     return rows, doms
 
 
-def eval_rows(shard, seq_len, count):
-    """Fixed, evenly spaced validation windows: the same for every run on this data."""
+def eval_windows(shard, seq_len, eval_tokens):
+    """The validation windows of one domain: evenly spaced over val.bin, their number set by
+    --eval-tokens and the shard, never by the micro-batch or preset, so every scale at a
+    sequence length is scored on the same tokens."""
     span = len(shard) - seq_len - 1
-    starts = np.linspace(0, span, num=count).astype(np.int64)
-    return np.stack([np.asarray(shard[s:s + seq_len + 1], dtype=np.int64) for s in starts])
+    count = max(1, min(eval_tokens // seq_len, (len(shard) - 1) // seq_len))
+    starts = np.linspace(0, span, num=count).round().astype(np.int64)
+    return np.asarray(shard[starts[:, None] + np.arange(seq_len + 1)], dtype=np.int64)
+
+
+def windows_digest(windows):
+    """A short fingerprint of validation windows, reported so runs can prove they match."""
+    h = hashlib.sha256()
+    for w in windows:
+        h.update(np.ascontiguousarray(w, dtype="<i8").tobytes())
+    return h.hexdigest()[:16]
 
 
 def lr_at(step, peak, min_ratio, warmup, horizon):
@@ -346,116 +398,31 @@ def lr_at(step, peak, min_ratio, warmup, horizon):
 
 
 # ---------------------------------------------------------------------------------------------
-# Model (torch is imported lazily so input errors are reported fast)
+# Torch (imported lazily so input errors are reported fast)
 
 torch = None
-nn = None
-F = None
+model_lib = None
 
 
 def import_torch():
-    global torch, nn, F
+    global torch, model_lib
     if torch is None:
         import torch as _torch
-        import torch.nn as _nn
-        import torch.nn.functional as _F
-        torch, nn, F = _torch, _nn, _F
+        import model as _model
+        torch, model_lib = _torch, _model
     return torch
-
-
-def has_sdpa():
-    return hasattr(F, "scaled_dot_product_attention")
 
 
 def build_model(cfg, attention="auto"):
     import_torch()
-    use_sdpa = has_sdpa() if attention == "auto" else attention == "sdpa"
-    if use_sdpa and not has_sdpa():
+    use_sdpa = model_lib.has_sdpa() if attention == "auto" else attention == "sdpa"
+    if use_sdpa and not model_lib.has_sdpa():
         raise BadInput("--attention sdpa needs torch>=2.0 (this is %s)" % torch.__version__)
-
-    class RMSNorm(nn.Module):
-        def __init__(self, d, eps=1e-5):
-            super().__init__()
-            self.eps = eps
-            self.weight = nn.Parameter(torch.ones(d))
-
-        def forward(self, x):
-            xf = x.float()
-            xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-            return (xf * self.weight.float()).type_as(x)
-
-    def rope_tables(seq_len, head_dim, base=10000.0):
-        inv = 1.0 / (base ** (torch.arange(0, head_dim, 2).float() / head_dim))
-        t = torch.arange(seq_len).float()
-        freqs = torch.outer(t, inv)
-        return freqs.cos(), freqs.sin()
-
-    def apply_rope(x, cos, sin):
-        # x: (B, H, T, D); rotate pairs (even, odd halves).
-        x1, x2 = x[..., ::2], x[..., 1::2]
-        cos = cos[: x.shape[2]].to(x.dtype)
-        sin = sin[: x.shape[2]].to(x.dtype)
-        out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
-        return out.flatten(-2)
-
-    class Block(nn.Module):
-        def __init__(self):
-            super().__init__()
-            d, self.h = cfg["d_model"], cfg["n_heads"]
-            self.norm1 = RMSNorm(d)
-            self.qkv = nn.Linear(d, 3 * d, bias=False)
-            self.proj = nn.Linear(d, d, bias=False)
-            self.norm2 = RMSNorm(d)
-            self.gate_up = nn.Linear(d, 2 * cfg["mlp_hidden"], bias=False)
-            self.down = nn.Linear(cfg["mlp_hidden"], d, bias=False)
-
-        def forward(self, x, cos, sin, mask):
-            B, T, D = x.shape
-            q, k, v = self.qkv(self.norm1(x)).split(D, dim=-1)
-            q, k, v = (t.view(B, T, self.h, D // self.h).transpose(1, 2) for t in (q, k, v))
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-            if use_sdpa:
-                y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-            else:
-                att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))
-                att = att.masked_fill(mask, float("-inf"))
-                y = torch.softmax(att.float(), dim=-1).type_as(v) @ v
-            x = x + self.proj(y.transpose(1, 2).reshape(B, T, D))
-            g, u = self.gate_up(self.norm2(x)).chunk(2, dim=-1)
-            return x + self.down(F.silu(g) * u)
-
-    class LM(nn.Module):
-        def __init__(self):
-            super().__init__()
-            d = cfg["d_model"]
-            self.embed = nn.Embedding(cfg["padded_vocab"], d)
-            self.blocks = nn.ModuleList(Block() for _ in range(cfg["n_layers"]))
-            self.norm = RMSNorm(d)
-            cos, sin = rope_tables(cfg["seq_len"], d // cfg["n_heads"])
-            self.register_buffer("cos", cos, persistent=False)
-            self.register_buffer("sin", sin, persistent=False)
-            std = 0.02
-            for name, p in self.named_parameters():
-                if p.dim() == 2:
-                    # Residual output projections scaled down with depth (GPT-2 init).
-                    s = std / math.sqrt(2 * cfg["n_layers"]) if name.endswith(("proj.weight", "down.weight")) else std
-                    nn.init.normal_(p, mean=0.0, std=s)
-
-        def forward(self, idx, targets):
-            x = self.embed(idx)
-            T = idx.shape[1]
-            # Built per call, not a buffer: DDP syncs buffers and gloo cannot send bool tensors.
-            mask = None if use_sdpa else torch.ones(T, T, dtype=torch.bool, device=idx.device).triu(1)
-            for b in self.blocks:
-                x = b(x, self.cos, self.sin, mask)
-            logits = F.linear(self.norm(x), self.embed.weight)  # tied output embedding
-            return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1))
-
-    return LM(), ("sdpa" if use_sdpa else "math")
-
-
-# ---------------------------------------------------------------------------------------------
-# Training
+    mc = model_lib.ModelConfig(vocab_size=cfg["padded_vocab"], d_model=cfg["d_model"],
+                               n_layers=cfg["n_layers"], n_heads=cfg["n_heads"],
+                               mlp_hidden=cfg["mlp_hidden"], seq_len=cfg["seq_len"],
+                               attention="sdpa" if use_sdpa else "math")
+    return model_lib.LM(mc), mc.attention
 
 
 def is_oom(e):
@@ -479,19 +446,20 @@ class Dist:
         if self.enabled:
             torch.distributed.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
 
-    def any(self, flag, device):
-        """True on every rank when any rank's flag is set (stop requests, non-finite loss)."""
+    def any(self, flags, device):
+        """Each flag true on every rank when it is set on any rank (stop, checkpoint due,
+        non-finite loss); one collective for all of them."""
         if not self.enabled:
-            return flag
-        t = torch.tensor([1.0 if flag else 0.0], device=device)
+            return list(flags)
+        t = torch.tensor([1.0 if f else 0.0 for f in flags], device=device)
         torch.distributed.all_reduce(t)
-        return bool(t.item() > 0)
+        return [bool(x > 0) for x in t.tolist()]
 
     def sum_counts(self, counts, device):
         """Per-domain sequence counts summed over ranks (each rank counts what it drew)."""
         if not self.enabled:
-            return list(counts)
-        t = torch.tensor(counts, dtype=torch.float64, device=device)
+            return [int(x) for x in counts]
+        t = torch.tensor([int(x) for x in counts], dtype=torch.float64, device=device)
         torch.distributed.all_reduce(t)
         return [int(x) for x in t.tolist()]
 
@@ -529,7 +497,6 @@ def pick_dtype(arg, device_type):
 
 
 def autocast(device_type, dtype):
-    import contextlib
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device_type, dtype=dtype)
@@ -541,16 +508,82 @@ def make_optimizer(model, cfg, args, device_type):
     groups = [{"params": decay, "weight_decay": args.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
     kw = dict(lr=cfg["lr"], betas=(0.9, 0.95), eps=1e-8)
-    import inspect
+    # The fused CUDA kernel (torch >= 2.0) updates every parameter in one launch.
     if device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters:
         kw["fused"] = True
     return torch.optim.AdamW(groups, **kw)
 
 
-def save_checkpoint(path, raw_model, opt, state):
+# ---------------------------------------------------------------------------------------------
+# Checkpoints: tensors in a flat dict, everything else as JSON text
+
+
+def pack_state(obj, tensors):
+    """obj with each tensor replaced by {"__tensor__": key} (the tensor goes into tensors) and
+    every other value made a JSON type; dicts with non-string keys become key/value lists."""
+    if torch.is_tensor(obj):
+        key = "t%d" % len(tensors)
+        tensors[key] = obj
+        return {"__tensor__": key}
+    if isinstance(obj, dict):
+        if all(type(k) is str for k in obj):
+            return {k: pack_state(v, tensors) for k, v in obj.items()}
+        return {"__items__": [[pack_state(k, tensors), pack_state(v, tensors)] for k, v in obj.items()]}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [pack_state(v, tensors) for v in obj]}
+    if isinstance(obj, list):
+        return [pack_state(v, tensors) for v in obj]
+    if obj is None or type(obj) in (bool, int, float, str):
+        return obj
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj)
+    if isinstance(obj, str):  # str subclasses such as torch's TorchVersion
+        return str(obj)
+    raise TypeError("checkpoint state holds a %s, which is not a plain type" % type(obj).__name__)
+
+
+def unpack_state(obj, tensors):
+    if isinstance(obj, dict):
+        if "__tensor__" in obj:
+            return tensors[obj["__tensor__"]]
+        if "__items__" in obj:
+            return {unpack_state(k, tensors): unpack_state(v, tensors) for k, v in obj["__items__"]}
+        if "__tuple__" in obj:
+            return tuple(unpack_state(v, tensors) for v in obj["__tuple__"])
+        return {k: unpack_state(v, tensors) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [unpack_state(v, tensors) for v in obj]
+    return obj
+
+
+def save_checkpoint(path, state):
+    tensors = {}
+    text = json.dumps(pack_state(state, tensors), separators=(",", ":"))
     tmp = path + ".tmp"
-    torch.save({"model": raw_model.state_dict(), "optim": opt.state_dict(), **state}, tmp)
+    torch.save({"format": CHECKPOINT_FORMAT, "tensors": tensors, "state": text}, tmp)
     os.replace(tmp, path)  # atomic: a crash mid-save leaves the previous checkpoint
+
+
+def load_checkpoint(path):
+    """The state save_checkpoint wrote; raises BadInput (a deterministic failure, so the worker
+    does not retry it) when the file cannot be read as one."""
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(raw, dict) or raw.get("format") != CHECKPOINT_FORMAT:
+            got = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
+            raise ValueError("checkpoint format %r, this train.py reads format %d" % (got, CHECKPOINT_FORMAT))
+        state = unpack_state(json.loads(raw["state"]), raw["tensors"])
+        for k in ("model", "optim", "step", "tokens", "domain_sequences", "config"):
+            if k not in state:
+                raise ValueError("checkpoint has no %r" % k)
+        return state
+    except Exception as e:  # anything unreadable: a retry would fail the same way
+        raise BadInput("cannot resume from %s: %s: %s; use another --checkpoint-dir or --no-resume"
+                       % (path, type(e).__name__, str(e).splitlines()[0] if str(e) else ""))
 
 
 def compatible(ckpt, cfg, domains, weights, seed):
@@ -562,8 +595,118 @@ def compatible(ckpt, cfg, domains, weights, seed):
             raise BadInput("checkpoint was written with %s=%r, this run has %r; use another "
                            "--checkpoint-dir or --no-resume" % (k, ckpt["config"].get(k), v))
     old = ckpt["config"].get("mixture")
-    if old is None or max(abs(a - b) for a, b in zip(old, weights)) > 1e-9:
+    if not isinstance(old, list) or len(old) != len(weights) or \
+            max(abs(a - b) for a, b in zip(old, weights)) > 1e-9:
         raise BadInput("checkpoint was written with mixture %r, this run has %r" % (old, weights))
+
+
+# ---------------------------------------------------------------------------------------------
+# Input pipeline
+
+
+class Prefetcher:
+    """Samples the coming micro-batches on a thread, in order, into (pinned) CPU tensors, so the
+    loop only issues asynchronous host-to-device copies."""
+
+    def __init__(self, sample, first_step, grad_accum, pin, depth):
+        self.sample, self.grad_accum, self.pin = sample, grad_accum, pin
+        self.q = queue.Queue(maxsize=depth)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(first_step,), daemon=True)
+        self.thread.start()
+
+    def _run(self, step):
+        try:
+            while not self.stopped.is_set():
+                for micro in range(self.grad_accum):
+                    rows, doms = self.sample(step, micro)
+                    t = torch.from_numpy(rows)
+                    if self.pin:
+                        t = t.pin_memory()
+                    if not self._put((step, micro, t, doms)):
+                        return
+                step += 1
+        except BaseException as e:  # surfaced by get() in the training thread
+            self._put(e)
+
+    def _put(self, item):
+        while not self.stopped.is_set():
+            try:
+                self.q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def get(self, step, micro):
+        item = self.q.get()
+        if isinstance(item, BaseException):
+            raise item
+        if item[:2] != (step, micro):
+            raise RuntimeError("prefetcher out of order: want %s, got %s" % ((step, micro), item[:2]))
+        return item[2], item[3]
+
+    def close(self):
+        self.stopped.set()
+        self.thread.join(timeout=5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Test hooks: --fault, outside the loop (the loop calls them only when a fault is set)
+
+
+class Faults:
+    def __init__(self, kind, step):
+        self.kind, self.step = kind, step
+
+    @staticmethod
+    def from_args(args):
+        return Faults(args.fault, args.fault_step) if args.fault else None
+
+    def before_step(self, step, raw_model):
+        """Runs before optimizer step number `step` (1-based)."""
+        if step != self.step:
+            return
+        if self.kind == "crash":
+            raise RuntimeError("injected crash")
+        if self.kind == "oom":
+            raise RuntimeError("CUDA out of memory. Tried to allocate 1.00 GiB (injected)")
+        if self.kind == "hang":
+            time.sleep(3600)
+        if self.kind == "nan":
+            # Poisoned weights, as in a real divergence: every later loss is non-finite.
+            with torch.no_grad():
+                raw_model.embed.weight.fill_(float("nan"))
+
+    def compiler(self):
+        """A torch.compile stand-in that fails at the first call, as dynamo and inductor do."""
+        if self.kind != "compile":
+            return None
+
+        def failing_compile(module):
+            def run(*args, **kwargs):
+                raise RuntimeError("injected torch.compile failure (BackendCompilerFailed)")
+            return run
+        return failing_compile
+
+
+def try_compile(module, mode, device_type, faults):
+    """(callable, compiled?, why not) for --compile: eager when off, when auto on a CPU, or when
+    torch.compile is missing or fails to wrap the module (then why says so, for a warning)."""
+    want = mode == "on" or (mode == "auto" and device_type == "cuda")
+    if not want:
+        return module, False, None
+    compiler = (faults.compiler() if faults else None) or getattr(torch, "compile", None)
+    if compiler is None:
+        return module, False, "torch.compile is not available in torch %s; training eager" % torch.__version__
+    try:
+        return compiler(module), True, None
+    except Exception as e:
+        return module, False, "torch.compile failed (%s: %s); training eager" % (type(e).__name__, e)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
 
 
 def train(args, proto, dist):
@@ -574,8 +717,8 @@ def train(args, proto, dist):
     if vocab < meta["vocab_size"]:
         raise BadInput("--vocab-size %d is below the data's %d" % (vocab, meta["vocab_size"]))
     cfg = resolve_config(args, vocab)
-    train_shards = open_shards(args.data_dir, domains, "train", cfg["seq_len"] + 1, vocab)
-    val_shards = open_shards(args.data_dir, domains, "val", cfg["seq_len"] + 1, vocab)
+    train_shards = open_shards(args.data_dir, domains, "train", cfg["seq_len"] + 1, vocab, meta["dtype"])
+    val_shards = open_shards(args.data_dir, domains, "val", cfg["seq_len"] + 1, vocab, meta["dtype"])
     if cfg["batch_size"] % (cfg["micro_batch"] * dist.world):
         raise BadInput("--batch-size %d is not a multiple of micro-batch %d x world size %d"
                        % (cfg["batch_size"], cfg["micro_batch"], dist.world))
@@ -583,6 +726,8 @@ def train(args, proto, dist):
     horizon = args.schedule_steps or args.steps
     warmup = args.warmup_steps if args.warmup_steps >= 0 else min(1000, max(1, horizon // 20))
     ckpt_path = os.path.join(args.checkpoint_dir, CHECKPOINT_NAME) if args.checkpoint_dir else None
+    val_windows = [eval_windows(s, cfg["seq_len"], args.eval_tokens) for s in val_shards]
+    faults = Faults.from_args(args)
 
     # Everything above needs no torch: input errors are reported before the slow import.
     import_torch()
@@ -605,51 +750,58 @@ def train(args, proto, dist):
         log("warning: parameter count %d differs from the formula's %d" % (actual, cfg["params"]))
     opt = make_optimizer(raw, cfg, args, device_type)
 
-    step, tokens, counts = 0, 0, [0] * len(domains)
+    step, tokens, counts = 0, 0, np.zeros(len(domains), dtype=np.int64)
     if ckpt_path and os.path.exists(ckpt_path) and not args.no_resume:
-        # A checkpoint is tensors and plain values, so torch 2.x loads it weights-only (no code
-        # unpickled); torch 1.13's weights-only unpickler cannot read floats, so it gets a full
-        # load of the file this script wrote into its own checkpoint directory.
-        weights_only = int(torch.__version__.split(".")[0]) >= 2
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=weights_only)
+        ckpt = load_checkpoint(ckpt_path)
         compatible(ckpt, cfg, domains, weights, args.seed)
-        raw.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optim"])
-        step, tokens = ckpt["step"], ckpt["tokens"]
+        try:
+            raw.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["optim"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise BadInput("cannot resume from %s: %s; use another --checkpoint-dir or --no-resume"
+                           % (ckpt_path, str(e).splitlines()[0]))
+        step, tokens = int(ckpt["step"]), int(ckpt["tokens"])
         # The checkpoint holds counts summed over ranks: rank 0 carries them on.
         if dist.rank == 0:
-            counts = list(ckpt["domain_sequences"])
-        proto.wall_offset = ckpt.get("wall_time_s", 0.0)
+            counts = np.asarray(ckpt["domain_sequences"], dtype=np.int64)
+        proto.wall_offset = float(ckpt.get("wall_time_s", 0.0))
         if ckpt["config"].get("schedule_steps") != horizon:
             log("warning: schedule horizon changes from %s to %d on resume; the curve bends here"
                 % (ckpt["config"].get("schedule_steps"), horizon))
         log("resumed from %s at step %d" % (ckpt_path, step))
         if step > args.steps:
             raise BadInput("checkpoint is at step %d, beyond --steps %d" % (step, args.steps))
+        del ckpt
     resumed_from = step
     proto.step = step
 
-    compile_on = args.compile == "on" or (args.compile == "auto" and device_type == "cuda"
-                                           and hasattr(torch, "compile"))
-    if compile_on and not hasattr(torch, "compile"):
-        raise BadInput("--compile on needs torch>=2.0 (this is %s)" % torch.__version__)
-    model = torch.compile(raw) if compile_on else raw
+    def warn_compile(message):
+        log("warning: " + message)
+        proto.emit("warning", code="compile_fallback", message=message)
+
+    ddp = raw
     if dist.enabled:
         from torch.nn.parallel import DistributedDataParallel as DDP
         # The only buffers are the constant RoPE tables: nothing to broadcast each step.
-        model = DDP(model, device_ids=[dist.local_rank] if device_type == "cuda" else None,
-                    broadcast_buffers=False)
+        ddp = DDP(raw, device_ids=[dist.local_rank] if device_type == "cuda" else None,
+                  broadcast_buffers=False)
+    # torch.compile wraps the DDP module, as torch's docs advise, so DDP's buckets split the graph.
+    model, compiled, no_compile = try_compile(ddp, args.compile, device_type, faults)
 
     tokens_per_step = cfg["batch_size"] * cfg["seq_len"]
     run_cfg = dict(cfg, steps=args.steps, schedule_steps=horizon, warmup_steps=warmup,
                    grad_accum=grad_accum, world_size=dist.world, tokens_per_step=tokens_per_step,
                    flops_per_step=6 * cfg["params"] * tokens_per_step, domains=domains,
                    mixture=weights, seed=args.seed, device=device,
-                   dtype="bf16" if dtype is not None else "fp32", compile=compile_on,
-                   attention=attn, torch=torch.__version__, eval_every=args.eval_every)
+                   dtype="bf16" if dtype is not None else "fp32", compile=compiled,
+                   attention=attn, torch=str(torch.__version__), eval_every=args.eval_every,
+                   eval_tokens=args.eval_tokens, eval_windows=[int(w.shape[0]) for w in val_windows],
+                   eval_digest=windows_digest(val_windows))
     proto.emit("start", step=step, resumed_from_step=resumed_from, config=run_cfg)
-    log("preset %s: %d parameters, %d tokens/step, device %s, %s, attention %s"
-        % (cfg["preset"], cfg["params"], tokens_per_step, device, run_cfg["dtype"], attn))
+    log("preset %s: %d parameters, %d tokens/step, device %s, %s, attention %s, compile %s"
+        % (cfg["preset"], cfg["params"], tokens_per_step, device, run_cfg["dtype"], attn, compiled))
+    if no_compile:
+        warn_compile(no_compile)  # after start: start stays the first event
 
     stop = {"requested": False}
 
@@ -658,33 +810,35 @@ def train(args, proto, dist):
 
     signal.signal(signal.SIGTERM, on_term)
 
-    val_batches = [torch.from_numpy(eval_rows(s, cfg["seq_len"], args.eval_batches * cfg["micro_batch"]))
-                   for s in val_shards]
+    val_batches = [torch.from_numpy(w) for w in val_windows]
 
     def evaluate():
         raw.eval()
         out = {}
         with torch.no_grad():
             for name, rows in zip(domains, val_batches):
-                total = 0.0
+                total = torch.zeros((), dtype=torch.float64, device=device)
                 for i in range(0, rows.shape[0], cfg["micro_batch"]):
                     b = rows[i:i + cfg["micro_batch"]].to(device)
                     with autocast(device_type, dtype):
-                        total += raw(b[:, :-1], b[:, 1:]).item() * b.shape[0]
-                out[name + "_ce"] = total / rows.shape[0]
+                        total += raw(b[:, :-1], b[:, 1:]).double() * b.shape[0]
+                out[name + "_ce"] = total.item() / rows.shape[0]
         out["mean_ce"] = sum(out[d + "_ce"] for d in domains) / len(domains)
         raw.train()
         return out
 
+    last_ckpt = [time.monotonic()]
+
     def checkpoint():
+        last_ckpt[0] = time.monotonic()
         if not ckpt_path:
             return
         total = dist.sum_counts(counts, device)
         if dist.rank == 0:
             os.makedirs(args.checkpoint_dir, exist_ok=True)
-            save_checkpoint(ckpt_path, raw, opt, dict(
-                step=step, tokens=tokens, domain_sequences=total, wall_time_s=proto.wall(),
-                config=dict(run_cfg)))
+            save_checkpoint(ckpt_path, dict(
+                model=raw.state_dict(), optim=opt.state_dict(), step=step, tokens=tokens,
+                domain_sequences=total, wall_time_s=proto.wall(), config=run_cfg))
             proto.emit("checkpoint", step=step, tokens=tokens, path=ckpt_path, wall_time_s=proto.wall())
         dist.barrier()
 
@@ -695,64 +849,101 @@ def train(args, proto, dist):
                        wall_time_s=proto.wall())
         dist.barrier()
 
-    if step == 0:
-        do_eval(None)
-    interval_losses = []
-    last_eval = step
-    t_log, tok_log = time.time(), tokens
-    while step < args.steps:
-        if args.fault == "crash" and step + 1 == args.fault_step:
-            raise RuntimeError("injected crash")
-        if args.fault == "oom" and step + 1 == args.fault_step:
-            raise RuntimeError("CUDA out of memory. Tried to allocate 1.00 GiB (injected)")
-        if args.fault == "hang" and step + 1 == args.fault_step:
-            time.sleep(3600)
-        lr = lr_at(step, cfg["lr"], args.min_lr_ratio, warmup, horizon)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        loss_sum = 0.0
-        for micro in range(grad_accum):
-            rows, doms = sample_batch(train_shards, weights, cfg["seq_len"], args.seed, step,
-                                      dist.rank, micro, cfg["micro_batch"])
-            for d in doms:
-                counts[d] += 1
-            b = torch.from_numpy(rows).to(device, non_blocking=True)
-            sync = (not dist.enabled) or micro == grad_accum - 1
-            ctx = model.no_sync() if not sync else _null()
-            with ctx:
+    def run_step(fn, batches):
+        """Forward and backward over a step's micro-batches; returns the mean loss as a device
+        tensor (no host sync here)."""
+        loss_sum = torch.zeros((), device=device)
+        for micro, rows in enumerate(batches):
+            b = rows.to(device, non_blocking=True)
+            last = micro == len(batches) - 1
+            # DDP all-reduces gradients on the last micro-batch only.
+            with (ddp.no_sync() if dist.enabled and not last else contextlib.nullcontext()):
                 with autocast(device_type, dtype):
-                    loss = model(b[:, :-1], b[:, 1:])
-                (loss / grad_accum).backward()
-            loss_sum += loss.item()
-        train_loss = loss_sum / grad_accum
-        if args.fault == "nan" and step + 1 >= args.fault_step:
-            train_loss = float("nan")
-        if dist.any(not math.isfinite(train_loss), device):
-            raise Diverged("training loss is %s at step %d" % (train_loss, step + 1))
-        gnorm = torch.nn.utils.clip_grad_norm_(raw.parameters(), args.grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        step += 1
-        tokens += tokens_per_step
-        proto.step = step
-        interval_losses.append(train_loss)
-        if step % args.log_every == 0 or step == args.steps:
-            now = time.time()
-            tps = (tokens - tok_log) / max(now - t_log, 1e-9)
-            t_log, tok_log = now, tokens
-            proto.emit("point", step=step, tokens=tokens, train_loss=train_loss, lr=lr,
-                       grad_norm=float(gnorm), tokens_per_s=round(tps, 1), wall_time_s=proto.wall())
-        stopping = dist.any(stop["requested"], device)
-        if step % args.eval_every == 0 or step == args.steps or stopping:
-            do_eval(sum(interval_losses) / len(interval_losses))
-            interval_losses, last_eval = [], step
-        if (args.checkpoint_every and step % args.checkpoint_every == 0 and step < args.steps) or stopping:
-            checkpoint()
-        if stopping:
-            log("stopped on SIGTERM at step %d" % step)
-            proto.emit("done", status="stopped", step=step, tokens=tokens,
-                       domain_sequences=dict(zip(domains, dist.sum_counts(counts, device))), wall_time_s=proto.wall())
-            return EXIT_STOPPED
+                    loss = fn(b[:, :-1], b[:, 1:])
+                (loss / len(batches)).backward()
+            loss_sum += loss.detach()
+        return loss_sum / len(batches)
+
+    def sample(s, micro):
+        return sample_batch(train_shards, weights, cfg["seq_len"], args.seed, s, dist.rank, micro,
+                            cfg["micro_batch"])
+
+    prefetch = Prefetcher(sample, step, grad_accum, pin=device_type == "cuda", depth=2 * grad_accum + 2)
+    checkpoint_s = args.checkpoint_minutes * 60
+    try:
+        if step == 0:
+            do_eval(None)
+        interval_loss = torch.zeros((), device=device)
+        interval_steps = 0
+        last_eval = step
+        t_log, tok_log = time.time(), tokens
+        while step < args.steps:
+            if faults is not None:
+                faults.before_step(step + 1, raw)
+            lr = lr_at(step, cfg["lr"], args.min_lr_ratio, warmup, horizon)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            batches, step_doms = [], []
+            for micro in range(grad_accum):
+                rows, doms = prefetch.get(step, micro)
+                batches.append(rows)
+                step_doms.append(doms)
+            try:
+                step_loss = run_step(model, batches)
+            except Exception as e:
+                # Compilation happens at the first call (or a recompile): a failure falls back to
+                # eager; an error eager also hits is raised by the retry.
+                if not compiled or is_oom(e):
+                    raise
+                traceback.print_exc(file=sys.stderr)
+                warn_compile("torch.compile failed at step %d (%s: %s); training eager"
+                             % (step + 1, type(e).__name__, str(e).splitlines()[0] if str(e) else ""))
+                model, compiled = ddp, False
+                opt.zero_grad(set_to_none=True)
+                step_loss = run_step(model, batches)
+            for doms in step_doms:
+                counts += np.bincount(doms, minlength=len(domains))
+            gnorm = torch.nn.utils.clip_grad_norm_(raw.parameters(), args.grad_clip)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            tokens += tokens_per_step
+            proto.step = step
+            interval_loss += step_loss
+            interval_steps += 1
+
+            log_now = step % args.log_every == 0 or step == args.steps
+            eval_now = step % args.eval_every == 0 or step == args.steps
+            ckpt_now = args.checkpoint_every and step % args.checkpoint_every == 0 and step < args.steps
+            due = bool(ckpt_path) and checkpoint_s > 0 and step < args.steps and \
+                time.monotonic() - last_ckpt[0] >= checkpoint_s
+            stopping, due = dist.any([stop["requested"], due], device)
+            train_loss = None
+            if log_now or eval_now or ckpt_now or due or stopping:
+                # The only host syncs: the loss is read where it is reported or saved.
+                train_loss = step_loss.item()
+                if dist.any([not math.isfinite(train_loss)], device)[0]:
+                    raise Diverged("training loss is %s at step %d" % (train_loss, step))
+            if log_now:
+                now = time.time()
+                tps = (tokens - tok_log) / max(now - t_log, 1e-9)
+                t_log, tok_log = now, tokens
+                proto.emit("point", step=step, tokens=tokens, train_loss=train_loss, lr=lr,
+                           grad_norm=float(gnorm), tokens_per_s=round(tps, 1), wall_time_s=proto.wall())
+            if eval_now or stopping:
+                do_eval(interval_loss.item() / interval_steps)
+                interval_loss.zero_()
+                interval_steps, last_eval = 0, step
+            if ckpt_now or due or stopping:
+                checkpoint()
+            if stopping:
+                log("stopped on SIGTERM at step %d" % step)
+                proto.emit("done", status="stopped", step=step, tokens=tokens,
+                           domain_sequences=dict(zip(domains, dist.sum_counts(counts, device))),
+                           wall_time_s=proto.wall())
+                return EXIT_STOPPED
+    finally:
+        prefetch.close()
     if last_eval != step or step == resumed_from and step > 0:
         do_eval(None)
     checkpoint()
@@ -760,16 +951,9 @@ def train(args, proto, dist):
     if args.max_memory_check and device_type == "cuda":
         extra["peak_memory_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     proto.emit("done", status="completed", step=step, tokens=tokens,
-               domain_sequences=dict(zip(domains, dist.sum_counts(counts, device))), wall_time_s=proto.wall(), **extra)
+               domain_sequences=dict(zip(domains, dist.sum_counts(counts, device))),
+               wall_time_s=proto.wall(), **extra)
     return EXIT_OK
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
 
 
 def print_config(args):

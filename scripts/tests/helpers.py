@@ -25,6 +25,7 @@ REQUIRED = {
     "checkpoint": {"step": int, "tokens": int, "path": str},
     "done": {"status": str, "step": int, "tokens": int, "domain_sequences": dict},
     "error": {"class": str, "message": str, "exit_code": int},
+    "warning": {"code": str, "message": str},
 }
 
 
@@ -45,9 +46,9 @@ def parse_protocol(stdout):
     return events
 
 
-def run_train(*args, timeout=120):
+def run_train(*args, timeout=120, env=None):
     p = subprocess.run([PYTHON, TRAIN] + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                       universal_newlines=True, timeout=timeout)
+                       universal_newlines=True, timeout=timeout, env=env)
     return p.returncode, p.stdout, p.stderr
 
 
@@ -60,7 +61,8 @@ def toy_corpus():
         d = tempfile.mkdtemp(prefix="mixopt-corpus-")
         atexit.register(shutil.rmtree, d, True)
         subprocess.run([PYTHON, PREPARE, "--out-dir", d, "--synthetic", "--tokenizer", "byte",
-                        "--synthetic-chars", "60000"], check=True, stderr=subprocess.DEVNULL)
+                        "--synthetic-chars", "60000"], check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
         _corpus["dir"] = d
     return _corpus["dir"]
 
