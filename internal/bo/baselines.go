@@ -59,7 +59,7 @@ func checkProblem(p *Problem) error {
 // RegMix is RegMix's recipe (arXiv 2407.01492): many full-length runs at the smallest
 // scale, mixtures drawn around the token distribution, a boosted-tree regression fitted on
 // their results, then target runs of the regression's best predictions in turn. It
-// recommends the best target run, or the regression's best before the first.
+// recommends the best target run.
 type RegMix struct {
 	// MaxProxyRuns and ProxyShare bound the proxy sweep: at most this many runs and this
 	// share of the study's budget (prior runs at the smallest scale count towards both).
@@ -259,6 +259,8 @@ func (r RegMix) rank(req *Request, small int) (ranked [][]float64, predictedBest
 	return out, best
 }
 
+// Recommend names the best target run: RegMix's output is the target model trained on
+// the regression's pick, so before its first target run it has nothing to recommend.
 func (r RegMix) Recommend(_ context.Context, req Request) (Recommendation, error) {
 	p := &req.Problem
 	if err := checkProblem(p); err != nil {
@@ -269,11 +271,21 @@ func (r RegMix) Recommend(_ context.Context, req Request) (Recommendation, error
 			return BestObserved(req)
 		}
 	}
+	return Recommendation{}, ErrNoObservations
+}
+
+// Predicted is the regression's best mixture before any target run (what RegMix would
+// train next), or ErrNoObservations with too few proxy runs.
+func (r RegMix) Predicted(req Request) (Recommendation, error) {
+	p := &req.Problem
+	if err := checkProblem(p); err != nil {
+		return Recommendation{}, err
+	}
 	ranked, v := r.rank(&req, smallestScale(p))
 	if len(ranked) == 0 {
-		return BestObserved(req)
+		return Recommendation{}, ErrNoObservations
 	}
 	// The regression predicts the proxy scale's value, not the target's: no interval.
 	return Recommendation{Mixture: append([]float64(nil), ranked[0]...), Value: v, Lower: v, Upper: v,
-		Basis: "boosted-tree regression on the proxy runs (no target run yet)"}, nil
+		Basis: "boosted-tree regression on the proxy runs"}, nil
 }

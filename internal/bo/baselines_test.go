@@ -124,7 +124,11 @@ func TestPoolsHonoured(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		trials, rec := runStudy(t, pol, p, nil, 40)
+		limit := 40
+		if name == "regmix" {
+			limit = 150 // its proxy sweep is the whole small pool
+		}
+		trials, rec := runStudy(t, pol, p, nil, limit)
 		if len(trials) == 0 {
 			t.Errorf("%s: no trials", name)
 		}
@@ -247,6 +251,13 @@ func TestRegMixKnownAnswer(t *testing.T) {
 		prior = append(prior, Observation{Trial: Trial{Mixture: w, Scale: 0, Steps: 100}, Done: true,
 			Curve: []CurvePoint{{Step: 100, Value: poolLoss(w, 0)}}})
 	}
+	pred, err := r.Predicted(Request{Problem: p, Prior: prior})
+	if err != nil || !sameMixture(pred.Mixture, best) {
+		t.Errorf("the regression's pick from the prior sweep: %v (%v), want %v", pred.Mixture, err, best)
+	}
+	if _, err := r.Recommend(context.Background(), Request{Problem: p, Prior: prior}); !errors.Is(err, ErrNoObservations) {
+		t.Errorf("recommendation before a target run: %v, want ErrNoObservations", err)
+	}
 	trials, rec = runStudy(t, r, p, prior, 1)
 	if len(trials) != 1 || trials[0].Scale != 1 || !sameMixture(trials[0].Mixture, best) {
 		t.Errorf("with the sweep as prior: trials %+v, want one target run of %v", trials, best)
@@ -294,15 +305,15 @@ func TestPriorRunsEnterTheModel(t *testing.T) {
 func TestBaselinesDeterministic(t *testing.T) {
 	p, _, _ := poolProblem()
 	for _, pol := range []Policy{NewRegMix(), Uniform{}, RandomTarget{}} {
-		a, ra := runStudy(t, pol, p, nil, 30)
-		b, rb := runStudy(t, pol, p, nil, 30)
+		a, ra := runStudy(t, pol, p, nil, 150)
+		b, rb := runStudy(t, pol, p, nil, 150)
 		if !reflect.DeepEqual(a, b) || !reflect.DeepEqual(ra, rb) {
 			t.Errorf("%s: two runs differ", pol.Name())
 		}
 	}
 	q := synthProblem()
-	a, _ := runStudyContinuous(t, NewRegMix(), q, 20)
-	b, _ := runStudyContinuous(t, NewRegMix(), q, 20)
+	a, _ := runStudyContinuous(t, NewRegMix(), q, 200)
+	b, _ := runStudyContinuous(t, NewRegMix(), q, 200)
 	if !reflect.DeepEqual(a, b) {
 		t.Error("regmix on a continuous problem: two runs differ")
 	}

@@ -20,19 +20,8 @@ import (
 type MFConfig struct {
 	// MultiScale lets trials and observations use every scale; otherwise only the target's.
 	MultiScale bool
-	// LocalScaleTerm adds the kernel's scale-local mixture term (see kernel).
-	LocalScaleTerm bool
 	// Tilt adds the kernel's linear mixture term whose slope drifts with scale and steps.
 	Tilt bool
-	// Drift adds the kernel's linear mixture term that grows with the distance below the
-	// target scale (extrapolates how a domain's benefit changes with model size).
-	Drift bool
-	// TargetNoise fits a noise variance of its own to observations at the target fidelity
-	// (see kernel.targetNoise).
-	TargetNoise bool
-	// TargetLocal adds the kernel's residual term among target-fidelity points (see
-	// kernel.targetLocal).
-	TargetLocal bool
 	// MultiStep lets trials stop before the target's steps.
 	MultiStep bool
 	// Acquisition is "kg" (knowledge gradient per cost) or "ei" (expected improvement at
@@ -59,21 +48,13 @@ type MFConfig struct {
 	FullRunLastOnly bool
 	// Candidate pool sizes.
 	Pool candidateOptions
-	// PoolFactor multiplies the global draws of the candidate pool (0 or 1: as Pool says).
-	PoolFactor int
 	// Product drops the kernel's additive fidelity trend: the covariance is the plain
 	// product m52ARD(w)·m52(us)·m52(ut) with an output scale (plus the local term when on).
 	Product bool
-	// ScalingMean fits the scaling-law prior mean (mean.go) with the kernel.
-	ScalingMean bool
 	// CheapStreak, when positive, stops buying trials cheaper than CheapCost (target-run
 	// units) after CheapStreak such trials in a row: the next one costs at least CheapCost.
 	CheapStreak int
 	CheapCost   float64
-	// RecommendKappa, when positive, recommends the minimiser of μ + κ·σ at the target (a
-	// pessimistic bound) instead of μ alone, so the recommendation keeps to mixtures the
-	// data support rather than an extrapolation.
-	RecommendKappa float64
 	// ObsMixtures is how many mixtures are tried at every fidelity; TargetSet is the size
 	// of the discrete set over which the knowledge gradient takes its minimum.
 	ObsMixtures, TargetSet int
@@ -192,13 +173,8 @@ func (s mfState) encode() []byte {
 	return b
 }
 
-func (m *MF) model(s *space, tr transform) model {
-	mod := model{kn: kernel{k: s.k, noLocal: !m.cfg.LocalScaleTerm, noTrend: m.cfg.Product, tilt: m.cfg.Tilt, drift: m.cfg.Drift,
-		targetNoise: m.cfg.TargetNoise, targetLocal: m.cfg.TargetLocal, tUS: s.targetUS, tUT: s.targetUT}}
-	if m.cfg.ScalingMean && tr.log && !tr.negate {
-		mod.mean = &scalingMean{k: s.k, off: tr.mean, sd: tr.sd}
-	}
-	return mod
+func (m *MF) model(s *space) model {
+	return model{kn: kernel{k: s.k, noTrend: m.cfg.Product, tilt: m.cfg.Tilt}}
 }
 
 func (m *MF) dataOpts(p *Problem, maxPts int) dataOptions {
@@ -298,7 +274,7 @@ func (m *MF) condition(req *Request, allowFit bool) (*conditioned, error) {
 	if err != nil {
 		return nil, err
 	}
-	mod := m.model(s, ts.tr)
+	mod := m.model(s)
 	st := decodeState(req.State)
 	if len(st.Theta) != mod.nParams() {
 		st = mfState{}
@@ -421,17 +397,6 @@ func (m *MF) Next(ctx context.Context, req Request) (Decision, error) {
 		return m.initial(req, fids, rng, c)
 	}
 	return Decision{Trial: trial, State: c.state.encode(), FitTime: c.fitTime}, nil
-}
-
-// pool is the candidate pool's configuration with PoolFactor applied.
-func (m *MF) pool() candidateOptions {
-	o := m.cfg.Pool
-	if f := m.cfg.PoolFactor; f > 1 {
-		o.dirichlet *= f
-		o.sparse *= f
-		o.softmax *= f
-	}
-	return o
 }
 
 // limitCheap drops the fidelities cheaper than CheapCost when the last CheapStreak
@@ -577,7 +542,7 @@ func (m *MF) choose(c *conditioned, g *gp, req Request, fids []fidelity, rng *ra
 	if p.pooled(p.TargetScale) {
 		pool = p.Scales[p.TargetScale].Pool
 	} else {
-		pool = candidatePool(rng, p.Lower, p.Upper, c.centres(obsAll, m.cfg.Pool.centres), m.pool())
+		pool = candidatePool(rng, p.Lower, p.Upper, c.centres(obsAll, m.cfg.Pool.centres), m.cfg.Pool)
 	}
 	tpts := make([][]float64, len(pool))
 	for i, w := range pool {
@@ -828,29 +793,18 @@ func (m *MF) recommendFrom(_ context.Context, c *conditioned, req Request) (Reco
 		}
 		bestW = append([]float64(nil), bestW...)
 	} else {
-		pool := candidatePool(rng, p.Lower, p.Upper, c.centres(withPrior(&req, req.Observations), m.cfg.Pool.centres), m.pool())
+		pool := candidatePool(rng, p.Lower, p.Upper, c.centres(withPrior(&req, req.Observations), m.cfg.Pool.centres), m.cfg.Pool)
 		tpts := make([][]float64, len(pool))
 		for i, w := range pool {
 			tpts[i] = s.targetPoint(w)
 		}
-		mu, vr, _ := c.g.predict(tpts)
-		kappa := m.cfg.RecommendKappa
-		score := make([]float64, len(pool))
-		for i := range score {
-			score[i] = mu[i] + kappa*math.Sqrt(vr[i])
-		}
+		mu, _, _ := c.g.predict(tpts)
 		idx := make([]int, len(pool))
 		for i := range idx {
 			idx[i] = i
 		}
-		sort.SliceStable(idx, func(a, b int) bool { return score[idx[a]] < score[idx[b]] })
+		sort.SliceStable(idx, func(a, b int) bool { return mu[idx[a]] < mu[idx[b]] })
 		f := func(w []float64) float64 { return c.g.predictMean(s.targetPoint(w)) }
-		if kappa > 0 {
-			f = func(w []float64) float64 {
-				m, v, _ := c.g.predict([][]float64{s.targetPoint(w)})
-				return m[0] + kappa*math.Sqrt(v[0])
-			}
-		}
 		for _, i := range idx[:min(3, len(idx))] {
 			w, v := refineMean(pool[i], p.Lower, p.Upper, f, 60)
 			if v < bestF {
