@@ -602,10 +602,18 @@ func (m *MF) choose(c *conditioned, g *gp, req Request, fids []fidelity, rng *ra
 			ws = m.scaleCandidates(req, f.scale, pool, mu, vr, obsIdx, g, s, rng)
 			perScale[f.scale] = ws
 		}
+		var kept [][]float64
 		for _, w := range ws {
-			if !trusted(w, f) {
-				continue
+			if trusted(w, f) {
+				kept = append(kept, w)
 			}
+		}
+		if len(kept) == 0 && m.cfg.TrustRadius > 0 {
+			// A pool may hold nothing within the radius: its members nearest to the best
+			// mixtures stand in, rather than no trial at this fidelity.
+			kept = nearestTo(ws, append(c.centres(obsAll, m.cfg.Pool.centres), pool[byMu[0]]), 3)
+		}
+		for _, w := range kept {
 			cands = append(cands, cand{w, f})
 			cx = append(cx, s.point(w, f.scale, f.steps))
 		}
@@ -724,6 +732,28 @@ func (m *MF) trustRegion(c *conditioned, obs []Observation, best []float64) func
 	return func(w []float64, f fidelity) bool {
 		return f.cost < m.cfg.TrustCost || withinAny(w, centres, m.cfg.TrustRadius)
 	}
+}
+
+// nearestTo returns up to n of ws, those nearest (Euclidean) to any of the centres.
+func nearestTo(ws, centres [][]float64, n int) [][]float64 {
+	d := make([]float64, len(ws))
+	idx := make([]int, len(ws))
+	for i, w := range ws {
+		idx[i], d[i] = i, math.Inf(1)
+		for _, c := range centres {
+			s := 0.0
+			for j := range w {
+				s += (w[j] - c[j]) * (w[j] - c[j])
+			}
+			d[i] = math.Min(d[i], s)
+		}
+	}
+	sort.SliceStable(idx, func(a, b int) bool { return d[idx[a]] < d[idx[b]] })
+	out := make([][]float64, 0, n)
+	for _, i := range idx[:min(n, len(idx))] {
+		out = append(out, ws[i])
+	}
+	return out
 }
 
 // withinAny says whether w lies within Euclidean distance r of one of the centres.
