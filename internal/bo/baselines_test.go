@@ -318,3 +318,34 @@ func TestBaselinesDeterministic(t *testing.T) {
 		t.Error("regmix on a continuous problem: two runs differ")
 	}
 }
+
+// Prior runs with another domain count, an unknown scale or a mixture off the simplex are
+// refused, naming the field; good ones pass.
+func TestValidatePrior(t *testing.T) {
+	p, _, _ := poolProblem()
+	good := Observation{Trial: Trial{Mixture: []float64{0.2, 0.3, 0.5}, Scale: 0, Steps: 100}, Done: true,
+		Curve: []CurvePoint{{Step: 100, Value: 1}}}
+	if err := ValidatePrior(&p, []Observation{good}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		edit func(o *Observation)
+		want string
+	}{
+		{func(o *Observation) { o.Mixture = []float64{0.5, 0.5} }, "prior[1].mixture"},
+		{func(o *Observation) { o.Scale = 7 }, "prior[1].scale"},
+		{func(o *Observation) { o.Mixture = []float64{0.5, 0.6, 0.1} }, "prior[1].mixture"},
+		{func(o *Observation) { o.Curve = nil }, "prior[1].curve"},
+		{func(o *Observation) { o.Curve = []CurvePoint{{Step: 100, Value: math.NaN()}} }, "prior[1].curve[0]"},
+	} {
+		bad := good
+		bad.Mixture = append([]float64(nil), good.Mixture...)
+		c.edit(&bad)
+		if err := ValidatePrior(&p, []Observation{good, bad}); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("error %v, want one naming %s", err, c.want)
+		}
+	}
+	if err := ValidatePools(&p); err != nil {
+		t.Errorf("a good pool refused: %v", err)
+	}
+}

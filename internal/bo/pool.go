@@ -119,3 +119,44 @@ func drawFromPool(req *Request, scale int, rng *rand.Rand) ([]float64, bool) {
 	}
 	return append([]float64(nil), free[rng.IntN(len(free))]...), true
 }
+
+// ValidatePools checks every scale's candidate pool against the problem's domains and
+// bounds; the error names the field (scales[i].pool[j]). Policies check it themselves; a
+// study's spec checks it before anything is stored.
+func ValidatePools(p *Problem) error { return checkPools(p) }
+
+// ValidatePrior checks prior runs against the problem: a known scale, one weight per
+// domain on the simplex, at least one finite point at a positive step; the error names
+// the field (prior[i].…).
+func ValidatePrior(p *Problem, prior []Observation) error {
+	for i, o := range prior {
+		if o.Scale < 0 || o.Scale >= len(p.Scales) {
+			return fmt.Errorf("prior[%d].scale: index %d, the study has %d scales", i, o.Scale, len(p.Scales))
+		}
+		if len(o.Mixture) != len(p.Domains) {
+			return fmt.Errorf("prior[%d].mixture: %d weights for %d domains", i, len(o.Mixture), len(p.Domains))
+		}
+		sum := 0.0
+		for j, w := range o.Mixture {
+			if math.IsNaN(w) || math.IsInf(w, 0) || w < -1e-9 {
+				return fmt.Errorf("prior[%d].mixture[%d]: %g, want finite and not negative", i, j, w)
+			}
+			sum += w
+		}
+		if math.Abs(sum-1) > 1e-6 {
+			return fmt.Errorf("prior[%d].mixture: weights sum to %g, want 1", i, sum)
+		}
+		if o.Steps <= 0 {
+			return fmt.Errorf("prior[%d].steps: %d, want positive", i, o.Steps)
+		}
+		if len(o.Curve) == 0 {
+			return fmt.Errorf("prior[%d].curve: empty", i)
+		}
+		for j, c := range o.Curve {
+			if c.Step <= 0 || math.IsNaN(c.Value) || math.IsInf(c.Value, 0) {
+				return fmt.Errorf("prior[%d].curve[%d]: step %d value %g, want a positive step and a finite value", i, j, c.Step, c.Value)
+			}
+		}
+	}
+	return nil
+}
