@@ -266,3 +266,27 @@ func TestShippedWorlds(t *testing.T) {
 		t.Errorf("missing data model: %v", err)
 	}
 }
+
+// Prior runs reach the policy and cost nothing: on the tiny pool with its small scale as
+// prior, regmix's first trial is already a target run of the known best mixture, and the
+// spend is its target runs alone.
+func TestPriorRunsFree(t *testing.T) {
+	pool, _ := tinyPool(t)
+	w, err := pool.WithPrior("tiny+prior", "S")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{World: w, Objective: "x_ce", Policies: []string{"regmix"}, Seeds: 1, SeedBase: 1, Budget: 2,
+		Noise: []float64{0}, Parallel: []int{1}, MaxTrials: 50, Workers: 1}
+	res, err := Execute(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := res.Runs[0]
+	if r.Err != "" || r.Trials != 2 || math.Abs(r.Spent-2) > 1e-9 || r.SpendBy["S"] != 0 {
+		t.Fatalf("run %+v: want 2 target runs, 2 TRE, nothing at S", r)
+	}
+	if len(r.Curve) == 0 || r.Curve[0].Regret != 0 || math.Abs(r.Curve[0].Cost-1) > 1e-9 {
+		t.Errorf("curve %+v: want regret 0 after the first target run", r.Curve)
+	}
+}
