@@ -46,7 +46,7 @@ func run(args []string) error {
 	noise := fs.String("noise", "0,0.01", "comma-separated noise standard deviations added to each observed point")
 	parallel := fs.String("parallel", "1,8", "comma-separated numbers of trials in parallel")
 	fstar := fs.Int("fstar-samples", 100000, "Dirichlet(1) samples of the dense search for f*")
-	maxTrials := fs.Int("max-trials", 400, "cap on the trials of one run")
+	maxTrials := fs.Int("max-trials", 1000, "cap on the trials of one run (regmix sweeps up to 512 proxy runs)")
 	workers := fs.Int("workers", runtime.GOMAXPROCS(0), "runs at once")
 	out := fs.String("out", "", "directory for results.json and the plots (none when empty)")
 	quiet := fs.Bool("quiet", false, "do not print progress per run")
