@@ -198,6 +198,12 @@ func (r RegMix) Next(_ context.Context, req Request) (Decision, error) {
 		}
 	}
 	if p.pooled(p.TargetScale) {
+		// Too few proxy runs to rank by (the target is the smallest scale, or the proxy
+		// pool is spent): try the target pool's mixtures at random.
+		if w, ok := drawFromPool(&req, p.TargetScale, rng); ok && len(ranked) == 0 {
+			target.Mixture = w
+			return Decision{Trial: target, State: req.State}, nil
+		}
 		return Decision{}, ErrNoTrialFits // every target-pool mixture has run
 	}
 	target.Mixture = proxyMixture(rng, p)
