@@ -1,6 +1,7 @@
 // Command mixbench runs the optimiser benchmark of the project's BENCHMARK.md guide: every
-// policy against the paper's data model, over seeds, noise levels and parallelism, and
-// prints regret, cost to reach and speedups; --out gets the JSON numbers and plots.
+// policy on every world (the paper's data model, recorded pools) and objective, over
+// seeds, noise levels and parallelism, and prints regret, cost to reach, speedups and the
+// headline with its aggregate; --out gets the JSON numbers and plots.
 package main
 
 import (
@@ -32,16 +33,21 @@ func main() {
 
 func run(args []string) error {
 	fs := flag.NewFlagSet("mixbench", flag.ContinueOnError)
-	data := fs.String("data", "", "data model JSON (default: ../shared/benchmarks/slimpajama-datamodel-v1.json from the repository root)")
-	objective := fs.String("objective", "stackexchange_ce", "output to optimise at the target (*_acc* outputs are maximised)")
-	policies := fs.String("policies", "random,mfbo,mfms", "comma-separated policies")
+	data := fs.String("data", "", "data model JSON (default: DIR/slimpajama-datamodel-v1.json of -shared)")
+	shared := fs.String("shared", "", "the shared benchmark data folder (default: ../shared/benchmarks from the repository root)")
+	var worlds worldFlag
+	fs.Var(&worlds, "world", "world to run (repeatable): "+strings.Join(benchmark.WorldNames(), ", ")+", or all (every named one); default datamodel")
+	objectives := fs.String("objectives", "", "comma-separated objectives (default: every objective of each world; *_acc* metrics are maximised)")
+	objective := fs.String("objective", "", "one objective (the same as -objectives with one name)")
+	policies := fs.String("policies", "random,uniform,regmix,mfbo,mfms", "comma-separated policies")
+	headline := fs.String("headline", "mfms", "policy whose headline (speedup over the best baseline) is printed")
 	seeds := fs.Int("seeds", 20, "seeds per policy and setting")
 	seedBase := fs.Uint64("seed-base", 1, "first seed")
 	budget := fs.Float64("budget", 30, "budget in target-run equivalents")
 	noise := fs.String("noise", "0,0.01", "comma-separated noise standard deviations added to each observed point")
 	parallel := fs.String("parallel", "1,8", "comma-separated numbers of trials in parallel")
 	fstar := fs.Int("fstar-samples", 100000, "Dirichlet(1) samples of the dense search for f*")
-	maxTrials := fs.Int("max-trials", 400, "cap on the trials of one run")
+	maxTrials := fs.Int("max-trials", 1000, "cap on the trials of one run (regmix sweeps up to 512 proxy runs)")
 	workers := fs.Int("workers", runtime.GOMAXPROCS(0), "runs at once")
 	out := fs.String("out", "", "directory for results.json and the plots (none when empty)")
 	quiet := fs.Bool("quiet", false, "do not print progress per run")
@@ -50,7 +56,7 @@ func run(args []string) error {
 	curves := fs.String("curves", "", "comma-separated costs (TRE): also print each policy's seed-median regret after each")
 	var variants variantFlag
 	fs.Var(&variants, "variant", "NAME=BASE:Field=value,... defines policy NAME as the GP preset BASE (mfms, mfbo, mfms-ei, gp-ei) with bo.MFConfig fields changed, e.g. -variant 'mfms-add=mfms:Product=false' (repeatable; name it in -policies)")
-	merge := fs.String("merge", "", "comma-separated results.json files whose runs join this invocation's (same objective, f* and budget; runs are deterministic per policy, seed and setting, so runs of the same code made apart combine as if made together); only their runs with this invocation's seeds ([seed-base, seed-base+seeds)), noise levels and parallelisms are kept; with -policies \"\" only the merged runs are summarised")
+	merge := fs.String("merge", "", "comma-separated results.json files whose runs join this invocation's (each joins the run of its own world and objective, same f* and budget; runs are deterministic per policy, seed and setting, so runs of the same code made apart combine as if made together); only their runs with this invocation's seeds ([seed-base, seed-base+seeds)), noise levels and parallelisms are kept; with -policies \"\" only the merged runs are summarised")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -59,20 +65,35 @@ func run(args []string) error {
 		fmt.Println(buildinfo.Line("mixbench"))
 		return nil
 	}
-	path := *data
-	if path == "" {
+	sharedDir := *shared
+	if sharedDir == "" {
 		root, err := repoRoot()
 		if err != nil {
 			return err
 		}
-		path = filepath.Join(root, "..", "shared", "benchmarks", "slimpajama-datamodel-v1.json")
+		sharedDir = filepath.Join(root, "..", "shared", "benchmarks")
 	}
-	model, err := sim.LoadDataModel(path)
-	if err != nil {
-		return err
+	path := *data
+	if path == "" {
+		path = filepath.Join(sharedDir, benchmark.DataModelFile)
+	}
+	if len(worlds) == 0 {
+		worlds = worldFlag{"datamodel"}
+	}
+	objs := split(*objectives)
+	if *objective != "" {
+		objs = append(objs, *objective)
 	}
 	if *landscape {
-		return writeLandscape(model, *objective, *fstar, *out)
+		w, err := benchmark.OpenWorld("datamodel", path, sharedDir)
+		if err != nil {
+			return err
+		}
+		obj := "stackexchange_ce"
+		if len(objs) > 0 {
+			obj = objs[0]
+		}
+		return writeLandscape(w.(*benchmark.DataModelWorld).Model, obj, *fstar, *out)
 	}
 	noises, err := floats(*noise)
 	if err != nil {
@@ -82,12 +103,12 @@ func run(args []string) error {
 	if err != nil {
 		return fmt.Errorf("-parallel: %w", err)
 	}
-	cfg := benchmark.Config{
-		Model: model, Objective: *objective, Policies: split(*policies), Seeds: *seeds, SeedBase: *seedBase,
+	base := benchmark.Config{
+		Policies: split(*policies), Seeds: *seeds, SeedBase: *seedBase,
 		Budget: *budget, Noise: noises, Parallel: pars, FStarSamples: *fstar, MaxTrials: *maxTrials, Workers: *workers,
 	}
 	if len(variants) > 0 {
-		cfg.NewPolicy = func(name string) (bo.Policy, error) {
+		base.NewPolicy = func(name string) (bo.Policy, error) {
 			if v, ok := variants[name]; ok {
 				return bo.NewMF(name, v), nil
 			}
@@ -95,59 +116,112 @@ func run(args []string) error {
 		}
 	}
 	if !*quiet {
-		cfg.Progress = func(s string) { fmt.Fprintln(os.Stderr, s) }
-	}
-	if *traceDir != "" {
-		if err := os.MkdirAll(*traceDir, 0o755); err != nil {
-			return fmt.Errorf("-trace: %w", err)
-		}
-		cfg.Trace = func(policy string, seed uint64, set benchmark.Setting) (io.WriteCloser, error) {
-			name := fmt.Sprintf("%s_seed%d_noise%g_par%d.txt", policy, seed, set.Noise, set.Parallel)
-			return os.Create(filepath.Join(*traceDir, name))
-		}
+		base.Progress = func(s string) { fmt.Fprintln(os.Stderr, s) }
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	var parts []*benchmark.Result
+	var merged []*benchmark.Result
 	for _, f := range split(*merge) {
 		r, err := benchmark.LoadResult(f)
 		if err != nil {
 			return fmt.Errorf("-merge: %w", err)
 		}
 		r.Runs = keepRuns(r.Runs, *seedBase, *seeds, noises, pars)
-		parts = append(parts, r)
+		merged = append(merged, r)
 	}
-	if len(cfg.Policies) > 0 || len(parts) == 0 {
-		r, err := benchmark.Execute(ctx, cfg)
-		if err != nil {
-			return err
-		}
-		parts = append(parts, r)
-	}
-	res, err := benchmark.Merge(parts...)
-	if err != nil {
-		return err
-	}
-	sums := benchmark.Summarise(res, []string{"random", "mfbo"})
 	command := "go run ./cmd/mixbench " + strings.Join(args, " ")
 	fmt.Println(command)
-	if err := benchmark.WriteTable(os.Stdout, res, sums); err != nil {
+	var heads []benchmark.Headline
+	for _, wn := range worlds {
+		world, err := benchmark.OpenWorld(wn, path, sharedDir)
+		if err != nil {
+			return err
+		}
+		wobjs := objs
+		if len(wobjs) == 0 {
+			wobjs = world.Objectives()
+		}
+		for _, obj := range wobjs {
+			cfg := base
+			cfg.World, cfg.Objective = world, obj
+			if *traceDir != "" {
+				dir := filepath.Join(*traceDir, fileName(world.Name()), obj)
+				if err := os.MkdirAll(dir, 0o755); err != nil {
+					return fmt.Errorf("-trace: %w", err)
+				}
+				cfg.Trace = func(policy string, seed uint64, set benchmark.Setting) (io.WriteCloser, error) {
+					name := fmt.Sprintf("%s_seed%d_noise%g_par%d.txt", policy, seed, set.Noise, set.Parallel)
+					return os.Create(filepath.Join(dir, name))
+				}
+			}
+			var parts []*benchmark.Result
+			for _, r := range merged {
+				if r.World == world.Name() && r.Objective == obj {
+					parts = append(parts, r)
+				}
+			}
+			if len(cfg.Policies) > 0 || len(parts) == 0 {
+				r, err := benchmark.Execute(ctx, cfg)
+				if err != nil {
+					return err
+				}
+				parts = append(parts, r)
+			}
+			res, err := benchmark.Merge(parts...)
+			if err != nil {
+				return err
+			}
+			sums := benchmark.Summarise(res, benchmark.Baselines)
+			fmt.Println()
+			if err := benchmark.WriteTable(os.Stdout, res, sums); err != nil {
+				return err
+			}
+			if *curves != "" {
+				costs, err := floats(*curves)
+				if err != nil {
+					return fmt.Errorf("-curves: %w", err)
+				}
+				if err := benchmark.WriteCurves(os.Stdout, res, costs); err != nil {
+					return err
+				}
+			}
+			if *out != "" {
+				if err := benchmark.WriteFiles(filepath.Join(*out, fileName(world.Name()), obj), res, sums, command); err != nil {
+					return err
+				}
+			}
+			heads = append(heads, benchmark.Headlines(res, sums, *headline)...)
+		}
+	}
+	if err := benchmark.WriteHeadlines(os.Stdout, heads); err != nil {
 		return err
 	}
-	if *curves != "" {
-		costs, err := floats(*curves)
-		if err != nil {
-			return fmt.Errorf("-curves: %w", err)
-		}
-		if err := benchmark.WriteCurves(os.Stdout, res, costs); err != nil {
-			return err
-		}
+	if *out != "" && len(heads) > 0 {
+		return benchmark.WriteHeadlineFile(*out, heads, command)
 	}
-	if *out != "" {
-		if err := benchmark.WriteFiles(*out, res, sums, command); err != nil {
-			return err
+	return nil
+}
+
+// fileName makes a world's name usable as a directory name (recording:a/b.jsonl → recording_a_b.jsonl).
+func fileName(s string) string {
+	return strings.NewReplacer("/", "_", ":", "_", ",", "+", string(filepath.Separator), "_").Replace(s)
+}
+
+// worldFlag collects -world values; "all" stands for every named world.
+type worldFlag []string
+
+func (w *worldFlag) String() string { return strings.Join(*w, " ") }
+
+func (w *worldFlag) Set(s string) error {
+	if s == "all" {
+		for _, n := range benchmark.WorldNames() {
+			if !strings.Contains(n, ":") {
+				*w = append(*w, n)
+			}
 		}
+		return nil
 	}
+	*w = append(*w, s)
 	return nil
 }
 

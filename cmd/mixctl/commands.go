@@ -55,8 +55,9 @@ func (c *cli) statusCmd() *cobra.Command {
 func (c *cli) studyCmd() *cobra.Command {
 	study := &cobra.Command{Use: "study", Short: "Create and steer studies"}
 	var file string
+	var poolFiles, priorFiles []string
 	create := &cobra.Command{
-		Use:   "create -f SPEC",
+		Use:   "create -f SPEC [--pool RECORDING]... [--prior RECORDING]...",
 		Short: "Create a study from a YAML or JSON spec (docs/study-spec.md)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -66,6 +67,13 @@ func (c *cli) studyCmd() *cobra.Command {
 			spec, err := readSpec(file)
 			if err != nil {
 				return err
+			}
+			notes, err := addRecordings(spec, poolFiles, priorFiles)
+			if err != nil {
+				return err
+			}
+			for _, n := range notes {
+				fmt.Fprintln(cmd.ErrOrStderr(), "mixctl:", n)
 			}
 			return c.call(func(ctx context.Context, client pb.ControlServiceClient) error {
 				resp, err := client.CreateStudy(ctx, &pb.CreateStudyRequest{Spec: spec})
@@ -81,6 +89,8 @@ func (c *cli) studyCmd() *cobra.Command {
 		},
 	}
 	create.Flags().StringVarP(&file, "file", "f", "", "spec file (YAML or JSON); - for standard input")
+	create.Flags().StringArrayVar(&poolFiles, "pool", nil, "recording whose mixtures at each of the study's scales are that scale's candidate pool (repeatable)")
+	create.Flags().StringArrayVar(&priorFiles, "prior", nil, "recording whose runs the study starts from as prior runs, free of its budget (repeatable)")
 	study.AddCommand(create, c.waitCmd(), c.studyGetCmd(), c.studyUpdateCmd(), c.studyDeleteCmd())
 	for _, verb := range []string{"pause", "resume", "cancel"} {
 		study.AddCommand(c.studyVerbCmd(verb))

@@ -91,7 +91,7 @@ func TestStatusFollowsPages(t *testing.T) {
 		t.Fatalf("status: %v", err)
 	}
 	var got struct {
-		Studies []struct{ Study struct{ ID string } } `json:"studies"`
+		Studies []struct{ Study struct{ ID uint64 } } `json:"studies"`
 		Workers []struct{ Hostname string }           `json:"workers"`
 	}
 	if err := json.Unmarshal([]byte(out), &got); err != nil {

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"google.golang.org/protobuf/proto"
 	"strconv"
 	"strings"
 
@@ -47,7 +49,24 @@ func printStudy(c *cli, s *pb.StudyStatus) error {
 	} else {
 		fmt.Fprintln(w, "best: "+none)
 	}
-	js, err := jsonOpts.Marshal(spec)
+	pools, prior := poolAndPriorSummary(spec)
+	if pools != "" {
+		fmt.Fprintf(w, "candidate pools: %s\n", pools)
+	}
+	if prior != "" {
+		fmt.Fprintf(w, "prior runs (free, observed from the first decision): %s\n", prior)
+	}
+	// The pools and prior runs are summarised above: hundreds of them would drown the spec.
+	brief := proto.Clone(spec).(*pb.StudySpec)
+	brief.PriorRuns = nil
+	for _, sc := range brief.Scales {
+		sc.Pool = nil
+	}
+	v, err := jsonValue(brief, nil) // integers as numbers, as in -o json
+	if err != nil {
+		return err
+	}
+	js, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}

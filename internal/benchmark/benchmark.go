@@ -1,6 +1,6 @@
-// Package benchmark runs optimisation policies in-process against the paper's data model
-// under the protocol of the project's BENCHMARK.md guide, and summarises regret against
-// compute. It is the logic of the mixbench command.
+// Package benchmark runs optimisation policies in-process against worlds (the paper's
+// data model, recorded pools) under the protocol of the project's BENCHMARK.md guide, and
+// summarises regret against compute. It is the logic of the mixbench command.
 package benchmark
 
 import (
@@ -19,10 +19,11 @@ import (
 	"github.com/mixopt/mixopt/internal/sim"
 )
 
-// Config is one benchmark: every policy × seed × noise × parallelism.
+// Config is one benchmark: every policy × seed × noise × parallelism on one world and
+// objective.
 type Config struct {
-	Model     *sim.DataModel
-	Objective string // an output of the data model; "*_acc*" outputs are maximised
+	World     World
+	Objective string // one of the world's metrics; "*_acc*" metrics are maximised
 	Policies  []string
 	Seeds     int
 	SeedBase  uint64
@@ -243,6 +244,7 @@ func refine(w []float64, f func([]float64) float64) ([]float64, float64) {
 
 // Result is every run with the optimum they were judged against.
 type Result struct {
+	World     string    `json:"world"`
 	Objective string    `json:"objective"`
 	FStar     float64   `json:"f_star"`
 	FStarMix  []float64 `json:"f_star_mixture"`
@@ -260,18 +262,28 @@ func Execute(ctx context.Context, cfg Config) (*Result, error) {
 			return nil, err
 		}
 	}
-	fstar, fmix, err := FStar(cfg.Model, cfg.Objective, cfg.FStarSamples, 1)
+	if cfg.World == nil {
+		return nil, fmt.Errorf("no world")
+	}
+	if _, err := cfg.World.Problem(cfg.Objective, cfg.Budget, 1); err != nil {
+		return nil, err
+	}
+	fstar, fmix, err := cfg.World.Optimum(cfg.Objective, cfg.FStarSamples)
 	if err != nil {
 		return nil, err
 	}
-	res := &Result{Objective: cfg.Objective, FStar: fstar, FStarMix: fmix, Budget: cfg.Budget}
+	res := &Result{World: cfg.World.Name(), Objective: cfg.Objective, FStar: fstar, FStarMix: fmix, Budget: cfg.Budget}
+	noises := cfg.Noise
+	if !cfg.World.AddsNoise() {
+		noises = []float64{0} // recorded runs carry their own noise
+	}
 	type job struct {
 		policy  string
 		seed    uint64
 		setting Setting
 	}
 	var jobs []job
-	for _, n := range cfg.Noise {
+	for _, n := range noises {
 		for _, par := range cfg.Parallel {
 			for _, pol := range cfg.Policies {
 				for s := 0; s < cfg.Seeds; s++ {
@@ -305,7 +317,7 @@ func Execute(ctx context.Context, cfg Config) (*Result, error) {
 					if len(run.Curve) > 0 {
 						last = run.Curve[len(run.Curve)-1].Regret
 					}
-					cfg.Progress(fmt.Sprintf("%s seed=%d %s: %d trials, %.2f TRE, final regret %.5f %s", j.policy, j.seed, j.setting, run.Trials, run.Spent, last, run.Err))
+					cfg.Progress(fmt.Sprintf("%s %s %s seed=%d %s: %d trials, %.2f TRE, final regret %.5f %s", res.World, res.Objective, j.policy, j.seed, j.setting, run.Trials, run.Spent, last, run.Err))
 				}
 			}
 		}()
@@ -334,12 +346,25 @@ func simulate(ctx context.Context, cfg Config, policy string, seed uint64, set S
 		run.Err = err.Error()
 		return run
 	}
-	prob, err := Problem(cfg.Model, cfg.Objective, cfg.Budget, seed)
+	world := cfg.World
+	prob, err := world.Problem(cfg.Objective, cfg.Budget, seed)
 	if err != nil {
 		run.Err = err.Error()
 		return run
 	}
-	obj := newObjective(cfg.Model, cfg.Objective, &prob)
+	prior := world.Prior(cfg.Objective, &prob)
+	// regret of w at the target; a mixture the world cannot judge (not in a target pool)
+	// is an error of the policy.
+	regret := func(w []float64) (float64, error) {
+		v, err := world.TargetValue(cfg.Objective, &prob, w)
+		if err != nil {
+			return math.NaN(), err
+		}
+		if prob.Maximize {
+			return fstar - v, nil
+		}
+		return v - fstar, nil
+	}
 	trace := io.Discard
 	if cfg.Trace != nil {
 		w, err := cfg.Trace(policy, seed, set)
@@ -366,7 +391,7 @@ func simulate(ctx context.Context, cfg Config, policy string, seed uint64, set S
 				run.HitCap, exhausted = true, true
 				break
 			}
-			req := bo.Request{Problem: prob, Observations: obs, Decision: decisions, State: state}
+			req := bo.Request{Problem: prob, Observations: obs, Decision: decisions, State: state, Prior: prior}
 			req.Problem.BudgetLeft = total - committed
 			for _, r := range run8 {
 				req.Pending = append(req.Pending, r.trial)
@@ -391,8 +416,9 @@ func simulate(ctx context.Context, cfg Config, policy string, seed uint64, set S
 			}
 			committed += c
 			state = d.State
+			tr, _ := regret(d.Trial.Mixture) // NaN for a mixture without a target run
 			fmt.Fprintf(trace, "trial %d: %s at %d steps, mixture %.3f, cost %.3f TRE, committed %.2f TRE, regret at the target %.5f\n",
-				decisions, prob.Scales[d.Trial.Scale].Name, d.Trial.Steps, d.Trial.Mixture, c/tre, committed/tre, obj.regret(d.Trial.Mixture, fstar))
+				decisions, prob.Scales[d.Trial.Scale].Name, d.Trial.Steps, d.Trial.Mixture, c/tre, committed/tre, tr)
 			run8 = append(run8, running{trial: d.Trial, finish: now + c, order: decisions})
 			decisions++
 			run.SpendBy[prob.Scales[d.Trial.Scale].Name] += c / tre
@@ -410,17 +436,14 @@ func simulate(ctx context.Context, cfg Config, policy string, seed uint64, set S
 		done := run8[0]
 		run8 = run8[1:]
 		now = done.finish
-		o := bo.Observation{Trial: done.trial, Done: true}
-		for st := cfg.Model.Steps.Every; st <= done.trial.Steps; st += cfg.Model.Steps.Every {
-			v := obj.value(done.trial.Mixture, done.trial.Scale, st)
-			if set.Noise > 0 {
-				v += set.Noise * noise.NormFloat64()
-			}
-			o.Curve = append(o.Curve, bo.CurvePoint{Step: st, Value: v})
+		o, err := world.Observe(cfg.Objective, &prob, done.trial, set.Noise, noise)
+		if err != nil {
+			run.Err = fmt.Sprintf("trial %d: %v", done.order, err)
+			break
 		}
 		obs = append(obs, o)
 		run.Trials++
-		req := bo.Request{Problem: prob, Observations: obs, Decision: decisions, State: state}
+		req := bo.Request{Problem: prob, Observations: obs, Decision: decisions, State: state, Prior: prior}
 		req.Problem.BudgetLeft = total - committed
 		for _, r := range run8 {
 			req.Pending = append(req.Pending, r.trial)
@@ -432,7 +455,11 @@ func simulate(ctx context.Context, cfg Config, policy string, seed uint64, set S
 			}
 			continue
 		}
-		r := obj.regret(rec.Mixture, fstar)
+		r, err := regret(rec.Mixture)
+		if err != nil {
+			run.Err = fmt.Sprintf("recommendation after %d trials: %v", run.Trials, err)
+			break
+		}
 		fmt.Fprintf(trace, "recommend after trial %d finished: mixture %.3f, regret %.5f, predicted %.4f [%.4f, %.4f]\n",
 			done.order, rec.Mixture, r, rec.Value, rec.Lower, rec.Upper)
 		if math.IsNaN(r) {

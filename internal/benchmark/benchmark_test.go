@@ -67,7 +67,7 @@ func tinyModel(t *testing.T) *sim.DataModel {
 // spending stays within the budget, and the table, JSON and plots are written.
 func TestSmoke(t *testing.T) {
 	dm := tinyModel(t)
-	cfg := Config{Model: dm, Objective: "stackexchange_ce", Policies: []string{"random", "mfbo", "mfms"},
+	cfg := Config{World: NewDataModelWorld(dm), Objective: "stackexchange_ce", Policies: []string{"random", "mfbo", "mfms"},
 		Seeds: 2, SeedBase: 1, Budget: 1.5, Noise: []float64{0.01}, Parallel: []int{1, 3},
 		FStarSamples: 2000, MaxTrials: 12, Workers: 2}
 	res, err := Execute(context.Background(), cfg)
@@ -179,7 +179,7 @@ func (b *traceBuffer) Close() error { b.closed = true; return nil }
 func TestTrace(t *testing.T) {
 	var mu sync.Mutex
 	traces := map[string]*traceBuffer{}
-	cfg := Config{Model: tinyModel(t), Objective: "stackexchange_ce", Policies: []string{"mfms"},
+	cfg := Config{World: NewDataModelWorld(tinyModel(t)), Objective: "stackexchange_ce", Policies: []string{"mfms"},
 		Seeds: 2, SeedBase: 1, Budget: 1, Noise: []float64{0}, Parallel: []int{1},
 		FStarSamples: 2000, MaxTrials: 10, Workers: 2,
 		Trace: func(policy string, seed uint64, set Setting) (io.WriteCloser, error) {

@@ -91,7 +91,7 @@ var palette = []color.Color{
 
 func plotSetting(path string, res *Result, st Setting, sums []PolicySummary) error {
 	p := plot.New()
-	p.Title.Text = fmt.Sprintf("%s regret at the target (%s), median and IQR", res.Objective, st)
+	p.Title.Text = fmt.Sprintf("%s %s regret at the target (%s), median and IQR", res.World, res.Objective, st)
 	p.X.Label.Text = "cumulative cost (target-run equivalents)"
 	p.Y.Label.Text = "regret"
 	p.X.Scale, p.Y.Scale = plot.LogScale{}, plot.LogScale{}
@@ -171,7 +171,7 @@ func Merge(parts ...*Result) (*Result, error) {
 	if len(parts) == 0 {
 		return nil, fmt.Errorf("merge: nothing to merge")
 	}
-	out := &Result{Objective: parts[0].Objective, FStar: parts[0].FStar, FStarMix: parts[0].FStarMix, Budget: parts[0].Budget}
+	out := &Result{World: parts[0].World, Objective: parts[0].Objective, FStar: parts[0].FStar, FStarMix: parts[0].FStarMix, Budget: parts[0].Budget}
 	type key struct {
 		p string
 		s uint64
@@ -179,9 +179,9 @@ func Merge(parts ...*Result) (*Result, error) {
 	}
 	seen := map[key]*Run{}
 	for _, p := range parts {
-		if p.Objective != out.Objective || math.Abs(p.FStar-out.FStar) > 1e-12 || p.Budget != out.Budget {
-			return nil, fmt.Errorf("merge: results differ in objective, f* or budget (%s %g %g vs %s %g %g)",
-				p.Objective, p.FStar, p.Budget, out.Objective, out.FStar, out.Budget)
+		if p.World != out.World || p.Objective != out.Objective || math.Abs(p.FStar-out.FStar) > 1e-12 || p.Budget != out.Budget {
+			return nil, fmt.Errorf("merge: results differ in world, objective, f* or budget (%s %s %g %g vs %s %s %g %g)",
+				p.World, p.Objective, p.FStar, p.Budget, out.World, out.Objective, out.FStar, out.Budget)
 		}
 		for _, r := range p.Runs {
 			k := key{r.Policy, r.Seed, r.Setting}

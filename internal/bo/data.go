@@ -31,6 +31,9 @@ func newSpace(p *Problem) (*space, error) {
 	if p.TargetSteps <= 0 {
 		return nil, fmt.Errorf("problem: target steps %d not positive", p.TargetSteps)
 	}
+	if err := checkPools(p); err != nil {
+		return nil, err
+	}
 	s := &space{k: k}
 	lo, hi := math.Inf(1), math.Inf(-1)
 	for _, sc := range p.Scales {

@@ -15,47 +15,14 @@ import (
 // errNotPD means the covariance stayed indefinite after the largest jitter.
 var errNotPD = errors.New("covariance matrix not positive definite after jitter")
 
-// meanFn is a parametric prior mean over the inputs, with its own parameters φ
-// appended to θ. nil means a zero mean (the targets are standardised).
-type meanFn interface {
-	nParams() int
-	value(x, phi []float64) float64
-	// grad adds w·∂m/∂φ to out.
-	grad(x, phi []float64, w float64, out []float64)
-	bounds() hyperBounds
-}
-
-// model is the kernel plus an optional prior mean: the thing whose θ is fitted.
+// model is the kernel whose θ is fitted (a zero prior mean: the targets are standardised).
 type model struct {
-	kn   kernel
-	mean meanFn
+	kn kernel
 }
 
-func (m model) nParams() int {
-	n := m.kn.nParams()
-	if m.mean != nil {
-		n += m.mean.nParams()
-	}
-	return n
-}
+func (m model) nParams() int { return m.kn.nParams() }
 
-func (m model) bounds() hyperBounds {
-	b := m.kn.bounds()
-	if m.mean != nil {
-		mb := m.mean.bounds()
-		b.lo = append(b.lo, mb.lo...)
-		b.hi = append(b.hi, mb.hi...)
-		b.centre = append(b.centre, mb.centre...)
-	}
-	return b
-}
-
-func (m model) meanAt(x, theta []float64) float64 {
-	if m.mean == nil {
-		return 0
-	}
-	return m.mean.value(x, theta[m.kn.nParams():])
-}
+func (m model) bounds() hyperBounds { return m.kn.bounds() }
 
 // gp is a fitted Gaussian process: the Cholesky factor of K + noise and the weights α.
 type gp struct {
@@ -111,16 +78,13 @@ func newGP(m model, theta []float64, x [][]float64, y []float64) (*gp, error) {
 		return nil, ErrNoObservations
 	}
 	p := m.kn.params(theta)
-	chol, jitter, err := factorize(func(j float64) *mat.SymDense { return m.covMatrix(&p, x, j) }, p.sf1+p.sf2+p.sf3+p.noise)
+	chol, jitter, err := factorize(func(j float64) *mat.SymDense { return m.covMatrix(&p, x, j) }, p.sf1+p.sf2+p.noise)
 	if err != nil {
 		return nil, err
 	}
 	g := &gp{m: m, theta: append([]float64(nil), theta...), p: p, x: x, jitter: jitter}
 	g.chol = *chol
-	r := make([]float64, len(y))
-	for i := range y {
-		r[i] = y[i] - m.meanAt(x[i], theta)
-	}
+	r := y
 	var a mat.VecDense
 	if err := g.chol.SolveVecTo(&a, mat.NewVecDense(len(r), r)); err != nil && !isCondWarning(err) {
 		return nil, fmt.Errorf("solve for weights: %w", err)
@@ -175,9 +139,6 @@ func (g *gp) predict(pts [][]float64) (mu, variance []float64, v *mat.Dense) {
 			mu[j] += a * row[j]
 		}
 	}
-	for j := range mu {
-		mu[j] += g.m.meanAt(pts[j], g.theta)
-	}
 	g.solveL(ks)
 	variance = make([]float64, m)
 	for j := 0; j < m; j++ {
@@ -190,14 +151,14 @@ func (g *gp) predict(pts [][]float64) (mu, variance []float64, v *mat.Dense) {
 		}
 	}
 	for j := range variance {
-		variance[j] = math.Max(variance[j], 1e-12*(g.p.sf1+g.p.sf2+g.p.sf3))
+		variance[j] = math.Max(variance[j], 1e-12*(g.p.sf1+g.p.sf2))
 	}
 	return mu, variance, ks
 }
 
 // predictMean is the posterior mean at one point, O(n).
 func (g *gp) predictMean(x []float64) float64 {
-	s := g.m.meanAt(x, g.theta)
+	s := 0.0
 	for i, xi := range g.x {
 		s += g.alpha[i] * g.m.kn.cov(&g.p, xi, x)
 	}
@@ -209,15 +170,12 @@ func (g *gp) predictMean(x []float64) float64 {
 func (m model) logML(theta []float64, x [][]float64, y []float64, grad []float64) (float64, error) {
 	n := len(x)
 	p := m.kn.params(theta)
-	chol, jitter, err := factorize(func(j float64) *mat.SymDense { return m.covMatrix(&p, x, j) }, p.sf1+p.sf2+p.sf3+p.noise)
+	chol, jitter, err := factorize(func(j float64) *mat.SymDense { return m.covMatrix(&p, x, j) }, p.sf1+p.sf2+p.noise)
 	if err != nil {
 		return math.Inf(-1), err
 	}
 	_ = jitter
-	r := make([]float64, n)
-	for i := range y {
-		r[i] = y[i] - m.meanAt(x[i], theta)
-	}
+	r := y
 	var av mat.VecDense
 	if err := chol.SolveVecTo(&av, mat.NewVecDense(n, r)); err != nil && !isCondWarning(err) {
 		return math.Inf(-1), err
@@ -244,13 +202,6 @@ func (m model) logML(theta []float64, x [][]float64, y []float64, grad []float64
 		for j := i + 1; j < n; j++ {
 			wij := alpha[i]*alpha[j] - kr.Data[i*kr.Stride+j]
 			m.kn.covGrad(&p, x[i], x[j], wij, grad)
-		}
-	}
-	if m.mean != nil {
-		phi := theta[m.kn.nParams():]
-		g := grad[m.kn.nParams():]
-		for i := range x {
-			m.mean.grad(x[i], phi, alpha[i], g)
 		}
 	}
 	return f, nil

@@ -78,18 +78,9 @@ func TestPosteriorClosedForm(t *testing.T) {
 // The analytic gradient of the log marginal likelihood matches central differences.
 func TestLogMLGradient(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
-	for _, c := range []struct {
-		kn   kernel
-		mean meanFn
-	}{{kernel{k: 4}, nil}, {kernel{k: 4}, &scalingMean{}}, {kernel{k: 4, tilt: true}, nil}, {kernel{k: 4, tilt: true, drift: true}, nil}, {kernel{k: 4, drift: true}, nil},
-		{kernel{k: 4, tilt: true, targetNoise: true, tUS: 1, tUT: 1}, nil},
-		{kernel{k: 4, tilt: true, targetNoise: true, targetLocal: true, tUS: 1, tUT: 1}, nil},
-		{kernel{k: 4, targetLocal: true, tUS: 1, tUT: 1}, nil}} {
-		m, mean := model{kn: c.kn, mean: c.mean}, c.mean
+	for _, kn := range []kernel{{k: 4}, {k: 4, tilt: true}, {k: 4, noTrend: true, tilt: true}} {
+		m := model{kn: kn}
 		x := randomPoints(rng, 25, 4)
-		for i := 0; i < len(x); i += 3 {
-			x[i][4], x[i][5] = 1, 1 // at the target fidelity (its own noise when targetNoise)
-		}
 		y := make([]float64, len(x))
 		for i := range y {
 			y[i] = math.Sin(3*x[i][0]) + x[i][4] - x[i][5] + 0.1*rng.NormFloat64()
@@ -115,7 +106,7 @@ func TestLogMLGradient(t *testing.T) {
 			}
 			fd := (fp - fm) / (2 * h)
 			if math.Abs(fd-grad[i]) > 1e-4*math.Max(1, math.Abs(fd)) {
-				t.Errorf("mean %T kernel %+v param %d: analytic %g, finite difference %g", mean, c.kn, i, grad[i], fd)
+				t.Errorf("kernel %+v param %d: analytic %g, finite difference %g", kn, i, grad[i], fd)
 			}
 		}
 	}
@@ -239,98 +230,10 @@ func targetRMSE(t *testing.T, kn kernel, x [][]float64, y []float64, test [][]fl
 // target from mostly cheap data better than the kernel without it.
 func TestTiltLearnsDriftingSlope(t *testing.T) {
 	x, y, test, want := driftingSlope(4)
-	plain := targetRMSE(t, kernel{k: 3, noTrend: true, noLocal: true}, x, y, test, want)
-	tilted := targetRMSE(t, kernel{k: 3, noTrend: true, noLocal: true, tilt: true}, x, y, test, want)
+	plain := targetRMSE(t, kernel{k: 3, noTrend: true}, x, y, test, want)
+	tilted := targetRMSE(t, kernel{k: 3, noTrend: true, tilt: true}, x, y, test, want)
 	t.Logf("target RMSE: product kernel %.4f, with tilt %.4f", plain, tilted)
 	if !(tilted < 0.7*plain) {
 		t.Errorf("the tilt did not help: RMSE %.4f with it, %.4f without", tilted, plain)
-	}
-}
-
-// With no target points at all, the drift term extrapolates the slope's change to the
-// target, where the stationary tilt can only let it fade.
-func TestDriftExtrapolatesSlope(t *testing.T) {
-	x, y, test, want := driftingSlope(0)
-	tilted := targetRMSE(t, kernel{k: 3, noTrend: true, noLocal: true, tilt: true}, x, y, test, want)
-	drift := targetRMSE(t, kernel{k: 3, noTrend: true, noLocal: true, tilt: true, drift: true}, x, y, test, want)
-	t.Logf("target RMSE without target data: tilt %.4f, tilt and drift %.4f", tilted, drift)
-	if !(drift < 0.7*tilted) {
-		t.Errorf("the drift did not help: RMSE %.4f with it, %.4f without", drift, tilted)
-	}
-}
-
-// narrowDip is exact data whose target adds a dip 0.03 wide to the smooth bowl every
-// fidelity shares: 60 points at us ∈ {0, ¼, ½}, 20 target points with 3 of them in the
-// dip (0.01 apart), and a point between two of them, at the target, to predict.
-func narrowDip() (x [][]float64, y []float64, probe []float64, want float64) {
-	rng := rand.New(rand.NewPCG(21, 22))
-	bowlAt := []float64{0.5, 0.3, 0.2}
-	dipAt := []float64{0.2, 0.6, 0.2}
-	truth := func(w []float64, us float64) float64 {
-		bowl, dip := 0.0, 0.0
-		for d := range w {
-			bowl += (w[d] - bowlAt[d]) * (w[d] - bowlAt[d])
-			dip += (w[d] - dipAt[d]) * (w[d] - dipAt[d])
-		}
-		v := 2*bowl - 0.5*us
-		if us == 1 {
-			v -= 0.2 * math.Exp(-dip/(2*0.03*0.03))
-		}
-		return v
-	}
-	point := func(w []float64, us float64) []float64 { return append(append([]float64(nil), w...), us, 1) }
-	for i := 0; i < 60; i++ {
-		us := []float64{0, 0.25, 0.5}[i%3]
-		w := sampleDirichletAlpha(rng, 3, 1)
-		x, y = append(x, point(w, us)), append(y, truth(w, us))
-	}
-	for i := 0; i < 20; i++ {
-		w := sampleDirichletAlpha(rng, 3, 1)
-		if i < 3 {
-			w = []float64{dipAt[0] + 0.01*float64(i-1), dipAt[1], dipAt[2] - 0.01*float64(i-1)}
-		}
-		x, y = append(x, point(w, 1)), append(y, truth(w, 1))
-	}
-	between := []float64{dipAt[0] + 0.005, dipAt[1], dipAt[2] - 0.005}
-	return x, y, point(between, 1), truth(between, 1)
-}
-
-// The target-local term lets exact target runs show a dip that the terms shared with the
-// cheap fidelities smooth over.
-func TestTargetLocalResolvesNarrowDip(t *testing.T) {
-	x, y, probe, want := narrowDip()
-	shared := kernel{k: 3, noTrend: true, noLocal: true, tilt: true, tUS: 1, tUT: 1}
-	local := shared
-	local.targetLocal = true
-	errShared := targetRMSE(t, shared, x, y, [][]float64{probe}, []float64{want})
-	errLocal := targetRMSE(t, local, x, y, [][]float64{probe}, []float64{want})
-	t.Logf("error in the dip: shared terms %.4f, with the target-local term %.4f", errShared, errLocal)
-	if !(errLocal < 0.5*errShared) {
-		t.Errorf("the target-local term did not resolve the dip: error %.4f with it, %.4f without", errLocal, errShared)
-	}
-}
-
-// With noisy cheap points and exact target runs, a noise of the target's own lets the
-// posterior mean keep to the target runs, where one shared noise smooths them.
-func TestTargetNoiseKeepsExactTargetRuns(t *testing.T) {
-	x, y, _, _ := narrowDip()
-	rng := rand.New(rand.NewPCG(23, 24))
-	var test [][]float64
-	var want []float64
-	for i := range x {
-		if x[i][3] < 1 {
-			y[i] += 0.05 * rng.NormFloat64()
-		} else {
-			test, want = append(test, x[i]), append(want, y[i])
-		}
-	}
-	shared := kernel{k: 3, noTrend: true, noLocal: true, tilt: true, tUS: 1, tUT: 1}
-	own := shared
-	own.targetNoise = true
-	errShared := targetRMSE(t, shared, x, y, test, want)
-	errOwn := targetRMSE(t, own, x, y, test, want)
-	t.Logf("RMSE at the target runs: one noise %.4f, the target's own %.4f", errShared, errOwn)
-	if !(errOwn < 0.5*errShared) {
-		t.Errorf("the target's own noise did not help: RMSE %.4f with it, %.4f without", errOwn, errShared)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"time"
 
@@ -19,19 +20,8 @@ import (
 type MFConfig struct {
 	// MultiScale lets trials and observations use every scale; otherwise only the target's.
 	MultiScale bool
-	// LocalScaleTerm adds the kernel's scale-local mixture term (see kernel).
-	LocalScaleTerm bool
 	// Tilt adds the kernel's linear mixture term whose slope drifts with scale and steps.
 	Tilt bool
-	// Drift adds the kernel's linear mixture term that grows with the distance below the
-	// target scale (extrapolates how a domain's benefit changes with model size).
-	Drift bool
-	// TargetNoise fits a noise variance of its own to observations at the target fidelity
-	// (see kernel.targetNoise).
-	TargetNoise bool
-	// TargetLocal adds the kernel's residual term among target-fidelity points (see
-	// kernel.targetLocal).
-	TargetLocal bool
 	// MultiStep lets trials stop before the target's steps.
 	MultiStep bool
 	// Acquisition is "kg" (knowledge gradient per cost) or "ei" (expected improvement at
@@ -58,21 +48,13 @@ type MFConfig struct {
 	FullRunLastOnly bool
 	// Candidate pool sizes.
 	Pool candidateOptions
-	// PoolFactor multiplies the global draws of the candidate pool (0 or 1: as Pool says).
-	PoolFactor int
 	// Product drops the kernel's additive fidelity trend: the covariance is the plain
 	// product m52ARD(w)·m52(us)·m52(ut) with an output scale (plus the local term when on).
 	Product bool
-	// ScalingMean fits the scaling-law prior mean (mean.go) with the kernel.
-	ScalingMean bool
 	// CheapStreak, when positive, stops buying trials cheaper than CheapCost (target-run
 	// units) after CheapStreak such trials in a row: the next one costs at least CheapCost.
 	CheapStreak int
 	CheapCost   float64
-	// RecommendKappa, when positive, recommends the minimiser of μ + κ·σ at the target (a
-	// pessimistic bound) instead of μ alone, so the recommendation keeps to mixtures the
-	// data support rather than an extrapolation.
-	RecommendKappa float64
 	// ObsMixtures is how many mixtures are tried at every fidelity; TargetSet is the size
 	// of the discrete set over which the knowledge gradient takes its minimum.
 	ObsMixtures, TargetSet int
@@ -191,13 +173,8 @@ func (s mfState) encode() []byte {
 	return b
 }
 
-func (m *MF) model(s *space, tr transform) model {
-	mod := model{kn: kernel{k: s.k, noLocal: !m.cfg.LocalScaleTerm, noTrend: m.cfg.Product, tilt: m.cfg.Tilt, drift: m.cfg.Drift,
-		targetNoise: m.cfg.TargetNoise, targetLocal: m.cfg.TargetLocal, tUS: s.targetUS, tUT: s.targetUT}}
-	if m.cfg.ScalingMean && tr.log && !tr.negate {
-		mod.mean = &scalingMean{k: s.k, off: tr.mean, sd: tr.sd}
-	}
-	return mod
+func (m *MF) model(s *space) model {
+	return model{kn: kernel{k: s.k, noTrend: m.cfg.Product, tilt: m.cfg.Tilt}}
 }
 
 func (m *MF) dataOpts(p *Problem, maxPts int) dataOptions {
@@ -292,11 +269,12 @@ func (m *MF) condition(req *Request, allowFit bool) (*conditioned, error) {
 	if fin := finishedObservations(req); m.cfg.RunningAsPending && len(fin) > 0 {
 		obs = fin // until a trial finishes, the partial curves are all there is
 	}
+	obs = withPrior(req, obs)
 	ts, err := buildTraining(p, s, obs, m.dataOpts(p, m.cfg.MaxPoints))
 	if err != nil {
 		return nil, err
 	}
-	mod := m.model(s, ts.tr)
+	mod := m.model(s)
 	st := decodeState(req.State)
 	if len(st.Theta) != mod.nParams() {
 		st = mfState{}
@@ -371,6 +349,7 @@ func (m *MF) Next(ctx context.Context, req Request) (Decision, error) {
 		return Decision{}, err
 	}
 	fids := m.fidelities(p)
+	fids = slices.DeleteFunc(fids, func(f fidelity) bool { return p.pooled(f.scale) && len(unusedPool(&req, f.scale)) == 0 })
 	if len(fids) == 0 {
 		return Decision{}, ErrNoTrialFits
 	}
@@ -418,17 +397,6 @@ func (m *MF) Next(ctx context.Context, req Request) (Decision, error) {
 		return m.initial(req, fids, rng, c)
 	}
 	return Decision{Trial: trial, State: c.state.encode(), FitTime: c.fitTime}, nil
-}
-
-// pool is the candidate pool's configuration with PoolFactor applied.
-func (m *MF) pool() candidateOptions {
-	o := m.cfg.Pool
-	if f := m.cfg.PoolFactor; f > 1 {
-		o.dirichlet *= f
-		o.sparse *= f
-		o.softmax *= f
-	}
-	return o
 }
 
 // limitCheap drops the fidelities cheaper than CheapCost when the last CheapStreak
@@ -513,7 +481,9 @@ func (m *MF) initial(req Request, fids []fidelity, rng *rand.Rand, c *conditione
 		}
 	}
 	var w []float64
-	if req.Decision%2 == 0 {
+	if p.pooled(f.scale) {
+		w, _ = drawFromPool(&req, f.scale, rng) // fids hold no used-up pool
+	} else if req.Decision%2 == 0 {
 		w = SampleDirichlet(rng, p.Lower, p.Upper)
 	} else {
 		w = SampleSoftmaxLogits(rng, p.Lower, p.Upper)
@@ -525,17 +495,61 @@ func (m *MF) initial(req Request, fids []fidelity, rng *rand.Rand, c *conditione
 	return Decision{Trial: Trial{Mixture: w, Scale: f.scale, Steps: f.steps}, State: state}, nil
 }
 
-// choose scores every (candidate mixture, fidelity) and returns the best trial.
+// pick chooses n indices of the candidates: a quarter with the lowest posterior mean at
+// the target, then the lowest lower confidence bounds up to three quarters, the rest at
+// random (exploitation, optimism and a little blind exploration).
+func pick(mu, vr []float64, n int, rng *rand.Rand) []int {
+	idx := make([]int, len(mu))
+	for i := range idx {
+		idx[i] = i
+	}
+	lcb := func(i int) float64 { return mu[i] - 2*math.Sqrt(vr[i]) }
+	sort.SliceStable(idx, func(a, b int) bool { return lcb(idx[a]) < lcb(idx[b]) })
+	byMu := append([]int(nil), idx...)
+	sort.SliceStable(byMu, func(a, b int) bool { return mu[byMu[a]] < mu[byMu[b]] })
+	taken := map[int]bool{}
+	var out []int
+	add := func(i int) {
+		if !taken[i] {
+			taken[i] = true
+			out = append(out, i)
+		}
+	}
+	for _, i := range byMu[:min(len(byMu), n/4)] {
+		add(i)
+	}
+	for _, i := range idx {
+		if len(out) >= n*3/4 {
+			break
+		}
+		add(i)
+	}
+	for len(out) < min(n, len(mu)) {
+		add(rng.IntN(len(mu)))
+	}
+	return out
+}
+
+// choose scores every (candidate mixture, fidelity) and returns the best trial. At a
+// scale with a pool the candidates are its unused pool mixtures; with a pool at the
+// target, the knowledge gradient's minimum runs over the target pool (what may be
+// recommended).
 func (m *MF) choose(c *conditioned, g *gp, req Request, fids []fidelity, rng *rand.Rand) (Trial, bool) {
 	p := &req.Problem
 	s := c.s
-	pool := candidatePool(rng, p.Lower, p.Upper, c.centres(req.Observations, m.cfg.Pool.centres), m.pool())
+	obsAll := withPrior(&req, req.Observations)
+	var pool [][]float64
+	if p.pooled(p.TargetScale) {
+		pool = p.Scales[p.TargetScale].Pool
+	} else {
+		pool = candidatePool(rng, p.Lower, p.Upper, c.centres(obsAll, m.cfg.Pool.centres), m.cfg.Pool)
+	}
 	tpts := make([][]float64, len(pool))
 	for i, w := range pool {
 		tpts[i] = s.targetPoint(w)
 	}
 	mu, vr, _ := g.predict(tpts)
-	// Rank the pool by a lower confidence bound at the target.
+	obsIdx := pick(mu, vr, m.cfg.ObsMixtures, rng)
 	idx := make([]int, len(pool))
 	for i := range idx {
 		idx[i] = i
@@ -544,31 +558,20 @@ func (m *MF) choose(c *conditioned, g *gp, req Request, fids []fidelity, rng *ra
 	sort.SliceStable(idx, func(a, b int) bool { return lcb(idx[a]) < lcb(idx[b]) })
 	byMu := append([]int(nil), idx...)
 	sort.SliceStable(byMu, func(a, b int) bool { return mu[byMu[a]] < mu[byMu[b]] })
-	pick := map[int]bool{}
-	var obsIdx []int
-	addObs := func(i int) {
-		if !pick[i] {
-			pick[i] = true
-			obsIdx = append(obsIdx, i)
-		}
-	}
-	for _, i := range byMu[:min(len(byMu), m.cfg.ObsMixtures/4)] {
-		addObs(i)
-	}
-	for _, i := range idx {
-		if len(obsIdx) >= m.cfg.ObsMixtures*3/4 {
-			break
-		}
-		addObs(i)
-	}
-	for len(obsIdx) < min(m.cfg.ObsMixtures, len(pool)) {
-		addObs(rng.IntN(len(pool)))
-	}
-	// Target set: the obs mixtures and the best of the pool by LCB and by mean.
-	tset := append([]int(nil), obsIdx...)
+	// Target set: the best of the pool by mean and by LCB (and, without a target pool,
+	// the mixtures tried at unpooled scales).
+	var tset []int
 	inT := map[int]bool{}
-	for _, i := range tset {
-		inT[i] = true
+	addT := func(i int) {
+		if !inT[i] {
+			inT[i] = true
+			tset = append(tset, i)
+		}
+	}
+	if !p.pooled(p.TargetScale) {
+		for _, i := range obsIdx {
+			addT(i)
+		}
 	}
 	for li, list := range [][]int{byMu, idx} {
 		limit := m.cfg.TargetSet * (li + 1) / 2
@@ -576,10 +579,7 @@ func (m *MF) choose(c *conditioned, g *gp, req Request, fids []fidelity, rng *ra
 			if len(tset) >= limit {
 				break
 			}
-			if !inT[i] {
-				inT[i] = true
-				tset = append(tset, i)
-			}
+			addT(i)
 		}
 	}
 	tx := make([][]float64, len(tset))
@@ -587,22 +587,39 @@ func (m *MF) choose(c *conditioned, g *gp, req Request, fids []fidelity, rng *ra
 	for j, i := range tset {
 		tx[j], tmu[j] = tpts[i], mu[i]
 	}
-	// Observation candidates.
+	// Observation candidates: the mixtures per scale, then each with every step budget.
 	type cand struct {
-		mixPos int // position in tset
-		f      fidelity
+		w []float64
+		f fidelity
 	}
 	var cands []cand
 	var cx [][]float64
-	trusted := m.trustRegion(c, req.Observations, pool[byMu[0]])
-	for pos, i := range obsIdx {
-		for _, f := range fids {
-			if !trusted(pool[i], f) {
-				continue
-			}
-			cands = append(cands, cand{pos, f})
-			cx = append(cx, s.point(pool[i], f.scale, f.steps))
+	trusted := m.trustRegion(c, obsAll, pool[byMu[0]])
+	perScale := map[int][][]float64{}
+	for _, f := range fids {
+		ws, ok := perScale[f.scale]
+		if !ok {
+			ws = m.scaleCandidates(req, f.scale, pool, mu, vr, obsIdx, g, s, rng)
+			perScale[f.scale] = ws
 		}
+		var kept [][]float64
+		for _, w := range ws {
+			if trusted(w, f) {
+				kept = append(kept, w)
+			}
+		}
+		if len(kept) == 0 && m.cfg.TrustRadius > 0 {
+			// A pool may hold nothing within the radius: its members nearest to the best
+			// mixtures stand in, rather than no trial at this fidelity.
+			kept = nearestTo(ws, append(c.centres(obsAll, m.cfg.Pool.centres), pool[byMu[0]]), 3)
+		}
+		for _, w := range kept {
+			cands = append(cands, cand{w, f})
+			cx = append(cx, s.point(w, f.scale, f.steps))
+		}
+	}
+	if len(cands) == 0 {
+		return Trial{}, false
 	}
 	// Cov(target set, candidates) = K(T, C) − (L⁻¹K(X,T))ᵀ (L⁻¹K(X,C)).
 	_, _, at := g.predict(tx)
@@ -615,6 +632,25 @@ func (m *MF) choose(c *conditioned, g *gp, req Request, fids []fidelity, rng *ra
 	for _, v := range tmu {
 		best = math.Min(best, v)
 	}
+	// EI looks at each candidate's own mixture at the target.
+	var omu, ovar []float64
+	var ocov []float64
+	if m.cfg.Acquisition == "ei" {
+		otx := make([][]float64, len(cands))
+		for i, cd := range cands {
+			otx[i] = s.targetPoint(cd.w)
+		}
+		var ov *mat.Dense
+		omu, ovar, ov = g.predict(otx)
+		ocov = make([]float64, len(cands))
+		for i := range cands {
+			d := g.m.kn.cov(&g.p, otx[i], cx[i])
+			for r := 0; r < len(g.x); r++ {
+				d -= ov.At(r, i) * vc.At(r, i)
+			}
+			ocov[i] = d
+		}
+	}
 	scratch := make([]int, len(tset))
 	b := make([]float64, len(tset))
 	bestV, bestC := 0.0, -1
@@ -624,10 +660,8 @@ func (m *MF) choose(c *conditioned, g *gp, req Request, fids []fidelity, rng *ra
 		var v float64
 		switch m.cfg.Acquisition {
 		case "ei":
-			j := cd.mixPos
-			tv := vr[tset[j]]
-			rho := cov.At(j, ci) / math.Sqrt(tv*(cvar[ci]+noise))
-			v = expectedImprovement(best, tmu[j], math.Sqrt(tv)) * math.Max(rho, 0)
+			rho := ocov[ci] / math.Sqrt(ovar[ci]*(cvar[ci]+noise))
+			v = expectedImprovement(best, omu[ci], math.Sqrt(ovar[ci])) * math.Max(rho, 0)
 		default:
 			for j := range tset {
 				b[j] = cov.At(j, ci) / sdY
@@ -643,7 +677,48 @@ func (m *MF) choose(c *conditioned, g *gp, req Request, fids []fidelity, rng *ra
 		return Trial{}, false
 	}
 	cd := cands[bestC]
-	return Trial{Mixture: append([]float64(nil), pool[obsIdx[cd.mixPos]]...), Scale: cd.f.scale, Steps: cd.f.steps}, true
+	return Trial{Mixture: append([]float64(nil), cd.w...), Scale: cd.f.scale, Steps: cd.f.steps}, true
+}
+
+// scaleCandidates are the mixtures a trial at scale may try: without a pool there, the
+// chosen mixtures of the target pool (obsIdx); with one, ObsMixtures of its unused
+// members picked by their prediction at the target.
+func (m *MF) scaleCandidates(req Request, scale int, pool [][]float64, mu, vr []float64, obsIdx []int, g *gp, s *space, rng *rand.Rand) [][]float64 {
+	p := &req.Problem
+	if !p.pooled(scale) {
+		out := make([][]float64, len(obsIdx))
+		for i, j := range obsIdx {
+			out[i] = pool[j]
+		}
+		return out
+	}
+	free := unusedPool(&req, scale)
+	if len(free) == 0 {
+		return nil
+	}
+	var fmu, fvr []float64
+	if scale == p.TargetScale {
+		// The target pool's predictions are at hand.
+		for _, w := range free {
+			for j := range pool {
+				if sameMixture(pool[j], w) {
+					fmu, fvr = append(fmu, mu[j]), append(fvr, vr[j])
+					break
+				}
+			}
+		}
+	} else {
+		pts := make([][]float64, len(free))
+		for i, w := range free {
+			pts[i] = s.targetPoint(w)
+		}
+		fmu, fvr, _ = g.predict(pts)
+	}
+	var out [][]float64
+	for _, i := range pick(fmu, fvr, m.cfg.ObsMixtures, rng) {
+		out = append(out, free[i])
+	}
+	return out
 }
 
 // trustRegion says whether a trial of mixture w at fidelity f is allowed: always, unless
@@ -657,6 +732,28 @@ func (m *MF) trustRegion(c *conditioned, obs []Observation, best []float64) func
 	return func(w []float64, f fidelity) bool {
 		return f.cost < m.cfg.TrustCost || withinAny(w, centres, m.cfg.TrustRadius)
 	}
+}
+
+// nearestTo returns up to n of ws, those nearest (Euclidean) to any of the centres.
+func nearestTo(ws, centres [][]float64, n int) [][]float64 {
+	d := make([]float64, len(ws))
+	idx := make([]int, len(ws))
+	for i, w := range ws {
+		idx[i], d[i] = i, math.Inf(1)
+		for _, c := range centres {
+			s := 0.0
+			for j := range w {
+				s += (w[j] - c[j]) * (w[j] - c[j])
+			}
+			d[i] = math.Min(d[i], s)
+		}
+	}
+	sort.SliceStable(idx, func(a, b int) bool { return d[idx[a]] < d[idx[b]] })
+	out := make([][]float64, 0, n)
+	for _, i := range idx[:min(n, len(idx))] {
+		out = append(out, ws[i])
+	}
+	return out
 }
 
 // withinAny says whether w lies within Euclidean distance r of one of the centres.
@@ -709,35 +806,40 @@ func (m *MF) recommendFrom(_ context.Context, c *conditioned, req Request) (Reco
 	p := &req.Problem
 	s := c.s
 	rng := DecisionRand(p.Seed^0x5EC, req.Decision)
-	pool := candidatePool(rng, p.Lower, p.Upper, c.centres(req.Observations, m.cfg.Pool.centres), m.pool())
-	tpts := make([][]float64, len(pool))
-	for i, w := range pool {
-		tpts[i] = s.targetPoint(w)
-	}
-	mu, vr, _ := c.g.predict(tpts)
-	kappa := m.cfg.RecommendKappa
-	score := make([]float64, len(pool))
-	for i := range score {
-		score[i] = mu[i] + kappa*math.Sqrt(vr[i])
-	}
-	idx := make([]int, len(pool))
-	for i := range idx {
-		idx[i] = i
-	}
-	sort.SliceStable(idx, func(a, b int) bool { return score[idx[a]] < score[idx[b]] })
-	f := func(w []float64) float64 { return c.g.predictMean(s.targetPoint(w)) }
-	if kappa > 0 {
-		f = func(w []float64) float64 {
-			m, v, _ := c.g.predict([][]float64{s.targetPoint(w)})
-			return m[0] + kappa*math.Sqrt(v[0])
-		}
-	}
 	var bestW []float64
 	bestF := math.Inf(1)
-	for _, i := range idx[:min(3, len(idx))] {
-		w, v := refineMean(pool[i], p.Lower, p.Upper, f, 60)
-		if v < bestF {
-			bestW, bestF = w, v
+	if p.pooled(p.TargetScale) {
+		// Only a target-pool mixture may be named.
+		pool := p.Scales[p.TargetScale].Pool
+		tpts := make([][]float64, len(pool))
+		for i, w := range pool {
+			tpts[i] = s.targetPoint(w)
+		}
+		mu, _, _ := c.g.predict(tpts)
+		for i, v := range mu {
+			if v < bestF {
+				bestW, bestF = pool[i], v
+			}
+		}
+		bestW = append([]float64(nil), bestW...)
+	} else {
+		pool := candidatePool(rng, p.Lower, p.Upper, c.centres(withPrior(&req, req.Observations), m.cfg.Pool.centres), m.cfg.Pool)
+		tpts := make([][]float64, len(pool))
+		for i, w := range pool {
+			tpts[i] = s.targetPoint(w)
+		}
+		mu, _, _ := c.g.predict(tpts)
+		idx := make([]int, len(pool))
+		for i := range idx {
+			idx[i] = i
+		}
+		sort.SliceStable(idx, func(a, b int) bool { return mu[idx[a]] < mu[idx[b]] })
+		f := func(w []float64) float64 { return c.g.predictMean(s.targetPoint(w)) }
+		for _, i := range idx[:min(3, len(idx))] {
+			w, v := refineMean(pool[i], p.Lower, p.Upper, f, 60)
+			if v < bestF {
+				bestW, bestF = w, v
+			}
 		}
 	}
 	if bestW == nil || math.IsNaN(bestF) {

@@ -17,6 +17,10 @@ type Scale struct {
 	Name         string
 	Params       float64
 	FlopsPerStep float64
+	// Pool, when not empty, holds the only mixtures a trial at this scale may use, and at
+	// the target scale the only ones a recommendation may name (a recorded sweep, a
+	// team's shortlist). Each is a mixture over Problem.Domains within the bounds.
+	Pool [][]float64
 }
 
 // Problem is the study's search space and target, in the policy's terms.
@@ -32,6 +36,9 @@ type Problem struct {
 	TargetSteps int64
 	// Maximize the objective instead of minimising it.
 	Maximize bool
+	// TokenShare, when set, is each domain's share of the available tokens: the centre
+	// around which the regmix baseline draws its proxy mixtures (uniform when nil).
+	TokenShare []float64
 	// BudgetLeft is the compute, in FLOPs, still free for new trials (spent and
 	// committed to running trials already subtracted).
 	BudgetLeft float64
@@ -78,6 +85,9 @@ type Request struct {
 	Decision int
 	// State is what the policy saved at its last decision (nil at first).
 	State []byte
+	// Prior are finished runs the study starts from (say, last month's proxy sweep): the
+	// model sees them from the first decision, and they cost nothing.
+	Prior []Observation
 }
 
 // Decision is the next trial and the state to persist with it.
@@ -124,6 +134,8 @@ var (
 var constructors = map[string]func() Policy{
 	"random":    func() Policy { return RandomTarget{} },
 	"random-mf": func() Policy { return Random{} },
+	"uniform":   func() Policy { return Uniform{} },
+	"regmix":    func() Policy { return NewRegMix() },
 	"mfms":      func() Policy { return NewMF("mfms", MFMSConfig()) },
 	"mfbo":      func() Policy { return NewMF("mfbo", MFBOConfig()) },
 	"gp-ei":     func() Policy { return NewMF("gp-ei", GPEIConfig()) },

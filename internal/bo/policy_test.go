@@ -7,7 +7,9 @@ import (
 	"math"
 	"math/rand/v2"
 	"reflect"
+	"sort"
 	"testing"
+	"time"
 )
 
 // synthProblem is a 5-domain study with a scaling-law-like synthetic loss whose best
@@ -474,4 +476,71 @@ func TestFullRunLastOnly(t *testing.T) {
 	if len(ts.x) != 3 {
 		t.Fatalf("capped at 3: %d points", len(ts.x))
 	}
+}
+
+// problem17 is a 17-domain study (RegMix's Pile domains) at three scales, with a synthetic
+// loss whose best mixture puts most weight on one domain.
+func problem17() (Problem, func(w []float64, params float64) float64) {
+	k := 17
+	p := Problem{Lower: make([]float64, k), Upper: make([]float64, k),
+		Scales: []Scale{{Name: "1M", Params: 1e6, FlopsPerStep: 6e12}, {Name: "60M", Params: 6e7, FlopsPerStep: 3.6e14},
+			{Name: "1B", Params: 1e9, FlopsPerStep: 6e15}},
+		Steps: []int64{1000}, TargetScale: 2, TargetSteps: 1000, Seed: 17}
+	best := make([]float64, k)
+	for i := range best {
+		p.Domains = append(p.Domains, fmt.Sprintf("d%d", i))
+		p.Upper[i] = 1
+		best[i] = 0.2 / float64(k-1)
+	}
+	best[11] = 0.8
+	loss := func(w []float64, params float64) float64 {
+		d := 0.0
+		for i := range w {
+			d += (w[i] - best[i]) * (w[i] - best[i]) * float64(1+i%3)
+		}
+		return 2 + 3*math.Pow(params/1e6, -0.2) + d
+	}
+	p.BudgetLeft = 1e6 * p.Cost(Trial{Scale: 2, Steps: 1000})
+	return p, loss
+}
+
+// BenchmarkDecisionP99 plays 40 decisions of an mfms study of 17 domains from its 300th
+// trial on (the refit schedule included, warm-started from a fit at 290 trials, as in a
+// study) and reports the decisions' p50
+// and p99 times in ms: the decision-time target is p99 < 1 s at 300 trials.
+func BenchmarkDecisionP99(b *testing.B) {
+	p, loss := problem17()
+	rng := rand.New(rand.NewPCG(7, 7))
+	var obs []Observation
+	for i := 0; i < 300; i++ {
+		sc := []int{0, 0, 0, 1, 2}[i%5]
+		w := SampleDirichlet(rng, p.Lower, p.Upper)
+		obs = append(obs, Observation{Trial: Trial{Mixture: w, Scale: sc, Steps: 1000}, Done: true,
+			Curve: []CurvePoint{{Step: 1000, Value: loss(w, p.Scales[sc].Params)}}})
+	}
+	pol := NewMF("mfms", MFMSConfig())
+	// A study at 300 trials has a fit from its earlier decisions: start from one.
+	warm, err := pol.Next(context.Background(), Request{Problem: p, Observations: obs[:290], Decision: 290})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var times []float64
+	for b.Loop() {
+		o := append([]Observation(nil), obs...)
+		state := warm.State
+		for d := 0; d < 40; d++ {
+			t0 := time.Now()
+			dec, err := pol.Next(context.Background(), Request{Problem: p, Observations: o, Decision: len(o), State: state})
+			if err != nil {
+				b.Fatal(err)
+			}
+			times = append(times, float64(time.Since(t0).Microseconds())/1000)
+			state = dec.State
+			t := dec.Trial
+			o = append(o, Observation{Trial: t, Done: true, Curve: []CurvePoint{{Step: 1000, Value: loss(t.Mixture, p.Scales[t.Scale].Params)}}})
+		}
+	}
+	sort.Float64s(times)
+	b.ReportMetric(times[len(times)/2], "p50-ms")
+	b.ReportMetric(times[min(len(times)-1, int(math.Ceil(0.99*float64(len(times))))-1)], "p99-ms")
 }

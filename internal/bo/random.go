@@ -25,7 +25,18 @@ func (RandomTarget) Next(_ context.Context, req Request) (Decision, error) {
 	if p.Cost(t) > p.BudgetLeft {
 		return Decision{}, ErrNoTrialFits
 	}
+	if err := checkPools(p); err != nil {
+		return Decision{}, err
+	}
 	rng := DecisionRand(p.Seed, req.Decision)
+	if p.pooled(p.TargetScale) {
+		w, ok := drawFromPool(&req, p.TargetScale, rng)
+		if !ok {
+			return Decision{}, ErrNoTrialFits
+		}
+		t.Mixture = w
+		return Decision{Trial: t, State: req.State}, nil
+	}
 	if req.Decision%2 == 0 {
 		t.Mixture = SampleSoftmaxLogits(rng, p.Lower, p.Upper)
 	} else {
@@ -38,8 +49,9 @@ func (RandomTarget) Recommend(_ context.Context, req Request) (Recommendation, e
 	return BestObserved(req)
 }
 
-// Random draws mixtures from Dirichlet(1) within the bounds and picks a scale and step
-// budget uniformly among those that fit the budget left ("random-mf"). It recommends the
+// Random draws mixtures from Dirichlet(1) within the bounds (or from the scale's pool)
+// and picks a scale and step budget uniformly among those that fit the budget left
+// ("random-mf"). It recommends the
 // best mixture observed at the target fidelity, or else at the highest fidelity observed.
 type Random struct{}
 
@@ -47,9 +59,15 @@ func (Random) Name() string { return "random-mf" }
 
 func (Random) Next(_ context.Context, req Request) (Decision, error) {
 	p := &req.Problem
+	if err := checkPools(p); err != nil {
+		return Decision{}, err
+	}
 	rng := DecisionRand(p.Seed, req.Decision)
 	var fits []Trial
 	for s := range p.Scales {
+		if p.pooled(s) && len(unusedPool(&req, s)) == 0 {
+			continue
+		}
 		for _, steps := range p.Steps {
 			t := Trial{Scale: s, Steps: steps}
 			if p.Cost(t) <= p.BudgetLeft {
@@ -61,7 +79,11 @@ func (Random) Next(_ context.Context, req Request) (Decision, error) {
 		return Decision{}, ErrNoTrialFits
 	}
 	t := fits[rng.IntN(len(fits))]
-	t.Mixture = SampleDirichlet(rng, p.Lower, p.Upper)
+	if p.pooled(t.Scale) {
+		t.Mixture, _ = drawFromPool(&req, t.Scale, rng)
+	} else {
+		t.Mixture = SampleDirichlet(rng, p.Lower, p.Upper)
+	}
 	return Decision{Trial: t, State: req.State}, nil
 }
 
@@ -115,8 +137,10 @@ func ProjectBounded(w, lower, upper []float64) []float64 {
 	return out
 }
 
-// BestObserved recommends the mixture with the best last value among the trials observed at
-// the highest fidelity reached (the target when any trial reached it).
+// BestObserved recommends the mixture with the best last value among the trials (prior
+// runs included) observed at the highest fidelity reached (the target when any trial
+// reached it). With a pool at the target and no target run yet, it names the target-pool
+// mixture nearest to that best one.
 func BestObserved(req Request) (Recommendation, error) {
 	p := &req.Problem
 	type cand struct {
@@ -127,7 +151,7 @@ func BestObserved(req Request) (Recommendation, error) {
 		steps int64
 	}
 	var best *cand
-	for _, o := range req.Observations {
+	for _, o := range withPrior(&req, req.Observations) {
 		if len(o.Curve) == 0 || o.Scale < 0 || o.Scale >= len(p.Scales) || len(o.Mixture) != len(p.Domains) || !finite(o.Mixture) {
 			continue
 		}
@@ -152,6 +176,10 @@ func BestObserved(req Request) (Recommendation, error) {
 	basis := "best observed at the target"
 	if !math.IsInf(best.rank, 1) {
 		basis = "best observed at the highest fidelity so far"
+		if p.pooled(p.TargetScale) {
+			best.mix = nearestInPool(p.Scales[p.TargetScale].Pool, best.mix)
+			basis += ", nearest target-pool mixture"
+		}
 	}
 	return Recommendation{
 		Mixture: append([]float64(nil), best.mix...),
@@ -167,4 +195,19 @@ func finite(v []float64) bool {
 		}
 	}
 	return true
+}
+
+// nearestInPool is the pool mixture nearest to w in L1 distance (the first of equals).
+func nearestInPool(pool [][]float64, w []float64) []float64 {
+	best, bestD := pool[0], math.Inf(1)
+	for _, m := range pool {
+		d := 0.0
+		for i := range m {
+			d += math.Abs(m[i] - w[i])
+		}
+		if d < bestD {
+			best, bestD = m, d
+		}
+	}
+	return best
 }

@@ -17,6 +17,10 @@ type scaleJSON struct {
 	Name         string  `json:"name"`
 	Params       float64 `json:"params"`
 	FlopsPerStep float64 `json:"flopsPerStep"`
+	// PoolSize is the scale's candidate pool (0: any mixture); PriorRuns the prior runs at
+	// it, observations the study did not pay for.
+	PoolSize  int `json:"poolSize"`
+	PriorRuns int `json:"priorRuns"`
 }
 
 type recJSON struct {
@@ -154,8 +158,13 @@ func studyView(st *pb.StudyStatus) studyJSON {
 	for _, d := range spec.GetDomains() {
 		v.Domains = append(v.Domains, d.GetName())
 	}
+	prior := map[string]int{}
+	for _, r := range spec.GetPriorRuns() {
+		prior[r.GetScale()]++
+	}
 	for _, sc := range spec.GetScales() {
-		v.Scales = append(v.Scales, scaleJSON{Name: sc.GetName(), Params: finiteOr0(sc.GetParams()), FlopsPerStep: finiteOr0(sc.GetFlopsPerStep())})
+		v.Scales = append(v.Scales, scaleJSON{Name: sc.GetName(), Params: finiteOr0(sc.GetParams()), FlopsPerStep: finiteOr0(sc.GetFlopsPerStep()),
+			PoolSize: len(sc.GetPool()), PriorRuns: prior[sc.GetName()]})
 	}
 	if r := st.GetRecommendation(); r != nil && finite(r.GetValue()) {
 		v.Recommendation = &recJSON{

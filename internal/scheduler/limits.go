@@ -72,6 +72,12 @@ const (
 	MaxPageBytes    = 2 << 20
 	// MaxPageTokenBytes bounds a page token.
 	MaxPageTokenBytes = 64
+
+	// MaxPoolMixtures bounds a scale's candidate pool, MaxPriorRuns a spec's prior runs
+	// and MaxPriorPoints the curve of one (RegMix's sweep: 768 runs of one point).
+	MaxPoolMixtures = 10_000
+	MaxPriorRuns    = 10_000
+	MaxPriorPoints  = 1_000
 )
 
 // ErrorClasses are the failure classes a worker may report in FailTrial; the empty class

@@ -83,7 +83,7 @@ func problem(study *pb.Study, budgetLeft float64) bo.Problem {
 		p.Upper = append(p.Upper, d.MaxWeight)
 	}
 	for _, sc := range spec.Scales {
-		p.Scales = append(p.Scales, bo.Scale{Name: sc.Name, Params: sc.Params, FlopsPerStep: sc.FlopsPerStep})
+		p.Scales = append(p.Scales, bo.Scale{Name: sc.Name, Params: sc.Params, FlopsPerStep: sc.FlopsPerStep, Pool: poolOf(sc)})
 	}
 	return p
 }
@@ -96,6 +96,7 @@ func (snap *studySnapshot) request(budgetLeft float64) bo.Request {
 		Problem:  problem(snap.study, budgetLeft),
 		Decision: int(snap.study.TrialsCreated),
 		State:    snap.policyState,
+		Prior:    priorObservations(spec),
 	}
 	for _, t := range snap.trials {
 		trial := bo.Trial{Mixture: t.Mixture, Scale: ScaleIndex(spec, t.Scale), Steps: t.Steps}

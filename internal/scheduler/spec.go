@@ -72,11 +72,16 @@ func NormalizeSpec(spec *pb.StudySpec) (*pb.StudySpec, error) {
 		}
 	}
 	for _, d := range s.Domains {
-		if d.MinWeight == 0 && d.MaxWeight == 0 {
+		// An unset max_weight is 1, also when min_weight alone is given: a domain whose
+		// weight must be 0 would not be a domain of the search.
+		if d.MaxWeight == 0 {
 			d.MaxWeight = 1
 		}
 	}
 	if err := validateSpec(s); err != nil {
+		return nil, err
+	}
+	if err := checkPoolsAndPrior(s); err != nil {
 		return nil, err
 	}
 	return s, nil

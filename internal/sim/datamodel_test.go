@@ -8,10 +8,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
-)
 
-// benchmarkModelPath is the shared benchmark data model, outside the repository (never copied in).
-var benchmarkModelPath = filepath.Join("..", "..", "..", "shared", "benchmarks", "slimpajama-datamodel-v1.json")
+	"github.com/mixopt/mixopt/internal/sim/simtest"
+)
 
 var (
 	modelOnce sync.Once
@@ -21,7 +20,8 @@ var (
 
 func loadModel(tb testing.TB) *DataModel {
 	tb.Helper()
-	modelOnce.Do(func() { model, modelErr = LoadDataModel(benchmarkModelPath) })
+	path := simtest.SharedFile(tb, "slimpajama-datamodel-v1.json")
+	modelOnce.Do(func() { model, modelErr = LoadDataModel(path) })
 	if modelErr != nil {
 		tb.Fatalf("load benchmark data model: %v", modelErr)
 	}

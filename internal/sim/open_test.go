@@ -5,9 +5,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/mixopt/mixopt/internal/sim/simtest"
 )
 
 func TestOpen(t *testing.T) {
+	benchmarkModelPath := simtest.SharedFile(t, "slimpajama-datamodel-v1.json")
 	dir := t.TempDir()
 	recPath := filepath.Join(dir, "runs.jsonl")
 	writeFile(t, recPath, string(encodeRuns(t, testRun("r", "20M", []float64{0.2, 0.3, 0.5}, 200))))

@@ -154,3 +154,21 @@ func renormaliseRounded(run *RecordedRun) (warning string) {
 	}
 	return fmt.Sprintf("mixture: weights sum to %.6g (rounded?); renormalised to 1", sum)
 }
+
+// MixtureIn reorders a run's mixture into the order of domains (a study's), matching
+// domains by name; it fails when the two sets of domains differ.
+func (r RecordedRun) MixtureIn(domains []string) ([]float64, error) {
+	if len(r.Domains) != len(domains) {
+		return nil, fmt.Errorf("run %s has %d domains [%s], the study %d [%s]", r.RunID, len(r.Domains),
+			strings.Join(r.Domains, " "), len(domains), strings.Join(domains, " "))
+	}
+	out := make([]float64, len(domains))
+	for i, d := range domains {
+		j := indexOf(r.Domains, d)
+		if j < 0 {
+			return nil, fmt.Errorf("run %s has no domain %q (its domains: [%s])", r.RunID, d, strings.Join(r.Domains, " "))
+		}
+		out[i] = r.Mixture[j]
+	}
+	return out, nil
+}

@@ -189,6 +189,10 @@ function renderFacts(s) {
     ["scales", s.scales.map((c) => c.name).join(", ")],
     ["trials", counts || "none"],
   ];
+  const pools = s.scales.filter((c) => c.poolSize > 0).map((c) => `${c.name}: ${c.poolSize}`).join(", ");
+  const prior = s.scales.filter((c) => c.priorRuns > 0).map((c) => `${c.name}: ${c.priorRuns}`).join(", ");
+  if (pools) facts.push(["candidate pools", pools]);
+  if (prior) facts.push(["prior runs (free)", prior]);
   for (const [k, v] of facts) dl.append(el("dt", { text: k }), el("dd", { text: v }));
 
   // Budget bar: spent, then committed to running trials, out of the budget.

@@ -278,8 +278,11 @@ type StudySpec struct {
 	// The study ends failed after this many trials in a row fail or are lost
 	// (0: the default, 5).
 	MaxConsecutiveFailures int32 `protobuf:"varint,15,opt,name=max_consecutive_failures,json=maxConsecutiveFailures,proto3" json:"max_consecutive_failures,omitempty"`
-	unknownFields          protoimpl.UnknownFields
-	sizeCache              protoimpl.SizeCache
+	// Finished runs the study starts from: observations from its first decision that cost
+	// nothing (at most 10,000). mixctl fills them from a recording (study create --prior).
+	PriorRuns     []*PriorRun `protobuf:"bytes,16,rep,name=prior_runs,json=priorRuns,proto3" json:"prior_runs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StudySpec) Reset() {
@@ -417,6 +420,13 @@ func (x *StudySpec) GetMaxConsecutiveFailures() int32 {
 	return 0
 }
 
+func (x *StudySpec) GetPriorRuns() []*PriorRun {
+	if x != nil {
+		return x.PriorRuns
+	}
+	return nil
+}
+
 // WorkerSelector names the workers a study accepts: a worker matches when its kind is
 // among kinds and it carries every label given.
 type WorkerSelector struct {
@@ -545,8 +555,12 @@ type Scale struct {
 	Gpus int32 `protobuf:"varint,5,opt,name=gpus,proto3" json:"gpus,omitempty"`
 	// Minimum memory per GPU in MiB (0: any).
 	MinGpuMemoryMib int64 `protobuf:"varint,6,opt,name=min_gpu_memory_mib,json=minGpuMemoryMib,proto3" json:"min_gpu_memory_mib,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The candidate pool: when not empty, the only mixtures a trial at this scale may use
+	// (and, at the target scale, the only ones a recommendation may name), e.g. the mixtures
+	// of a recorded sweep or a team's shortlist. At most 10,000.
+	Pool          []*Mixture `protobuf:"bytes,7,rep,name=pool,proto3" json:"pool,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Scale) Reset() {
@@ -621,6 +635,143 @@ func (x *Scale) GetMinGpuMemoryMib() int64 {
 	return 0
 }
 
+func (x *Scale) GetPool() []*Mixture {
+	if x != nil {
+		return x.Pool
+	}
+	return nil
+}
+
+// Mixture is one weight per study domain, in the spec's domain order.
+type Mixture struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Weights       []float64              `protobuf:"fixed64,1,rep,packed,name=weights,proto3" json:"weights,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Mixture) Reset() {
+	*x = Mixture{}
+	mi := &file_mixopt_v1_types_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Mixture) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Mixture) ProtoMessage() {}
+
+func (x *Mixture) ProtoReflect() protoreflect.Message {
+	mi := &file_mixopt_v1_types_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Mixture.ProtoReflect.Descriptor instead.
+func (*Mixture) Descriptor() ([]byte, []int) {
+	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Mixture) GetWeights() []float64 {
+	if x != nil {
+		return x.Weights
+	}
+	return nil
+}
+
+// PriorRun is a finished run the study starts from (last month's proxy sweep, another
+// lab's recording): an observation from the first decision that costs nothing against
+// the budget.
+type PriorRun struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One of the spec's scales.
+	Scale string `protobuf:"bytes,1,opt,name=scale,proto3" json:"scale,omitempty"`
+	// One weight per study domain, in the spec's domain order.
+	Mixture []float64 `protobuf:"fixed64,2,rep,packed,name=mixture,proto3" json:"mixture,omitempty"`
+	// Steps the run trained.
+	Steps int64 `protobuf:"varint,3,opt,name=steps,proto3" json:"steps,omitempty"`
+	// Its curve (at most 1,000 points), steps increasing; the objective metric is read from
+	// it like from a trial's.
+	Curve []*CurvePoint `protobuf:"bytes,4,rep,name=curve,proto3" json:"curve,omitempty"`
+	// Where it came from (a recording's run_id), at most 1,024 bytes.
+	SourceRun     string `protobuf:"bytes,5,opt,name=source_run,json=sourceRun,proto3" json:"source_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PriorRun) Reset() {
+	*x = PriorRun{}
+	mi := &file_mixopt_v1_types_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PriorRun) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PriorRun) ProtoMessage() {}
+
+func (x *PriorRun) ProtoReflect() protoreflect.Message {
+	mi := &file_mixopt_v1_types_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PriorRun.ProtoReflect.Descriptor instead.
+func (*PriorRun) Descriptor() ([]byte, []int) {
+	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *PriorRun) GetScale() string {
+	if x != nil {
+		return x.Scale
+	}
+	return ""
+}
+
+func (x *PriorRun) GetMixture() []float64 {
+	if x != nil {
+		return x.Mixture
+	}
+	return nil
+}
+
+func (x *PriorRun) GetSteps() int64 {
+	if x != nil {
+		return x.Steps
+	}
+	return 0
+}
+
+func (x *PriorRun) GetCurve() []*CurvePoint {
+	if x != nil {
+		return x.Curve
+	}
+	return nil
+}
+
+func (x *PriorRun) GetSourceRun() string {
+	if x != nil {
+		return x.SourceRun
+	}
+	return ""
+}
+
 type Objective struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Metric to optimise: "train_loss", "<domain>_ce", "mean_ce" or one of extra_metrics.
@@ -633,7 +784,7 @@ type Objective struct {
 
 func (x *Objective) Reset() {
 	*x = Objective{}
-	mi := &file_mixopt_v1_types_proto_msgTypes[4]
+	mi := &file_mixopt_v1_types_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -645,7 +796,7 @@ func (x *Objective) String() string {
 func (*Objective) ProtoMessage() {}
 
 func (x *Objective) ProtoReflect() protoreflect.Message {
-	mi := &file_mixopt_v1_types_proto_msgTypes[4]
+	mi := &file_mixopt_v1_types_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -658,7 +809,7 @@ func (x *Objective) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Objective.ProtoReflect.Descriptor instead.
 func (*Objective) Descriptor() ([]byte, []int) {
-	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{4}
+	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Objective) GetMetric() string {
@@ -686,7 +837,7 @@ type Fidelity struct {
 
 func (x *Fidelity) Reset() {
 	*x = Fidelity{}
-	mi := &file_mixopt_v1_types_proto_msgTypes[5]
+	mi := &file_mixopt_v1_types_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -698,7 +849,7 @@ func (x *Fidelity) String() string {
 func (*Fidelity) ProtoMessage() {}
 
 func (x *Fidelity) ProtoReflect() protoreflect.Message {
-	mi := &file_mixopt_v1_types_proto_msgTypes[5]
+	mi := &file_mixopt_v1_types_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -711,7 +862,7 @@ func (x *Fidelity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fidelity.ProtoReflect.Descriptor instead.
 func (*Fidelity) Descriptor() ([]byte, []int) {
-	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{5}
+	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Fidelity) GetScale() string {
@@ -753,7 +904,7 @@ type Study struct {
 
 func (x *Study) Reset() {
 	*x = Study{}
-	mi := &file_mixopt_v1_types_proto_msgTypes[6]
+	mi := &file_mixopt_v1_types_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -765,7 +916,7 @@ func (x *Study) String() string {
 func (*Study) ProtoMessage() {}
 
 func (x *Study) ProtoReflect() protoreflect.Message {
-	mi := &file_mixopt_v1_types_proto_msgTypes[6]
+	mi := &file_mixopt_v1_types_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -778,7 +929,7 @@ func (x *Study) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Study.ProtoReflect.Descriptor instead.
 func (*Study) Descriptor() ([]byte, []int) {
-	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{6}
+	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Study) GetId() uint64 {
@@ -902,7 +1053,7 @@ type Trial struct {
 
 func (x *Trial) Reset() {
 	*x = Trial{}
-	mi := &file_mixopt_v1_types_proto_msgTypes[7]
+	mi := &file_mixopt_v1_types_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -914,7 +1065,7 @@ func (x *Trial) String() string {
 func (*Trial) ProtoMessage() {}
 
 func (x *Trial) ProtoReflect() protoreflect.Message {
-	mi := &file_mixopt_v1_types_proto_msgTypes[7]
+	mi := &file_mixopt_v1_types_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -927,7 +1078,7 @@ func (x *Trial) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Trial.ProtoReflect.Descriptor instead.
 func (*Trial) Descriptor() ([]byte, []int) {
-	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{7}
+	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Trial) GetId() uint64 {
@@ -1130,7 +1281,7 @@ type CurvePoint struct {
 
 func (x *CurvePoint) Reset() {
 	*x = CurvePoint{}
-	mi := &file_mixopt_v1_types_proto_msgTypes[8]
+	mi := &file_mixopt_v1_types_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1142,7 +1293,7 @@ func (x *CurvePoint) String() string {
 func (*CurvePoint) ProtoMessage() {}
 
 func (x *CurvePoint) ProtoReflect() protoreflect.Message {
-	mi := &file_mixopt_v1_types_proto_msgTypes[8]
+	mi := &file_mixopt_v1_types_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1155,7 +1306,7 @@ func (x *CurvePoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CurvePoint.ProtoReflect.Descriptor instead.
 func (*CurvePoint) Descriptor() ([]byte, []int) {
-	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{8}
+	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CurvePoint) GetSeq() uint64 {
@@ -1212,7 +1363,7 @@ type CurvePointBatch struct {
 
 func (x *CurvePointBatch) Reset() {
 	*x = CurvePointBatch{}
-	mi := &file_mixopt_v1_types_proto_msgTypes[9]
+	mi := &file_mixopt_v1_types_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1224,7 +1375,7 @@ func (x *CurvePointBatch) String() string {
 func (*CurvePointBatch) ProtoMessage() {}
 
 func (x *CurvePointBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_mixopt_v1_types_proto_msgTypes[9]
+	mi := &file_mixopt_v1_types_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1237,7 +1388,7 @@ func (x *CurvePointBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CurvePointBatch.ProtoReflect.Descriptor instead.
 func (*CurvePointBatch) Descriptor() ([]byte, []int) {
-	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{9}
+	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CurvePointBatch) GetPoints() []*CurvePoint {
@@ -1258,7 +1409,7 @@ type Gpu struct {
 
 func (x *Gpu) Reset() {
 	*x = Gpu{}
-	mi := &file_mixopt_v1_types_proto_msgTypes[10]
+	mi := &file_mixopt_v1_types_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1270,7 +1421,7 @@ func (x *Gpu) String() string {
 func (*Gpu) ProtoMessage() {}
 
 func (x *Gpu) ProtoReflect() protoreflect.Message {
-	mi := &file_mixopt_v1_types_proto_msgTypes[10]
+	mi := &file_mixopt_v1_types_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1283,7 +1434,7 @@ func (x *Gpu) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Gpu.ProtoReflect.Descriptor instead.
 func (*Gpu) Descriptor() ([]byte, []int) {
-	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{10}
+	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Gpu) GetIndex() int32 {
@@ -1329,7 +1480,7 @@ type Worker struct {
 
 func (x *Worker) Reset() {
 	*x = Worker{}
-	mi := &file_mixopt_v1_types_proto_msgTypes[11]
+	mi := &file_mixopt_v1_types_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1341,7 +1492,7 @@ func (x *Worker) String() string {
 func (*Worker) ProtoMessage() {}
 
 func (x *Worker) ProtoReflect() protoreflect.Message {
-	mi := &file_mixopt_v1_types_proto_msgTypes[11]
+	mi := &file_mixopt_v1_types_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1354,7 +1505,7 @@ func (x *Worker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Worker.ProtoReflect.Descriptor instead.
 func (*Worker) Descriptor() ([]byte, []int) {
-	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{11}
+	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Worker) GetId() uint64 {
@@ -1443,7 +1594,7 @@ type WorkerIdentity struct {
 
 func (x *WorkerIdentity) Reset() {
 	*x = WorkerIdentity{}
-	mi := &file_mixopt_v1_types_proto_msgTypes[12]
+	mi := &file_mixopt_v1_types_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1455,7 +1606,7 @@ func (x *WorkerIdentity) String() string {
 func (*WorkerIdentity) ProtoMessage() {}
 
 func (x *WorkerIdentity) ProtoReflect() protoreflect.Message {
-	mi := &file_mixopt_v1_types_proto_msgTypes[12]
+	mi := &file_mixopt_v1_types_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1468,7 +1619,7 @@ func (x *WorkerIdentity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerIdentity.ProtoReflect.Descriptor instead.
 func (*WorkerIdentity) Descriptor() ([]byte, []int) {
-	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{12}
+	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *WorkerIdentity) GetKind() WorkerKind {
@@ -1516,7 +1667,7 @@ type Interpreter struct {
 
 func (x *Interpreter) Reset() {
 	*x = Interpreter{}
-	mi := &file_mixopt_v1_types_proto_msgTypes[13]
+	mi := &file_mixopt_v1_types_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1528,7 +1679,7 @@ func (x *Interpreter) String() string {
 func (*Interpreter) ProtoMessage() {}
 
 func (x *Interpreter) ProtoReflect() protoreflect.Message {
-	mi := &file_mixopt_v1_types_proto_msgTypes[13]
+	mi := &file_mixopt_v1_types_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1541,7 +1692,7 @@ func (x *Interpreter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Interpreter.ProtoReflect.Descriptor instead.
 func (*Interpreter) Descriptor() ([]byte, []int) {
-	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{13}
+	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Interpreter) GetPath() string {
@@ -1629,7 +1780,7 @@ type Recommendation struct {
 
 func (x *Recommendation) Reset() {
 	*x = Recommendation{}
-	mi := &file_mixopt_v1_types_proto_msgTypes[14]
+	mi := &file_mixopt_v1_types_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1641,7 +1792,7 @@ func (x *Recommendation) String() string {
 func (*Recommendation) ProtoMessage() {}
 
 func (x *Recommendation) ProtoReflect() protoreflect.Message {
-	mi := &file_mixopt_v1_types_proto_msgTypes[14]
+	mi := &file_mixopt_v1_types_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1654,7 +1805,7 @@ func (x *Recommendation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Recommendation.ProtoReflect.Descriptor instead.
 func (*Recommendation) Descriptor() ([]byte, []int) {
-	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{14}
+	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Recommendation) GetStudyId() uint64 {
@@ -1759,7 +1910,7 @@ var File_mixopt_v1_types_proto protoreflect.FileDescriptor
 
 const file_mixopt_v1_types_proto_rawDesc = "" +
 	"\n" +
-	"\x15mixopt/v1/types.proto\x12\tmixopt.v1\"\xb1\x04\n" +
+	"\x15mixopt/v1/types.proto\x12\tmixopt.v1\"\xe5\x04\n" +
 	"\tStudySpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12+\n" +
 	"\adomains\x18\x02 \x03(\v2\x11.mixopt.v1.DomainR\adomains\x12(\n" +
@@ -1778,7 +1929,9 @@ const file_mixopt_v1_types_proto_rawDesc = "" +
 	"eval_every\x18\f \x01(\x03R\tevalEvery\x12#\n" +
 	"\rextra_metrics\x18\r \x03(\tR\fextraMetrics\x123\n" +
 	"\aworkers\x18\x0e \x01(\v2\x19.mixopt.v1.WorkerSelectorR\aworkers\x128\n" +
-	"\x18max_consecutive_failures\x18\x0f \x01(\x05R\x16maxConsecutiveFailures\"\xb7\x01\n" +
+	"\x18max_consecutive_failures\x18\x0f \x01(\x05R\x16maxConsecutiveFailures\x122\n" +
+	"\n" +
+	"prior_runs\x18\x10 \x03(\v2\x13.mixopt.v1.PriorRunR\tpriorRuns\"\xb7\x01\n" +
 	"\x0eWorkerSelector\x12+\n" +
 	"\x05kinds\x18\x01 \x03(\x0e2\x15.mixopt.v1.WorkerKindR\x05kinds\x12=\n" +
 	"\x06labels\x18\x02 \x03(\v2%.mixopt.v1.WorkerSelector.LabelsEntryR\x06labels\x1a9\n" +
@@ -1790,14 +1943,24 @@ const file_mixopt_v1_types_proto_rawDesc = "" +
 	"\n" +
 	"min_weight\x18\x02 \x01(\x01R\tminWeight\x12\x1d\n" +
 	"\n" +
-	"max_weight\x18\x03 \x01(\x01R\tmaxWeight\"\xc2\x01\n" +
+	"max_weight\x18\x03 \x01(\x01R\tmaxWeight\"\xea\x01\n" +
 	"\x05Scale\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06params\x18\x02 \x01(\x01R\x06params\x12$\n" +
 	"\x0eflops_per_step\x18\x03 \x01(\x01R\fflopsPerStep\x12&\n" +
 	"\x0ftokens_per_step\x18\x04 \x01(\x03R\rtokensPerStep\x12\x12\n" +
 	"\x04gpus\x18\x05 \x01(\x05R\x04gpus\x12+\n" +
-	"\x12min_gpu_memory_mib\x18\x06 \x01(\x03R\x0fminGpuMemoryMib\"?\n" +
+	"\x12min_gpu_memory_mib\x18\x06 \x01(\x03R\x0fminGpuMemoryMib\x12&\n" +
+	"\x04pool\x18\a \x03(\v2\x12.mixopt.v1.MixtureR\x04pool\"#\n" +
+	"\aMixture\x12\x18\n" +
+	"\aweights\x18\x01 \x03(\x01R\aweights\"\x9c\x01\n" +
+	"\bPriorRun\x12\x14\n" +
+	"\x05scale\x18\x01 \x01(\tR\x05scale\x12\x18\n" +
+	"\amixture\x18\x02 \x03(\x01R\amixture\x12\x14\n" +
+	"\x05steps\x18\x03 \x01(\x03R\x05steps\x12+\n" +
+	"\x05curve\x18\x04 \x03(\v2\x15.mixopt.v1.CurvePointR\x05curve\x12\x1d\n" +
+	"\n" +
+	"source_run\x18\x05 \x01(\tR\tsourceRun\"?\n" +
 	"\tObjective\x12\x16\n" +
 	"\x06metric\x18\x01 \x01(\tR\x06metric\x12\x1a\n" +
 	"\bmaximize\x18\x02 \x01(\bR\bmaximize\"6\n" +
@@ -1957,7 +2120,7 @@ func file_mixopt_v1_types_proto_rawDescGZIP() []byte {
 }
 
 var file_mixopt_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_mixopt_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_mixopt_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_mixopt_v1_types_proto_goTypes = []any{
 	(StudyState)(0),         // 0: mixopt.v1.StudyState
 	(TrialState)(0),         // 1: mixopt.v1.TrialState
@@ -1967,46 +2130,51 @@ var file_mixopt_v1_types_proto_goTypes = []any{
 	(*WorkerSelector)(nil),  // 5: mixopt.v1.WorkerSelector
 	(*Domain)(nil),          // 6: mixopt.v1.Domain
 	(*Scale)(nil),           // 7: mixopt.v1.Scale
-	(*Objective)(nil),       // 8: mixopt.v1.Objective
-	(*Fidelity)(nil),        // 9: mixopt.v1.Fidelity
-	(*Study)(nil),           // 10: mixopt.v1.Study
-	(*Trial)(nil),           // 11: mixopt.v1.Trial
-	(*CurvePoint)(nil),      // 12: mixopt.v1.CurvePoint
-	(*CurvePointBatch)(nil), // 13: mixopt.v1.CurvePointBatch
-	(*Gpu)(nil),             // 14: mixopt.v1.Gpu
-	(*Worker)(nil),          // 15: mixopt.v1.Worker
-	(*WorkerIdentity)(nil),  // 16: mixopt.v1.WorkerIdentity
-	(*Interpreter)(nil),     // 17: mixopt.v1.Interpreter
-	(*Recommendation)(nil),  // 18: mixopt.v1.Recommendation
-	nil,                     // 19: mixopt.v1.WorkerSelector.LabelsEntry
-	nil,                     // 20: mixopt.v1.CurvePoint.EvalEntry
-	nil,                     // 21: mixopt.v1.WorkerIdentity.LabelsEntry
+	(*Mixture)(nil),         // 8: mixopt.v1.Mixture
+	(*PriorRun)(nil),        // 9: mixopt.v1.PriorRun
+	(*Objective)(nil),       // 10: mixopt.v1.Objective
+	(*Fidelity)(nil),        // 11: mixopt.v1.Fidelity
+	(*Study)(nil),           // 12: mixopt.v1.Study
+	(*Trial)(nil),           // 13: mixopt.v1.Trial
+	(*CurvePoint)(nil),      // 14: mixopt.v1.CurvePoint
+	(*CurvePointBatch)(nil), // 15: mixopt.v1.CurvePointBatch
+	(*Gpu)(nil),             // 16: mixopt.v1.Gpu
+	(*Worker)(nil),          // 17: mixopt.v1.Worker
+	(*WorkerIdentity)(nil),  // 18: mixopt.v1.WorkerIdentity
+	(*Interpreter)(nil),     // 19: mixopt.v1.Interpreter
+	(*Recommendation)(nil),  // 20: mixopt.v1.Recommendation
+	nil,                     // 21: mixopt.v1.WorkerSelector.LabelsEntry
+	nil,                     // 22: mixopt.v1.CurvePoint.EvalEntry
+	nil,                     // 23: mixopt.v1.WorkerIdentity.LabelsEntry
 }
 var file_mixopt_v1_types_proto_depIdxs = []int32{
 	6,  // 0: mixopt.v1.StudySpec.domains:type_name -> mixopt.v1.Domain
 	7,  // 1: mixopt.v1.StudySpec.scales:type_name -> mixopt.v1.Scale
-	8,  // 2: mixopt.v1.StudySpec.objective:type_name -> mixopt.v1.Objective
-	9,  // 3: mixopt.v1.StudySpec.target:type_name -> mixopt.v1.Fidelity
+	10, // 2: mixopt.v1.StudySpec.objective:type_name -> mixopt.v1.Objective
+	11, // 3: mixopt.v1.StudySpec.target:type_name -> mixopt.v1.Fidelity
 	5,  // 4: mixopt.v1.StudySpec.workers:type_name -> mixopt.v1.WorkerSelector
-	3,  // 5: mixopt.v1.WorkerSelector.kinds:type_name -> mixopt.v1.WorkerKind
-	19, // 6: mixopt.v1.WorkerSelector.labels:type_name -> mixopt.v1.WorkerSelector.LabelsEntry
-	4,  // 7: mixopt.v1.Study.spec:type_name -> mixopt.v1.StudySpec
-	0,  // 8: mixopt.v1.Study.state:type_name -> mixopt.v1.StudyState
-	1,  // 9: mixopt.v1.Trial.state:type_name -> mixopt.v1.TrialState
-	20, // 10: mixopt.v1.CurvePoint.eval:type_name -> mixopt.v1.CurvePoint.EvalEntry
-	12, // 11: mixopt.v1.CurvePointBatch.points:type_name -> mixopt.v1.CurvePoint
-	14, // 12: mixopt.v1.Worker.gpus:type_name -> mixopt.v1.Gpu
-	2,  // 13: mixopt.v1.Worker.state:type_name -> mixopt.v1.WorkerState
-	16, // 14: mixopt.v1.Worker.identity:type_name -> mixopt.v1.WorkerIdentity
-	3,  // 15: mixopt.v1.WorkerIdentity.kind:type_name -> mixopt.v1.WorkerKind
-	21, // 16: mixopt.v1.WorkerIdentity.labels:type_name -> mixopt.v1.WorkerIdentity.LabelsEntry
-	17, // 17: mixopt.v1.WorkerIdentity.interpreter:type_name -> mixopt.v1.Interpreter
-	0,  // 18: mixopt.v1.Recommendation.study_state:type_name -> mixopt.v1.StudyState
-	19, // [19:19] is the sub-list for method output_type
-	19, // [19:19] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	9,  // 5: mixopt.v1.StudySpec.prior_runs:type_name -> mixopt.v1.PriorRun
+	3,  // 6: mixopt.v1.WorkerSelector.kinds:type_name -> mixopt.v1.WorkerKind
+	21, // 7: mixopt.v1.WorkerSelector.labels:type_name -> mixopt.v1.WorkerSelector.LabelsEntry
+	8,  // 8: mixopt.v1.Scale.pool:type_name -> mixopt.v1.Mixture
+	14, // 9: mixopt.v1.PriorRun.curve:type_name -> mixopt.v1.CurvePoint
+	4,  // 10: mixopt.v1.Study.spec:type_name -> mixopt.v1.StudySpec
+	0,  // 11: mixopt.v1.Study.state:type_name -> mixopt.v1.StudyState
+	1,  // 12: mixopt.v1.Trial.state:type_name -> mixopt.v1.TrialState
+	22, // 13: mixopt.v1.CurvePoint.eval:type_name -> mixopt.v1.CurvePoint.EvalEntry
+	14, // 14: mixopt.v1.CurvePointBatch.points:type_name -> mixopt.v1.CurvePoint
+	16, // 15: mixopt.v1.Worker.gpus:type_name -> mixopt.v1.Gpu
+	2,  // 16: mixopt.v1.Worker.state:type_name -> mixopt.v1.WorkerState
+	18, // 17: mixopt.v1.Worker.identity:type_name -> mixopt.v1.WorkerIdentity
+	3,  // 18: mixopt.v1.WorkerIdentity.kind:type_name -> mixopt.v1.WorkerKind
+	23, // 19: mixopt.v1.WorkerIdentity.labels:type_name -> mixopt.v1.WorkerIdentity.LabelsEntry
+	19, // 20: mixopt.v1.WorkerIdentity.interpreter:type_name -> mixopt.v1.Interpreter
+	0,  // 21: mixopt.v1.Recommendation.study_state:type_name -> mixopt.v1.StudyState
+	22, // [22:22] is the sub-list for method output_type
+	22, // [22:22] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_mixopt_v1_types_proto_init() }
@@ -2020,7 +2188,7 @@ func file_mixopt_v1_types_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mixopt_v1_types_proto_rawDesc), len(file_mixopt_v1_types_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -101,6 +101,12 @@ class Interpreter(_message.Message):
     torch_version: str
     def __init__(self, path: _Optional[str] = ..., python_version: _Optional[str] = ..., torch_version: _Optional[str] = ..., cuda_version: _Optional[str] = ..., compile_available: bool = ..., cuda_available: bool = ..., devices: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class Mixture(_message.Message):
+    __slots__ = ["weights"]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    weights: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, weights: _Optional[_Iterable[float]] = ...) -> None: ...
+
 class Objective(_message.Message):
     __slots__ = ["maximize", "metric"]
     MAXIMIZE_FIELD_NUMBER: _ClassVar[int]
@@ -108,6 +114,20 @@ class Objective(_message.Message):
     maximize: bool
     metric: str
     def __init__(self, metric: _Optional[str] = ..., maximize: bool = ...) -> None: ...
+
+class PriorRun(_message.Message):
+    __slots__ = ["curve", "mixture", "scale", "source_run", "steps"]
+    CURVE_FIELD_NUMBER: _ClassVar[int]
+    MIXTURE_FIELD_NUMBER: _ClassVar[int]
+    SCALE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_RUN_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    curve: _containers.RepeatedCompositeFieldContainer[CurvePoint]
+    mixture: _containers.RepeatedScalarFieldContainer[float]
+    scale: str
+    source_run: str
+    steps: int
+    def __init__(self, scale: _Optional[str] = ..., mixture: _Optional[_Iterable[float]] = ..., steps: _Optional[int] = ..., curve: _Optional[_Iterable[_Union[CurvePoint, _Mapping]]] = ..., source_run: _Optional[str] = ...) -> None: ...
 
 class Recommendation(_message.Message):
     __slots__ = ["basis", "has_interval", "label", "lower", "mixture", "observed_scale", "observed_steps", "study_id", "study_state", "target_observed", "trials", "upper", "value", "value_observed"]
@@ -142,20 +162,22 @@ class Recommendation(_message.Message):
     def __init__(self, study_id: _Optional[int] = ..., mixture: _Optional[_Iterable[float]] = ..., value: _Optional[float] = ..., lower: _Optional[float] = ..., upper: _Optional[float] = ..., basis: _Optional[str] = ..., trials: _Optional[int] = ..., target_observed: bool = ..., has_interval: bool = ..., value_observed: bool = ..., observed_scale: _Optional[str] = ..., observed_steps: _Optional[int] = ..., study_state: _Optional[_Union[StudyState, str]] = ..., label: _Optional[str] = ...) -> None: ...
 
 class Scale(_message.Message):
-    __slots__ = ["flops_per_step", "gpus", "min_gpu_memory_mib", "name", "params", "tokens_per_step"]
+    __slots__ = ["flops_per_step", "gpus", "min_gpu_memory_mib", "name", "params", "pool", "tokens_per_step"]
     FLOPS_PER_STEP_FIELD_NUMBER: _ClassVar[int]
     GPUS_FIELD_NUMBER: _ClassVar[int]
     MIN_GPU_MEMORY_MIB_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
+    POOL_FIELD_NUMBER: _ClassVar[int]
     TOKENS_PER_STEP_FIELD_NUMBER: _ClassVar[int]
     flops_per_step: float
     gpus: int
     min_gpu_memory_mib: int
     name: str
     params: float
+    pool: _containers.RepeatedCompositeFieldContainer[Mixture]
     tokens_per_step: int
-    def __init__(self, name: _Optional[str] = ..., params: _Optional[float] = ..., flops_per_step: _Optional[float] = ..., tokens_per_step: _Optional[int] = ..., gpus: _Optional[int] = ..., min_gpu_memory_mib: _Optional[int] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., params: _Optional[float] = ..., flops_per_step: _Optional[float] = ..., tokens_per_step: _Optional[int] = ..., gpus: _Optional[int] = ..., min_gpu_memory_mib: _Optional[int] = ..., pool: _Optional[_Iterable[_Union[Mixture, _Mapping]]] = ...) -> None: ...
 
 class Study(_message.Message):
     __slots__ = ["consecutive_failures", "create_time_unix_ms", "end_reason", "end_time_unix_ms", "id", "spec", "spent_flops", "spent_gpu_hours", "state", "trials_created"]
@@ -182,7 +204,7 @@ class Study(_message.Message):
     def __init__(self, id: _Optional[int] = ..., spec: _Optional[_Union[StudySpec, _Mapping]] = ..., state: _Optional[_Union[StudyState, str]] = ..., spent_flops: _Optional[float] = ..., trials_created: _Optional[int] = ..., create_time_unix_ms: _Optional[int] = ..., end_time_unix_ms: _Optional[int] = ..., end_reason: _Optional[str] = ..., spent_gpu_hours: _Optional[float] = ..., consecutive_failures: _Optional[int] = ...) -> None: ...
 
 class StudySpec(_message.Message):
-    __slots__ = ["budget_flops", "domains", "eval_every", "extra_metrics", "max_consecutive_failures", "max_parallel", "max_trials", "name", "objective", "policy", "scales", "seed", "steps", "target", "workers"]
+    __slots__ = ["budget_flops", "domains", "eval_every", "extra_metrics", "max_consecutive_failures", "max_parallel", "max_trials", "name", "objective", "policy", "prior_runs", "scales", "seed", "steps", "target", "workers"]
     BUDGET_FLOPS_FIELD_NUMBER: _ClassVar[int]
     DOMAINS_FIELD_NUMBER: _ClassVar[int]
     EVAL_EVERY_FIELD_NUMBER: _ClassVar[int]
@@ -193,6 +215,7 @@ class StudySpec(_message.Message):
     NAME_FIELD_NUMBER: _ClassVar[int]
     OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
+    PRIOR_RUNS_FIELD_NUMBER: _ClassVar[int]
     SCALES_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
@@ -208,12 +231,13 @@ class StudySpec(_message.Message):
     name: str
     objective: Objective
     policy: str
+    prior_runs: _containers.RepeatedCompositeFieldContainer[PriorRun]
     scales: _containers.RepeatedCompositeFieldContainer[Scale]
     seed: int
     steps: _containers.RepeatedScalarFieldContainer[int]
     target: Fidelity
     workers: WorkerSelector
-    def __init__(self, name: _Optional[str] = ..., domains: _Optional[_Iterable[_Union[Domain, _Mapping]]] = ..., scales: _Optional[_Iterable[_Union[Scale, _Mapping]]] = ..., steps: _Optional[_Iterable[int]] = ..., objective: _Optional[_Union[Objective, _Mapping]] = ..., target: _Optional[_Union[Fidelity, _Mapping]] = ..., budget_flops: _Optional[float] = ..., max_parallel: _Optional[int] = ..., policy: _Optional[str] = ..., seed: _Optional[int] = ..., max_trials: _Optional[int] = ..., eval_every: _Optional[int] = ..., extra_metrics: _Optional[_Iterable[str]] = ..., workers: _Optional[_Union[WorkerSelector, _Mapping]] = ..., max_consecutive_failures: _Optional[int] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., domains: _Optional[_Iterable[_Union[Domain, _Mapping]]] = ..., scales: _Optional[_Iterable[_Union[Scale, _Mapping]]] = ..., steps: _Optional[_Iterable[int]] = ..., objective: _Optional[_Union[Objective, _Mapping]] = ..., target: _Optional[_Union[Fidelity, _Mapping]] = ..., budget_flops: _Optional[float] = ..., max_parallel: _Optional[int] = ..., policy: _Optional[str] = ..., seed: _Optional[int] = ..., max_trials: _Optional[int] = ..., eval_every: _Optional[int] = ..., extra_metrics: _Optional[_Iterable[str]] = ..., workers: _Optional[_Union[WorkerSelector, _Mapping]] = ..., max_consecutive_failures: _Optional[int] = ..., prior_runs: _Optional[_Iterable[_Union[PriorRun, _Mapping]]] = ...) -> None: ...
 
 class Trial(_message.Message):
     __slots__ = ["attempt", "attempt_wall_time_s", "create_time_unix_ms", "end_time_unix_ms", "failure_reason", "gpu_indices", "gpu_seconds", "has_value", "id", "last_seq", "last_value", "lease_id", "manual", "mixture", "reason_history", "scale", "source_distance", "source_run", "start_time_unix_ms", "state", "steps", "steps_done", "stop_requested", "study_id", "uncounted_attempts", "worker_id"]
