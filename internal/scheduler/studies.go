@@ -133,7 +133,13 @@ func (s *Scheduler) transitionStudy(id uint64, to, from pb.StudyState) (*pb.Stud
 // CancelStudy ends a study: its running trials are stopped (their observed prefix is kept)
 // and their workers told to stop at their next heartbeat or report.
 func (s *Scheduler) CancelStudy(_ context.Context, id uint64) (*pb.Study, error) {
-	return s.endStudy(id, pb.StudyState_STUDY_STATE_CANCELLED, "cancelled")
+	st, err := s.endStudy(id, pb.StudyState_STUDY_STATE_CANCELLED, "cancelled")
+	if err == nil && st.State != pb.StudyState_STUDY_STATE_CANCELLED {
+		// Like pausing an ended study: cancelling one that ended otherwise is refused, so
+		// the operator is not told it was cancelled. Cancelling a cancelled one repeats.
+		return nil, fmt.Errorf("study %d is %s, not running or paused: %w", id, studyStateName(st.State), ErrConflict)
+	}
+	return st, err
 }
 
 // endStudy moves a study that has not ended to a terminal state with its reason; its

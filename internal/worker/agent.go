@@ -184,6 +184,7 @@ func (a *Agent) id() uint64 {
 // coordinator is unreachable.
 func (a *Agent) register(ctx context.Context) error {
 	b := backoff{max: a.cfg.MaxBackoff}
+	warned := false
 	for {
 		simulated := int32(0)
 		if len(a.cfg.GPUs) == 0 {
@@ -207,6 +208,12 @@ func (a *Agent) register(ctx context.Context) error {
 		}
 		if !retryable(err) {
 			return fmt.Errorf("register: %w", err)
+		}
+		if !warned {
+			// Once per attempt to register, not per retry: the operator learns the worker
+			// is waiting for its coordinator, and the log is not flooded.
+			a.log.Warn("cannot reach the coordinator; retrying", zap.String("addr", a.cfg.Addr), zap.Error(err))
+			warned = true
 		}
 		if werr := b.wait(ctx); werr != nil {
 			return werr

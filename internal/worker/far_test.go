@@ -2,6 +2,13 @@ package worker
 
 import (
 	"context"
+	"errors"
+	"net"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 	"os"
 	"path/filepath"
 	"strings"
@@ -44,5 +51,26 @@ func TestCheckWritable(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
 		t.Fatalf("the check left files behind: %v", entries)
+	}
+}
+
+// A worker that cannot reach its coordinator says so once, not at every retry.
+func TestRegisterSaysOnceWhenCoordinatorUnreachable(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	lis.Close() // nothing listens there now
+	core, logs := observer.New(zapcore.WarnLevel)
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	err = Run(ctx, Config{Addr: addr, Hostname: "h", Capacity: 1, Runner: SimRunner{}, Logger: zap.New(core),
+		MaxBackoff: 50 * time.Millisecond})
+	if !errors.Is(err, context.DeadlineExceeded) && err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if n := logs.FilterMessage("cannot reach the coordinator; retrying").Len(); n != 1 {
+		t.Fatalf("%d warnings about the unreachable coordinator, want 1 (all warnings: %v)", n, logs.All())
 	}
 }
