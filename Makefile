@@ -10,8 +10,10 @@ export PATH := $(TOOLS):$(PATH)
 BUF_VERSION := v1.75.0
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+# The linter `make test` runs (pinned, installed like buf).
+STATICCHECK_VERSION := v0.8.2
 
-.PHONY: build demo test test-go test-python vet proto proto-check tools test-deps bench clean
+.PHONY: build demo test test-go test-python vet lint proto proto-check tools test-deps bench clean
 .PHONY: proto-python proto-python-check test-python-client
 
 build:
@@ -20,12 +22,20 @@ build:
 demo: build
 	hack/demo.sh
 
-test: vet proto-check test-go test-python
+test: vet lint proto-check test-go test-python
 
 vet:
 	$(GO) vet ./...
 	@bad=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \
 	  if [ -n "$$bad" ]; then echo "gofmt needed: $$bad"; exit 1; fi
+
+# staticcheck's findings fail the build; a deliberate exception carries a //lint:ignore
+# with its reason at the line.
+lint: $(TOOLS)/staticcheck
+	$(TOOLS)/staticcheck ./...
+
+$(TOOLS)/staticcheck:
+	GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
 test-go: build test-deps
 	$(GO) test -race -count=1 -timeout 30m ./...

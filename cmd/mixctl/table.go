@@ -24,7 +24,6 @@ func trialState(st pb.TrialState) string {
 	return strings.ToLower(strings.TrimPrefix(st.String(), "TRIAL_STATE_"))
 }
 
-var trialStates = []string{"pending", "running", "succeeded", "failed", "stopped", "lost"}
 
 func printStudies(w io.Writer, studies []*pb.StudyStatus) {
 	tw := newTable(w)

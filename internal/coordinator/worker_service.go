@@ -137,6 +137,7 @@ func (s *WorkerService) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest)
 	resp := &pb.HeartbeatResponse{LeaseTtlMs: cfg.LeaseTTL.Milliseconds(), FenceAfterMs: cfg.FenceAfter.Milliseconds()}
 	for _, h := range stop {
 		resp.StopLeases = append(resp.StopLeases, &pb.HeldLease{TrialId: h.TrialID, LeaseId: h.LeaseID, Attempt: h.Attempt})
+		//lint:ignore SA1019 filled for workers that predate stop_leases, until they are gone
 		resp.StopTrials = append(resp.StopTrials, h.TrialID)
 	}
 	return resp, nil

@@ -523,9 +523,6 @@ func (s *Scheduler) commitPlans(plans []*plannedTrial) error {
 	return nil
 }
 
-// errGone aborts a lease whose study or trial changed state since the decision.
-var errGone = errors.New("study or trial no longer runnable")
-
 func domainNames(spec *pb.StudySpec) []string {
 	names := make([]string, len(spec.Domains))
 	for i, d := range spec.Domains {

@@ -44,7 +44,7 @@ func Open(spec string, opts OpenOptions) (Source, error) {
 		if err != nil {
 			return nil, err
 		}
-		return NewDataModelSource(m, DataModelOptions{Noise: opts.Noise}), nil
+		return NewDataModelSource(m, DataModelOptions(opts)), nil
 	}
 	if opts.Noise != 0 {
 		return nil, fmt.Errorf("simulator source %q: noise applies to synthetic and data model sources, not to recordings", spec)

@@ -79,7 +79,8 @@ func nextSeq(pts []*pb.CurvePoint) uint64 {
 func lastStoredSeq(b *bolt.Bucket, path []byte, attempt uint64) (uint64, error) {
 	c := b.Cursor()
 	// The attempt's last record is the one before the next attempt's first key.
-	k, v := c.Seek(pair(attempt+1, 0))
+	k, _ := c.Seek(pair(attempt+1, 0))
+	var v []byte
 	if k == nil {
 		k, v = c.Last()
 	} else {

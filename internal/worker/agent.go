@@ -400,11 +400,13 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 // trial in stop_trials. Either way only an attempt the heartbeat named is stopped, never
 // a newer attempt of the same trial started since.
 func stopsOf(resp *pb.HeartbeatResponse, sent []*pb.HeldLease) []*pb.HeldLease {
+	//lint:ignore SA1019 read from coordinators that predate stop_leases
 	if len(resp.StopLeases) > 0 || len(resp.StopTrials) == 0 {
 		return resp.StopLeases
 	}
 	var out []*pb.HeldLease
 	for _, l := range sent {
+		//lint:ignore SA1019 as above
 		if slices.Contains(resp.StopTrials, l.TrialId) {
 			out = append(out, l)
 		}

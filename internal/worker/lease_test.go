@@ -1,5 +1,7 @@
 package worker
 
+//lint:file-ignore SA1019 the tests check the deprecated stop_trials that old workers read
+
 import (
 	"context"
 	"fmt"
