@@ -40,7 +40,6 @@ func TestCreateStudyRejectsInvalidSpecs(t *testing.T) {
 		{"max above 1", func(s *pb.StudySpec) { s.Domains[1].MaxWeight = 1.5 }, "domains[1]"},
 		{"negative min", func(s *pb.StudySpec) { s.Domains[1].MinWeight = -0.1 }, "domains[1]"},
 		{"NaN bound", func(s *pb.StudySpec) { s.Domains[0].MaxWeight = math.NaN() }, "domains[0]"},
-		{"min without max", func(s *pb.StudySpec) { s.Domains[0].MinWeight = 0.2 }, "domains[0]"},
 		{"empty domain name", func(s *pb.StudySpec) { s.Domains[0].Name = "" }, "domains[0].name"},
 		{"domain name with a space", func(s *pb.StudySpec) { s.Domains[1].Name = "a b" }, "domains[1].name"},
 		{"domain name as a path", func(s *pb.StudySpec) { s.Domains[1].Name = "../etc" }, "domains[1].name"},
