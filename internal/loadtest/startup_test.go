@@ -113,6 +113,15 @@ func buildHistory(b *testing.B, path string, n int) {
 			b.Fatal(err)
 		}
 	}
+	// A worker's request lets the scheduler see that every study has run its trials and
+	// end it, as a long-running coordinator's history is ended studies.
+	w, err := sched.Register(context.Background(), scheduler.Registration{Hostname: "history", SimulatedCapacity: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := sched.AcquireTrial(context.Background(), w, 0); err != nil {
+		b.Fatal(err)
+	}
 	b.Logf("built %d points (%d trials) in %s", trials*startupPointsPerTrial, trials, path)
 }
 

@@ -38,9 +38,17 @@ func (c *fakeClock) Advance(d time.Duration) {
 // fakePolicy decides the target fidelity with an even mixture, records every request and
 // saves a state that counts its decisions. onNext, when set, runs inside Next.
 type fakePolicy struct {
-	mu       sync.Mutex
-	requests []bo.Request
-	onNext   func()
+	mu         sync.Mutex
+	requests   []bo.Request
+	onNext     func()
+	recommends int
+}
+
+// recommendCalls counts the Recommend calls so far.
+func (p *fakePolicy) recommendCalls() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.recommends
 }
 
 func (p *fakePolicy) Name() string { return "fake" }
@@ -66,6 +74,9 @@ func (p *fakePolicy) Next(_ context.Context, req bo.Request) (bo.Decision, error
 }
 
 func (p *fakePolicy) Recommend(_ context.Context, req bo.Request) (bo.Recommendation, error) {
+	p.mu.Lock()
+	p.recommends++
+	p.mu.Unlock()
 	if len(req.Observations) == 0 {
 		return bo.Recommendation{}, bo.ErrNoObservations
 	}

@@ -50,6 +50,9 @@ func (s *Scheduler) CreateStudy(ctx context.Context, spec *pb.StudySpec) (*pb.St
 // StudyStatus returns a study with its trial counts, committed compute and, when the
 // policy has one, its recommendation.
 func (s *Scheduler) StudyStatus(ctx context.Context, id uint64) (*pb.StudyStatus, error) {
+	if st, ok, err := s.endedStatus(id); ok || err != nil {
+		return st, err
+	}
 	version := s.version(id) // before the snapshot: see recommend
 	snap, err := s.viewSnapshot(id)
 	if err != nil {
@@ -192,6 +195,7 @@ func (s *Scheduler) endStudy(id uint64, to pb.StudyState, reason string) (*pb.St
 	s.bumpLocked(id)
 	s.notifyLocked()
 	s.mu.Unlock()
+	s.sealFinalRecommendation(id)
 	s.log.Info("study ended", zap.Uint64("study", id), zap.String("state", studyStateName(out.State)),
 		zap.String("reason", out.EndReason), zap.Int("stopped_trials", len(stopped)))
 	return out, nil

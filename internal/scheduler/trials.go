@@ -123,6 +123,7 @@ func (s *Scheduler) completeIfIdle(studyID uint64, reason string) error {
 	if err == nil && why != "" {
 		s.log.Info("study completed", zap.Uint64("study", studyID), zap.String("reason", why))
 		s.notify()
+		s.sealFinalRecommendation(studyID)
 	}
 	return err
 }

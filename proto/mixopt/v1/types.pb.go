@@ -898,6 +898,9 @@ type Study struct {
 	SpentGpuHours float64 `protobuf:"fixed64,9,opt,name=spent_gpu_hours,json=spentGpuHours,proto3" json:"spent_gpu_hours,omitempty"`
 	// Trials that failed or were lost in a row, most recent last; a success resets it.
 	ConsecutiveFailures int32 `protobuf:"varint,10,opt,name=consecutive_failures,json=consecutiveFailures,proto3" json:"consecutive_failures,omitempty"`
+	// The recommendation as it stood when the study ended, kept so that listing ended
+	// studies reads no curves (start-up and the first status do not grow with history).
+	FinalRecommendation *Recommendation `protobuf:"bytes,11,opt,name=final_recommendation,json=finalRecommendation,proto3" json:"final_recommendation,omitempty"`
 	unknownFields       protoimpl.UnknownFields
 	sizeCache           protoimpl.SizeCache
 }
@@ -1000,6 +1003,13 @@ func (x *Study) GetConsecutiveFailures() int32 {
 		return x.ConsecutiveFailures
 	}
 	return 0
+}
+
+func (x *Study) GetFinalRecommendation() *Recommendation {
+	if x != nil {
+		return x.FinalRecommendation
+	}
+	return nil
 }
 
 // Trial is one (mixture, scale, steps) run of a study.
@@ -1966,7 +1976,7 @@ const file_mixopt_v1_types_proto_rawDesc = "" +
 	"\bmaximize\x18\x02 \x01(\bR\bmaximize\"6\n" +
 	"\bFidelity\x12\x14\n" +
 	"\x05scale\x18\x01 \x01(\tR\x05scale\x12\x14\n" +
-	"\x05steps\x18\x02 \x01(\x03R\x05steps\"\x88\x03\n" +
+	"\x05steps\x18\x02 \x01(\x03R\x05steps\"\xd6\x03\n" +
 	"\x05Study\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12(\n" +
 	"\x04spec\x18\x02 \x01(\v2\x14.mixopt.v1.StudySpecR\x04spec\x12+\n" +
@@ -1980,7 +1990,8 @@ const file_mixopt_v1_types_proto_rawDesc = "" +
 	"end_reason\x18\b \x01(\tR\tendReason\x12&\n" +
 	"\x0fspent_gpu_hours\x18\t \x01(\x01R\rspentGpuHours\x121\n" +
 	"\x14consecutive_failures\x18\n" +
-	" \x01(\x05R\x13consecutiveFailures\"\xe7\x06\n" +
+	" \x01(\x05R\x13consecutiveFailures\x12L\n" +
+	"\x14final_recommendation\x18\v \x01(\v2\x19.mixopt.v1.RecommendationR\x13finalRecommendation\"\xe7\x06\n" +
 	"\x05Trial\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x19\n" +
 	"\bstudy_id\x18\x02 \x01(\x04R\astudyId\x12\x18\n" +
@@ -2160,21 +2171,22 @@ var file_mixopt_v1_types_proto_depIdxs = []int32{
 	14, // 9: mixopt.v1.PriorRun.curve:type_name -> mixopt.v1.CurvePoint
 	4,  // 10: mixopt.v1.Study.spec:type_name -> mixopt.v1.StudySpec
 	0,  // 11: mixopt.v1.Study.state:type_name -> mixopt.v1.StudyState
-	1,  // 12: mixopt.v1.Trial.state:type_name -> mixopt.v1.TrialState
-	22, // 13: mixopt.v1.CurvePoint.eval:type_name -> mixopt.v1.CurvePoint.EvalEntry
-	14, // 14: mixopt.v1.CurvePointBatch.points:type_name -> mixopt.v1.CurvePoint
-	16, // 15: mixopt.v1.Worker.gpus:type_name -> mixopt.v1.Gpu
-	2,  // 16: mixopt.v1.Worker.state:type_name -> mixopt.v1.WorkerState
-	18, // 17: mixopt.v1.Worker.identity:type_name -> mixopt.v1.WorkerIdentity
-	3,  // 18: mixopt.v1.WorkerIdentity.kind:type_name -> mixopt.v1.WorkerKind
-	23, // 19: mixopt.v1.WorkerIdentity.labels:type_name -> mixopt.v1.WorkerIdentity.LabelsEntry
-	19, // 20: mixopt.v1.WorkerIdentity.interpreter:type_name -> mixopt.v1.Interpreter
-	0,  // 21: mixopt.v1.Recommendation.study_state:type_name -> mixopt.v1.StudyState
-	22, // [22:22] is the sub-list for method output_type
-	22, // [22:22] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	20, // 12: mixopt.v1.Study.final_recommendation:type_name -> mixopt.v1.Recommendation
+	1,  // 13: mixopt.v1.Trial.state:type_name -> mixopt.v1.TrialState
+	22, // 14: mixopt.v1.CurvePoint.eval:type_name -> mixopt.v1.CurvePoint.EvalEntry
+	14, // 15: mixopt.v1.CurvePointBatch.points:type_name -> mixopt.v1.CurvePoint
+	16, // 16: mixopt.v1.Worker.gpus:type_name -> mixopt.v1.Gpu
+	2,  // 17: mixopt.v1.Worker.state:type_name -> mixopt.v1.WorkerState
+	18, // 18: mixopt.v1.Worker.identity:type_name -> mixopt.v1.WorkerIdentity
+	3,  // 19: mixopt.v1.WorkerIdentity.kind:type_name -> mixopt.v1.WorkerKind
+	23, // 20: mixopt.v1.WorkerIdentity.labels:type_name -> mixopt.v1.WorkerIdentity.LabelsEntry
+	19, // 21: mixopt.v1.WorkerIdentity.interpreter:type_name -> mixopt.v1.Interpreter
+	0,  // 22: mixopt.v1.Recommendation.study_state:type_name -> mixopt.v1.StudyState
+	23, // [23:23] is the sub-list for method output_type
+	23, // [23:23] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_mixopt_v1_types_proto_init() }

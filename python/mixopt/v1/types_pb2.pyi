@@ -180,11 +180,12 @@ class Scale(_message.Message):
     def __init__(self, name: _Optional[str] = ..., params: _Optional[float] = ..., flops_per_step: _Optional[float] = ..., tokens_per_step: _Optional[int] = ..., gpus: _Optional[int] = ..., min_gpu_memory_mib: _Optional[int] = ..., pool: _Optional[_Iterable[_Union[Mixture, _Mapping]]] = ...) -> None: ...
 
 class Study(_message.Message):
-    __slots__ = ["consecutive_failures", "create_time_unix_ms", "end_reason", "end_time_unix_ms", "id", "spec", "spent_flops", "spent_gpu_hours", "state", "trials_created"]
+    __slots__ = ["consecutive_failures", "create_time_unix_ms", "end_reason", "end_time_unix_ms", "final_recommendation", "id", "spec", "spent_flops", "spent_gpu_hours", "state", "trials_created"]
     CONSECUTIVE_FAILURES_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     END_REASON_FIELD_NUMBER: _ClassVar[int]
     END_TIME_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    FINAL_RECOMMENDATION_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     SPENT_FLOPS_FIELD_NUMBER: _ClassVar[int]
@@ -195,13 +196,14 @@ class Study(_message.Message):
     create_time_unix_ms: int
     end_reason: str
     end_time_unix_ms: int
+    final_recommendation: Recommendation
     id: int
     spec: StudySpec
     spent_flops: float
     spent_gpu_hours: float
     state: StudyState
     trials_created: int
-    def __init__(self, id: _Optional[int] = ..., spec: _Optional[_Union[StudySpec, _Mapping]] = ..., state: _Optional[_Union[StudyState, str]] = ..., spent_flops: _Optional[float] = ..., trials_created: _Optional[int] = ..., create_time_unix_ms: _Optional[int] = ..., end_time_unix_ms: _Optional[int] = ..., end_reason: _Optional[str] = ..., spent_gpu_hours: _Optional[float] = ..., consecutive_failures: _Optional[int] = ...) -> None: ...
+    def __init__(self, id: _Optional[int] = ..., spec: _Optional[_Union[StudySpec, _Mapping]] = ..., state: _Optional[_Union[StudyState, str]] = ..., spent_flops: _Optional[float] = ..., trials_created: _Optional[int] = ..., create_time_unix_ms: _Optional[int] = ..., end_time_unix_ms: _Optional[int] = ..., end_reason: _Optional[str] = ..., spent_gpu_hours: _Optional[float] = ..., consecutive_failures: _Optional[int] = ..., final_recommendation: _Optional[_Union[Recommendation, _Mapping]] = ...) -> None: ...
 
 class StudySpec(_message.Message):
     __slots__ = ["budget_flops", "domains", "eval_every", "extra_metrics", "max_consecutive_failures", "max_parallel", "max_trials", "name", "objective", "policy", "prior_runs", "scales", "seed", "steps", "target", "workers"]
