@@ -85,6 +85,7 @@ func TestDashboardRendersInChromium(t *testing.T) {
 		{"progress chart", count(`data-chart="progress"`), 1},
 		{"recommended mixture bars", count(`class="rec-bar"`), 5},
 		{"mini mixture bars", count(`class="mix"`), simTrials},
+		{"spend by scale line", count(`data-spend="1"`), 1},
 	}
 	for _, c := range checks {
 		if c.got != c.want {

@@ -115,6 +115,20 @@ func TestStudyDetailAPI(t *testing.T) {
 	if last := d.Progress[len(d.Progress)-1].ComputeFlops; math.Abs(last-total) > 1e-6*total {
 		t.Errorf("final compute %g, want %g (all ended trials, failed included)", last, total)
 	}
+	// Spend by scale adds up every trial's compute so far, in the spec's scale order.
+	var all, spent float64
+	for _, tr := range d.Trials {
+		all += tr.ComputeFlops
+	}
+	for i, sp := range d.Spend {
+		if sp.Scale != d.Study.Scales[i].Name {
+			t.Errorf("spend[%d] is %s, want the spec's order", i, sp.Scale)
+		}
+		spent += sp.Flops
+	}
+	if len(d.Spend) != len(d.Study.Scales) || math.Abs(spent-all) > 1e-6*all || all == 0 {
+		t.Errorf("spend by scale %+v sums to %g, want %g", d.Spend, spent, all)
+	}
 }
 
 func TestNonFiniteValuesStayValidJSON(t *testing.T) {

@@ -102,6 +102,15 @@ type studyDetailJSON struct {
 	Trials   []trialJSON    `json:"trials"`
 	Curves   []curveJSON    `json:"curves"`
 	Progress []progressJSON `json:"progress"`
+	Spend    []spendJSON    `json:"spendByScale"`
+}
+
+// spendJSON is the compute a study's trials spent at one scale (steps done × FLOPs per
+// step, failed trials too), in the spec's scale order.
+type spendJSON struct {
+	Scale  string  `json:"scale"`
+	Flops  float64 `json:"flops"`
+	Trials int     `json:"trials"`
 }
 
 type workerJSON struct {
@@ -261,7 +270,26 @@ func detail(ctx context.Context, src Source, st *pb.StudyStatus, trials []*pb.Tr
 		}
 	}
 	d.Progress = progress(trials, fps, spec.GetObjective().GetMaximize())
+	d.Spend = spendByScale(spec, trials, fps)
 	return d, nil
+}
+
+func spendByScale(spec *pb.StudySpec, trials []*pb.Trial, fps map[string]float64) []spendJSON {
+	out := []spendJSON{}
+	at := map[string]int{}
+	for _, sc := range spec.GetScales() {
+		at[sc.GetName()] = len(out)
+		out = append(out, spendJSON{Scale: sc.GetName()})
+	}
+	for _, t := range trials {
+		i, ok := at[t.GetScale()]
+		if !ok || t.GetStepsDone() <= 0 {
+			continue
+		}
+		out[i].Flops += finiteOr0(fps[t.GetScale()] * float64(t.GetStepsDone()))
+		out[i].Trials++
+	}
+	return out
 }
 
 // progress walks the ended trials in the order they ended, adding up the compute they

@@ -207,6 +207,15 @@ function renderFacts(s) {
       text: `spent ${fmtFlops(s.spentFlops)} (${(spent * 100).toFixed(1)}%) · committed ${fmtFlops(s.committedFlops)} · budget ${fmtFlops(s.budgetFlops)}` })));
 }
 
+// renderSpend lists under the budget bar what each scale's trials spent: where the
+// compute went.
+function renderSpend(d) {
+  const parts = d.spendByScale.filter((x) => x.trials > 0)
+    .map((x) => `${x.scale} ${fmtFlops(x.flops)} (${x.trials} trial${x.trials === 1 ? "" : "s"})`);
+  document.getElementById("budget").append(
+    el("p", { class: "muted", "data-spend": "1", text: "spend by scale: " + (parts.join(" · ") || "none yet") }));
+}
+
 // recShort is a recommendation's value with what it rests on, in a few words: observed at a
 // fidelity, or extrapolated while no target run has finished (the label says it in full).
 function recShort(r) {
@@ -365,6 +374,7 @@ async function refresh() {
     if (selected) {
       const d = await getJSON("api/studies/" + selected);
       renderFacts(d.study);
+      renderSpend(d);
       renderRec(d.study);
       renderProgress(d);
       renderCurves(d);
