@@ -96,6 +96,14 @@ func buildHistory(b *testing.B, path string, n int) {
 			if err := tx.PutTrial(t); err != nil {
 				return err
 			}
+			st, err := tx.Study(studyID)
+			if err != nil {
+				return err
+			}
+			st.TrialsCreated++ // as the scheduler counts them, so the cap ends the study
+			if err := tx.PutStudy(st); err != nil {
+				return err
+			}
 			batch := make([]*pb.CurvePoint, startupReport)
 			for seq := uint64(1); seq <= startupPointsPerTrial; seq++ {
 				v := 3 + 5/float64(seq)

@@ -346,7 +346,7 @@ func TestProbeOverTLS(t *testing.T) {
 	dir := t.TempDir()
 	ca, cert, key := writeCerts(t, dir)
 	addr := freeAddr(t)
-	start(t, dir, "coordinator", "-listen", addr, "-db", filepath.Join(dir, "db"), "-http-listen", "",
+	start(t, dir, "coordinator", "-listen", addr, "-init", "-db", filepath.Join(dir, "db"), "-http-listen", "",
 		"-tls-cert", cert, "-tls-key", key)
 	probe := func(args ...string) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
