@@ -62,8 +62,28 @@ func TestRealWorkerRunsStudy(t *testing.T) {
 	data := filepath.Join(c.dir, "data")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	// The path a team walks: a folder of .jsonl.zst files per domain (nested, as
+	// SlimPajama ships them), prepared by prepare_data.py, trained by train.py.
+	raw := filepath.Join(c.dir, "corpus")
+	gen := exec.CommandContext(ctx, python, "-c", `
+import json, os, sys, zstandard
+sys.path.insert(0, sys.argv[2])
+import prepare_data
+for d in ("prose", "code", "math"):
+    docs = list(prepare_data.synthetic_documents(d, 0, 60000))
+    for part in range(2):
+        folder = os.path.join(sys.argv[1], d, "chunk%d" % part)
+        os.makedirs(folder)
+        lines = "".join(json.dumps({"text": t}) + "\n" for t in docs[part::2]).encode()
+        with open(os.path.join(folder, "part.jsonl.zst"), "wb") as f:
+            f.write(zstandard.ZstdCompressor().compress(lines))
+`, raw, filepath.Join(repoRoot(), "scripts"))
+	if out, err := gen.CombinedOutput(); err != nil {
+		t.Fatalf("writing the .jsonl.zst corpus: %v\n%s", err, out)
+	}
 	prep := exec.CommandContext(ctx, python, filepath.Join(repoRoot(), "scripts", "prepare_data.py"),
-		"--out-dir", data, "--synthetic", "--tokenizer", "byte", "--synthetic-chars", "60000")
+		"--out-dir", data, "--tokenizer", "byte", "--domain", "prose="+filepath.Join(raw, "prose"),
+		"--domain", "code="+filepath.Join(raw, "code"), "--domain", "math="+filepath.Join(raw, "math"))
 	if out, err := prep.CombinedOutput(); err != nil {
 		t.Fatalf("prepare_data.py: %v\n%s", err, out)
 	}
