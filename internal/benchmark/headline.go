@@ -82,7 +82,8 @@ type Aggregate struct {
 	Worst  float64 `json:"worst_speedup"`
 	// WorstCase names the headline with the worst speedup.
 	WorstCase string `json:"worst_case"`
-	// AtLeastOne counts the cases with a speedup ≥ 1.
+	// AtLeastOne counts the cases with a speedup ≥ 1 where the policy did reach and stay
+	// at the level (an upper bound "≤ 1×" does not count).
 	AtLeastOne int `json:"cases_at_least_1x"`
 }
 
@@ -99,7 +100,7 @@ func Aggregated(hs []Headline) Aggregate {
 		if x < ag.Worst {
 			ag.Worst, ag.WorstCase = x, fmt.Sprintf("%s %s %s", h.World, h.Objective, h.Setting)
 		}
-		if x >= 1 {
+		if x >= 1 && !h.Speedup.UpperBound {
 			ag.AtLeastOne++
 		}
 	}

@@ -222,8 +222,9 @@ func TestHeadlineLevel(t *testing.T) {
 	if h.Level != Floor {
 		t.Errorf("level %g, want the floor %g", h.Level, Floor)
 	}
-	ag := Aggregated([]Headline{{Speedup: Speedup{Value: 2}}, {Speedup: Speedup{Value: 0.5}}, {Speedup: Speedup{Value: 8}}})
-	if ag.Median != 2 || ag.Worst != 0.5 || ag.AtLeastOne != 2 {
+	ag := Aggregated([]Headline{{Speedup: Speedup{Value: 2}}, {Speedup: Speedup{Value: 0.5}}, {Speedup: Speedup{Value: 8}},
+		{Speedup: Speedup{Value: 1, UpperBound: true}}})
+	if ag.Median != 1.5 || ag.Worst != 0.5 || ag.AtLeastOne != 2 {
 		t.Errorf("aggregate %+v", ag)
 	}
 }
