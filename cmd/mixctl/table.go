@@ -24,7 +24,6 @@ func trialState(st pb.TrialState) string {
 	return strings.ToLower(strings.TrimPrefix(st.String(), "TRIAL_STATE_"))
 }
 
-
 func printStudies(w io.Writer, studies []*pb.StudyStatus) {
 	tw := newTable(w)
 	fmt.Fprintln(tw, "STUDY\tNAME\tSTATE\tPOLICY\tTRIALS (run/ok/fail/other)\tBUDGET SPENT (FLOPs)\tGPU-HOURS\tBEST\tMIXTURE")

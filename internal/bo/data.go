@@ -142,12 +142,6 @@ type trainingSet struct {
 	observed int
 }
 
-type obsPoint struct {
-	trial int
-	step  int64
-	value float64
-}
-
 // buildTraining selects and transforms the observed points. Points with a NaN or infinite
 // value (or a non-positive one when the log transform is on) are dropped, as are
 // observations whose mixture or scale does not fit the problem.

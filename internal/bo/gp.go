@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas64"
@@ -248,7 +249,7 @@ func (m model) fit(x [][]float64, y []float64, warm []float64, opt fitOptions, r
 	var lastX, lastG []float64
 	lastF := math.NaN()
 	eval := func(th []float64) (float64, []float64) {
-		if lastX != nil && equalVec(lastX, th) {
+		if lastX != nil && slices.Equal(lastX, th) {
 			return lastF, lastG
 		}
 		g := make([]float64, np)
@@ -294,9 +295,8 @@ func (m model) fit(x [][]float64, y []float64, warm []float64, opt fitOptions, r
 		}
 		res, err := optimize.Minimize(prob, s, settings, &optimize.LBFGS{})
 		var th []float64
-		var f float64
 		if res != nil {
-			th, f = res.X, res.F
+			th = res.X
 		}
 		if err != nil && res == nil {
 			continue
@@ -305,7 +305,8 @@ func (m model) fit(x [][]float64, y []float64, warm []float64, opt fitOptions, r
 			continue
 		}
 		th = clampVec(th, b)
-		f, _ = eval(th)
+		// Evaluated again at the clamped point, which the optimizer's res.F is not.
+		f, _ := eval(th)
 		if f < best {
 			best, bestTheta = f, append([]float64(nil), th...)
 		}
@@ -314,18 +315,6 @@ func (m model) fit(x [][]float64, y []float64, warm []float64, opt fitOptions, r
 		return nil, 0, fmt.Errorf("fit hyperparameters: no start converged: %w", errNotPD)
 	}
 	return bestTheta, best, nil
-}
-
-func equalVec(a, b []float64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func clampVec(v []float64, b hyperBounds) []float64 {

@@ -3,6 +3,7 @@ package sim
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 )
 
@@ -63,7 +64,7 @@ func (s *dataModelSource) Run(req Request) (Run, error) {
 	if err := validateRequest(req); err != nil {
 		return Run{}, fmt.Errorf("data model %s: %w", s.m.Name, err)
 	}
-	if !sameStrings(req.Domains, s.m.Domains) {
+	if !slices.Equal(req.Domains, s.m.Domains) {
 		return Run{}, fmt.Errorf("data model %s: request domains [%s] differ from the model's [%s] (names and order must match)",
 			s.m.Name, strings.Join(req.Domains, " "), strings.Join(s.m.Domains, " "))
 	}

@@ -128,19 +128,6 @@ func checkMixture(w []float64, n int) error {
 	return nil
 }
 
-// sameStrings reports whether a and b hold the same strings in the same order.
-func sameStrings(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
 // stepGrid lists the steps of a model source's curve: multiples of every from "from" up to
 // steps, and steps itself so the trial always ends on its final observation.
 func stepGrid(from, every, steps int64) ([]int64, error) {
