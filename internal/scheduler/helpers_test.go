@@ -3,37 +3,15 @@ package scheduler
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/mixopt/mixopt/internal/bo"
 	"github.com/mixopt/mixopt/internal/store"
+	"github.com/mixopt/mixopt/internal/testutil"
 	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
 )
-
-// fakeClock is a Clock the test moves by hand.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
 
 // fakePolicy decides the target fidelity with an even mixture, records every request and
 // saves a state that counts its decisions. onNext, when set, runs inside Next.
@@ -119,7 +97,7 @@ type env struct {
 	t      *testing.T
 	path   string
 	db     *store.DB
-	clock  *fakeClock
+	clock  *testutil.Clock
 	cfg    Config
 	s      *Scheduler
 	policy *fakePolicy // nil when the real policies are used
@@ -137,7 +115,7 @@ func withFakePolicy() envOption {
 
 func newEnv(t *testing.T, opts ...envOption) *env {
 	t.Helper()
-	e := &env{t: t, path: filepath.Join(t.TempDir(), "mixopt.db"), clock: newFakeClock()}
+	e := &env{t: t, path: testutil.StorePath(t), clock: testutil.NewClock()}
 	e.cfg = Config{
 		LeaseTTL: testTTL, RestartGrace: testGrace, MaxAttempts: testMaxAttempt,
 		MaxWait: testMaxWait, Clock: e.clock,
@@ -146,25 +124,15 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 		o(e)
 	}
 	e.open()
-	t.Cleanup(func() {
-		if err := e.db.Check(); err != nil {
-			t.Errorf("store check: %v", err)
-		}
-		if err := e.db.Close(); err != nil {
-			t.Errorf("close store: %v", err)
-		}
-	})
+	t.Cleanup(func() { testutil.CheckAndClose(t, e.db) }) // the last store restart opened
 	return e
 }
 
 func (e *env) open() {
 	e.t.Helper()
-	db, err := store.Open(e.path, store.Options{})
-	if err != nil {
-		e.t.Fatalf("open store: %v", err)
-	}
-	e.db = db
-	if e.s, err = New(db, e.cfg); err != nil {
+	e.db = testutil.OpenStore(e.t, e.path)
+	var err error
+	if e.s, err = New(e.db, e.cfg); err != nil {
 		e.t.Fatalf("New: %v", err)
 	}
 }

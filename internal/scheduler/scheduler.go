@@ -16,17 +16,15 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mixopt/mixopt/internal/bo"
+	"github.com/mixopt/mixopt/internal/clock"
 	"github.com/mixopt/mixopt/internal/metrics"
 	"github.com/mixopt/mixopt/internal/store"
 	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
 )
 
-// Clock tells the time; tests inject a fake one to drive lease expiry.
-type Clock interface{ Now() time.Time }
-
-type systemClock struct{}
-
-func (systemClock) Now() time.Time { return time.Now() }
+// Clock tells the time; tests inject a fake one to drive lease expiry. It is the one
+// interface the worker reads the time through too.
+type Clock = clock.Clock
 
 // Config tunes the scheduler. Zero fields take the defaults below.
 type Config struct {
@@ -73,7 +71,7 @@ func (c *Config) setDefaults() {
 		c.MaxWait = 10 * time.Second
 	}
 	if c.Clock == nil {
-		c.Clock = systemClock{}
+		c.Clock = clock.System{}
 	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()

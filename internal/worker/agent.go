@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/mixopt/mixopt/internal/clock"
 	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
 )
 
@@ -50,8 +51,8 @@ type Config struct {
 	// security, for loopback and tests. Per-call tokens go in DialOptions.
 	TransportCredentials credentials.TransportCredentials
 	DialOptions          []grpc.DialOption
-	// Now tells the time (tests inject a fake one).
-	Now func() time.Time
+	// Clock tells the time for self-fencing (tests inject a fake one).
+	Clock clock.Clock
 }
 
 func (c *Config) setDefaults() {
@@ -78,8 +79,8 @@ func (c *Config) setDefaults() {
 	if c.MaxBufferedPoints <= 0 {
 		c.MaxBufferedPoints = 100_000
 	}
-	if c.Now == nil {
-		c.Now = time.Now
+	if c.Clock == nil {
+		c.Clock = clock.System{}
 	}
 }
 
@@ -271,7 +272,7 @@ func (a *Agent) setIntervalsLocked(heartbeatMs, fenceMs int64) {
 // contact records that the coordinator answered, for self-fencing.
 func (a *Agent) contact() {
 	a.mu.Lock()
-	a.lastContact = a.cfg.Now()
+	a.lastContact = a.cfg.Clock.Now()
 	wasFenced := a.fenced
 	a.fenced = false
 	a.mu.Unlock()
@@ -329,12 +330,12 @@ func (a *Agent) fenceRemaining() (time.Duration, bool) {
 	if a.fenceAfter <= 0 {
 		return 0, false
 	}
-	return a.fenceAfter - a.cfg.Now().Sub(a.lastContact), true
+	return a.fenceAfter - a.cfg.Clock.Now().Sub(a.lastContact), true
 }
 
 func (a *Agent) checkFence() {
 	a.mu.Lock()
-	silent := a.cfg.Now().Sub(a.lastContact)
+	silent := a.cfg.Clock.Now().Sub(a.lastContact)
 	limit := a.fenceAfter
 	if limit <= 0 || silent <= limit {
 		a.mu.Unlock()

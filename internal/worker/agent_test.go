@@ -3,7 +3,6 @@ package worker
 import (
 	"context"
 	"fmt"
-	"net"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -12,13 +11,11 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/mixopt/mixopt/internal/coordinator"
 	"github.com/mixopt/mixopt/internal/scheduler"
 	"github.com/mixopt/mixopt/internal/sim"
-	"github.com/mixopt/mixopt/internal/store"
+	"github.com/mixopt/mixopt/internal/testutil"
 	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
 )
 
@@ -46,18 +43,7 @@ func newCoordinator(t *testing.T) *testCoordinator {
 // (when not nil) and the given server options (interceptors).
 func newCoordinatorWith(t *testing.T, tune func(*scheduler.Config), opts ...grpc.ServerOption) *testCoordinator {
 	t.Helper()
-	db, err := store.Open(filepath.Join(t.TempDir(), "mixopt.db"), store.Options{})
-	if err != nil {
-		t.Fatalf("open store: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := db.Check(); err != nil {
-			t.Errorf("store check: %v", err)
-		}
-		if err := db.Close(); err != nil {
-			t.Errorf("close store: %v", err)
-		}
-	})
+	db := testutil.TempStore(t)
 	// The lease TTL is far beyond every test: only the worker's own calls (and
 	// registrations) end or requeue attempts. The scheduler's expiry loop is not run.
 	cfg := scheduler.Config{LeaseTTL: 10 * time.Minute, MaxWait: time.Second, MaxAttempts: testAttempts}
@@ -68,31 +54,17 @@ func newCoordinatorWith(t *testing.T, tune func(*scheduler.Config), opts ...grpc
 	if err != nil {
 		t.Fatalf("scheduler: %v", err)
 	}
-	lis := bufconn.Listen(1 << 20)
-	srv := grpc.NewServer(opts...)
-	pb.RegisterWorkerServiceServer(srv, &coordinator.WorkerService{Sched: sched})
-	pb.RegisterControlServiceServer(srv, &coordinator.ControlService{Sched: sched})
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	dial := grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) })
-	conn, err := grpc.NewClient("passthrough:///bufnet", dial, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatalf("dial: %v", err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
-		srv.Stop()
-		if err := <-served; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
-	return &testCoordinator{control: pb.NewControlServiceClient(conn), dial: dial}
+	srv := testutil.Serve(t, func(srv *grpc.Server) {
+		pb.RegisterWorkerServiceServer(srv, &coordinator.WorkerService{Sched: sched})
+		pb.RegisterControlServiceServer(srv, &coordinator.ControlService{Sched: sched})
+	}, opts)
+	return &testCoordinator{control: pb.NewControlServiceClient(srv.Conn), dial: srv.Dial}
 }
 
 // agentConfig is a simulated worker of the given capacity talking to c.
 func (c *testCoordinator) agentConfig(capacity int32, runner Runner) Config {
 	return Config{
-		Addr: "passthrough:///bufnet", DialOptions: []grpc.DialOption{c.dial},
+		Addr: testutil.Addr, DialOptions: []grpc.DialOption{c.dial},
 		Hostname: "sim-worker", Capacity: capacity, Runner: runner,
 		PollWait: 200 * time.Millisecond, FlushInterval: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond,
 	}

@@ -2,36 +2,18 @@ package worker
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/mixopt/mixopt/internal/testutil"
 	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
 )
 
-// manualClock is a Config.Now the test moves by hand.
-type manualClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *manualClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *manualClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
 // fencedAgent is an agent, not connected to anything, that last reached the coordinator
 // now and holds one running trial.
-func fencedAgent(t *testing.T, clock *manualClock, fenceAfter time.Duration) (*Agent, *trialRun) {
+func fencedAgent(t *testing.T, clock *testutil.Clock, fenceAfter time.Duration) (*Agent, *trialRun) {
 	t.Helper()
-	cfg := Config{Now: clock.Now}
+	cfg := Config{Clock: clock}
 	cfg.setDefaults()
 	a := &Agent{cfg: cfg, log: cfg.Logger, trials: map[string]*trialRun{}, released: map[string]*pb.HeldLease{}, slotFree: make(chan struct{}, 1), hbEvery: time.Second}
 	a.mu.Lock()
@@ -69,7 +51,7 @@ func TestCheckFence(t *testing.T) {
 		{"no interval announced", 0, time.Hour, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			clock := &manualClock{now: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)}
+			clock := testutil.NewClock()
 			a, tr := fencedAgent(t, clock, tc.fence)
 			clock.Advance(tc.silent)
 			a.checkFence()
@@ -84,7 +66,7 @@ func TestCheckFence(t *testing.T) {
 // trials running.
 func TestCheckFenceContactRenews(t *testing.T) {
 	const fence = 20 * time.Second
-	clock := &manualClock{now: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)}
+	clock := testutil.NewClock()
 	a, tr := fencedAgent(t, clock, fence)
 	for range 5 {
 		clock.Advance(fence)

@@ -3,7 +3,6 @@ package worker
 import (
 	"context"
 	"fmt"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -11,10 +10,10 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/mixopt/mixopt/internal/gpuexec"
+	"github.com/mixopt/mixopt/internal/testutil"
 	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
 )
 
@@ -99,12 +98,7 @@ func (r *registrar) Heartbeat(context.Context, *pb.HeartbeatRequest) (*pb.Heartb
 // probed interpreter.
 func TestRegisterSendsIdentity(t *testing.T) {
 	reg := &registrar{}
-	lis := bufconn.Listen(1 << 20)
-	srv := grpc.NewServer()
-	pb.RegisterWorkerServiceServer(srv, reg)
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(srv.Stop)
-	dial := grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) })
+	dial := testutil.Serve(t, func(srv *grpc.Server) { pb.RegisterWorkerServiceServer(srv, reg) }, nil).Dial
 
 	in := &gpuexec.Interpreter{Path: "/opt/venv/bin/python3", PythonVersion: "3.11.2", TorchVersion: "2.4.0+cu121",
 		CUDAVersion: "12.1", CUDAAvailable: true, Devices: []string{"NVIDIA H200"}, CompileAvailable: true}
@@ -112,7 +106,7 @@ func TestRegisterSendsIdentity(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- Run(ctx, Config{Addr: "passthrough:///bufnet", Hostname: "gpu-1", Runner: SimRunner{},
+		done <- Run(ctx, Config{Addr: testutil.Addr, Hostname: "gpu-1", Runner: SimRunner{},
 			Identity: identity, PollWait: 50 * time.Millisecond,
 			DialOptions: []grpc.DialOption{dial, grpc.WithTransportCredentials(insecure.NewCredentials())}})
 	}()

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/mixopt/mixopt/internal/scheduler"
+	"github.com/mixopt/mixopt/internal/testutil"
 	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
 )
 
@@ -119,9 +120,9 @@ func (r *gatedRunner) Run(ctx context.Context, a *pb.Assignment, _ func(*pb.Curv
 
 // bareAgent is an agent connected to nothing, that last reached the coordinator now: its
 // trials must make no call (the gated runner emits nothing and ends by being stopped).
-func bareAgent(t *testing.T, clock *manualClock, runner Runner, log *zap.Logger) *Agent {
+func bareAgent(t *testing.T, clock *testutil.Clock, runner Runner, log *zap.Logger) *Agent {
 	t.Helper()
-	cfg := Config{Now: clock.Now, Runner: runner, Logger: log}
+	cfg := Config{Clock: clock, Runner: runner, Logger: log}
 	cfg.setDefaults()
 	a := &Agent{cfg: cfg, log: cfg.Logger, trials: map[string]*trialRun{}, released: map[string]*pb.HeldLease{},
 		slotFree: make(chan struct{}, 1), hbEvery: time.Second}
@@ -148,7 +149,7 @@ func leaseIDs(ls []*pb.HeldLease) []string {
 // its own attempt: the old attempt's end does not drop it from heartbeats, fencing and
 // re-registration, and it starts only once the old attempt has stopped.
 func TestAttemptReleasedToSameWorkerIsTracked(t *testing.T) {
-	clock := &manualClock{now: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)}
+	clock := testutil.NewClock()
 	runner := newGatedRunner(1, 2)
 	a := bareAgent(t, clock, runner, nil)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -194,7 +195,7 @@ func TestAttemptReleasedToSameWorkerIsTracked(t *testing.T) {
 // renew it), and once its run has stopped it is released to the coordinator. The fence
 // warning is one line per outage, not one per check.
 func TestFenceReleasesAndWarnsOncePerOutage(t *testing.T) {
-	clock := &manualClock{now: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)}
+	clock := testutil.NewClock()
 	core, logs := observer.New(zapcore.InfoLevel)
 	runner := newGatedRunner(1)
 	a := bareAgent(t, clock, runner, zap.New(core))
