@@ -5,19 +5,16 @@ package coordinator
 import (
 	"context"
 	"net"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/mixopt/mixopt/internal/scheduler"
-	"github.com/mixopt/mixopt/internal/store"
+	"github.com/mixopt/mixopt/internal/testutil"
 	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
 )
 
@@ -30,41 +27,14 @@ type fixture struct {
 // scheduler and store.
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	db, err := store.Open(filepath.Join(t.TempDir(), "mixopt.db"), store.Options{})
-	if err != nil {
-		t.Fatalf("open store: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := db.Check(); err != nil {
-			t.Errorf("store check: %v", err)
-		}
-		if err := db.Close(); err != nil {
-			t.Errorf("close store: %v", err)
-		}
-	})
-	sched, err := scheduler.New(db, scheduler.Config{LeaseTTL: time.Minute, MaxWait: time.Second})
+	sched, err := scheduler.New(testutil.TempStore(t), scheduler.Config{LeaseTTL: time.Minute, MaxWait: time.Second})
 	if err != nil {
 		t.Fatalf("scheduler: %v", err)
 	}
-	lis := bufconn.Listen(1 << 20)
-	srv := grpc.NewServer()
-	pb.RegisterWorkerServiceServer(srv, &WorkerService{Sched: sched})
-	pb.RegisterControlServiceServer(srv, &ControlService{Sched: sched})
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	conn, err := grpc.NewClient("passthrough:///bufnet",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatalf("dial: %v", err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
-		srv.Stop()
-		if err := <-served; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
+	conn := testutil.Serve(t, func(srv *grpc.Server) {
+		pb.RegisterWorkerServiceServer(srv, &WorkerService{Sched: sched})
+		pb.RegisterControlServiceServer(srv, &ControlService{Sched: sched})
+	}, nil).Conn
 	return &fixture{worker: pb.NewWorkerServiceClient(conn), control: pb.NewControlServiceClient(conn)}
 }
 

@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,13 +14,12 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/mixopt/mixopt/internal/scheduler"
 	"github.com/mixopt/mixopt/internal/sim"
 	"github.com/mixopt/mixopt/internal/store"
+	"github.com/mixopt/mixopt/internal/testutil"
 	"github.com/mixopt/mixopt/internal/worker"
 	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
 )
@@ -32,32 +29,16 @@ import (
 // with its first attempt, no acknowledged point is lost, and the study ends once the
 // disk has room again, with no restart.
 func TestStoreWriteFailureKeepsTrialsAlive(t *testing.T) {
-	db, err := store.Open(filepath.Join(t.TempDir(), "mixopt.db"), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := db.Check(); err != nil {
-			t.Errorf("store check: %v", err)
-		}
-		db.Close()
-	})
+	db := testutil.TempStore(t)
 	sched, err := scheduler.New(db, scheduler.Config{LeaseTTL: time.Minute, MaxWait: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	lis := bufconn.Listen(1 << 20)
-	srv := grpc.NewServer()
-	pb.RegisterWorkerServiceServer(srv, &WorkerService{Sched: sched})
-	pb.RegisterControlServiceServer(srv, &ControlService{Sched: sched, DB: db})
-	go srv.Serve(lis)
-	t.Cleanup(srv.Stop)
-	dial := grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) })
-	conn, err := grpc.NewClient("passthrough:///bufnet", dial, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	served := testutil.Serve(t, func(srv *grpc.Server) {
+		pb.RegisterWorkerServiceServer(srv, &WorkerService{Sched: sched})
+		pb.RegisterControlServiceServer(srv, &ControlService{Sched: sched, DB: db})
+	}, nil)
+	conn, dial := served.Conn, served.Dial
 	control := pb.NewControlServiceClient(conn)
 
 	// Count what the workers' RPCs got back while the disk is full.
@@ -91,7 +72,7 @@ func TestStoreWriteFailureKeepsTrialsAlive(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			err := worker.Run(ctx, worker.Config{Addr: "passthrough:///bufnet", Hostname: "w" + string(rune('a'+i)),
+			err := worker.Run(ctx, worker.Config{Addr: testutil.Addr, Hostname: "w" + string(rune('a'+i)),
 				Capacity: 1, Runner: runner, PollWait: time.Second, FlushInterval: 50 * time.Millisecond,
 				MaxBackoff: 200 * time.Millisecond, DialOptions: []grpc.DialOption{dial, grpc.WithUnaryInterceptor(count)}})
 			if err != nil && !errors.Is(err, context.Canceled) {
@@ -184,11 +165,8 @@ func waitFor(t *testing.T, limit time.Duration, cond func() bool) {
 // A record damaged on disk is refused by name (DataLoss), never served, and
 // VerifyStore names it.
 func TestDamagedRecordRefused(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "mixopt.db")
-	db, err := store.Open(path, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	path := testutil.StorePath(t)
+	db := testutil.OpenStore(t, path)
 	sched, err := scheduler.New(db, scheduler.Config{LeaseTTL: time.Minute})
 	if err != nil {
 		t.Fatal(err)
@@ -212,10 +190,7 @@ func TestDamagedRecordRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	db, err = store.Open(path, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db = testutil.OpenStore(t, path)
 	defer db.Close()
 	sched, err = scheduler.New(db, scheduler.Config{LeaseTTL: time.Minute})
 	if err != nil {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,14 +14,13 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/mixopt/mixopt/internal/scheduler"
 	"github.com/mixopt/mixopt/internal/store"
+	"github.com/mixopt/mixopt/internal/testutil"
 	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
 )
 
@@ -37,33 +35,15 @@ type served struct {
 func newServed(t *testing.T, cfg Config) *served {
 	t.Helper()
 	cfg.setDefaults()
-	db, err := store.Open(filepath.Join(t.TempDir(), "mixopt.db"), store.Options{})
-	if err != nil {
-		t.Fatalf("open store: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := db.Check(); err != nil {
-			t.Errorf("store check: %v", err)
-		}
-		db.Close()
-	})
+	db := testutil.TempStore(t)
 	sched, err := scheduler.New(db, scheduler.Config{LeaseTTL: time.Minute, MaxWait: time.Second})
 	if err != nil {
 		t.Fatalf("scheduler: %v", err)
 	}
-	lis := bufconn.Listen(1 << 20)
-	srv := grpc.NewServer(serverOptions(cfg)...)
-	pb.RegisterWorkerServiceServer(srv, &WorkerService{Sched: sched})
-	pb.RegisterControlServiceServer(srv, &ControlService{Sched: sched})
-	go srv.Serve(lis)
-	conn, err := grpc.NewClient("passthrough:///bufnet",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(64<<20)))
-	if err != nil {
-		t.Fatalf("dial: %v", err)
-	}
-	t.Cleanup(func() { conn.Close(); srv.Stop() })
+	conn := testutil.Serve(t, func(srv *grpc.Server) {
+		pb.RegisterWorkerServiceServer(srv, &WorkerService{Sched: sched})
+		pb.RegisterControlServiceServer(srv, &ControlService{Sched: sched})
+	}, serverOptions(cfg), grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(64<<20))).Conn
 	return &served{
 		fixture: fixture{worker: pb.NewWorkerServiceClient(conn), control: pb.NewControlServiceClient(conn)},
 		conn:    conn, db: db,
