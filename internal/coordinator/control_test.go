@@ -25,24 +25,10 @@ func wantCode(t *testing.T, err error, code codes.Code, field string) {
 func TestCancelTrialOverGRPC(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t)
-	reg, err := f.worker.Register(ctx, &pb.RegisterRequest{Hostname: "w1", SimulatedCapacity: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := reg.WorkerId
 	spec := testSpec()
 	spec.MaxParallel = 2
-	if _, err := f.control.CreateStudy(ctx, &pb.CreateStudyRequest{Spec: spec}); err != nil {
-		t.Fatal(err)
-	}
-	acquire := func() *pb.Assignment {
-		t.Helper()
-		acq, err := f.worker.AcquireTrial(ctx, &pb.AcquireTrialRequest{WorkerId: w})
-		if err != nil || acq.Assignment == nil {
-			t.Fatalf("AcquireTrial = %v, %v", acq, err)
-		}
-		return acq.Assignment
-	}
+	w := f.workerWithStudy(t, 2, spec)
+	acquire := func() *pb.Assignment { t.Helper(); return f.mustAcquire(t, w) }
 	report := func(a *pb.Assignment, seq uint64) *pb.ReportPointsResponse {
 		t.Helper()
 		rep, err := f.worker.ReportPoints(ctx, &pb.ReportPointsRequest{
@@ -109,14 +95,7 @@ func TestCancelTrialOverGRPC(t *testing.T) {
 func TestDrainWorkerOverGRPC(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t)
-	reg, err := f.worker.Register(ctx, &pb.RegisterRequest{Hostname: "w1", SimulatedCapacity: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := reg.WorkerId
-	if _, err := f.control.CreateStudy(ctx, &pb.CreateStudyRequest{Spec: testSpec()}); err != nil {
-		t.Fatal(err)
-	}
+	w := f.workerWithStudy(t, 1, testSpec())
 	drained, err := f.control.DrainWorker(ctx, &pb.DrainWorkerRequest{WorkerId: w})
 	if err != nil || drained.Worker.State != pb.WorkerState_WORKER_STATE_DRAINING || !drained.Worker.Draining {
 		t.Fatalf("DrainWorker = %v, %v", drained, err)

@@ -38,6 +38,30 @@ func newFixture(t *testing.T) *fixture {
 	return &fixture{worker: pb.NewWorkerServiceClient(conn), control: pb.NewControlServiceClient(conn)}
 }
 
+// workerWithStudy registers worker "w1" with capacity slots and creates a study from spec.
+func (f *fixture) workerWithStudy(t *testing.T, capacity int32, spec *pb.StudySpec) uint64 {
+	t.Helper()
+	ctx := context.Background()
+	reg, err := f.worker.Register(ctx, &pb.RegisterRequest{Hostname: "w1", SimulatedCapacity: capacity})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.control.CreateStudy(ctx, &pb.CreateStudyRequest{Spec: spec}); err != nil {
+		t.Fatal(err)
+	}
+	return reg.WorkerId
+}
+
+// mustAcquire leases the next trial to worker w, failing the test when there is none.
+func (f *fixture) mustAcquire(t *testing.T, w uint64) *pb.Assignment {
+	t.Helper()
+	acq, err := f.worker.AcquireTrial(context.Background(), &pb.AcquireTrialRequest{WorkerId: w})
+	if err != nil || acq.Assignment == nil {
+		t.Fatalf("AcquireTrial = %v, %v", acq, err)
+	}
+	return acq.Assignment
+}
+
 func testSpec() *pb.StudySpec {
 	return &pb.StudySpec{
 		Name:        "grpc",

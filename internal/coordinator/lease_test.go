@@ -19,23 +19,12 @@ import (
 func TestHeartbeatLeasesOverTheWire(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t)
-	reg, err := f.worker.Register(ctx, &pb.RegisterRequest{Hostname: "w1", SimulatedCapacity: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := reg.WorkerId
 	spec := testSpec()
 	spec.MaxTrials = 2
-	if _, err := f.control.CreateStudy(ctx, &pb.CreateStudyRequest{Spec: spec}); err != nil {
-		t.Fatal(err)
-	}
+	w := f.workerWithStudy(t, 1, spec)
 	acquire := func() *pb.HeldLease {
 		t.Helper()
-		acq, err := f.worker.AcquireTrial(ctx, &pb.AcquireTrialRequest{WorkerId: w})
-		if err != nil || acq.Assignment == nil {
-			t.Fatalf("AcquireTrial = %v, %v", acq, err)
-		}
-		a := acq.Assignment
+		a := f.mustAcquire(t, w)
 		return &pb.HeldLease{TrialId: a.Trial.Id, LeaseId: a.LeaseId, Attempt: a.Attempt}
 	}
 	first := acquire()
