@@ -33,6 +33,7 @@ func TestFailureClassOf(t *testing.T) {
 		{"unknown enum", pb.FailureClass(42), "", 0, "failure_class"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			//lint:ignore SA1019 the deprecated field is the fallback under test
 			got, err := failureClassOf(&pb.FailTrialRequest{FailureClass: tc.enum, ErrorClass: tc.legacy})
 			if tc.wantField != "" {
 				if status.Code(err) != codes.InvalidArgument || !strings.HasPrefix(status.Convert(err).Message(), tc.wantField+":") {
