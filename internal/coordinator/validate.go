@@ -217,7 +217,7 @@ func failureClassOf(req *pb.FailTrialRequest) (pb.FailureClass, error) {
 		return pb.FailureClass_FAILURE_CLASS_OTHER, nil
 	}
 	var known []string
-	for v := range int32(len(pb.FailureClass_name)) {
+	for v := range int32(len(pb.FailureClass_name)) { // the enum's values are 0..n-1, in order
 		c := pb.FailureClass(v)
 		if c == pb.FailureClass_FAILURE_CLASS_UNSPECIFIED {
 			continue
