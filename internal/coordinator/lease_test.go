@@ -29,7 +29,7 @@ func TestHeartbeatLeasesOverTheWire(t *testing.T) {
 	}
 	first := acquire()
 	if _, err := f.worker.FailTrial(ctx, &pb.FailTrialRequest{WorkerId: w, TrialId: first.TrialId, LeaseId: first.LeaseId,
-		Attempt: first.Attempt, Reason: "exit status 1", ErrorClass: "other"}); err != nil {
+		Attempt: first.Attempt, Reason: "exit status 1", FailureClass: pb.FailureClass_FAILURE_CLASS_OTHER}); err != nil {
 		t.Fatal(err)
 	}
 	retry := acquire()

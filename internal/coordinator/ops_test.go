@@ -92,7 +92,7 @@ func TestFailureBudgetOverGRPC(t *testing.T) {
 			t.Fatal("no trial")
 		}
 		if _, err := f.worker.FailTrial(ctx, &pb.FailTrialRequest{WorkerId: w, TrialId: a.Trial.Id, LeaseId: a.LeaseId,
-			Attempt: a.Attempt, Reason: "domain nosuch has no data", ErrorClass: "bad_data"}); err != nil {
+			Attempt: a.Attempt, Reason: "domain nosuch has no data", FailureClass: pb.FailureClass_FAILURE_CLASS_BAD_DATA}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -3,7 +3,6 @@ package coordinator
 import (
 	"fmt"
 	"math"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -126,7 +125,7 @@ func checkLease(leaseID string) error {
 // validateReportPoints refuses a batch whose points could not be true of a training run:
 // non-finite losses or metrics, negative tokens, absurd wall times, malformed metric
 // names, or steps and wall times going backwards. A diverged run reports FailTrial with
-// class "diverged" instead of a NaN point. The scheduler checks the batch against what
+// FAILURE_CLASS_DIVERGED instead of a NaN point. The scheduler checks the batch against what
 // the attempt already committed.
 func validateReportPoints(req *pb.ReportPointsRequest) error {
 	if err := checkLease(req.LeaseId); err != nil {
@@ -197,10 +196,38 @@ func validateFail(req *pb.FailTrialRequest) error {
 	if err := checkLen("reason", req.Reason, scheduler.MaxReasonBytes); err != nil {
 		return err
 	}
-	if req.ErrorClass != "" && !slices.Contains(scheduler.ErrorClasses, req.ErrorClass) {
-		return badField("error_class", "unknown class %.40q (known: %s)", req.ErrorClass, strings.Join(scheduler.ErrorClasses, ", "))
+	_, err := failureClassOf(req)
+	return err
+}
+
+// failureClassOf is the failure class a FailTrial reports: failure_class, or for an older
+// worker that sends only the deprecated error_class string, that string's class (its
+// short name, as scheduler.FailureClassName spells it; "" is other). This is the one place
+// the deprecated string is read.
+func failureClassOf(req *pb.FailTrialRequest) (pb.FailureClass, error) {
+	if req.FailureClass != pb.FailureClass_FAILURE_CLASS_UNSPECIFIED {
+		if _, ok := pb.FailureClass_name[int32(req.FailureClass)]; !ok {
+			return 0, badField("failure_class", "unknown failure class %d", int32(req.FailureClass))
+		}
+		return req.FailureClass, nil
 	}
-	return nil
+	//lint:ignore SA1019 read only as the fallback for workers that predate failure_class
+	legacy := req.ErrorClass
+	if legacy == "" {
+		return pb.FailureClass_FAILURE_CLASS_OTHER, nil
+	}
+	var known []string
+	for v := range int32(len(pb.FailureClass_name)) { // the enum's values are 0..n-1, in order
+		c := pb.FailureClass(v)
+		if c == pb.FailureClass_FAILURE_CLASS_UNSPECIFIED {
+			continue
+		}
+		if scheduler.FailureClassName(c) == legacy {
+			return c, nil
+		}
+		known = append(known, scheduler.FailureClassName(c))
+	}
+	return 0, badField("error_class", "unknown class %.40q (known: %s)", legacy, strings.Join(known, ", "))
 }
 
 func validateListTrials(req *pb.ListTrialsRequest) error {

@@ -172,10 +172,15 @@ func TestOversizedFieldsRefused(t *testing.T) {
 			return err
 		}},
 		{"huge reason", "reason", func() error {
-			_, err := f.worker.FailTrial(ctx, &pb.FailTrialRequest{WorkerId: w, TrialId: a.Trial.Id, LeaseId: a.LeaseId, Attempt: 1, Reason: huge, ErrorClass: "oom"})
+			_, err := f.worker.FailTrial(ctx, &pb.FailTrialRequest{WorkerId: w, TrialId: a.Trial.Id, LeaseId: a.LeaseId, Attempt: 1, Reason: huge, FailureClass: pb.FailureClass_FAILURE_CLASS_OOM})
+			return err
+		}},
+		{"unknown failure class", "failure_class", func() error {
+			_, err := f.worker.FailTrial(ctx, &pb.FailTrialRequest{WorkerId: w, TrialId: a.Trial.Id, LeaseId: a.LeaseId, Attempt: 1, Reason: "x", FailureClass: 42})
 			return err
 		}},
 		{"unknown error class", "error_class", func() error {
+			//lint:ignore SA1019 an older worker's request, with the deprecated string
 			_, err := f.worker.FailTrial(ctx, &pb.FailTrialRequest{WorkerId: w, TrialId: a.Trial.Id, LeaseId: a.LeaseId, Attempt: 1, Reason: "x", ErrorClass: "cosmic_ray"})
 			return err
 		}},

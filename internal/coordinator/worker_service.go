@@ -101,11 +101,15 @@ func (s *WorkerService) FailTrial(ctx context.Context, req *pb.FailTrialRequest)
 	if err := validateFail(req); err != nil {
 		return nil, err
 	}
+	class, err := failureClassOf(req)
+	if err != nil {
+		return nil, err
+	}
 	h, err := held(req.WorkerId, req.TrialId, req.LeaseId, req.Attempt)
 	if err != nil {
 		return nil, err
 	}
-	if err := s.Sched.FailTrial(ctx, h, req.Reason, req.ErrorClass); err != nil {
+	if err := s.Sched.FailTrial(ctx, h, req.Reason, class); err != nil {
 		return nil, toStatus(err)
 	}
 	return &pb.FailTrialResponse{}, nil

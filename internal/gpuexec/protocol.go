@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"math"
 	"regexp"
+	"strings"
 	"unicode/utf8"
+
+	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
 )
 
 // ProtocolVersion is the version of train.py's JSON-lines protocol this package reads.
@@ -84,8 +87,8 @@ type DoneInfo struct {
 
 // ErrorInfo is train.py's own account of a failure.
 type ErrorInfo struct {
-	// Class is one of oom, diverged, bad_data, bad_input, other.
-	Class    string
+	// Class is train.py's error class (see [ParseFailureClass]).
+	Class    pb.FailureClass
 	Message  string
 	ExitCode int
 	// Step is the last completed step, or -1 when the error came before training.
@@ -267,13 +270,7 @@ func ParseLine(line []byte) (Event, error) {
 		if w.Message == nil || w.ExitCode == nil {
 			return bad("error event without message or exit_code")
 		}
-		info := &ErrorInfo{Class: w.Class, Message: *w.Message, ExitCode: *w.ExitCode, Step: -1}
-		switch info.Class {
-		case "oom", "diverged", "bad_data", "bad_input", "other":
-		default:
-			// A newer train.py may add classes; an unknown one is treated as other.
-			info.Class = "other"
-		}
+		info := &ErrorInfo{Class: ParseFailureClass(w.Class), Message: *w.Message, ExitCode: *w.ExitCode, Step: -1}
 		if w.Step != nil {
 			info.Step = *w.Step
 		}
@@ -322,4 +319,16 @@ func lossValue(raw json.RawMessage) (v float64, ok bool, err error) {
 		return 0, false, err
 	}
 	return v, true, nil
+}
+
+// ParseFailureClass maps the class of train.py's error event (oom, diverged, bad_data,
+// bad_input, other: the FailureClass names without their prefix, in lower case) onto the
+// enum; this is the one place the protocol's strings become the enum. A newer train.py
+// may add classes: an unknown one, like an empty one, is other.
+func ParseFailureClass(name string) pb.FailureClass {
+	c, ok := pb.FailureClass_value["FAILURE_CLASS_"+strings.ToUpper(name)]
+	if !ok || c == int32(pb.FailureClass_FAILURE_CLASS_UNSPECIFIED) || strings.ToLower(name) != name {
+		return pb.FailureClass_FAILURE_CLASS_OTHER
+	}
+	return pb.FailureClass(c)
 }

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
 )
 
 // Lines as train.py writes them (copied from a real CPU run).
@@ -50,11 +52,11 @@ func TestParseLine(t *testing.T) {
 		t.Fatalf("done: %+v %v", ev, err)
 	}
 	ev, err = ParseLine([]byte(protocolSeeds[6]))
-	if err != nil || ev.Error.Class != "bad_data" || ev.Error.ExitCode != 3 || ev.Error.Step != -1 {
+	if err != nil || ev.Error.Class != pb.FailureClass_FAILURE_CLASS_BAD_DATA || ev.Error.ExitCode != 3 || ev.Error.Step != -1 {
 		t.Fatalf("error: %+v %v", ev, err)
 	}
 	ev, err = ParseLine([]byte(protocolSeeds[7]))
-	if err != nil || ev.Error.Class != "other" {
+	if err != nil || ev.Error.Class != pb.FailureClass_FAILURE_CLASS_OTHER {
 		t.Fatalf("unknown class: %+v %v", ev, err)
 	}
 	for _, bad := range protocolSeeds[8:] {

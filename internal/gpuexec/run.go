@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
 )
 
 // LaunchOptions tune supervision; zero values take the defaults shown.
@@ -90,6 +92,26 @@ const (
 	// ClassCrashed: any other failure.
 	ClassCrashed Class = "crashed"
 )
+
+// FailureClass is the failure class a worker reports to the coordinator for a run that
+// ended this way. Crashes, kills nobody here asked for (preemption) and stops are other:
+// worth another attempt. Succeeded is unspecified.
+func (c Class) FailureClass() pb.FailureClass {
+	switch c {
+	case ClassSucceeded:
+		return pb.FailureClass_FAILURE_CLASS_UNSPECIFIED
+	case ClassOOM:
+		return pb.FailureClass_FAILURE_CLASS_OOM
+	case ClassDiverged:
+		return pb.FailureClass_FAILURE_CLASS_DIVERGED
+	case ClassBadData:
+		return pb.FailureClass_FAILURE_CLASS_BAD_DATA
+	case ClassBadInput:
+		return pb.FailureClass_FAILURE_CLASS_BAD_INPUT
+	default:
+		return pb.FailureClass_FAILURE_CLASS_OTHER
+	}
+}
 
 // Sentinel errors wrapped by Result.Err, one per failing class, for errors.Is.
 var (
@@ -482,13 +504,13 @@ func Classify(in ExitInfo) Class {
 	}
 	if in.Error != nil {
 		switch in.Error.Class {
-		case "oom":
+		case pb.FailureClass_FAILURE_CLASS_OOM:
 			return ClassOOM
-		case "diverged":
+		case pb.FailureClass_FAILURE_CLASS_DIVERGED:
 			return ClassDiverged
-		case "bad_data":
+		case pb.FailureClass_FAILURE_CLASS_BAD_DATA:
 			return ClassBadData
-		case "bad_input":
+		case pb.FailureClass_FAILURE_CLASS_BAD_INPUT:
 			return ClassBadInput
 		}
 	}

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
 )
 
 // fakeSpec is a valid spec whose interpreter is this test binary in fake mode.
@@ -322,10 +324,10 @@ func TestClassify(t *testing.T) {
 	}{
 		{"success", ExitInfo{Done: done}, ClassSucceeded},
 		{"finished before stop", ExitInfo{Done: done, StopRequested: true}, ClassSucceeded},
-		{"error event wins over stop", ExitInfo{ExitCode: 4, StopRequested: true, Error: &ErrorInfo{Class: "oom"}}, ClassOOM},
-		{"bad data event", ExitInfo{ExitCode: 3, Error: &ErrorInfo{Class: "bad_data"}}, ClassBadData},
+		{"error event wins over stop", ExitInfo{ExitCode: 4, StopRequested: true, Error: &ErrorInfo{Class: pb.FailureClass_FAILURE_CLASS_OOM}}, ClassOOM},
+		{"bad data event", ExitInfo{ExitCode: 3, Error: &ErrorInfo{Class: pb.FailureClass_FAILURE_CLASS_BAD_DATA}}, ClassBadData},
 		{"bad input code", ExitInfo{ExitCode: 2}, ClassBadInput},
-		{"other event", ExitInfo{ExitCode: 1, Error: &ErrorInfo{Class: "other"}}, ClassCrashed},
+		{"other event", ExitInfo{ExitCode: 1, Error: &ErrorInfo{Class: pb.FailureClass_FAILURE_CLASS_OTHER}}, ClassCrashed},
 		{"stopped sigkill", ExitInfo{ExitCode: -1, Signal: syscall.SIGKILL, StopRequested: true}, ClassStopped},
 		{"torchrun exit 1 on stop", ExitInfo{ExitCode: 1, StopRequested: true}, ClassStopped},
 		{"preempted", ExitInfo{ExitCode: 143, Done: &DoneInfo{Status: "stopped"}}, ClassKilled},

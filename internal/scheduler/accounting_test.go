@@ -63,7 +63,7 @@ func TestGPUHours(t *testing.T) {
 			e.report(h, []*pb.CurvePoint{wallPoint(1, 100), wallPoint(2, 250)})
 			e.report(h, []*pb.CurvePoint{wallPoint(2, 250), wallPoint(3, 400)})
 			check("re-sent and overlapping batches", 400*tc.perS)
-			if err := e.s.FailTrial(ctx, h, "node lost", "other"); err != nil {
+			if err := e.s.FailTrial(ctx, h, "node lost", pb.FailureClass_FAILURE_CLASS_OTHER); err != nil {
 				t.Fatal(err)
 			}
 			check("after the failure", 400*tc.perS)

@@ -79,7 +79,7 @@ func TestCancelPendingTrial(t *testing.T) {
 	w := e.register("w1", 1)
 	st := e.createStudy(func(s *pb.StudySpec) { s.MaxTrials = 1 })
 	a := e.mustAcquire(w)
-	if err := e.s.FailTrial(ctx, heldOf(w, a), "segfault", "other"); err != nil {
+	if err := e.s.FailTrial(ctx, heldOf(w, a), "segfault", pb.FailureClass_FAILURE_CLASS_OTHER); err != nil {
 		t.Fatal(err)
 	}
 	if tr, _ := e.trial(a.Trial.Id); tr.State != pb.TrialState_TRIAL_STATE_PENDING {
@@ -109,7 +109,7 @@ func TestCancelEndedOrUnknownTrial(t *testing.T) {
 	done := e.mustAcquire(w)
 	e.runToEnd(heldOf(w, done), targetSteps)
 	failed := e.mustAcquire(w)
-	if err := e.s.FailTrial(ctx, heldOf(w, failed), "out of memory", "oom"); err != nil {
+	if err := e.s.FailTrial(ctx, heldOf(w, failed), "out of memory", pb.FailureClass_FAILURE_CLASS_OOM); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {

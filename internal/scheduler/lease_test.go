@@ -18,7 +18,7 @@ func TestHeartbeatStopsOnlyTheNamedAttempt(t *testing.T) {
 	w := e.register("w1", 1)
 	e.createStudy(func(s *pb.StudySpec) { s.MaxTrials = 1 })
 	first := heldOf(w, e.mustAcquire(w))
-	if err := e.s.FailTrial(ctx, first, "exit status 1", "other"); err != nil {
+	if err := e.s.FailTrial(ctx, first, "exit status 1", pb.FailureClass_FAILURE_CLASS_OTHER); err != nil {
 		t.Fatal(err)
 	}
 	retry := heldOf(w, e.mustAcquire(w))
@@ -189,30 +189,30 @@ func TestEndTrialIdempotentPerAttempt(t *testing.T) {
 	// A retryable failure requeues; its repeat answers OK before and after the retry
 	// is leased, and the retry is untouched.
 	a := heldOf(w, e.mustAcquire(w))
-	if err := e.s.FailTrial(ctx, a, "exit status 1", "other"); err != nil {
+	if err := e.s.FailTrial(ctx, a, "exit status 1", pb.FailureClass_FAILURE_CLASS_OTHER); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.s.FailTrial(ctx, a, "exit status 1", "other"); err != nil {
+	if err := e.s.FailTrial(ctx, a, "exit status 1", pb.FailureClass_FAILURE_CLASS_OTHER); err != nil {
 		t.Errorf("repeated retryable fail while pending: %v", err)
 	}
 	retry := heldOf(w, e.mustAcquire(w))
 	if retry.TrialID != a.TrialID {
 		t.Fatalf("leased trial %d, want the retry of %d", retry.TrialID, a.TrialID)
 	}
-	if err := e.s.FailTrial(ctx, a, "exit status 1", "other"); err != nil {
+	if err := e.s.FailTrial(ctx, a, "exit status 1", pb.FailureClass_FAILURE_CLASS_OTHER); err != nil {
 		t.Errorf("repeated retryable fail after the retry was leased: %v", err)
 	}
-	err := e.s.FailTrial(ctx, a, "another reason", "other")
+	err := e.s.FailTrial(ctx, a, "another reason", pb.FailureClass_FAILURE_CLASS_OTHER)
 	wantErr(t, err, ErrStaleLease, "a different fail of the ended attempt")
 	if tr, _ := e.trial(a.TrialID); tr.State != pb.TrialState_TRIAL_STATE_RUNNING || tr.LeaseId != retry.LeaseID || len(tr.ReasonHistory) != 1 {
 		t.Fatalf("retry after repeats: %v lease %q history %q", tr.State, tr.LeaseId, tr.ReasonHistory)
 	}
 
 	// A deterministic failure fails the trial; its repeat answers OK.
-	if err := e.s.FailTrial(ctx, retry, "CUDA out of memory", "oom"); err != nil {
+	if err := e.s.FailTrial(ctx, retry, "CUDA out of memory", pb.FailureClass_FAILURE_CLASS_OOM); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.s.FailTrial(ctx, retry, "CUDA out of memory", "oom"); err != nil {
+	if err := e.s.FailTrial(ctx, retry, "CUDA out of memory", pb.FailureClass_FAILURE_CLASS_OOM); err != nil {
 		t.Errorf("repeated deterministic fail: %v", err)
 	}
 	err = e.s.FinishTrial(ctx, retry, 0, "", 0)
@@ -223,7 +223,7 @@ func TestEndTrialIdempotentPerAttempt(t *testing.T) {
 	e.report(b, []*pb.CurvePoint{{Seq: 1, Step: targetSteps / 2, TrainLoss: 2}, {Seq: 2, Step: targetSteps, TrainLoss: 1}})
 	e.finish(b, 2)
 	e.finish(b, 2)
-	err = e.s.FailTrial(ctx, b, "late", "other")
+	err = e.s.FailTrial(ctx, b, "late", pb.FailureClass_FAILURE_CLASS_OTHER)
 	wantErr(t, err, ErrStaleLease, "fail of a finished attempt")
 	if tr, points := e.trial(b.TrialID); tr.State != pb.TrialState_TRIAL_STATE_SUCCEEDED || len(points) != 2 {
 		t.Errorf("finished trial after repeats: %v with %d points", tr.State, len(points))

@@ -79,8 +79,3 @@ const (
 	MaxPriorRuns    = 10_000
 	MaxPriorPoints  = 1_000
 )
-
-// ErrorClasses are the failure classes a worker may report in FailTrial; the empty class
-// means "other". Deterministic ones fail the trial (see deterministicFailures), the rest
-// are retried.
-var ErrorClasses = []string{"oom", "diverged", "bad_data", "bad_input", "other"}

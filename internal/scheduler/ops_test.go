@@ -144,7 +144,7 @@ func TestConsecutiveFailuresFailTheStudy(t *testing.T) {
 	fail := func() {
 		t.Helper()
 		a := e.mustAcquire(w)
-		if err := e.s.FailTrial(ctx, heldOf(w, a), "no such domain: nosuch", "bad_data"); err != nil {
+		if err := e.s.FailTrial(ctx, heldOf(w, a), "no such domain: nosuch", pb.FailureClass_FAILURE_CLASS_BAD_DATA); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -505,7 +505,7 @@ func TestStudyWithNoResultEndsFailed(t *testing.T) {
 	w := e.register("w", 1)
 	for range 2 {
 		a := e.mustAcquire(w)
-		if err := e.s.FailTrial(ctx, heldOf(w, a), "no data for domain code", "bad_data"); err != nil {
+		if err := e.s.FailTrial(ctx, heldOf(w, a), "no data for domain code", pb.FailureClass_FAILURE_CLASS_BAD_DATA); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -15,18 +15,19 @@ import (
 func TestRetryPolicyByErrorClass(t *testing.T) {
 	ctx := context.Background()
 	for _, tc := range []struct {
-		class     string
+		class     pb.FailureClass
 		wantClass string // as recorded
 		retried   bool
 	}{
-		{"oom", "oom", false},
-		{"diverged", "diverged", false},
-		{"bad_data", "bad_data", false},
-		{"other", "other", true},
-		{"", "other", true},
-		{"gpu_lost", "gpu_lost", true}, // an unknown class is not deterministic
+		{pb.FailureClass_FAILURE_CLASS_OOM, "oom", false},
+		{pb.FailureClass_FAILURE_CLASS_DIVERGED, "diverged", false},
+		{pb.FailureClass_FAILURE_CLASS_BAD_DATA, "bad_data", false},
+		{pb.FailureClass_FAILURE_CLASS_BAD_INPUT, "bad_input", false},
+		{pb.FailureClass_FAILURE_CLASS_OTHER, "other", true},
+		{pb.FailureClass_FAILURE_CLASS_UNSPECIFIED, "other", true},
+		{pb.FailureClass(99), "other", true}, // an unknown value (a newer worker) is retried
 	} {
-		t.Run("class="+tc.class, func(t *testing.T) {
+		t.Run("class="+tc.class.String(), func(t *testing.T) {
 			e := newEnv(t, withFakePolicy())
 			w := e.register("w1", 1)
 			w2 := e.register("w2", 1)
@@ -53,7 +54,7 @@ func TestRetryPolicyByErrorClass(t *testing.T) {
 					break
 				}
 				if tr.State != pb.TrialState_TRIAL_STATE_PENDING || tr.LeaseId != "" || tr.WorkerId != 0 || len(tr.GpuIndices) != 0 {
-					t.Fatalf("attempt %d failed with class %q: trial %v lease %q worker %d gpus %v, want pending and unleased",
+					t.Fatalf("attempt %d failed with class %v: trial %v lease %q worker %d gpus %v, want pending and unleased",
 						attempt, tc.class, tr.State, tr.LeaseId, tr.WorkerId, tr.GpuIndices)
 				}
 				if s := e.study(st.Id).Study; s.State != pb.StudyState_STUDY_STATE_RUNNING {
@@ -99,7 +100,7 @@ func TestStudyCompletesWhenFailedTrialSpentBudget(t *testing.T) {
 	a := e.mustAcquire(w)
 	h := heldOf(w, a)
 	e.report(h, pts(1, 15)) // 150 of 200 steps: 50 left, the cheapest trial costs 100
-	if err := e.s.FailTrial(ctx, h, "loss is NaN", "diverged"); err != nil {
+	if err := e.s.FailTrial(ctx, h, "loss is NaN", pb.FailureClass_FAILURE_CLASS_DIVERGED); err != nil {
 		t.Fatal(err)
 	}
 	s := e.study(st.Id)
@@ -120,7 +121,7 @@ func TestRetriedTrialKeepsStudyRunning(t *testing.T) {
 	a := e.mustAcquire(w)
 	h := heldOf(w, a)
 	e.report(h, pts(1, 5))
-	if err := e.s.FailTrial(ctx, h, "node rebooted", "other"); err != nil {
+	if err := e.s.FailTrial(ctx, h, "node rebooted", pb.FailureClass_FAILURE_CLASS_OTHER); err != nil {
 		t.Fatal(err)
 	}
 	if s := e.study(st.Id).Study; s.State != pb.StudyState_STUDY_STATE_RUNNING {

@@ -320,10 +320,26 @@ func (s *Scheduler) FinishTrial(_ context.Context, h Held, finalSeq uint64, sour
 	})
 }
 
-// Error classes a worker reports for a failed training run. A deterministic failure fails
-// the trial: running the same configuration again would fail the same way. Anything else
-// (a crash, a lost GPU) is retried as a new attempt up to the delivery limit.
-var deterministicFailures = map[string]bool{"oom": true, "diverged": true, "bad_data": true, "bad_input": true}
+// Failure classes a worker reports for a failed training run. A deterministic failure
+// fails the trial: running the same configuration again would fail the same way. Anything
+// else (a crash, a lost GPU) is retried as a new attempt up to the delivery limit.
+var deterministicFailures = map[pb.FailureClass]bool{
+	pb.FailureClass_FAILURE_CLASS_OOM:       true,
+	pb.FailureClass_FAILURE_CLASS_DIVERGED:  true,
+	pb.FailureClass_FAILURE_CLASS_BAD_DATA:  true,
+	pb.FailureClass_FAILURE_CLASS_BAD_INPUT: true,
+}
+
+// FailureClassName is a failure class's short name ("oom", "bad_data", ...: the enum name
+// without its prefix, in lower case), as stored reasons spell it, so records written
+// before the enum read the same; unspecified and unknown values are "other".
+func FailureClassName(c pb.FailureClass) string {
+	name, ok := pb.FailureClass_name[int32(c)]
+	if !ok || c == pb.FailureClass_FAILURE_CLASS_UNSPECIFIED {
+		return "other"
+	}
+	return strings.ToLower(strings.TrimPrefix(name, "FAILURE_CLASS_"))
+}
 
 // endedBy says whether the trial's stored attempt is h's and ended with h's lease still on
 // it (finished, or failed for good). Requeueing clears the lease, so a requeued attempt
@@ -334,23 +350,23 @@ func endedBy(t *pb.Trial, h Held) bool {
 }
 
 // failedReason is the reason history entry of an attempt that failed.
-func failedReason(attempt int32, class, reason string) string {
-	return fmt.Sprintf("attempt %d: %s: %s", attempt, class, reason)
+func failedReason(attempt int32, class pb.FailureClass, reason string) string {
+	return fmt.Sprintf("attempt %d: %s: %s", attempt, FailureClassName(class), reason)
 }
 
 // FailTrial ends a held attempt that failed with the worker's reason and class; the retry
 // policy above decides between failing the trial and requeueing it. It is idempotent per
 // attempt: failing again an attempt that already failed with the same class and reason
 // answers OK, whether it failed the trial or was requeued (and perhaps re-leased).
-func (s *Scheduler) FailTrial(_ context.Context, h Held, reason, class string) error {
+func (s *Scheduler) FailTrial(_ context.Context, h Held, reason string, class pb.FailureClass) error {
 	if reason == "" {
 		return fmt.Errorf("reason: missing: %w", ErrInvalid)
 	}
 	if len(reason) > 4096 {
 		reason = reason[:4096]
 	}
-	if class == "" {
-		class = "other"
+	if class == pb.FailureClass_FAILURE_CLASS_UNSPECIFIED {
+		class = pb.FailureClass_FAILURE_CLASS_OTHER
 	}
 	already := func(t *pb.Trial) (bool, error) {
 		if t.Attempt < h.Attempt || (t.Attempt == h.Attempt && t.State == pb.TrialState_TRIAL_STATE_RUNNING) {
@@ -367,7 +383,7 @@ func (s *Scheduler) FailTrial(_ context.Context, h Held, reason, class string) e
 		why := failedReason(t.Attempt, class, reason)
 		if deterministicFailures[class] || t.StopRequested {
 			t.State = pb.TrialState_TRIAL_STATE_FAILED
-			t.FailureReason = class + ": " + reason
+			t.FailureReason = FailureClassName(class) + ": " + reason
 			t.ReasonHistory = append(t.ReasonHistory, why)
 			return nil
 		}

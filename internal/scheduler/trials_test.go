@@ -171,11 +171,11 @@ func TestFailTrial(t *testing.T) {
 	a := e.mustAcquire(w)
 	h := heldOf(w, a)
 
-	err := e.s.FailTrial(ctx, h, "", "oom")
+	err := e.s.FailTrial(ctx, h, "", pb.FailureClass_FAILURE_CLASS_OOM)
 	wantErr(t, err, ErrInvalid, "fail without a reason")
-	err = e.s.FailTrial(ctx, Held{w, a.Trial.Id, "other", 1}, "boom", "oom")
+	err = e.s.FailTrial(ctx, Held{w, a.Trial.Id, "other", 1}, "boom", pb.FailureClass_FAILURE_CLASS_OOM)
 	wantErr(t, err, ErrStaleLease, "fail with a wrong lease")
-	if err := e.s.FailTrial(ctx, h, "CUDA out of memory", "oom"); err != nil {
+	if err := e.s.FailTrial(ctx, h, "CUDA out of memory", pb.FailureClass_FAILURE_CLASS_OOM); err != nil {
 		t.Fatalf("FailTrial: %v", err)
 	}
 	tr, _ := e.trial(a.Trial.Id)
@@ -184,7 +184,7 @@ func TestFailTrial(t *testing.T) {
 	}
 
 	b := e.mustAcquire(w)
-	if err := e.s.FailTrial(ctx, heldOf(w, b), "exit status 1", ""); err != nil {
+	if err := e.s.FailTrial(ctx, heldOf(w, b), "exit status 1", pb.FailureClass_FAILURE_CLASS_UNSPECIFIED); err != nil {
 		t.Fatalf("FailTrial: %v", err)
 	}
 	// A failure without a class is "other": not deterministic, so it is retried.

@@ -302,8 +302,8 @@ func TestAgentFaults(t *testing.T) {
 					t.Errorf("trial %d: attempt %d, history %q; want %d attempts", full.Id, full.Attempt, full.ReasonHistory, tc.attempts)
 				}
 				for _, r := range full.ReasonHistory {
-					if !strings.Contains(r, class+": ") || !strings.Contains(r, "injected fault: "+tc.class) {
-						t.Errorf("trial %d: reason %q does not name class %q and the fault", full.Id, r, class)
+					if !strings.Contains(r, scheduler.FailureClassName(class)+": ") || !strings.Contains(r, "injected fault: "+tc.class) {
+						t.Errorf("trial %d: reason %q does not name class %v and the fault", full.Id, r, class)
 					}
 				}
 				// The last attempt's points before the failure are kept, without gaps.

@@ -5,6 +5,8 @@ import (
 	"hash/fnv"
 	"strconv"
 	"strings"
+
+	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
 )
 
 // Faults injects training failures into simulated runs, for fault tests and drills: an
@@ -15,11 +17,13 @@ type Faults struct {
 	Classes []string
 }
 
-var faultClasses = map[string]string{
-	"crash":    "other",
-	"oom":      "oom",
-	"diverged": "diverged",
-	"bad_data": "bad_data",
+// faultClasses are the injectable faults (the -inject-faults names) and the failure
+// class each reports.
+var faultClasses = map[string]pb.FailureClass{
+	"crash":    pb.FailureClass_FAILURE_CLASS_OTHER,
+	"oom":      pb.FailureClass_FAILURE_CLASS_OOM,
+	"diverged": pb.FailureClass_FAILURE_CLASS_DIVERGED,
+	"bad_data": pb.FailureClass_FAILURE_CLASS_BAD_DATA,
 }
 
 // ParseFaults reads "RATE:CLASS[,CLASS...]", for example "0.3:crash,oom,diverged".

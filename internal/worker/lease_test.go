@@ -54,7 +54,7 @@ func TestRetryOnSameWorkerSurvivesHeartbeats(t *testing.T) {
 		if a.Attempt == 1 {
 			// Long enough for heartbeats to carry this lease, then a crash.
 			time.Sleep(100 * time.Millisecond)
-			return RunResult{}, &RunError{Class: "other", Reason: "injected crash"}
+			return RunResult{}, &RunError{Class: pb.FailureClass_FAILURE_CLASS_OTHER, Reason: "injected crash"}
 		}
 		err := emitCurve(ctx, a, emit, 20*time.Millisecond)
 		if err != nil {

@@ -94,7 +94,7 @@ func TestParseFaultsAndDraw(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	failed, classes := 0, map[string]int{}
+	failed, classes := 0, map[pb.FailureClass]int{}
 	for id := uint64(1); id <= 2000; id++ {
 		e, ok := f.draw(id, 1)
 		again, ok2 := f.draw(id, 1)
@@ -106,7 +106,7 @@ func TestParseFaultsAndDraw(t *testing.T) {
 			classes[e.Class]++
 		}
 	}
-	if failed < 850 || failed > 1150 || classes["other"] == 0 || classes["oom"] == 0 {
+	if failed < 850 || failed > 1150 || classes[pb.FailureClass_FAILURE_CLASS_OTHER] == 0 || classes[pb.FailureClass_FAILURE_CLASS_OOM] == 0 {
 		t.Errorf("%d of 2000 attempts failed (%v), want about half in both classes", failed, classes)
 	}
 	if none, _ := ParseFaults(""); none != nil {

@@ -32,13 +32,14 @@ type RunResult struct {
 	Provenance map[string]any
 }
 
-// RunError is a classified training failure (class: "oom", "diverged", "bad_data", "other").
+// RunError is a classified training failure.
 type RunError struct {
-	Class  string
+	Class  pb.FailureClass
 	Reason string
 }
 
-func (e *RunError) Error() string { return e.Class + ": " + e.Reason }
+// Error is the reason alone: the coordinator's stored reason names the class already.
+func (e *RunError) Error() string { return e.Reason }
 
 // SimRunner replays a simulator source's curve, pacing points by their modelled wall time
 // divided by Speedup.
@@ -61,7 +62,7 @@ func (r SimRunner) Run(ctx context.Context, a *pb.Assignment, emit func(*pb.Curv
 		Steps: t.Steps, EvalEvery: a.EvalEvery, Seed: a.Seed,
 	})
 	if err != nil {
-		return RunResult{}, &RunError{Class: "bad_data", Reason: fmt.Sprintf("simulator %s: %v", r.Source.Name(), err)}
+		return RunResult{}, &RunError{Class: pb.FailureClass_FAILURE_CLASS_BAD_DATA, Reason: fmt.Sprintf("simulator %s: %v", r.Source.Name(), err)}
 	}
 	speedup := r.Speedup
 	if speedup <= 0 {

@@ -164,14 +164,14 @@ func (r *TrainRunner) Run(ctx context.Context, a *pb.Assignment, emit func(*pb.C
 	start := time.Now()
 	t, sc := a.GetTrial(), a.GetScale()
 	if t == nil || sc == nil {
-		return RunResult{}, &RunError{Class: "bad_data", Reason: "assignment without trial or scale"}
+		return RunResult{}, &RunError{Class: pb.FailureClass_FAILURE_CLASS_BAD_DATA, Reason: "assignment without trial or scale"}
 	}
 	log := r.log.With(zap.Uint64("trial", t.Id), zap.Int32("attempt", a.Attempt))
 	key := fmt.Sprintf("trial-%d", t.Id)
 	gpus, err := r.acquire(key, a.GpuIndices)
 	if err != nil {
 		// A busy or unknown GPU is this worker's state, not the trial's fault: retryable.
-		return RunResult{}, &RunError{Class: "other", Reason: err.Error()}
+		return RunResult{}, &RunError{Class: pb.FailureClass_FAILURE_CLASS_OTHER, Reason: err.Error()}
 	}
 	// Until a run is launched the GPUs go back at once; after, only when every process of
 	// the run has ended (releaseWhenGone).
@@ -196,13 +196,13 @@ func (r *TrainRunner) Run(ctx context.Context, a *pb.Assignment, emit func(*pb.C
 		Env:             r.cfg.Env,
 	}
 	if err := spec.Validate(); err != nil {
-		return RunResult{}, &RunError{Class: "bad_data", Reason: err.Error()}
+		return RunResult{}, &RunError{Class: pb.FailureClass_FAILURE_CLASS_BAD_DATA, Reason: err.Error()}
 	}
 	var ck *trialCheckpoint
 	if r.cfg.CheckpointRoot != "" {
 		ck, err = openTrialCheckpoint(r.cfg.CheckpointRoot, a, spec)
 		if err != nil {
-			return RunResult{}, &RunError{Class: "other", Reason: err.Error()}
+			return RunResult{}, &RunError{Class: pb.FailureClass_FAILURE_CLASS_OTHER, Reason: err.Error()}
 		}
 		spec.CheckpointDir = ck.dir
 	}
@@ -212,7 +212,7 @@ func (r *TrainRunner) Run(ctx context.Context, a *pb.Assignment, emit func(*pb.C
 		if ctx.Err() != nil {
 			return RunResult{}, ctx.Err()
 		}
-		return RunResult{}, &RunError{Class: "other", Reason: err.Error()}
+		return RunResult{}, &RunError{Class: pb.FailureClass_FAILURE_CLASS_OTHER, Reason: err.Error()}
 	}
 	launched = true
 	defer r.releaseWhenGone(key, run, log)
@@ -271,8 +271,8 @@ func (r *TrainRunner) Run(ctx context.Context, a *pb.Assignment, emit func(*pb.C
 		// Stopped on request: the checkpoint stays for a requeued attempt here.
 		return res, fmt.Errorf("training stopped at step %d: %w", out.LastStep, ctx.Err())
 	}
-	class := runErrorClass(out.Class)
-	if class != "other" {
+	class := out.Class.FailureClass()
+	if class != pb.FailureClass_FAILURE_CLASS_OTHER {
 		// Deterministic failures are not retried: the checkpoint would never be used.
 		ck.remove(log)
 	}
@@ -302,21 +302,6 @@ func (r *TrainRunner) releaseWhenGone(key string, run *gpuexec.Run, log *zap.Log
 
 // maxWarningCodes bounds the distinct warning codes a run's provenance keeps.
 const maxWarningCodes = 16
-
-// runErrorClass maps how train.py ended onto the coordinator's retry classes.
-func runErrorClass(c gpuexec.Class) string {
-	switch c {
-	case gpuexec.ClassOOM:
-		return "oom"
-	case gpuexec.ClassDiverged:
-		return "diverged"
-	case gpuexec.ClassBadData, gpuexec.ClassBadInput:
-		return "bad_data"
-	default:
-		// Crashes, kills nobody here asked for (preemption), stops: worth another attempt.
-		return "other"
-	}
-}
 
 func startResult(s *gpuexec.StartInfo) RunResult {
 	prov := map[string]any{"runner": "train.py", "preset": s.Preset}

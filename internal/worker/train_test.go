@@ -208,12 +208,13 @@ func TestTrainRunnerEmitsMergedPointsAtEvalSteps(t *testing.T) {
 
 func TestTrainRunnerClassifiesFailures(t *testing.T) {
 	for _, tc := range []struct {
-		mode, class string
-		steps       []int64
+		mode  string
+		class pb.FailureClass
+		steps []int64
 	}{
-		{"oom", "oom", []int64{10}},
-		{"nan", "diverged", []int64{10, 20}},
-		{"bad_input", "bad_data", nil},
+		{"oom", pb.FailureClass_FAILURE_CLASS_OOM, []int64{10}},
+		{"nan", pb.FailureClass_FAILURE_CLASS_DIVERGED, []int64{10, 20}},
+		{"bad_input", pb.FailureClass_FAILURE_CLASS_BAD_INPUT, nil},
 	} {
 		t.Run(tc.mode, func(t *testing.T) {
 			root := t.TempDir()

@@ -166,17 +166,17 @@ func (t *trialRun) run(ctx context.Context) {
 
 func (t *trialRun) fail(ctx context.Context, runErr error) {
 	var re *RunError
-	class := "other"
+	class := pb.FailureClass_FAILURE_CLASS_OTHER
 	if errors.As(runErr, &re) {
 		class = re.Class
 	}
-	t.log.Warn("trial failed", zap.String("class", class), zap.Error(runErr))
+	t.log.Warn("trial failed", zap.Stringer("class", class), zap.Error(runErr))
 	// Points emitted before the failure are part of the attempt's record.
 	t.sendUntilDrained(ctx)
 	t.call(ctx, func(c context.Context) error {
 		_, err := t.agent.client.FailTrial(c, &pb.FailTrialRequest{
 			WorkerId: t.agent.id(), TrialId: t.a.Trial.Id, LeaseId: t.a.LeaseId, Attempt: t.a.Attempt,
-			Reason: runErr.Error(), ErrorClass: class,
+			Reason: runErr.Error(), FailureClass: class,
 		})
 		return err
 	})

@@ -6,13 +6,13 @@ from .errors import (FailedPreconditionError, InvalidArgumentError, LeaseLostErr
                      PermissionDeniedError, TrialStopped, UnauthenticatedError, UnavailableError)
 from .models import CurveList, CurvePoint, Recommendation, Study, StudyList, Trial, TrialList, Worker
 from .spec import load_spec
-from .work import ERROR_CLASSES, ExternalTrial, ExternalWorker
+from .work import ERROR_CLASSES, FAILURE_CLASSES, ExternalTrial, ExternalWorker
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Client", "load_spec", "Study", "Trial", "CurvePoint", "Recommendation", "Worker", "StudyList", "TrialList",
-    "CurveList", "ExternalTrial", "ExternalWorker", "ERROR_CLASSES", "MixoptError", "InvalidArgumentError",
+    "CurveList", "ExternalTrial", "ExternalWorker", "ERROR_CLASSES", "FAILURE_CLASSES", "MixoptError", "InvalidArgumentError",
     "NotFoundError", "FailedPreconditionError", "UnavailableError", "UnauthenticatedError", "PermissionDeniedError",
     "LeaseLostError", "TrialStopped",
 ]

@@ -32,9 +32,24 @@ from .v1 import control_pb2, types_pb2, worker_pb2, worker_pb2_grpc
 
 log = logging.getLogger("mixopt.work")
 
-# The failure classes the scheduler's retry policy knows: oom, diverged, bad_data and
-# bad_input fail the trial; other is retried up to the delivery limit.
-ERROR_CLASSES = ("oom", "diverged", "bad_data", "bad_input", "other")
+# The failure classes the scheduler's retry policy knows (the FailureClass enum of
+# types.proto, by short name: FAILURE_CLASS_BAD_DATA is "bad_data"): oom, diverged,
+# bad_data and bad_input fail the trial; other is retried up to the delivery limit.
+FAILURE_CLASSES: Dict[str, int] = {
+    name[len("FAILURE_CLASS_"):].lower(): value for name, value in types_pb2.FailureClass.items()
+    if value != types_pb2.FAILURE_CLASS_UNSPECIFIED}
+ERROR_CLASSES = tuple(FAILURE_CLASSES)
+
+
+def failure_class(error_class) -> int:
+    """The FailureClass value of a short name ("oom") or of a FailureClass value itself."""
+    if isinstance(error_class, str) and error_class in FAILURE_CLASSES:
+        return FAILURE_CLASSES[error_class]
+    if (isinstance(error_class, int) and not isinstance(error_class, bool)
+            and error_class in FAILURE_CLASSES.values()):
+        return error_class
+    raise InvalidArgumentError(f"error_class: {str(error_class)[:40]!r} is not one of {ERROR_CLASSES}",
+                               field="error_class")
 
 # Codes that mean "the coordinator is away or busy: try again" (the Go worker's list).
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -514,12 +529,11 @@ class ExternalTrial:
             worker_id=self._w.worker_id, trial_id=self.id, lease_id=self.lease_id, attempt=self.attempt,
             final_seq=final), ("succeeded", "stopped"))
 
-    def fail(self, reason: str, error_class: str = "other") -> None:
-        """Mark the attempt failed. error_class: oom, diverged, bad_data, bad_input (the trial
-        fails) or other (retried up to the coordinator's delivery limit)."""
-        if error_class not in ERROR_CLASSES:
-            raise InvalidArgumentError(f"error_class: {error_class!r} is not one of {ERROR_CLASSES}",
-                                       field="error_class")
+    def fail(self, reason: str, error_class="other") -> None:
+        """Mark the attempt failed. error_class, a short name or a types_pb2.FailureClass value:
+        oom, diverged, bad_data, bad_input (the trial fails) or other (retried up to the
+        coordinator's delivery limit)."""
+        cls = failure_class(error_class)
         reason = str(reason)[:MAX_REASON_CHARS] or "failed"
         try:
             self.flush()  # the points before the failure are part of the attempt's record
@@ -529,7 +543,7 @@ class ExternalTrial:
             log.warning("trial %d: points before the failure not sent: %s", self.id, e)
         self._end("FailTrial", lambda: worker_pb2.FailTrialRequest(
             worker_id=self._w.worker_id, trial_id=self.id, lease_id=self.lease_id, attempt=self.attempt,
-            reason=reason, error_class=error_class), ("failed", "pending", "lost"))
+            reason=reason, failure_class=cls), ("failed", "pending", "lost"))
 
     def _end(self, rpc: str, make_request, ended_states: Tuple[str, ...]) -> None:
         self._raise_if_unusable()

@@ -244,5 +244,5 @@ class StudyDataTest(CoordinatorTest):
         second.fail("out of memory at batch 3", "oom")
         t = self.client.trial(second.id)
         self.assertEqual(t.state, "failed")
-        self.assertIn("out of memory", t.failure_reason)
+        self.assertTrue(t.failure_reason.startswith("oom: out of memory"), t.failure_reason)
         it.close()

@@ -119,8 +119,18 @@ class WorkerProtocolTest(unittest.TestCase):
         # Leaving the loop with the trial unfinished fails it (retryable), so it is not
         # left to time out.
         it.close()
-        self.assertEqual([(f.trial_id, f.attempt, f.lease_id, f.error_class) for f in self.fake.fails],
-                         [(5, 2, "L2", "other")])
+        self.assertEqual([(f.trial_id, f.attempt, f.lease_id, f.failure_class, f.error_class) for f in self.fake.fails],
+                         [(5, 2, "L2", types_pb2.FAILURE_CLASS_OTHER, "")])
+
+    def test_failure_class_names_follow_the_enum(self):
+        from mixopt.work import failure_class
+        self.assertEqual(mixopt.ERROR_CLASSES, ("oom", "diverged", "bad_data", "bad_input", "other"))
+        self.assertEqual(failure_class("bad_input"), types_pb2.FAILURE_CLASS_BAD_INPUT)
+        self.assertEqual(failure_class(types_pb2.FAILURE_CLASS_DIVERGED), types_pb2.FAILURE_CLASS_DIVERGED)
+        for bad in ("cosmic_rays", "OOM", "unspecified", types_pb2.FAILURE_CLASS_UNSPECIFIED, 99, True, None):
+            with self.assertRaises(mixopt.InvalidArgumentError) as cm:
+                failure_class(bad)
+            self.assertEqual(cm.exception.field, "error_class")
 
     def test_stop_leases_names_exactly_one_attempt(self):
         _, trial = self.first_trial()

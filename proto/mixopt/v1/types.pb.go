@@ -81,6 +81,72 @@ func (StudyState) EnumDescriptor() ([]byte, []int) {
 	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{0}
 }
 
+// FailureClass says why a training attempt failed. The deterministic classes (oom,
+// diverged, bad_data, bad_input) fail the trial, since the same configuration would fail
+// the same way again; other is retried as a new attempt. Unspecified means other.
+type FailureClass int32
+
+const (
+	FailureClass_FAILURE_CLASS_UNSPECIFIED FailureClass = 0
+	// Out of (GPU) memory.
+	FailureClass_FAILURE_CLASS_OOM FailureClass = 1
+	// The loss became non-finite.
+	FailureClass_FAILURE_CLASS_DIVERGED FailureClass = 2
+	// The training data is missing or unreadable.
+	FailureClass_FAILURE_CLASS_BAD_DATA FailureClass = 3
+	// The trainer refused its arguments (mixture, scale, flags).
+	FailureClass_FAILURE_CLASS_BAD_INPUT FailureClass = 4
+	// Anything else: a crash, a lost GPU, a preemption.
+	FailureClass_FAILURE_CLASS_OTHER FailureClass = 5
+)
+
+// Enum value maps for FailureClass.
+var (
+	FailureClass_name = map[int32]string{
+		0: "FAILURE_CLASS_UNSPECIFIED",
+		1: "FAILURE_CLASS_OOM",
+		2: "FAILURE_CLASS_DIVERGED",
+		3: "FAILURE_CLASS_BAD_DATA",
+		4: "FAILURE_CLASS_BAD_INPUT",
+		5: "FAILURE_CLASS_OTHER",
+	}
+	FailureClass_value = map[string]int32{
+		"FAILURE_CLASS_UNSPECIFIED": 0,
+		"FAILURE_CLASS_OOM":         1,
+		"FAILURE_CLASS_DIVERGED":    2,
+		"FAILURE_CLASS_BAD_DATA":    3,
+		"FAILURE_CLASS_BAD_INPUT":   4,
+		"FAILURE_CLASS_OTHER":       5,
+	}
+)
+
+func (x FailureClass) Enum() *FailureClass {
+	p := new(FailureClass)
+	*p = x
+	return p
+}
+
+func (x FailureClass) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (FailureClass) Descriptor() protoreflect.EnumDescriptor {
+	return file_mixopt_v1_types_proto_enumTypes[1].Descriptor()
+}
+
+func (FailureClass) Type() protoreflect.EnumType {
+	return &file_mixopt_v1_types_proto_enumTypes[1]
+}
+
+func (x FailureClass) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use FailureClass.Descriptor instead.
+func (FailureClass) EnumDescriptor() ([]byte, []int) {
+	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{1}
+}
+
 type TrialState int32
 
 const (
@@ -126,11 +192,11 @@ func (x TrialState) String() string {
 }
 
 func (TrialState) Descriptor() protoreflect.EnumDescriptor {
-	return file_mixopt_v1_types_proto_enumTypes[1].Descriptor()
+	return file_mixopt_v1_types_proto_enumTypes[2].Descriptor()
 }
 
 func (TrialState) Type() protoreflect.EnumType {
-	return &file_mixopt_v1_types_proto_enumTypes[1]
+	return &file_mixopt_v1_types_proto_enumTypes[2]
 }
 
 func (x TrialState) Number() protoreflect.EnumNumber {
@@ -139,7 +205,7 @@ func (x TrialState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use TrialState.Descriptor instead.
 func (TrialState) EnumDescriptor() ([]byte, []int) {
-	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{1}
+	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{2}
 }
 
 type WorkerState int32
@@ -179,11 +245,11 @@ func (x WorkerState) String() string {
 }
 
 func (WorkerState) Descriptor() protoreflect.EnumDescriptor {
-	return file_mixopt_v1_types_proto_enumTypes[2].Descriptor()
+	return file_mixopt_v1_types_proto_enumTypes[3].Descriptor()
 }
 
 func (WorkerState) Type() protoreflect.EnumType {
-	return &file_mixopt_v1_types_proto_enumTypes[2]
+	return &file_mixopt_v1_types_proto_enumTypes[3]
 }
 
 func (x WorkerState) Number() protoreflect.EnumNumber {
@@ -192,7 +258,7 @@ func (x WorkerState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use WorkerState.Descriptor instead.
 func (WorkerState) EnumDescriptor() ([]byte, []int) {
-	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{2}
+	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{3}
 }
 
 // WorkerKind says what answers a worker's trials.
@@ -231,11 +297,11 @@ func (x WorkerKind) String() string {
 }
 
 func (WorkerKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_mixopt_v1_types_proto_enumTypes[3].Descriptor()
+	return file_mixopt_v1_types_proto_enumTypes[4].Descriptor()
 }
 
 func (WorkerKind) Type() protoreflect.EnumType {
-	return &file_mixopt_v1_types_proto_enumTypes[3]
+	return &file_mixopt_v1_types_proto_enumTypes[4]
 }
 
 func (x WorkerKind) Number() protoreflect.EnumNumber {
@@ -244,7 +310,7 @@ func (x WorkerKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use WorkerKind.Descriptor instead.
 func (WorkerKind) EnumDescriptor() ([]byte, []int) {
-	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{3}
+	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{4}
 }
 
 // StudySpec is what an operator submits: the search space, the target and the budget.
@@ -2097,7 +2163,14 @@ const file_mixopt_v1_types_proto_rawDesc = "" +
 	"\x12STUDY_STATE_PAUSED\x10\x02\x12\x19\n" +
 	"\x15STUDY_STATE_COMPLETED\x10\x03\x12\x19\n" +
 	"\x15STUDY_STATE_CANCELLED\x10\x04\x12\x16\n" +
-	"\x12STUDY_STATE_FAILED\x10\x05*\xbd\x01\n" +
+	"\x12STUDY_STATE_FAILED\x10\x05*\xb2\x01\n" +
+	"\fFailureClass\x12\x1d\n" +
+	"\x19FAILURE_CLASS_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11FAILURE_CLASS_OOM\x10\x01\x12\x1a\n" +
+	"\x16FAILURE_CLASS_DIVERGED\x10\x02\x12\x1a\n" +
+	"\x16FAILURE_CLASS_BAD_DATA\x10\x03\x12\x1b\n" +
+	"\x17FAILURE_CLASS_BAD_INPUT\x10\x04\x12\x17\n" +
+	"\x13FAILURE_CLASS_OTHER\x10\x05*\xbd\x01\n" +
 	"\n" +
 	"TrialState\x12\x1b\n" +
 	"\x17TRIAL_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
@@ -2130,57 +2203,58 @@ func file_mixopt_v1_types_proto_rawDescGZIP() []byte {
 	return file_mixopt_v1_types_proto_rawDescData
 }
 
-var file_mixopt_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_mixopt_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
 var file_mixopt_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_mixopt_v1_types_proto_goTypes = []any{
 	(StudyState)(0),         // 0: mixopt.v1.StudyState
-	(TrialState)(0),         // 1: mixopt.v1.TrialState
-	(WorkerState)(0),        // 2: mixopt.v1.WorkerState
-	(WorkerKind)(0),         // 3: mixopt.v1.WorkerKind
-	(*StudySpec)(nil),       // 4: mixopt.v1.StudySpec
-	(*WorkerSelector)(nil),  // 5: mixopt.v1.WorkerSelector
-	(*Domain)(nil),          // 6: mixopt.v1.Domain
-	(*Scale)(nil),           // 7: mixopt.v1.Scale
-	(*Mixture)(nil),         // 8: mixopt.v1.Mixture
-	(*PriorRun)(nil),        // 9: mixopt.v1.PriorRun
-	(*Objective)(nil),       // 10: mixopt.v1.Objective
-	(*Fidelity)(nil),        // 11: mixopt.v1.Fidelity
-	(*Study)(nil),           // 12: mixopt.v1.Study
-	(*Trial)(nil),           // 13: mixopt.v1.Trial
-	(*CurvePoint)(nil),      // 14: mixopt.v1.CurvePoint
-	(*CurvePointBatch)(nil), // 15: mixopt.v1.CurvePointBatch
-	(*Gpu)(nil),             // 16: mixopt.v1.Gpu
-	(*Worker)(nil),          // 17: mixopt.v1.Worker
-	(*WorkerIdentity)(nil),  // 18: mixopt.v1.WorkerIdentity
-	(*Interpreter)(nil),     // 19: mixopt.v1.Interpreter
-	(*Recommendation)(nil),  // 20: mixopt.v1.Recommendation
-	nil,                     // 21: mixopt.v1.WorkerSelector.LabelsEntry
-	nil,                     // 22: mixopt.v1.CurvePoint.EvalEntry
-	nil,                     // 23: mixopt.v1.WorkerIdentity.LabelsEntry
+	(FailureClass)(0),       // 1: mixopt.v1.FailureClass
+	(TrialState)(0),         // 2: mixopt.v1.TrialState
+	(WorkerState)(0),        // 3: mixopt.v1.WorkerState
+	(WorkerKind)(0),         // 4: mixopt.v1.WorkerKind
+	(*StudySpec)(nil),       // 5: mixopt.v1.StudySpec
+	(*WorkerSelector)(nil),  // 6: mixopt.v1.WorkerSelector
+	(*Domain)(nil),          // 7: mixopt.v1.Domain
+	(*Scale)(nil),           // 8: mixopt.v1.Scale
+	(*Mixture)(nil),         // 9: mixopt.v1.Mixture
+	(*PriorRun)(nil),        // 10: mixopt.v1.PriorRun
+	(*Objective)(nil),       // 11: mixopt.v1.Objective
+	(*Fidelity)(nil),        // 12: mixopt.v1.Fidelity
+	(*Study)(nil),           // 13: mixopt.v1.Study
+	(*Trial)(nil),           // 14: mixopt.v1.Trial
+	(*CurvePoint)(nil),      // 15: mixopt.v1.CurvePoint
+	(*CurvePointBatch)(nil), // 16: mixopt.v1.CurvePointBatch
+	(*Gpu)(nil),             // 17: mixopt.v1.Gpu
+	(*Worker)(nil),          // 18: mixopt.v1.Worker
+	(*WorkerIdentity)(nil),  // 19: mixopt.v1.WorkerIdentity
+	(*Interpreter)(nil),     // 20: mixopt.v1.Interpreter
+	(*Recommendation)(nil),  // 21: mixopt.v1.Recommendation
+	nil,                     // 22: mixopt.v1.WorkerSelector.LabelsEntry
+	nil,                     // 23: mixopt.v1.CurvePoint.EvalEntry
+	nil,                     // 24: mixopt.v1.WorkerIdentity.LabelsEntry
 }
 var file_mixopt_v1_types_proto_depIdxs = []int32{
-	6,  // 0: mixopt.v1.StudySpec.domains:type_name -> mixopt.v1.Domain
-	7,  // 1: mixopt.v1.StudySpec.scales:type_name -> mixopt.v1.Scale
-	10, // 2: mixopt.v1.StudySpec.objective:type_name -> mixopt.v1.Objective
-	11, // 3: mixopt.v1.StudySpec.target:type_name -> mixopt.v1.Fidelity
-	5,  // 4: mixopt.v1.StudySpec.workers:type_name -> mixopt.v1.WorkerSelector
-	9,  // 5: mixopt.v1.StudySpec.prior_runs:type_name -> mixopt.v1.PriorRun
-	3,  // 6: mixopt.v1.WorkerSelector.kinds:type_name -> mixopt.v1.WorkerKind
-	21, // 7: mixopt.v1.WorkerSelector.labels:type_name -> mixopt.v1.WorkerSelector.LabelsEntry
-	8,  // 8: mixopt.v1.Scale.pool:type_name -> mixopt.v1.Mixture
-	14, // 9: mixopt.v1.PriorRun.curve:type_name -> mixopt.v1.CurvePoint
-	4,  // 10: mixopt.v1.Study.spec:type_name -> mixopt.v1.StudySpec
+	7,  // 0: mixopt.v1.StudySpec.domains:type_name -> mixopt.v1.Domain
+	8,  // 1: mixopt.v1.StudySpec.scales:type_name -> mixopt.v1.Scale
+	11, // 2: mixopt.v1.StudySpec.objective:type_name -> mixopt.v1.Objective
+	12, // 3: mixopt.v1.StudySpec.target:type_name -> mixopt.v1.Fidelity
+	6,  // 4: mixopt.v1.StudySpec.workers:type_name -> mixopt.v1.WorkerSelector
+	10, // 5: mixopt.v1.StudySpec.prior_runs:type_name -> mixopt.v1.PriorRun
+	4,  // 6: mixopt.v1.WorkerSelector.kinds:type_name -> mixopt.v1.WorkerKind
+	22, // 7: mixopt.v1.WorkerSelector.labels:type_name -> mixopt.v1.WorkerSelector.LabelsEntry
+	9,  // 8: mixopt.v1.Scale.pool:type_name -> mixopt.v1.Mixture
+	15, // 9: mixopt.v1.PriorRun.curve:type_name -> mixopt.v1.CurvePoint
+	5,  // 10: mixopt.v1.Study.spec:type_name -> mixopt.v1.StudySpec
 	0,  // 11: mixopt.v1.Study.state:type_name -> mixopt.v1.StudyState
-	20, // 12: mixopt.v1.Study.final_recommendation:type_name -> mixopt.v1.Recommendation
-	1,  // 13: mixopt.v1.Trial.state:type_name -> mixopt.v1.TrialState
-	22, // 14: mixopt.v1.CurvePoint.eval:type_name -> mixopt.v1.CurvePoint.EvalEntry
-	14, // 15: mixopt.v1.CurvePointBatch.points:type_name -> mixopt.v1.CurvePoint
-	16, // 16: mixopt.v1.Worker.gpus:type_name -> mixopt.v1.Gpu
-	2,  // 17: mixopt.v1.Worker.state:type_name -> mixopt.v1.WorkerState
-	18, // 18: mixopt.v1.Worker.identity:type_name -> mixopt.v1.WorkerIdentity
-	3,  // 19: mixopt.v1.WorkerIdentity.kind:type_name -> mixopt.v1.WorkerKind
-	23, // 20: mixopt.v1.WorkerIdentity.labels:type_name -> mixopt.v1.WorkerIdentity.LabelsEntry
-	19, // 21: mixopt.v1.WorkerIdentity.interpreter:type_name -> mixopt.v1.Interpreter
+	21, // 12: mixopt.v1.Study.final_recommendation:type_name -> mixopt.v1.Recommendation
+	2,  // 13: mixopt.v1.Trial.state:type_name -> mixopt.v1.TrialState
+	23, // 14: mixopt.v1.CurvePoint.eval:type_name -> mixopt.v1.CurvePoint.EvalEntry
+	15, // 15: mixopt.v1.CurvePointBatch.points:type_name -> mixopt.v1.CurvePoint
+	17, // 16: mixopt.v1.Worker.gpus:type_name -> mixopt.v1.Gpu
+	3,  // 17: mixopt.v1.Worker.state:type_name -> mixopt.v1.WorkerState
+	19, // 18: mixopt.v1.Worker.identity:type_name -> mixopt.v1.WorkerIdentity
+	4,  // 19: mixopt.v1.WorkerIdentity.kind:type_name -> mixopt.v1.WorkerKind
+	24, // 20: mixopt.v1.WorkerIdentity.labels:type_name -> mixopt.v1.WorkerIdentity.LabelsEntry
+	20, // 21: mixopt.v1.WorkerIdentity.interpreter:type_name -> mixopt.v1.Interpreter
 	0,  // 22: mixopt.v1.Recommendation.study_state:type_name -> mixopt.v1.StudyState
 	23, // [23:23] is the sub-list for method output_type
 	23, // [23:23] is the sub-list for method input_type
@@ -2199,7 +2273,7 @@ func file_mixopt_v1_types_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mixopt_v1_types_proto_rawDesc), len(file_mixopt_v1_types_proto_rawDesc)),
-			NumEnums:      4,
+			NumEnums:      5,
 			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   0,

@@ -666,8 +666,12 @@ type FailTrialRequest struct {
 	LeaseId  string                 `protobuf:"bytes,3,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
 	Attempt  int32                  `protobuf:"varint,4,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	Reason   string                 `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
-	// Error class: "oom", "diverged", "bad_data", "other".
-	ErrorClass    string `protobuf:"bytes,6,opt,name=error_class,json=errorClass,proto3" json:"error_class,omitempty"`
+	// Deprecated: older workers' failure class as a string ("oom", "diverged", "bad_data",
+	// "bad_input", "other"); read only when failure_class is unspecified.
+	//
+	// Deprecated: Marked as deprecated in mixopt/v1/worker.proto.
+	ErrorClass    string       `protobuf:"bytes,6,opt,name=error_class,json=errorClass,proto3" json:"error_class,omitempty"`
+	FailureClass  FailureClass `protobuf:"varint,7,opt,name=failure_class,json=failureClass,proto3,enum=mixopt.v1.FailureClass" json:"failure_class,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -737,11 +741,19 @@ func (x *FailTrialRequest) GetReason() string {
 	return ""
 }
 
+// Deprecated: Marked as deprecated in mixopt/v1/worker.proto.
 func (x *FailTrialRequest) GetErrorClass() string {
 	if x != nil {
 		return x.ErrorClass
 	}
 	return ""
+}
+
+func (x *FailTrialRequest) GetFailureClass() FailureClass {
+	if x != nil {
+		return x.FailureClass
+	}
+	return FailureClass_FAILURE_CLASS_UNSPECIFIED
 }
 
 type FailTrialResponse struct {
@@ -1038,15 +1050,16 @@ const file_mixopt_v1_worker_proto_rawDesc = "" +
 	"\n" +
 	"source_run\x18\x06 \x01(\tR\tsourceRun\x12'\n" +
 	"\x0fsource_distance\x18\a \x01(\x01R\x0esourceDistance\"\x15\n" +
-	"\x13FinishTrialResponse\"\xb8\x01\n" +
+	"\x13FinishTrialResponse\"\xfa\x01\n" +
 	"\x10FailTrialRequest\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\x04R\bworkerId\x12\x19\n" +
 	"\btrial_id\x18\x02 \x01(\x04R\atrialId\x12\x19\n" +
 	"\blease_id\x18\x03 \x01(\tR\aleaseId\x12\x18\n" +
 	"\aattempt\x18\x04 \x01(\x05R\aattempt\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\x12\x1f\n" +
-	"\verror_class\x18\x06 \x01(\tR\n" +
-	"errorClass\"\x13\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x12#\n" +
+	"\verror_class\x18\x06 \x01(\tB\x02\x18\x01R\n" +
+	"errorClass\x12<\n" +
+	"\rfailure_class\x18\a \x01(\x0e2\x17.mixopt.v1.FailureClassR\ffailureClass\"\x13\n" +
 	"\x11FailTrialResponse\"[\n" +
 	"\tHeldLease\x12\x19\n" +
 	"\btrial_id\x18\x01 \x01(\x04R\atrialId\x12\x19\n" +
@@ -1105,6 +1118,7 @@ var file_mixopt_v1_worker_proto_goTypes = []any{
 	(*Trial)(nil),                // 16: mixopt.v1.Trial
 	(*Scale)(nil),                // 17: mixopt.v1.Scale
 	(*CurvePoint)(nil),           // 18: mixopt.v1.CurvePoint
+	(FailureClass)(0),            // 19: mixopt.v1.FailureClass
 }
 var file_mixopt_v1_worker_proto_depIdxs = []int32{
 	14, // 0: mixopt.v1.RegisterRequest.gpus:type_name -> mixopt.v1.Gpu
@@ -1114,26 +1128,27 @@ var file_mixopt_v1_worker_proto_depIdxs = []int32{
 	17, // 4: mixopt.v1.Assignment.scale:type_name -> mixopt.v1.Scale
 	3,  // 5: mixopt.v1.AcquireTrialResponse.assignment:type_name -> mixopt.v1.Assignment
 	18, // 6: mixopt.v1.ReportPointsRequest.points:type_name -> mixopt.v1.CurvePoint
-	11, // 7: mixopt.v1.HeartbeatRequest.leases:type_name -> mixopt.v1.HeldLease
-	11, // 8: mixopt.v1.HeartbeatRequest.released_leases:type_name -> mixopt.v1.HeldLease
-	11, // 9: mixopt.v1.HeartbeatResponse.stop_leases:type_name -> mixopt.v1.HeldLease
-	0,  // 10: mixopt.v1.WorkerService.Register:input_type -> mixopt.v1.RegisterRequest
-	2,  // 11: mixopt.v1.WorkerService.AcquireTrial:input_type -> mixopt.v1.AcquireTrialRequest
-	5,  // 12: mixopt.v1.WorkerService.ReportPoints:input_type -> mixopt.v1.ReportPointsRequest
-	7,  // 13: mixopt.v1.WorkerService.FinishTrial:input_type -> mixopt.v1.FinishTrialRequest
-	9,  // 14: mixopt.v1.WorkerService.FailTrial:input_type -> mixopt.v1.FailTrialRequest
-	12, // 15: mixopt.v1.WorkerService.Heartbeat:input_type -> mixopt.v1.HeartbeatRequest
-	1,  // 16: mixopt.v1.WorkerService.Register:output_type -> mixopt.v1.RegisterResponse
-	4,  // 17: mixopt.v1.WorkerService.AcquireTrial:output_type -> mixopt.v1.AcquireTrialResponse
-	6,  // 18: mixopt.v1.WorkerService.ReportPoints:output_type -> mixopt.v1.ReportPointsResponse
-	8,  // 19: mixopt.v1.WorkerService.FinishTrial:output_type -> mixopt.v1.FinishTrialResponse
-	10, // 20: mixopt.v1.WorkerService.FailTrial:output_type -> mixopt.v1.FailTrialResponse
-	13, // 21: mixopt.v1.WorkerService.Heartbeat:output_type -> mixopt.v1.HeartbeatResponse
-	16, // [16:22] is the sub-list for method output_type
-	10, // [10:16] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	19, // 7: mixopt.v1.FailTrialRequest.failure_class:type_name -> mixopt.v1.FailureClass
+	11, // 8: mixopt.v1.HeartbeatRequest.leases:type_name -> mixopt.v1.HeldLease
+	11, // 9: mixopt.v1.HeartbeatRequest.released_leases:type_name -> mixopt.v1.HeldLease
+	11, // 10: mixopt.v1.HeartbeatResponse.stop_leases:type_name -> mixopt.v1.HeldLease
+	0,  // 11: mixopt.v1.WorkerService.Register:input_type -> mixopt.v1.RegisterRequest
+	2,  // 12: mixopt.v1.WorkerService.AcquireTrial:input_type -> mixopt.v1.AcquireTrialRequest
+	5,  // 13: mixopt.v1.WorkerService.ReportPoints:input_type -> mixopt.v1.ReportPointsRequest
+	7,  // 14: mixopt.v1.WorkerService.FinishTrial:input_type -> mixopt.v1.FinishTrialRequest
+	9,  // 15: mixopt.v1.WorkerService.FailTrial:input_type -> mixopt.v1.FailTrialRequest
+	12, // 16: mixopt.v1.WorkerService.Heartbeat:input_type -> mixopt.v1.HeartbeatRequest
+	1,  // 17: mixopt.v1.WorkerService.Register:output_type -> mixopt.v1.RegisterResponse
+	4,  // 18: mixopt.v1.WorkerService.AcquireTrial:output_type -> mixopt.v1.AcquireTrialResponse
+	6,  // 19: mixopt.v1.WorkerService.ReportPoints:output_type -> mixopt.v1.ReportPointsResponse
+	8,  // 20: mixopt.v1.WorkerService.FinishTrial:output_type -> mixopt.v1.FinishTrialResponse
+	10, // 21: mixopt.v1.WorkerService.FailTrial:output_type -> mixopt.v1.FailTrialResponse
+	13, // 22: mixopt.v1.WorkerService.Heartbeat:output_type -> mixopt.v1.HeartbeatResponse
+	17, // [17:23] is the sub-list for method output_type
+	11, // [11:17] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_mixopt_v1_worker_proto_init() }

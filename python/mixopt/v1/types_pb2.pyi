@@ -5,6 +5,12 @@ from google.protobuf import message as _message
 from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+FAILURE_CLASS_BAD_DATA: FailureClass
+FAILURE_CLASS_BAD_INPUT: FailureClass
+FAILURE_CLASS_DIVERGED: FailureClass
+FAILURE_CLASS_OOM: FailureClass
+FAILURE_CLASS_OTHER: FailureClass
+FAILURE_CLASS_UNSPECIFIED: FailureClass
 STUDY_STATE_CANCELLED: StudyState
 STUDY_STATE_COMPLETED: StudyState
 STUDY_STATE_FAILED: StudyState
@@ -356,6 +362,9 @@ class WorkerSelector(_message.Message):
     def __init__(self, kinds: _Optional[_Iterable[_Union[WorkerKind, str]]] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class StudyState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = []
+
+class FailureClass(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = []
 
 class TrialState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):

@@ -14,7 +14,7 @@ _sym_db = _symbol_database.Default()
 from mixopt.v1 import types_pb2 as mixopt_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16mixopt/v1/worker.proto\x12\tmixopt.v1\x1a\x15mixopt/v1/types.proto\"\xc3\x01\n\x0fRegisterRequest\x12\x11\n\tworker_id\x18\x01 \x01(\x04\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\x1c\n\x04gpus\x18\x03 \x03(\x0b\x32\x0e.mixopt.v1.Gpu\x12\x1a\n\x12simulated_capacity\x18\x04 \x01(\x05\x12$\n\x06leases\x18\x05 \x03(\x0b\x32\x14.mixopt.v1.HeldLease\x12+\n\x08identity\x18\x06 \x01(\x0b\x32\x19.mixopt.v1.WorkerIdentity\"r\n\x10RegisterResponse\x12\x11\n\tworker_id\x18\x01 \x01(\x04\x12\x1d\n\x15heartbeat_interval_ms\x18\x02 \x01(\x03\x12\x14\n\x0clease_ttl_ms\x18\x03 \x01(\x03\x12\x16\n\x0e\x66\x65nce_after_ms\x18\x04 \x01(\x03\"K\n\x13\x41\x63quireTrialRequest\x12\x11\n\tworker_id\x18\x01 \x01(\x04\x12\x0f\n\x07wait_ms\x18\x02 \x01(\x03\x12\x10\n\x08study_id\x18\x03 \x01(\x04\"\xcf\x01\n\nAssignment\x12\x1f\n\x05trial\x18\x01 \x01(\x0b\x32\x10.mixopt.v1.Trial\x12\x0f\n\x07\x64omains\x18\x02 \x03(\t\x12\x1f\n\x05scale\x18\x03 \x01(\x0b\x32\x10.mixopt.v1.Scale\x12\x10\n\x08lease_id\x18\x04 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\x05\x12\x14\n\x0clease_ttl_ms\x18\x06 \x01(\x03\x12\x12\n\neval_every\x18\x07 \x01(\x03\x12\x0c\n\x04seed\x18\x08 \x01(\x04\x12\x13\n\x0bgpu_indices\x18\t \x03(\x05\"A\n\x14\x41\x63quireTrialResponse\x12)\n\nassignment\x18\x01 \x01(\x0b\x32\x15.mixopt.v1.Assignment\"\x84\x01\n\x13ReportPointsRequest\x12\x11\n\tworker_id\x18\x01 \x01(\x04\x12\x10\n\x08trial_id\x18\x02 \x01(\x04\x12\x10\n\x08lease_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\x12%\n\x06points\x18\x05 \x03(\x0b\x32\x15.mixopt.v1.CurvePoint\"7\n\x14ReportPointsResponse\x12\x11\n\tacked_seq\x18\x01 \x01(\x04\x12\x0c\n\x04stop\x18\x02 \x01(\x08\"\x9c\x01\n\x12\x46inishTrialRequest\x12\x11\n\tworker_id\x18\x01 \x01(\x04\x12\x10\n\x08trial_id\x18\x02 \x01(\x04\x12\x10\n\x08lease_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\x12\x11\n\tfinal_seq\x18\x05 \x01(\x04\x12\x12\n\nsource_run\x18\x06 \x01(\t\x12\x17\n\x0fsource_distance\x18\x07 \x01(\x01\"\x15\n\x13\x46inishTrialResponse\"\x7f\n\x10\x46\x61ilTrialRequest\x12\x11\n\tworker_id\x18\x01 \x01(\x04\x12\x10\n\x08trial_id\x18\x02 \x01(\x04\x12\x10\n\x08lease_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x13\n\x0b\x65rror_class\x18\x06 \x01(\t\"\x13\n\x11\x46\x61ilTrialResponse\"@\n\tHeldLease\x12\x10\n\x08trial_id\x18\x01 \x01(\x04\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\"z\n\x10HeartbeatRequest\x12\x11\n\tworker_id\x18\x01 \x01(\x04\x12$\n\x06leases\x18\x02 \x03(\x0b\x32\x14.mixopt.v1.HeldLease\x12-\n\x0freleased_leases\x18\x03 \x03(\x0b\x32\x14.mixopt.v1.HeldLease\"\x81\x01\n\x11HeartbeatResponse\x12\x13\n\x0bstop_trials\x18\x01 \x03(\x04\x12\x14\n\x0clease_ttl_ms\x18\x02 \x01(\x03\x12\x16\n\x0e\x66\x65nce_after_ms\x18\x03 \x01(\x03\x12)\n\x0bstop_leases\x18\x04 \x03(\x0b\x32\x14.mixopt.v1.HeldLease2\xd4\x03\n\rWorkerService\x12\x43\n\x08Register\x12\x1a.mixopt.v1.RegisterRequest\x1a\x1b.mixopt.v1.RegisterResponse\x12O\n\x0c\x41\x63quireTrial\x12\x1e.mixopt.v1.AcquireTrialRequest\x1a\x1f.mixopt.v1.AcquireTrialResponse\x12O\n\x0cReportPoints\x12\x1e.mixopt.v1.ReportPointsRequest\x1a\x1f.mixopt.v1.ReportPointsResponse\x12L\n\x0b\x46inishTrial\x12\x1d.mixopt.v1.FinishTrialRequest\x1a\x1e.mixopt.v1.FinishTrialResponse\x12\x46\n\tFailTrial\x12\x1b.mixopt.v1.FailTrialRequest\x1a\x1c.mixopt.v1.FailTrialResponse\x12\x46\n\tHeartbeat\x12\x1b.mixopt.v1.HeartbeatRequest\x1a\x1c.mixopt.v1.HeartbeatResponseB3Z1github.com/mixopt/mixopt/proto/mixopt/v1;mixoptv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16mixopt/v1/worker.proto\x12\tmixopt.v1\x1a\x15mixopt/v1/types.proto\"\xc3\x01\n\x0fRegisterRequest\x12\x11\n\tworker_id\x18\x01 \x01(\x04\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\x1c\n\x04gpus\x18\x03 \x03(\x0b\x32\x0e.mixopt.v1.Gpu\x12\x1a\n\x12simulated_capacity\x18\x04 \x01(\x05\x12$\n\x06leases\x18\x05 \x03(\x0b\x32\x14.mixopt.v1.HeldLease\x12+\n\x08identity\x18\x06 \x01(\x0b\x32\x19.mixopt.v1.WorkerIdentity\"r\n\x10RegisterResponse\x12\x11\n\tworker_id\x18\x01 \x01(\x04\x12\x1d\n\x15heartbeat_interval_ms\x18\x02 \x01(\x03\x12\x14\n\x0clease_ttl_ms\x18\x03 \x01(\x03\x12\x16\n\x0e\x66\x65nce_after_ms\x18\x04 \x01(\x03\"K\n\x13\x41\x63quireTrialRequest\x12\x11\n\tworker_id\x18\x01 \x01(\x04\x12\x0f\n\x07wait_ms\x18\x02 \x01(\x03\x12\x10\n\x08study_id\x18\x03 \x01(\x04\"\xcf\x01\n\nAssignment\x12\x1f\n\x05trial\x18\x01 \x01(\x0b\x32\x10.mixopt.v1.Trial\x12\x0f\n\x07\x64omains\x18\x02 \x03(\t\x12\x1f\n\x05scale\x18\x03 \x01(\x0b\x32\x10.mixopt.v1.Scale\x12\x10\n\x08lease_id\x18\x04 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\x05\x12\x14\n\x0clease_ttl_ms\x18\x06 \x01(\x03\x12\x12\n\neval_every\x18\x07 \x01(\x03\x12\x0c\n\x04seed\x18\x08 \x01(\x04\x12\x13\n\x0bgpu_indices\x18\t \x03(\x05\"A\n\x14\x41\x63quireTrialResponse\x12)\n\nassignment\x18\x01 \x01(\x0b\x32\x15.mixopt.v1.Assignment\"\x84\x01\n\x13ReportPointsRequest\x12\x11\n\tworker_id\x18\x01 \x01(\x04\x12\x10\n\x08trial_id\x18\x02 \x01(\x04\x12\x10\n\x08lease_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\x12%\n\x06points\x18\x05 \x03(\x0b\x32\x15.mixopt.v1.CurvePoint\"7\n\x14ReportPointsResponse\x12\x11\n\tacked_seq\x18\x01 \x01(\x04\x12\x0c\n\x04stop\x18\x02 \x01(\x08\"\x9c\x01\n\x12\x46inishTrialRequest\x12\x11\n\tworker_id\x18\x01 \x01(\x04\x12\x10\n\x08trial_id\x18\x02 \x01(\x04\x12\x10\n\x08lease_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\x12\x11\n\tfinal_seq\x18\x05 \x01(\x04\x12\x12\n\nsource_run\x18\x06 \x01(\t\x12\x17\n\x0fsource_distance\x18\x07 \x01(\x01\"\x15\n\x13\x46inishTrialResponse\"\xb3\x01\n\x10\x46\x61ilTrialRequest\x12\x11\n\tworker_id\x18\x01 \x01(\x04\x12\x10\n\x08trial_id\x18\x02 \x01(\x04\x12\x10\n\x08lease_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x17\n\x0b\x65rror_class\x18\x06 \x01(\tB\x02\x18\x01\x12.\n\rfailure_class\x18\x07 \x01(\x0e\x32\x17.mixopt.v1.FailureClass\"\x13\n\x11\x46\x61ilTrialResponse\"@\n\tHeldLease\x12\x10\n\x08trial_id\x18\x01 \x01(\x04\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\"z\n\x10HeartbeatRequest\x12\x11\n\tworker_id\x18\x01 \x01(\x04\x12$\n\x06leases\x18\x02 \x03(\x0b\x32\x14.mixopt.v1.HeldLease\x12-\n\x0freleased_leases\x18\x03 \x03(\x0b\x32\x14.mixopt.v1.HeldLease\"\x81\x01\n\x11HeartbeatResponse\x12\x13\n\x0bstop_trials\x18\x01 \x03(\x04\x12\x14\n\x0clease_ttl_ms\x18\x02 \x01(\x03\x12\x16\n\x0e\x66\x65nce_after_ms\x18\x03 \x01(\x03\x12)\n\x0bstop_leases\x18\x04 \x03(\x0b\x32\x14.mixopt.v1.HeldLease2\xd4\x03\n\rWorkerService\x12\x43\n\x08Register\x12\x1a.mixopt.v1.RegisterRequest\x1a\x1b.mixopt.v1.RegisterResponse\x12O\n\x0c\x41\x63quireTrial\x12\x1e.mixopt.v1.AcquireTrialRequest\x1a\x1f.mixopt.v1.AcquireTrialResponse\x12O\n\x0cReportPoints\x12\x1e.mixopt.v1.ReportPointsRequest\x1a\x1f.mixopt.v1.ReportPointsResponse\x12L\n\x0b\x46inishTrial\x12\x1d.mixopt.v1.FinishTrialRequest\x1a\x1e.mixopt.v1.FinishTrialResponse\x12\x46\n\tFailTrial\x12\x1b.mixopt.v1.FailTrialRequest\x1a\x1c.mixopt.v1.FailTrialResponse\x12\x46\n\tHeartbeat\x12\x1b.mixopt.v1.HeartbeatRequest\x1a\x1c.mixopt.v1.HeartbeatResponseB3Z1github.com/mixopt/mixopt/proto/mixopt/v1;mixoptv1b\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mixopt.v1.worker_pb2', globals())
@@ -22,6 +22,8 @@ if _descriptor._USE_C_DESCRIPTORS == False:
 
   DESCRIPTOR._options = None
   DESCRIPTOR._serialized_options = b'Z1github.com/mixopt/mixopt/proto/mixopt/v1;mixoptv1'
+  _FAILTRIALREQUEST.fields_by_name['error_class']._options = None
+  _FAILTRIALREQUEST.fields_by_name['error_class']._serialized_options = b'\030\001'
   _REGISTERREQUEST._serialized_start=61
   _REGISTERREQUEST._serialized_end=256
   _REGISTERRESPONSE._serialized_start=258
@@ -40,16 +42,16 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _FINISHTRIALREQUEST._serialized_end=1077
   _FINISHTRIALRESPONSE._serialized_start=1079
   _FINISHTRIALRESPONSE._serialized_end=1100
-  _FAILTRIALREQUEST._serialized_start=1102
-  _FAILTRIALREQUEST._serialized_end=1229
-  _FAILTRIALRESPONSE._serialized_start=1231
-  _FAILTRIALRESPONSE._serialized_end=1250
-  _HELDLEASE._serialized_start=1252
-  _HELDLEASE._serialized_end=1316
-  _HEARTBEATREQUEST._serialized_start=1318
-  _HEARTBEATREQUEST._serialized_end=1440
-  _HEARTBEATRESPONSE._serialized_start=1443
-  _HEARTBEATRESPONSE._serialized_end=1572
-  _WORKERSERVICE._serialized_start=1575
-  _WORKERSERVICE._serialized_end=2043
+  _FAILTRIALREQUEST._serialized_start=1103
+  _FAILTRIALREQUEST._serialized_end=1282
+  _FAILTRIALRESPONSE._serialized_start=1284
+  _FAILTRIALRESPONSE._serialized_end=1303
+  _HELDLEASE._serialized_start=1305
+  _HELDLEASE._serialized_end=1369
+  _HEARTBEATREQUEST._serialized_start=1371
+  _HEARTBEATREQUEST._serialized_end=1493
+  _HEARTBEATRESPONSE._serialized_start=1496
+  _HEARTBEATRESPONSE._serialized_end=1625
+  _WORKERSERVICE._serialized_start=1628
+  _WORKERSERVICE._serialized_end=2096
 # @@protoc_insertion_point(module_scope)

@@ -45,20 +45,22 @@ class Assignment(_message.Message):
     def __init__(self, trial: _Optional[_Union[_types_pb2.Trial, _Mapping]] = ..., domains: _Optional[_Iterable[str]] = ..., scale: _Optional[_Union[_types_pb2.Scale, _Mapping]] = ..., lease_id: _Optional[str] = ..., attempt: _Optional[int] = ..., lease_ttl_ms: _Optional[int] = ..., eval_every: _Optional[int] = ..., seed: _Optional[int] = ..., gpu_indices: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class FailTrialRequest(_message.Message):
-    __slots__ = ["attempt", "error_class", "lease_id", "reason", "trial_id", "worker_id"]
+    __slots__ = ["attempt", "error_class", "failure_class", "lease_id", "reason", "trial_id", "worker_id"]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     ERROR_CLASS_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_CLASS_FIELD_NUMBER: _ClassVar[int]
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     attempt: int
     error_class: str
+    failure_class: _types_pb2.FailureClass
     lease_id: str
     reason: str
     trial_id: int
     worker_id: int
-    def __init__(self, worker_id: _Optional[int] = ..., trial_id: _Optional[int] = ..., lease_id: _Optional[str] = ..., attempt: _Optional[int] = ..., reason: _Optional[str] = ..., error_class: _Optional[str] = ...) -> None: ...
+    def __init__(self, worker_id: _Optional[int] = ..., trial_id: _Optional[int] = ..., lease_id: _Optional[str] = ..., attempt: _Optional[int] = ..., reason: _Optional[str] = ..., error_class: _Optional[str] = ..., failure_class: _Optional[_Union[_types_pb2.FailureClass, str]] = ...) -> None: ...
 
 class FailTrialResponse(_message.Message):
     __slots__ = []

@@ -17,9 +17,10 @@ class WorkerServiceStub(object):
     finite train_loss, tokens >= 0, wall_time_s finite in [0, 366 days], at most 256 eval
     entries with keys of 1-128 printable bytes without spaces and finite values; steps and
     wall times never go backwards within an attempt. A diverged run reports FailTrial with
-    error_class "diverged", not a non-finite point. FinishTrial: source_run at most 1024
+    failure_class FAILURE_CLASS_DIVERGED, not a non-finite point. FinishTrial: source_run at most 1024
     bytes, source_distance finite and >= 0. FailTrial: reason 1-16384 bytes (stored cut to
-    4096), error_class one of "oom", "diverged", "bad_data", "bad_input", "other" ("": other).
+    4096), failure_class a known FailureClass (unspecified: the deprecated error_class, one
+    of "oom", "diverged", "bad_data", "bad_input", "other"; neither: other).
     """
 
     def __init__(self, channel):
@@ -72,9 +73,10 @@ class WorkerServiceServicer(object):
     finite train_loss, tokens >= 0, wall_time_s finite in [0, 366 days], at most 256 eval
     entries with keys of 1-128 printable bytes without spaces and finite values; steps and
     wall times never go backwards within an attempt. A diverged run reports FailTrial with
-    error_class "diverged", not a non-finite point. FinishTrial: source_run at most 1024
+    failure_class FAILURE_CLASS_DIVERGED, not a non-finite point. FinishTrial: source_run at most 1024
     bytes, source_distance finite and >= 0. FailTrial: reason 1-16384 bytes (stored cut to
-    4096), error_class one of "oom", "diverged", "bad_data", "bad_input", "other" ("": other).
+    4096), failure_class a known FailureClass (unspecified: the deprecated error_class, one
+    of "oom", "diverged", "bad_data", "bad_input", "other"; neither: other).
     """
 
     def Register(self, request, context):
@@ -177,9 +179,10 @@ class WorkerService(object):
     finite train_loss, tokens >= 0, wall_time_s finite in [0, 366 days], at most 256 eval
     entries with keys of 1-128 printable bytes without spaces and finite values; steps and
     wall times never go backwards within an attempt. A diverged run reports FailTrial with
-    error_class "diverged", not a non-finite point. FinishTrial: source_run at most 1024
+    failure_class FAILURE_CLASS_DIVERGED, not a non-finite point. FinishTrial: source_run at most 1024
     bytes, source_distance finite and >= 0. FailTrial: reason 1-16384 bytes (stored cut to
-    4096), error_class one of "oom", "diverged", "bad_data", "bad_input", "other" ("": other).
+    4096), failure_class a known FailureClass (unspecified: the deprecated error_class, one
+    of "oom", "diverged", "bad_data", "bad_input", "other"; neither: other).
     """
 
     @staticmethod
