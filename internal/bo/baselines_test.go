@@ -304,7 +304,7 @@ func TestPriorRunsEnterTheModel(t *testing.T) {
 // The baselines decide the same for the same seed and data.
 func TestBaselinesDeterministic(t *testing.T) {
 	p, _, _ := poolProblem()
-	for _, pol := range []Policy{NewRegMix(), Uniform{}, RandomTarget{}} {
+	for _, pol := range []Policy{NewRegMix(), Uniform{}, Random{}} {
 		a, ra := runStudy(t, pol, p, nil, 150)
 		b, rb := runStudy(t, pol, p, nil, 150)
 		if !reflect.DeepEqual(a, b) || !reflect.DeepEqual(ra, rb) {

@@ -132,8 +132,8 @@ var (
 )
 
 var constructors = map[string]func() Policy{
-	"random":    func() Policy { return RandomTarget{} },
-	"random-mf": func() Policy { return Random{} },
+	"random":    func() Policy { return Random{} },
+	"random-mf": func() Policy { return RandomMF{} },
 	"uniform":   func() Policy { return Uniform{} },
 	"regmix":    func() Policy { return NewRegMix() },
 	"mfms":      func() Policy { return NewMF("mfms", MFMSConfig()) },

@@ -179,7 +179,7 @@ func TestPendingChangesDecision(t *testing.T) {
 func TestNoTrialFits(t *testing.T) {
 	p := synthProblem()
 	p.BudgetLeft = p.Cost(Trial{Scale: 0, Steps: 100}) / 2
-	for _, pol := range append(gpPolicies(), RandomTarget{}, Random{}) {
+	for _, pol := range append(gpPolicies(), Random{}, RandomMF{}) {
 		if _, err := pol.Next(context.Background(), Request{Problem: p}); !errors.Is(err, ErrNoTrialFits) {
 			t.Errorf("%s: got %v, want ErrNoTrialFits", pol.Name(), err)
 		}
@@ -221,7 +221,7 @@ func TestDegenerateData(t *testing.T) {
 	}
 	cases := map[string][]Observation{"none": nil, "one": one, "flat": flat, "bad": bad, "duplicates": dup, "negative": neg}
 	for name, obs := range cases {
-		for _, pol := range append(gpPolicies(), RandomTarget{}) {
+		for _, pol := range append(gpPolicies(), Random{}) {
 			req := Request{Problem: p, Observations: obs, Decision: len(obs)}
 			d, err := pol.Next(context.Background(), req)
 			if err != nil {

@@ -7,15 +7,15 @@ import (
 	"math/rand/v2"
 )
 
-// RandomTarget is the benchmark's random-search baseline: every trial is a full run at
+// Random is the benchmark's random-search baseline: every trial is a full run at
 // the target, its mixture drawn from softmax of logits uniform on [−3, 3] on even
 // decisions and from Dirichlet(1) on odd ones, projected into the bounds. It recommends the
 // best mixture observed at the target.
-type RandomTarget struct{}
+type Random struct{}
 
-func (RandomTarget) Name() string { return "random" }
+func (Random) Name() string { return "random" }
 
-func (RandomTarget) Next(_ context.Context, req Request) (Decision, error) {
+func (Random) Next(_ context.Context, req Request) (Decision, error) {
 	p := &req.Problem
 	t := Trial{Scale: p.TargetScale, Steps: p.TargetSteps}
 	if p.TargetScale < 0 || p.TargetScale >= len(p.Scales) || len(p.Lower) != len(p.Domains) || len(p.Upper) != len(p.Domains) {
@@ -45,19 +45,19 @@ func (RandomTarget) Next(_ context.Context, req Request) (Decision, error) {
 	return Decision{Trial: t, State: req.State}, nil
 }
 
-func (RandomTarget) Recommend(_ context.Context, req Request) (Recommendation, error) {
+func (Random) Recommend(_ context.Context, req Request) (Recommendation, error) {
 	return BestObserved(req)
 }
 
-// Random draws mixtures from Dirichlet(1) within the bounds (or from the scale's pool)
+// RandomMF draws mixtures from Dirichlet(1) within the bounds (or from the scale's pool)
 // and picks a scale and step budget uniformly among those that fit the budget left
 // ("random-mf"). It recommends the
 // best mixture observed at the target fidelity, or else at the highest fidelity observed.
-type Random struct{}
+type RandomMF struct{}
 
-func (Random) Name() string { return "random-mf" }
+func (RandomMF) Name() string { return "random-mf" }
 
-func (Random) Next(_ context.Context, req Request) (Decision, error) {
+func (RandomMF) Next(_ context.Context, req Request) (Decision, error) {
 	p := &req.Problem
 	if err := checkPools(p); err != nil {
 		return Decision{}, err
@@ -87,7 +87,7 @@ func (Random) Next(_ context.Context, req Request) (Decision, error) {
 	return Decision{Trial: t, State: req.State}, nil
 }
 
-func (Random) Recommend(_ context.Context, req Request) (Recommendation, error) {
+func (RandomMF) Recommend(_ context.Context, req Request) (Recommendation, error) {
 	return BestObserved(req)
 }
 
