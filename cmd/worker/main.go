@@ -152,17 +152,17 @@ func configure(ctx context.Context, cfg *worker.Config, f *flags) error {
 			}
 		}
 		cfg.Identity = worker.SimulatedIdentity(f.simulate, labels)
-		return simulated(cfg, f)
+		return configureSimulated(cfg, f)
 	}
 	for _, name := range simOnly {
 		if f.set[name] {
 			return fmt.Errorf("-%s: only for simulated workers (-simulate)", name)
 		}
 	}
-	return real(ctx, cfg, f, labels)
+	return configureReal(ctx, cfg, f, labels)
 }
 
-func simulated(cfg *worker.Config, f *flags) error {
+func configureSimulated(cfg *worker.Config, f *flags) error {
 	if f.slots < 1 || f.slots > 10000 {
 		return fmt.Errorf("-slots: %d out of range (1 to 10000)", f.slots)
 	}
@@ -195,7 +195,7 @@ func simulated(cfg *worker.Config, f *flags) error {
 	return nil
 }
 
-func real(ctx context.Context, cfg *worker.Config, f *flags, labels map[string]string) error {
+func configureReal(ctx context.Context, cfg *worker.Config, f *flags, labels map[string]string) error {
 	if f.dataDir == "" {
 		return errors.New("-data-dir: required for real training (or give -simulate SOURCE to replay)")
 	}

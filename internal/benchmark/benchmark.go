@@ -380,20 +380,20 @@ func simulate(ctx context.Context, cfg Config, policy string, seed uint64, set S
 	tre := targetCost(&prob)
 	noise := rand.New(rand.NewPCG(seed, 0x9015E+uint64(set.Parallel)))
 	var obs []bo.Observation
-	var run8 []running
+	var inFlight []running
 	var state []byte
 	committed, now := 0.0, 0.0
 	decisions := 0
 	exhausted := false
 	for {
-		for !exhausted && len(run8) < max(set.Parallel, 1) {
+		for !exhausted && len(inFlight) < max(set.Parallel, 1) {
 			if cfg.MaxTrials > 0 && decisions >= cfg.MaxTrials {
 				run.HitCap, exhausted = true, true
 				break
 			}
 			req := bo.Request{Problem: prob, Observations: obs, Decision: decisions, State: state, Prior: prior}
 			req.Problem.BudgetLeft = total - committed
-			for _, r := range run8 {
+			for _, r := range inFlight {
 				req.Pending = append(req.Pending, r.trial)
 			}
 			t0 := time.Now()
@@ -419,22 +419,22 @@ func simulate(ctx context.Context, cfg Config, policy string, seed uint64, set S
 			tr, _ := regret(d.Trial.Mixture) // NaN for a mixture without a target run
 			fmt.Fprintf(trace, "trial %d: %s at %d steps, mixture %.3f, cost %.3f TRE, committed %.2f TRE, regret at the target %.5f\n",
 				decisions, prob.Scales[d.Trial.Scale].Name, d.Trial.Steps, d.Trial.Mixture, c/tre, committed/tre, tr)
-			run8 = append(run8, running{trial: d.Trial, finish: now + c, order: decisions})
+			inFlight = append(inFlight, running{trial: d.Trial, finish: now + c, order: decisions})
 			decisions++
 			run.SpendBy[prob.Scales[d.Trial.Scale].Name] += c / tre
 		}
-		if len(run8) == 0 {
+		if len(inFlight) == 0 {
 			break
 		}
 		// The earliest-finishing trial completes.
-		sort.SliceStable(run8, func(a, b int) bool {
-			if run8[a].finish != run8[b].finish {
-				return run8[a].finish < run8[b].finish
+		sort.SliceStable(inFlight, func(a, b int) bool {
+			if inFlight[a].finish != inFlight[b].finish {
+				return inFlight[a].finish < inFlight[b].finish
 			}
-			return run8[a].order < run8[b].order
+			return inFlight[a].order < inFlight[b].order
 		})
-		done := run8[0]
-		run8 = run8[1:]
+		done := inFlight[0]
+		inFlight = inFlight[1:]
 		now = done.finish
 		o, err := world.Observe(cfg.Objective, &prob, done.trial, set.Noise, noise)
 		if err != nil {
@@ -445,7 +445,7 @@ func simulate(ctx context.Context, cfg Config, policy string, seed uint64, set S
 		run.Trials++
 		req := bo.Request{Problem: prob, Observations: obs, Decision: decisions, State: state, Prior: prior}
 		req.Problem.BudgetLeft = total - committed
-		for _, r := range run8 {
+		for _, r := range inFlight {
 			req.Pending = append(req.Pending, r.trial)
 		}
 		rec, err := pol.Recommend(ctx, req)

@@ -28,7 +28,7 @@ func (s *WorkerService) Register(ctx context.Context, req *pb.RegisterRequest) (
 		Identity: req.Identity,
 	}
 	for _, l := range req.Leases {
-		reg.Held = append(reg.Held, scheduler.Held{WorkerID: req.WorkerId, TrialID: l.TrialId, LeaseID: l.LeaseId, Attempt: l.Attempt})
+		reg.Claims = append(reg.Claims, scheduler.AttemptClaim{WorkerID: req.WorkerId, TrialID: l.TrialId, LeaseID: l.LeaseId, Attempt: l.Attempt})
 	}
 	id, err := s.Sched.Register(ctx, reg)
 	if err != nil {
@@ -54,18 +54,18 @@ func (s *WorkerService) AcquireTrial(ctx context.Context, req *pb.AcquireTrialRe
 	return &pb.AcquireTrialResponse{Assignment: a}, nil
 }
 
-func held(workerID, trialID uint64, leaseID string, attempt int32) (scheduler.Held, error) {
+func held(workerID, trialID uint64, leaseID string, attempt int32) (scheduler.AttemptClaim, error) {
 	switch {
 	case workerID == 0:
-		return scheduler.Held{}, missing("worker_id")
+		return scheduler.AttemptClaim{}, missing("worker_id")
 	case trialID == 0:
-		return scheduler.Held{}, missing("trial_id")
+		return scheduler.AttemptClaim{}, missing("trial_id")
 	case leaseID == "":
-		return scheduler.Held{}, missing("lease_id")
+		return scheduler.AttemptClaim{}, missing("lease_id")
 	case attempt <= 0:
-		return scheduler.Held{}, missing("attempt")
+		return scheduler.AttemptClaim{}, missing("attempt")
 	}
-	return scheduler.Held{WorkerID: workerID, TrialID: trialID, LeaseID: leaseID, Attempt: attempt}, nil
+	return scheduler.AttemptClaim{WorkerID: workerID, TrialID: trialID, LeaseID: leaseID, Attempt: attempt}, nil
 }
 
 func (s *WorkerService) ReportPoints(ctx context.Context, req *pb.ReportPointsRequest) (*pb.ReportPointsResponse, error) {
@@ -147,10 +147,10 @@ func (s *WorkerService) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest)
 	return resp, nil
 }
 
-func heldLeases(workerID uint64, leases []*pb.HeldLease) []scheduler.Held {
-	hs := make([]scheduler.Held, 0, len(leases))
+func heldLeases(workerID uint64, leases []*pb.HeldLease) []scheduler.AttemptClaim {
+	hs := make([]scheduler.AttemptClaim, 0, len(leases))
 	for _, l := range leases {
-		hs = append(hs, scheduler.Held{WorkerID: workerID, TrialID: l.TrialId, LeaseID: l.LeaseId, Attempt: l.Attempt})
+		hs = append(hs, scheduler.AttemptClaim{WorkerID: workerID, TrialID: l.TrialId, LeaseID: l.LeaseId, Attempt: l.Attempt})
 	}
 	return hs
 }

@@ -96,7 +96,7 @@ func TestConcurrentReportsCommitOnce(t *testing.T) {
 	)
 	e := newEnv(t, withFakePolicy())
 	st := e.createStudy(func(s *pb.StudySpec) { s.MaxParallel = workers })
-	held := make([]Held, workers)
+	held := make([]AttemptClaim, workers)
 	for i := range held {
 		w := e.register(fmt.Sprintf("w%d", i), 1)
 		held[i] = heldOf(w, e.mustAcquire(w))

@@ -34,7 +34,7 @@ func TestCancelRunningTrial(t *testing.T) {
 		t.Fatalf("second CancelTrial = %v, %v", again.GetState(), err)
 	}
 	// Heartbeats keep the lease: the worker must still send what it has.
-	if stop, err := e.s.Heartbeat(ctx, w, []Held{h}); err != nil || len(stop) != 0 {
+	if stop, err := e.s.Heartbeat(ctx, w, []AttemptClaim{h}); err != nil || len(stop) != 0 {
 		t.Fatalf("Heartbeat after the cancel = %v, %v; want the lease kept", stop, err)
 	}
 	acked, stop, err := e.s.ReportPoints(ctx, h, pts(3, 3))

@@ -207,8 +207,8 @@ func (e *env) mustAcquire(worker uint64) *pb.Assignment {
 	return a
 }
 
-func heldOf(worker uint64, a *pb.Assignment) Held {
-	return Held{WorkerID: worker, TrialID: a.Trial.Id, LeaseID: a.LeaseId, Attempt: a.Attempt}
+func heldOf(worker uint64, a *pb.Assignment) AttemptClaim {
+	return AttemptClaim{WorkerID: worker, TrialID: a.Trial.Id, LeaseID: a.LeaseId, Attempt: a.Attempt}
 }
 
 // pts builds points seq from..to with step = 10*seq and train loss 10/seq.
@@ -220,7 +220,7 @@ func pts(from, to uint64) []*pb.CurvePoint {
 	return out
 }
 
-func (e *env) report(h Held, points []*pb.CurvePoint) uint64 {
+func (e *env) report(h AttemptClaim, points []*pb.CurvePoint) uint64 {
 	e.t.Helper()
 	acked, _, err := e.s.ReportPoints(context.Background(), h, points)
 	if err != nil {
@@ -229,7 +229,7 @@ func (e *env) report(h Held, points []*pb.CurvePoint) uint64 {
 	return acked
 }
 
-func (e *env) finish(h Held, finalSeq uint64) {
+func (e *env) finish(h AttemptClaim, finalSeq uint64) {
 	e.t.Helper()
 	if err := e.s.FinishTrial(context.Background(), h, finalSeq, "", 0); err != nil {
 		e.t.Fatalf("FinishTrial: %v", err)
@@ -237,7 +237,7 @@ func (e *env) finish(h Held, finalSeq uint64) {
 }
 
 // runToEnd reports every step of an assignment and finishes it.
-func (e *env) runToEnd(h Held, steps int64) {
+func (e *env) runToEnd(h AttemptClaim, steps int64) {
 	e.t.Helper()
 	e.report(h, []*pb.CurvePoint{{Seq: 1, Step: steps, TrainLoss: 1}})
 	e.finish(h, 1)

@@ -26,8 +26,8 @@ func TestHeartbeatStopsOnlyTheNamedAttempt(t *testing.T) {
 		t.Fatalf("retry is trial %d attempt %d, want trial %d attempt 2", retry.TrialID, retry.Attempt, first.TrialID)
 	}
 	// The worker's heartbeat was built before the first attempt ended.
-	stop, err := e.s.Heartbeat(ctx, w, []Held{first, retry})
-	if err != nil || !slices.Equal(stop, []Held{first}) {
+	stop, err := e.s.Heartbeat(ctx, w, []AttemptClaim{first, retry})
+	if err != nil || !slices.Equal(stop, []AttemptClaim{first}) {
 		t.Fatalf("Heartbeat = %v, %v; want only the first attempt stopped", stop, err)
 	}
 	e.runToEnd(retry, targetSteps)
@@ -52,8 +52,8 @@ func TestLapsedLeaseIsNotRenewed(t *testing.T) {
 			case "report":
 				e.report(h, pts(1, 1)) // the points are the attempt's own: kept
 			case "heartbeat":
-				stop, err := e.s.Heartbeat(ctx, w, []Held{h})
-				if err != nil || !slices.Equal(stop, []Held{h}) {
+				stop, err := e.s.Heartbeat(ctx, w, []AttemptClaim{h})
+				if err != nil || !slices.Equal(stop, []AttemptClaim{h}) {
 					t.Fatalf("Heartbeat on a lapsed lease = %v, %v; want it stopped", stop, err)
 				}
 			}
@@ -87,15 +87,15 @@ func TestCoordinatorFreezeDoesNotCountAttempts(t *testing.T) {
 	e.createStudy(func(s *pb.StudySpec) { s.MaxTrials = 1 })
 	e.sweep()
 	const freezes = testMaxAttempt + 2
-	var h Held
+	var h AttemptClaim
 	for i := range freezes {
 		h = heldOf(w, e.mustAcquire(w))
 		if h.Attempt != int32(i+1) {
 			t.Fatalf("freeze %d: leased attempt %d", i, h.Attempt)
 		}
 		e.clock.Advance(testTTL + time.Second) // frozen: no sweep ran
-		stop, err := e.s.Heartbeat(ctx, w, []Held{h})
-		if err != nil || !slices.Equal(stop, []Held{h}) {
+		stop, err := e.s.Heartbeat(ctx, w, []AttemptClaim{h})
+		if err != nil || !slices.Equal(stop, []AttemptClaim{h}) {
 			t.Fatalf("freeze %d: stale heartbeat = %v, %v; want the lapsed lease stopped", i, stop, err)
 		}
 		e.sweep()
@@ -142,10 +142,10 @@ func TestFencedReleaseRequeuesAtOnce(t *testing.T) {
 	h := heldOf(w, e.mustAcquire(w))
 	fence := e.s.Config().FenceAfter
 	e.clock.Advance(fence + time.Second) // frozen past the fence limit, within the TTL
-	if stop, err := e.s.Heartbeat(ctx, w, []Held{h}); err != nil || len(stop) != 0 {
+	if stop, err := e.s.Heartbeat(ctx, w, []AttemptClaim{h}); err != nil || len(stop) != 0 {
 		t.Fatalf("stale heartbeat = %v, %v; want the live lease renewed", stop, err)
 	}
-	if err := e.s.ReleaseLeases(ctx, w, []Held{h}); err != nil {
+	if err := e.s.ReleaseLeases(ctx, w, []AttemptClaim{h}); err != nil {
 		t.Fatal(err)
 	}
 	tr, _ := e.trial(h.TrialID)
@@ -154,7 +154,7 @@ func TestFencedReleaseRequeuesAtOnce(t *testing.T) {
 		t.Fatalf("released trial %v uncounted %d history %q; want pending at once, uncounted", tr.State, tr.UncountedAttempts, tr.ReasonHistory)
 	}
 	retry := heldOf(w, e.mustAcquire(w))
-	if err := e.s.ReleaseLeases(ctx, w, []Held{h}); err != nil {
+	if err := e.s.ReleaseLeases(ctx, w, []AttemptClaim{h}); err != nil {
 		t.Fatal(err)
 	}
 	if tr, _ := e.trial(h.TrialID); tr.State != pb.TrialState_TRIAL_STATE_RUNNING || tr.LeaseId != retry.LeaseID {
@@ -165,11 +165,11 @@ func TestFencedReleaseRequeuesAtOnce(t *testing.T) {
 	for range 30 {
 		e.clock.Advance(testTTL / 10)
 		e.sweep()
-		if _, err := e.s.Heartbeat(ctx, w, []Held{retry}); err != nil {
+		if _, err := e.s.Heartbeat(ctx, w, []AttemptClaim{retry}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := e.s.ReleaseLeases(ctx, w, []Held{retry}); err != nil {
+	if err := e.s.ReleaseLeases(ctx, w, []AttemptClaim{retry}); err != nil {
 		t.Fatal(err)
 	}
 	if tr, _ := e.trial(h.TrialID); tr.State != pb.TrialState_TRIAL_STATE_PENDING || tr.UncountedAttempts != 1 {
@@ -252,7 +252,7 @@ func TestReleaseAfterRestartIsUncounted(t *testing.T) {
 	h := heldOf(w, e.mustAcquire(w))
 	e.restart()
 	e.clock.Advance(2 * time.Second) // the worker reconnects
-	if err := e.s.ReleaseLeases(ctx, w, []Held{h}); err != nil {
+	if err := e.s.ReleaseLeases(ctx, w, []AttemptClaim{h}); err != nil {
 		t.Fatal(err)
 	}
 	if tr, _ := e.trial(h.TrialID); tr.State != pb.TrialState_TRIAL_STATE_PENDING || tr.UncountedAttempts != 1 {

@@ -356,7 +356,7 @@ func TestUpdateStudy(t *testing.T) {
 	}
 	trials, _ := e.s.Trials(ctx, st.Id, pb.TrialState_TRIAL_STATE_RUNNING, "")
 	for _, tr := range trials {
-		h := Held{WorkerID: w, TrialID: tr.Id, LeaseID: tr.LeaseId, Attempt: tr.Attempt}
+		h := AttemptClaim{WorkerID: w, TrialID: tr.Id, LeaseID: tr.LeaseId, Attempt: tr.Attempt}
 		e.report(h, []*pb.CurvePoint{{Seq: tr.LastSeq + 1, Step: targetSteps, TrainLoss: 1}})
 		e.finish(h, tr.LastSeq+1)
 	}

@@ -29,7 +29,7 @@ func TestReRegisterRequeuesUnlistedLeases(t *testing.T) {
 	staleHeld.LeaseID = "a-lease-it-no-longer-has"
 	id, err := e.s.Register(ctx, Registration{
 		WorkerID: w, Hostname: "w1", SimulatedCapacity: 3,
-		Held: []Held{heldOf(w, kept), staleHeld},
+		Claims: []AttemptClaim{heldOf(w, kept), staleHeld},
 	})
 	if err != nil || id != w {
 		t.Fatalf("re-register = %d, %v; want %d", id, err, w)
@@ -46,7 +46,7 @@ func TestReRegisterRequeuesUnlistedLeases(t *testing.T) {
 		}
 		_, _, err := e.s.ReportPoints(ctx, heldOf(w, a), pts(3, 3))
 		wantErr(t, err, ErrStaleLease, "report under a requeued lease")
-		if stop, err := e.s.Heartbeat(ctx, w, []Held{heldOf(w, a)}); err != nil || !slices.Equal(stop, []Held{heldOf(w, a)}) {
+		if stop, err := e.s.Heartbeat(ctx, w, []AttemptClaim{heldOf(w, a)}); err != nil || !slices.Equal(stop, []AttemptClaim{heldOf(w, a)}) {
 			t.Errorf("Heartbeat with a requeued lease = %v, %v", stop, err)
 		}
 	}
@@ -91,7 +91,7 @@ func TestFirstRegistrationRequeuesNothing(t *testing.T) {
 		{Hostname: "fresh", SimulatedCapacity: 1},
 		{WorkerID: 999, Hostname: "stranger", SimulatedCapacity: 1},
 		// A stranger's claim to hold a lease it was never given changes nothing.
-		{Hostname: "liar", SimulatedCapacity: 1, Held: []Held{{TrialID: a.Trial.Id, LeaseID: a.LeaseId, Attempt: 1}}},
+		{Hostname: "liar", SimulatedCapacity: 1, Claims: []AttemptClaim{{TrialID: a.Trial.Id, LeaseID: a.LeaseId, Attempt: 1}}},
 	} {
 		id, err := e.s.Register(ctx, r)
 		if err != nil || id == w {
@@ -107,7 +107,7 @@ func TestFirstRegistrationRequeuesNothing(t *testing.T) {
 	}
 	// A re-registration that lists every lease requeues nothing either.
 	if _, err := e.s.Register(ctx, Registration{WorkerID: w, Hostname: "w1", SimulatedCapacity: 2,
-		Held: []Held{heldOf(w, a), heldOf(w, b)}}); err != nil {
+		Claims: []AttemptClaim{heldOf(w, a), heldOf(w, b)}}); err != nil {
 		t.Fatal(err)
 	}
 	if got := e.runningByWorker()[w]; len(got) != 2 {

@@ -14,8 +14,8 @@ import (
 	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
 )
 
-// Held identifies the trial attempt a worker claims to hold.
-type Held struct {
+// AttemptClaim identifies the trial attempt a worker claims to hold.
+type AttemptClaim struct {
 	WorkerID uint64
 	TrialID  uint64
 	LeaseID  string
@@ -146,7 +146,7 @@ func doneReason(st *pb.Study) string {
 
 // checkHeld verifies, inside a transaction, that the caller holds the trial's current
 // attempt; reports from anyone else are refused so two holders never write one attempt.
-func checkHeld(t *pb.Trial, h Held) error {
+func checkHeld(t *pb.Trial, h AttemptClaim) error {
 	if t.State != pb.TrialState_TRIAL_STATE_RUNNING || t.WorkerId != h.WorkerID ||
 		t.LeaseId != h.LeaseID || t.Attempt != h.Attempt {
 		return fmt.Errorf("trial %d attempt %d is %s and not held by worker %d under lease %q: %w",
@@ -159,7 +159,7 @@ func checkHeld(t *pb.Trial, h Held) error {
 // sequence number committed, and whether the trial should stop at its current step. Points
 // at or below it are acknowledged again without being written twice; a gap in the
 // sequence is refused. Concurrent reports share one transaction (store Batch).
-func (s *Scheduler) ReportPoints(_ context.Context, h Held, points []*pb.CurvePoint) (acked uint64, stop bool, err error) {
+func (s *Scheduler) ReportPoints(_ context.Context, h AttemptClaim, points []*pb.CurvePoint) (acked uint64, stop bool, err error) {
 	if err := validatePoints(points); err != nil {
 		return 0, false, err
 	}
@@ -274,7 +274,7 @@ func validatePoints(points []*pb.CurvePoint) error {
 // its deadline is gone even before the sweep requeues it, so a worker's reports queued
 // behind a coordinator freeze (sent before it fenced itself) cannot bring it back.
 // Callers hold s.mu.
-func (s *Scheduler) renewLocked(h Held, now time.Time) bool {
+func (s *Scheduler) renewLocked(h AttemptClaim, now time.Time) bool {
 	l := s.leases[h.TrialID]
 	if l == nil || l.id != h.LeaseID || l.attempt != h.Attempt || l.workerID != h.WorkerID || now.After(l.deadline) {
 		return false
@@ -287,7 +287,7 @@ func (s *Scheduler) renewLocked(h Held, now time.Time) bool {
 // or stopped when a stop was requested (its curve ends where it stopped). It is idempotent
 // per attempt: finishing an attempt that this worker already finished with the same
 // final_seq (a retry whose answer was lost, say in a coordinator crash) answers OK.
-func (s *Scheduler) FinishTrial(_ context.Context, h Held, finalSeq uint64, sourceRun string, sourceDistance float64) error {
+func (s *Scheduler) FinishTrial(_ context.Context, h AttemptClaim, finalSeq uint64, sourceRun string, sourceDistance float64) error {
 	already := func(t *pb.Trial) (bool, error) {
 		if !endedBy(t, h) || (t.State != pb.TrialState_TRIAL_STATE_SUCCEEDED && t.State != pb.TrialState_TRIAL_STATE_STOPPED) {
 			return false, nil
@@ -344,7 +344,7 @@ func FailureClassName(c pb.FailureClass) string {
 // endedBy says whether the trial's stored attempt is h's and ended with h's lease still on
 // it (finished, or failed for good). Requeueing clears the lease, so a requeued attempt
 // is recognised by its reason instead (see FailTrial).
-func endedBy(t *pb.Trial, h Held) bool {
+func endedBy(t *pb.Trial, h AttemptClaim) bool {
 	return t.State != pb.TrialState_TRIAL_STATE_RUNNING && t.Attempt == h.Attempt &&
 		t.LeaseId == h.LeaseID && t.WorkerId == h.WorkerID
 }
@@ -358,7 +358,7 @@ func failedReason(attempt int32, class pb.FailureClass, reason string) string {
 // policy above decides between failing the trial and requeueing it. It is idempotent per
 // attempt: failing again an attempt that already failed with the same class and reason
 // answers OK, whether it failed the trial or was requeued (and perhaps re-leased).
-func (s *Scheduler) FailTrial(_ context.Context, h Held, reason string, class pb.FailureClass) error {
+func (s *Scheduler) FailTrial(_ context.Context, h AttemptClaim, reason string, class pb.FailureClass) error {
 	if reason == "" {
 		return fmt.Errorf("reason: missing: %w", ErrInvalid)
 	}
@@ -424,7 +424,7 @@ func (s *Scheduler) requeue(t *pb.Trial, why string) {
 
 // endTrial ends a held attempt with end. already says whether the request repeats one
 // that ended this attempt before (then nothing is written and the answer is OK).
-func (s *Scheduler) endTrial(h Held, already func(t *pb.Trial) (bool, error), end func(tx *store.Tx, t *pb.Trial) error) error {
+func (s *Scheduler) endTrial(h AttemptClaim, already func(t *pb.Trial) (bool, error), end func(tx *store.Tx, t *pb.Trial) error) error {
 	var t *pb.Trial
 	repeated := false
 	// Batch: trials ending at once share a disk sync. The function reads the trial
@@ -514,7 +514,7 @@ func (s *Scheduler) CancelTrial(_ context.Context, id uint64) (*pb.Trial, error)
 // exactly as the worker named them, so that a newer attempt of the same trial on the same
 // worker is never stopped by mistake. A lease past its deadline is not renewed (see
 // renewLocked): the worker is told to stop it, and the sweep requeues it.
-func (s *Scheduler) Heartbeat(_ context.Context, workerID uint64, held []Held) ([]Held, error) {
+func (s *Scheduler) Heartbeat(_ context.Context, workerID uint64, held []AttemptClaim) ([]AttemptClaim, error) {
 	if err := s.db.View(func(tx *store.Tx) error {
 		_, err := tx.Worker(workerID)
 		return wrapStore(err, fmt.Sprintf("worker %d", workerID))
@@ -522,7 +522,7 @@ func (s *Scheduler) Heartbeat(_ context.Context, workerID uint64, held []Held) (
 		return nil, err
 	}
 	now := s.now()
-	var stop []Held
+	var stop []AttemptClaim
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.heartbeats[workerID] = now
@@ -540,7 +540,7 @@ func (s *Scheduler) Heartbeat(_ context.Context, workerID uint64, held []Held) (
 // out. An attempt that is no longer current (already expired or requeued) is ignored.
 // When the worker fenced because the coordinator itself was out, the attempt does not
 // count against the delivery limit.
-func (s *Scheduler) ReleaseLeases(_ context.Context, workerID uint64, released []Held) error {
+func (s *Scheduler) ReleaseLeases(_ context.Context, workerID uint64, released []AttemptClaim) error {
 	now := s.now()
 	for _, h := range released {
 		h.WorkerID = workerID

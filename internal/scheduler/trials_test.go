@@ -67,7 +67,7 @@ func TestTrialLifecycle(t *testing.T) {
 
 	refused := []struct {
 		name   string
-		h      Held
+		h      AttemptClaim
 		points []*pb.CurvePoint
 		class  error
 		field  string
@@ -80,10 +80,10 @@ func TestTrialLifecycle(t *testing.T) {
 		{"seq zero", h, []*pb.CurvePoint{{Seq: 0, Step: 1}}, ErrInvalid, "points[0].seq"},
 		{"negative step", h, []*pb.CurvePoint{{Seq: 5, Step: -1}}, ErrInvalid, "points[0].step"},
 		{"seq not ascending", h, []*pb.CurvePoint{{Seq: 6, Step: 60}, {Seq: 5, Step: 50}}, ErrInvalid, "points[1].seq"},
-		{"wrong lease", Held{w, a.Trial.Id, "not-the-lease", 1}, pts(5, 5), ErrStaleLease, ""},
-		{"wrong worker", Held{other, a.Trial.Id, a.LeaseId, 1}, pts(5, 5), ErrStaleLease, ""},
-		{"wrong attempt", Held{w, a.Trial.Id, a.LeaseId, 2}, pts(5, 5), ErrStaleLease, ""},
-		{"unknown trial", Held{w, 999, a.LeaseId, 1}, pts(5, 5), ErrNotFound, ""},
+		{"wrong lease", AttemptClaim{w, a.Trial.Id, "not-the-lease", 1}, pts(5, 5), ErrStaleLease, ""},
+		{"wrong worker", AttemptClaim{other, a.Trial.Id, a.LeaseId, 1}, pts(5, 5), ErrStaleLease, ""},
+		{"wrong attempt", AttemptClaim{w, a.Trial.Id, a.LeaseId, 2}, pts(5, 5), ErrStaleLease, ""},
+		{"unknown trial", AttemptClaim{w, 999, a.LeaseId, 1}, pts(5, 5), ErrNotFound, ""},
 	}
 	for _, tc := range refused {
 		t.Run("report/"+tc.name, func(t *testing.T) {
@@ -105,7 +105,7 @@ func TestTrialLifecycle(t *testing.T) {
 
 	err := e.s.FinishTrial(ctx, h, 3, "", 0)
 	wantErr(t, err, ErrConflict, "finish with a wrong final_seq")
-	err = e.s.FinishTrial(ctx, Held{other, a.Trial.Id, a.LeaseId, 1}, 4, "", 0)
+	err = e.s.FinishTrial(ctx, AttemptClaim{other, a.Trial.Id, a.LeaseId, 1}, 4, "", 0)
 	wantErr(t, err, ErrStaleLease, "finish by another worker")
 	// A finish short of the trial's steps, with no stop asked, is refused: the curve ends
 	// at step 40 of 200.
@@ -144,8 +144,8 @@ func TestTrialLifecycle(t *testing.T) {
 	foreign.LeaseID = "another lease"
 	err = e.s.FinishTrial(ctx, foreign, 5, "", 0)
 	wantErr(t, err, ErrStaleLease, "finish under another lease")
-	stop, err := e.s.Heartbeat(ctx, w, []Held{h})
-	if err != nil || !slices.Equal(stop, []Held{h}) {
+	stop, err := e.s.Heartbeat(ctx, w, []AttemptClaim{h})
+	if err != nil || !slices.Equal(stop, []AttemptClaim{h}) {
 		t.Errorf("Heartbeat after finish = %v, %v; want stop [%d]", stop, err, a.Trial.Id)
 	}
 	workers, err := e.s.Workers(ctx)
@@ -173,7 +173,7 @@ func TestFailTrial(t *testing.T) {
 
 	err := e.s.FailTrial(ctx, h, "", pb.FailureClass_FAILURE_CLASS_OOM)
 	wantErr(t, err, ErrInvalid, "fail without a reason")
-	err = e.s.FailTrial(ctx, Held{w, a.Trial.Id, "other", 1}, "boom", pb.FailureClass_FAILURE_CLASS_OOM)
+	err = e.s.FailTrial(ctx, AttemptClaim{w, a.Trial.Id, "other", 1}, "boom", pb.FailureClass_FAILURE_CLASS_OOM)
 	wantErr(t, err, ErrStaleLease, "fail with a wrong lease")
 	if err := e.s.FailTrial(ctx, h, "CUDA out of memory", pb.FailureClass_FAILURE_CLASS_OOM); err != nil {
 		t.Fatalf("FailTrial: %v", err)
@@ -357,8 +357,8 @@ func TestCancelStudy(t *testing.T) {
 	if len(points) != 2 {
 		t.Errorf("observed prefix not kept: %d points", len(points))
 	}
-	stop, err := e.s.Heartbeat(ctx, w, []Held{h})
-	if err != nil || !slices.Equal(stop, []Held{h}) {
+	stop, err := e.s.Heartbeat(ctx, w, []AttemptClaim{h})
+	if err != nil || !slices.Equal(stop, []AttemptClaim{h}) {
 		t.Errorf("Heartbeat after cancel = %v, %v; want stop [%d]", stop, err, a.Trial.Id)
 	}
 	_, _, err = e.s.ReportPoints(ctx, h, pts(3, 3))
@@ -423,7 +423,7 @@ func TestLeaseExpiryRequeuesThenLoses(t *testing.T) {
 	e.clock.Advance(testTTL)
 	e.report(h1, pts(3, 3))
 	e.clock.Advance(testTTL)
-	if stop, err := e.s.Heartbeat(ctx, w, []Held{h1}); err != nil || len(stop) != 0 {
+	if stop, err := e.s.Heartbeat(ctx, w, []AttemptClaim{h1}); err != nil || len(stop) != 0 {
 		t.Fatalf("Heartbeat = %v, %v", stop, err)
 	}
 	e.clock.Advance(testTTL)
@@ -447,8 +447,8 @@ func TestLeaseExpiryRequeuesThenLoses(t *testing.T) {
 		if tr.LeaseId != "" || tr.WorkerId != 0 {
 			t.Errorf("attempt %d: expired trial still names lease %q worker %d", attempt, tr.LeaseId, tr.WorkerId)
 		}
-		stop, err := e.s.Heartbeat(ctx, lastLease.WorkerID, []Held{lastLease})
-		if err != nil || !slices.Equal(stop, []Held{lastLease}) {
+		stop, err := e.s.Heartbeat(ctx, lastLease.WorkerID, []AttemptClaim{lastLease})
+		if err != nil || !slices.Equal(stop, []AttemptClaim{lastLease}) {
 			t.Errorf("attempt %d: Heartbeat with the expired lease = %v, %v", attempt, stop, err)
 		}
 		_, _, err = e.s.ReportPoints(ctx, lastLease, pts(4, 4))
@@ -513,10 +513,10 @@ func TestRestartKeepsRunningTrials(t *testing.T) {
 				t.Fatalf("Workers after restart = %v, %v", workers, err)
 			}
 			// The worker reattaches under its id and flushes what it buffered.
-			if id, err := e.s.Register(ctx, Registration{WorkerID: w, Hostname: "w1", SimulatedCapacity: 1, Held: []Held{h}}); err != nil || id != w {
+			if id, err := e.s.Register(ctx, Registration{WorkerID: w, Hostname: "w1", SimulatedCapacity: 1, Claims: []AttemptClaim{h}}); err != nil || id != w {
 				t.Fatalf("re-register = %d, %v; want %d", id, err, w)
 			}
-			if stop, err := e.s.Heartbeat(ctx, w, []Held{h}); err != nil || len(stop) != 0 {
+			if stop, err := e.s.Heartbeat(ctx, w, []AttemptClaim{h}); err != nil || len(stop) != 0 {
 				t.Fatalf("Heartbeat after restart = %v, %v", stop, err)
 			}
 		}

@@ -21,9 +21,9 @@ type Registration struct {
 	Hostname          string
 	GPUs              []*pb.Gpu
 	SimulatedCapacity int32
-	// Held lists the leases the worker still holds; on re-registration every other trial
+	// Claims lists the leases the worker still holds; on re-registration every other trial
 	// leased to it is requeued (the worker restarted and lost it).
-	Held []Held
+	Claims []AttemptClaim
 	// Identity is what the worker says it is (nil from workers that predate it).
 	Identity *pb.WorkerIdentity
 }
@@ -54,11 +54,11 @@ func (s *Scheduler) Register(_ context.Context, r Registration) (uint64, error) 
 	if err := validateIdentity(r.Identity); err != nil {
 		return 0, err
 	}
-	if len(r.Held) > 100_000 {
-		return 0, fmt.Errorf("leases: %d, at most 100000: %w", len(r.Held), ErrInvalid)
+	if len(r.Claims) > 100_000 {
+		return 0, fmt.Errorf("leases: %d, at most 100000: %w", len(r.Claims), ErrInvalid)
 	}
 	stillHeld := map[uint64]string{}
-	for _, h := range r.Held {
+	for _, h := range r.Claims {
 		stillHeld[h.TrialID] = h.LeaseID
 	}
 	now := s.now()
