@@ -135,7 +135,7 @@ type trainingSet struct {
 	x  [][]float64
 	y  []float64
 	tr transform
-	// raw values of the kept points, for diagnostics
+	// trials is the number of trials the kept points come from.
 	trials int
 	// observed is the number of usable trials before the cap on the training set: the
 	// count the refit schedule follows (trials stops growing once the cap binds).

@@ -273,7 +273,8 @@ func (s *Scheduler) recordGauges() error {
 
 func (s *Scheduler) now() time.Time { return s.cfg.Clock.Now() }
 
-// notify wakes every long-polling AcquireTrial call. Callers hold s.mu.
+// notifyLocked wakes every long-polling AcquireTrial call. Callers hold s.mu; notify
+// takes it.
 func (s *Scheduler) notifyLocked() {
 	close(s.wake)
 	s.wake = make(chan struct{})
