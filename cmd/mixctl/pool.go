@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/mixopt/mixopt/internal/sim"
@@ -42,8 +44,8 @@ func addRecordings(spec *pb.StudySpec, poolFiles, priorFiles []string) (notes []
 			}
 			each(run, sc, mix)
 		}
-		for scale, n := range skipped {
-			notes = append(notes, fmt.Sprintf("%s %s: %d runs at scale %s, which the study does not have, left out", flag, path, n, scale))
+		for _, scale := range slices.Sorted(maps.Keys(skipped)) {
+			notes = append(notes, fmt.Sprintf("%s %s: %d runs at scale %s, which the study does not have, left out", flag, path, skipped[scale], scale))
 		}
 		return nil
 	}

@@ -85,30 +85,8 @@ func validateRegister(req *pb.RegisterRequest) error {
 	if err := checkHeldLeases("leases", req.Leases); err != nil {
 		return err
 	}
-	id := req.Identity
-	if id == nil {
-		return nil
-	}
-	if _, ok := pb.WorkerKind_name[int32(id.Kind)]; !ok {
-		return badField("identity.kind", "unknown worker kind %d", int32(id.Kind))
-	}
-	if err := checkLen("identity.sim_source", id.SimSource, scheduler.MaxSimSourceBytes); err != nil {
-		return err
-	}
-	if err := checkLabels("identity.labels", id.Labels); err != nil {
-		return err
-	}
-	if in := id.Interpreter; in != nil {
-		if err := checkLen("identity.interpreter.path", in.Path, scheduler.MaxPathBytes); err != nil {
-			return err
-		}
-		for field, v := range map[string]string{
-			"python_version": in.PythonVersion, "torch_version": in.TorchVersion, "cuda_version": in.CudaVersion,
-		} {
-			if err := checkLen("identity.interpreter."+field, v, scheduler.MaxVersionBytes); err != nil {
-				return err
-			}
-		}
+	if err := scheduler.CheckIdentity(req.Identity); err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
 	}
 	return nil
 }

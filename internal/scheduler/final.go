@@ -28,16 +28,25 @@ func (s *Scheduler) sealFinalRecommendation(id uint64) {
 	if errors.Is(err, ErrNoRecommendation) {
 		return
 	}
-	if err == nil {
-		err = s.db.Update(func(tx *store.Tx) error {
-			st, err := tx.Study(id)
-			if err != nil || !isTerminalStudy(st.State) || st.FinalRecommendation != nil {
-				return err
-			}
-			st.FinalRecommendation = rec
-			return tx.PutStudy(st)
-		})
+	if err != nil {
+		s.log.Warn("could not compute the ended study's recommendation", zap.Uint64("study", id), zap.Error(err))
+		return
 	}
+	s.keepFinalRecommendation(id, rec)
+}
+
+// keepFinalRecommendation stores rec as the ended study's final recommendation unless
+// one is kept already. StudyStatus calls it too, so that a study that ended before
+// recommendations were kept is read from its curves once, not at every listing.
+func (s *Scheduler) keepFinalRecommendation(id uint64, rec *pb.Recommendation) {
+	err := s.db.Update(func(tx *store.Tx) error {
+		st, err := tx.Study(id)
+		if err != nil || !isTerminalStudy(st.State) || st.FinalRecommendation != nil {
+			return err
+		}
+		st.FinalRecommendation = rec
+		return tx.PutStudy(st)
+	})
 	if err != nil {
 		s.log.Warn("could not keep the ended study's recommendation", zap.Uint64("study", id), zap.Error(err))
 	}

@@ -6,6 +6,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/mixopt/mixopt/internal/store"
 	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
 )
 
@@ -37,5 +38,37 @@ func TestEndedStudyKeepsItsRecommendation(t *testing.T) {
 	}
 	if _, err := e.s.StudyStatus(context.Background(), 999); err == nil {
 		t.Error("status of a missing study answered")
+	}
+}
+
+// A study that ended before recommendations were kept (its record has none) is read
+// from its curves at its first status only; that answer is kept for the next ones.
+func TestEndedStudyWithoutKeptRecommendationKeepsItOnce(t *testing.T) {
+	e := newEnv(t, withFakePolicy())
+	w := e.register("w1", 1)
+	st := e.createStudy(func(s *pb.StudySpec) { s.MaxTrials = 1 })
+	a := e.mustAcquire(w)
+	e.runToEnd(heldOf(w, a), a.Trial.Steps)
+	if err := e.db.Update(func(tx *store.Tx) error {
+		old, err := tx.Study(st.Id)
+		if err != nil {
+			return err
+		}
+		old.FinalRecommendation = nil // as a database written before the field existed
+		return tx.PutStudy(old)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	e.restart()
+	before := e.policy.recommendCalls()
+	if e.study(st.Id).Recommendation == nil {
+		t.Fatal("no recommendation for the ended study")
+	}
+	if n := e.policy.recommendCalls() - before; n != 1 {
+		t.Fatalf("first status asked the policy %d times, want 1", n)
+	}
+	e.study(st.Id)
+	if n := e.policy.recommendCalls() - before; n != 1 {
+		t.Errorf("second status asked the policy again (%d calls in all)", n)
 	}
 }

@@ -37,8 +37,9 @@ func acceptsWorker(sel *pb.WorkerSelector, w *pb.Worker) bool {
 
 // Limits on a selector: it is part of the spec and crosses the wire.
 
-// validateIdentity bounds what a worker says about itself: it is stored and shown.
-func validateIdentity(id *pb.WorkerIdentity) error {
+// CheckIdentity bounds what a worker says about itself (it is stored and shown); the
+// error names the field. Register checks it, and so does the gRPC adapter before it.
+func CheckIdentity(id *pb.WorkerIdentity) error {
 	if id == nil {
 		return nil
 	}

@@ -67,6 +67,9 @@ func (s *Scheduler) StudyStatus(ctx context.Context, id uint64) (*pb.StudyStatus
 	switch {
 	case err == nil:
 		st.Recommendation = rec
+		if isTerminalStudy(snap.study.State) {
+			s.keepFinalRecommendation(id, rec)
+		}
 	case errors.Is(err, ErrNoRecommendation):
 	default:
 		s.log.Warn("recommendation failed", zap.Uint64("study", id), zap.Error(err))

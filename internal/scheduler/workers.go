@@ -51,7 +51,7 @@ func (s *Scheduler) Register(_ context.Context, r Registration) (uint64, error) 
 		}
 		seenIndex[g.Index] = true
 	}
-	if err := validateIdentity(r.Identity); err != nil {
+	if err := CheckIdentity(r.Identity); err != nil {
 		return 0, err
 	}
 	if len(r.Claims) > 100_000 {

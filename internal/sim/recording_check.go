@@ -74,6 +74,9 @@ func CheckRecording(r io.Reader) (runs int, problems []Problem, err error) {
 	return runs, problems, nil
 }
 
+// keyBeforeValue finds the JSON key whose value starts where a syntax error is.
+var keyBeforeValue = regexp.MustCompile(`"([^"\\]{1,200})"\s*:\s*$`)
+
 var fieldPrefix = regexp.MustCompile(`^([a-z_]+(\[[^\]]*\])?(\.[a-z_]+(\[[^\]]*\])?)*): (.*)$`)
 
 // problemOf splits a "field: message" error of the validators into its parts.
@@ -94,7 +97,7 @@ func describeDecodeError(line []byte, err error) error {
 	}
 	before := line[:se.Offset-1]
 	key := ""
-	if m := regexp.MustCompile(`"([^"\\]{1,200})"\s*:\s*$`).FindSubmatch(before); m != nil {
+	if m := keyBeforeValue.FindSubmatch(before); m != nil {
 		key = string(m[1])
 	} else if i := bytes.LastIndex(before, []byte(`":`)); i > 0 {
 		if j := bytes.LastIndexByte(before[:i], '"'); j >= 0 {

@@ -42,7 +42,6 @@ func RunsFromCSV(r io.Reader, opts CSVOptions) (runs []RecordedRun, problems []P
 		opts.TrainLoss = "train_loss"
 	}
 	cr := csv.NewReader(r)
-	cr.ReuseRecord = false
 	header, err := cr.Read()
 	if err != nil {
 		return nil, nil, fmt.Errorf("csv header: %w", err)

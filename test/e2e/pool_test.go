@@ -74,9 +74,13 @@ func TestPoolAndPriorStudy(t *testing.T) {
 	}
 	var st pb.StudyStatus
 	mixctlJSON(t, c.addr, &st, "study", "get", "1")
+	flopsPerStep := map[string]float64{}
+	for _, sc := range st.Study.Spec.Scales {
+		flopsPerStep[sc.Name] = sc.FlopsPerStep
+	}
 	var spent float64
 	for _, tr := range c.trials() {
-		spent += float64(tr.StepsDone) * 6 * map[string]float64{"tiny": 127296, "tiny-m": 363168, "tiny-l": 894080}[tr.Scale] * 1024
+		spent += float64(tr.StepsDone) * flopsPerStep[tr.Scale]
 	}
 	if got := st.Study.SpentFlops; math.Abs(got-spent) > 1e-6*spent {
 		t.Errorf("spent %v, the trials' own cost is %v: prior runs must be free", got, spent)

@@ -18,17 +18,17 @@ import (
 	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
 )
 
-// python is the interpreter CI installs python3-torch for (hack/python-deps.sh).
+// python is the interpreter CI installs python3-torch for (hack/test-deps.sh).
 const python = "/usr/bin/python3"
 
 // requireTorch fails, rather than skips, without torch: CI installs it, so a missing torch
 // is a broken set-up that must not pass silently.
 func requireTorch(t *testing.T) {
 	t.Helper()
-	out, err := exec.Command(python, "-c", "import torch, numpy").CombinedOutput()
+	out, err := exec.Command(python, "-c", "import torch, numpy, zstandard").CombinedOutput()
 	if err != nil {
-		t.Fatalf("%s cannot import torch and numpy (%v: %s); install them with hack/python-deps.sh "+
-			"(apt-get install python3-torch python3-numpy)", python, err, out)
+		t.Fatalf("%s cannot import torch, numpy and zstandard (%v: %s); install them with hack/test-deps.sh "+
+			"(apt-get install python3-torch python3-numpy python3-zstandard)", python, err, out)
 	}
 }
 
