@@ -33,13 +33,6 @@ func checkLen(field, s string, max int) error {
 	return nil
 }
 
-func checkLabels(field string, labels map[string]string) error {
-	if err := scheduler.CheckLabels(field, labels); err != nil {
-		return status.Error(codes.InvalidArgument, err.Error())
-	}
-	return nil
-}
-
 func checkHeldLeases(field string, leases []*pb.HeldLease) error {
 	if len(leases) > scheduler.MaxHeldLeases {
 		return badField(field, "%d leases, at most %d", len(leases), scheduler.MaxHeldLeases)
