@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -16,73 +15,44 @@ import (
 	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
 )
 
-// virtualGPUMemoryMiB is the memory of a simulated worker's virtual GPUs: large enough for
-// any scale, since a replay needs none.
-const virtualGPUMemoryMiB = math.MaxInt64
+// Assigning trials: AcquireTrial's long poll and the group decision behind it, which
+// reads every running study once, plans a trial for each asking worker (a pending one
+// that fits, or a new one from the study's policy) and commits the plans, with their
+// leases, in one transaction.
 
-// virtualGPU names a simulated worker's slots.
-const virtualGPU = "virtual"
-
-// gpuSlots returns the GPUs trials can be placed on: the worker's registered GPUs, or one
-// virtual GPU per slot of a simulated worker.
-func gpuSlots(w *pb.Worker) []*pb.Gpu {
-	if w.SimulatedCapacity > 0 {
-		slots := make([]*pb.Gpu, w.SimulatedCapacity)
-		for i := range slots {
-			slots[i] = &pb.Gpu{Index: int32(i), Name: virtualGPU, MemoryMib: virtualGPUMemoryMiB}
-		}
-		return slots
-	}
-	if len(w.Gpus) == 0 {
-		// A worker that declares nothing runs one trial at a time (a CPU worker).
-		return []*pb.Gpu{{Index: 0, Name: "cpu", MemoryMib: virtualGPUMemoryMiB}}
-	}
-	return w.Gpus
+// AcquireTrial leases the next trial to a worker with free capacity. It waits up to wait
+// (capped by Config.MaxWait and the context) for work to appear and returns nil, nil when
+// none did.
+func (s *Scheduler) AcquireTrial(ctx context.Context, workerID uint64, wait time.Duration) (*pb.Assignment, error) {
+	return s.AcquireStudyTrial(ctx, workerID, 0, wait)
 }
 
-// freeGPUsLocked lists the worker's GPUs no lease holds. Callers hold s.mu.
-func (s *Scheduler) freeGPUsLocked(w *pb.Worker) []*pb.Gpu {
-	used := map[int32]bool{}
-	for _, l := range s.leases {
-		if l.workerID == w.Id {
-			for _, g := range l.gpus {
-				used[g] = true
-			}
+// AcquireStudyTrial is AcquireTrial limited to one study's trials (studyID 0: any study),
+// for external workers that run a single study.
+func (s *Scheduler) AcquireStudyTrial(ctx context.Context, workerID, studyID uint64, wait time.Duration) (*pb.Assignment, error) {
+	wait = min(wait, s.cfg.MaxWait)
+	if dl, ok := ctx.Deadline(); ok {
+		// End just before the caller's deadline with an empty answer, not an error.
+		wait = min(wait, time.Until(dl)-100*time.Millisecond)
+	}
+	timer := time.NewTimer(max(wait, 0))
+	defer timer.Stop()
+	for {
+		s.mu.Lock()
+		wake := s.wake
+		s.mu.Unlock()
+		a, err := s.tryAssign(ctx, workerID, studyID)
+		if a != nil || err != nil {
+			return a, err
+		}
+		select {
+		case <-wake:
+		case <-timer.C:
+			return nil, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
 		}
 	}
-	var free []*pb.Gpu
-	for _, g := range gpuSlots(w) {
-		if !used[g.Index] {
-			free = append(free, g)
-		}
-	}
-	return free
-}
-
-// place picks GPUs for one trial at the scale from the free ones: as many as the scale
-// needs (at least one), each with the memory it needs. Nil when the trial does not fit.
-func place(free []*pb.Gpu, sc *pb.Scale) []int32 {
-	need := max(int(sc.Gpus), 1)
-	var picked []int32
-	for _, g := range free {
-		if g.MemoryMib >= sc.MinGpuMemoryMib {
-			picked = append(picked, g.Index)
-			if len(picked) == need {
-				return picked
-			}
-		}
-	}
-	return nil
-}
-
-// placeOn places a trial at the scale on the worker's free GPUs. A simulated worker's
-// virtual GPU is one trial slot: a replay runs simulated_capacity trials at once, whatever
-// GPUs the scale needs.
-func placeOn(w *pb.Worker, free []*pb.Gpu, sc *pb.Scale) []int32 {
-	if w.SimulatedCapacity > 0 {
-		return place(free, &pb.Scale{Name: sc.Name})
-	}
-	return place(free, sc)
 }
 
 // assignReq is one worker's request for a trial, queued for the next group decision.
@@ -232,16 +202,6 @@ func (s *Scheduler) assignBatch(ctx context.Context, batch []*assignReq) {
 	}
 }
 
-func withoutGPUs(free []*pb.Gpu, taken []int32) []*pb.Gpu {
-	var out []*pb.Gpu
-	for _, g := range free {
-		if !slices.Contains(taken, g.Index) {
-			out = append(out, g)
-		}
-	}
-	return out
-}
-
 // plan picks the worker's next trial from one study: a pending trial that fits its free
 // GPUs, or else a new one from the study's policy. A new trial that fits no free GPU of
 // this worker is planned pending, for a worker it fits. The snapshot is updated in memory
@@ -325,78 +285,6 @@ func (s *Scheduler) plan(ctx context.Context, snap *studySnapshot, plans *[]*pla
 	s.leaseInMemory(t, w.Id, gpus)
 	q.gpus = gpus
 	return q, "", nil
-}
-
-// stopEarly asks a policy that stops trials early (bo.EarlyStopper) which running trials
-// to stop at their current step, and records the requests; their workers learn it from
-// their next report and finish with the prefix observed.
-func (s *Scheduler) stopEarly(ctx context.Context, snap *studySnapshot) error {
-	policy, err := s.cfg.NewPolicy(snap.study.Spec.Policy)
-	if err != nil {
-		return err
-	}
-	stopper, ok := policy.(bo.EarlyStopper)
-	if !ok {
-		return nil
-	}
-	idx, err := stopper.StopEarly(ctx, snap.request(0))
-	if err != nil || len(idx) == 0 {
-		return err
-	}
-	pending := snap.pending()
-	var ids []uint64
-	for _, i := range idx {
-		if i >= 0 && i < len(pending) && pending[i].State == pb.TrialState_TRIAL_STATE_RUNNING && !pending[i].StopRequested {
-			ids = append(ids, pending[i].Id)
-		}
-	}
-	if len(ids) == 0 {
-		return nil
-	}
-	err = s.db.Update(func(tx *store.Tx) error {
-		for _, id := range ids {
-			t, err := tx.Trial(id)
-			if err != nil {
-				return err
-			}
-			if t.State != pb.TrialState_TRIAL_STATE_RUNNING || t.StopRequested {
-				continue
-			}
-			t.StopRequested = true
-			if err := tx.PutTrial(t); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	for _, t := range pending {
-		if slices.Contains(ids, t.Id) {
-			t.StopRequested = true
-		}
-	}
-	s.log.Info("policy stops trials early", zap.Uint64("study", snap.study.Id), zap.Uint64s("trials", ids))
-	return nil
-}
-
-// leaseInMemory turns t into a new running attempt on the worker; commitPlans stores it.
-func (s *Scheduler) leaseInMemory(t *pb.Trial, workerID uint64, gpus []int32) {
-	t.State = pb.TrialState_TRIAL_STATE_RUNNING
-	t.Attempt++
-	t.LeaseId = newLeaseID()
-	t.WorkerId = workerID
-	t.GpuIndices = gpus
-	t.LastSeq, t.StepsDone, t.HasValue, t.LastValue, t.AttemptWallTimeS = 0, 0, false, 0, 0
-	t.StartTimeUnixMs = unixMs(s.now())
-}
-
-func scaleOf(spec *pb.StudySpec, name string) *pb.Scale {
-	if i := ScaleIndex(spec, name); i >= 0 {
-		return spec.Scales[i]
-	}
-	return &pb.Scale{Name: name}
 }
 
 func checkDecision(spec *pb.StudySpec, t bo.Trial, budgetLeft float64) error {

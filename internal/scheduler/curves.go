@@ -57,6 +57,15 @@ func (c *curveCache) append(trialID uint64, attempt int32, metric string, pts []
 	}
 }
 
+// forget drops the cached curves of deleted trials.
+func (c *curveCache) forget(trialIDs []uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, id := range trialIDs {
+		delete(c.trials, id)
+	}
+}
+
 // curve returns the trial's finite objective values up to its last committed point,
 // reading the store for what the cache lacks. The slice is shared: callers must not
 // modify it.

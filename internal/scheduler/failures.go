@@ -1,18 +1,18 @@
 package scheduler
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
 
 	"go.uber.org/zap"
 
-	"github.com/mixopt/mixopt/internal/bo"
 	"github.com/mixopt/mixopt/internal/store"
 	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
 )
+
+// A study's failure budget: how many trials in a row may fail or be lost, and a success
+// that never reported the objective, end the study failed.
 
 // DefaultMaxConsecutiveFailures is how many trials in a row may fail or be lost before a
 // study whose spec sets no limit ends failed: enough to ride out a flaky node, few enough
@@ -20,46 +20,6 @@ import (
 const DefaultMaxConsecutiveFailures = 5
 
 const maxConsecutiveFailuresLimit = 10_000
-
-// checkAffordable refuses a spec whose budget pays for none of the trials its policy may
-// run: the policy is asked for its first decision with the whole budget.
-func (s *Scheduler) checkAffordable(ctx context.Context, spec *pb.StudySpec) error {
-	policy, err := s.cfg.NewPolicy(spec.Policy)
-	if err != nil {
-		return invalid("policy", "%v", err)
-	}
-	req := bo.Request{Problem: problem(&pb.Study{Spec: spec}, spec.BudgetFlops)}
-	_, err = policy.Next(ctx, req)
-	if errors.Is(err, bo.ErrNoTrialFits) {
-		return invalid("budget_flops", "%.3g FLOPs pays for no trial the %s policy may run (the cheapest trial of the space, %s, costs %.3g)",
-			spec.BudgetFlops, spec.Policy, cheapestTrial(spec), cheapestCost(spec))
-	}
-	if err != nil {
-		// The policy cannot start on this spec: the spec is what the operator can change.
-		return invalid("policy", "%s cannot decide a first trial for this spec: %v", spec.Policy, err)
-	}
-	return nil
-}
-
-func cheapestCost(spec *pb.StudySpec) float64 {
-	c := -1.0
-	for _, sc := range spec.Scales {
-		if v := sc.FlopsPerStep * float64(spec.Steps[0]); c < 0 || v < c {
-			c = v
-		}
-	}
-	return c
-}
-
-func cheapestTrial(spec *pb.StudySpec) string {
-	best := spec.Scales[0]
-	for _, sc := range spec.Scales {
-		if sc.FlopsPerStep < best.FlopsPerStep {
-			best = sc
-		}
-	}
-	return fmt.Sprintf("scale %s for %d steps", best.Name, spec.Steps[0])
-}
 
 // afterTrialEnd keeps a study's failure budget once one of its trials has ended, then
 // completes the study if it is idle. A failed or lost trial extends the run of
@@ -180,32 +140,4 @@ func reportedMetrics(tx *store.Tx, t *pb.Trial, metric string) ([]string, bool, 
 	}
 	slices.Sort(out)
 	return out, false, nil
-}
-
-// noResultMark starts what noResult adds to an ending study's reason.
-const noResultMark = ", but no trial produced a result"
-
-// noResult says why an ending study has nothing to show, or "": a study whose trials all
-// failed or were lost before its cap or budget stopped it ends failed, not completed, so
-// that scripts waiting on it do not go on with nothing.
-func noResult(trials []*pb.Trial) string {
-	failed, lost := 0, 0
-	for _, t := range trials {
-		switch t.State {
-		case pb.TrialState_TRIAL_STATE_SUCCEEDED:
-			return ""
-		case pb.TrialState_TRIAL_STATE_STOPPED:
-			if t.StepsDone > 0 {
-				return ""
-			}
-		case pb.TrialState_TRIAL_STATE_FAILED:
-			failed++
-		case pb.TrialState_TRIAL_STATE_LOST:
-			lost++
-		}
-	}
-	if failed+lost == 0 {
-		return ""
-	}
-	return fmt.Sprintf("%s (%d failed, %d lost)", noResultMark, failed, lost)
 }

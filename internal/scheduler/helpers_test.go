@@ -267,3 +267,37 @@ func wantErr(t *testing.T, err, class error, what string) {
 		t.Fatalf("%s: got error %v, want %v", what, err, class)
 	}
 }
+
+var (
+	real      = pb.WorkerKind_WORKER_KIND_REAL
+	simulated = pb.WorkerKind_WORKER_KIND_SIMULATED
+)
+
+func (e *env) registerAs(host string, id *pb.WorkerIdentity) uint64 {
+	e.t.Helper()
+	w, err := e.s.Register(context.Background(), Registration{Hostname: host, SimulatedCapacity: 2, Identity: id})
+	if err != nil {
+		e.t.Fatalf("Register: %v", err)
+	}
+	return w
+}
+
+// sweep runs the lease sweep as Run's ticker does.
+func (e *env) sweep() {
+	e.t.Helper()
+	e.s.noteSweep()
+	if err := e.s.ExpireLeases(); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func i32(v int32) *int32 { return &v }
+
+func f64(v float64) *float64 { return &v }
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}

@@ -223,3 +223,61 @@ func TestVirtualGPUs(t *testing.T) {
 		})
 	}
 }
+
+func TestAcceptsWorker(t *testing.T) {
+	sim := &pb.Worker{Identity: &pb.WorkerIdentity{Kind: simulated, Labels: map[string]string{"pool": "a"}}}
+	realW := &pb.Worker{Identity: &pb.WorkerIdentity{Kind: real}}
+	old := &pb.Worker{} // registered without an identity
+	for _, tc := range []struct {
+		name string
+		sel  *pb.WorkerSelector
+		w    *pb.Worker
+		want bool
+	}{
+		{"default takes real", nil, realW, true},
+		{"default takes an old worker as real", nil, old, true},
+		{"default refuses simulated", nil, sim, false},
+		{"simulated asked", &pb.WorkerSelector{Kinds: []pb.WorkerKind{simulated}}, sim, true},
+		{"simulated only refuses real", &pb.WorkerSelector{Kinds: []pb.WorkerKind{simulated}}, realW, false},
+		{"both kinds", &pb.WorkerSelector{Kinds: []pb.WorkerKind{real, simulated}}, sim, true},
+		{"label matches", &pb.WorkerSelector{Kinds: []pb.WorkerKind{simulated}, Labels: map[string]string{"pool": "a"}}, sim, true},
+		{"label differs", &pb.WorkerSelector{Kinds: []pb.WorkerKind{simulated}, Labels: map[string]string{"pool": "b"}}, sim, false},
+		{"label missing", &pb.WorkerSelector{Labels: map[string]string{"pool": "a"}}, realW, false},
+	} {
+		if got := acceptsWorker(tc.sel, tc.w); got != tc.want {
+			t.Errorf("%s: acceptsWorker = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// Placement asks each study's selector: a simulated worker gets no trial of a study that
+// takes real workers only, and a label the worker lacks keeps it away.
+func TestPlacementHonoursSelector(t *testing.T) {
+	e := newEnv(t, withFakePolicy())
+	realStudy := e.createStudy(nil)
+	simA := e.registerAs("sim-a", &pb.WorkerIdentity{Kind: simulated, SimSource: "synthetic", Labels: map[string]string{"pool": "a"}})
+	if a := e.acquire(simA); a != nil {
+		t.Fatalf("simulated worker got trial %d of a real study", a.Trial.Id)
+	}
+	realW := e.registerAs("gpu-1", &pb.WorkerIdentity{Kind: real})
+	if a := e.mustAcquire(realW); a.Trial.StudyId != realStudy.Id {
+		t.Fatalf("real worker got study %d's trial", a.Trial.StudyId)
+	}
+	simStudy := e.createStudy(func(s *pb.StudySpec) {
+		s.Workers = &pb.WorkerSelector{Kinds: []pb.WorkerKind{simulated}, Labels: map[string]string{"pool": "b"}}
+	})
+	if a := e.acquire(simA); a != nil {
+		t.Fatalf("worker of pool a got trial %d of a study asking for pool b", a.Trial.Id)
+	}
+	simB := e.registerAs("sim-b", &pb.WorkerIdentity{Kind: simulated, Labels: map[string]string{"pool": "b"}})
+	if a := e.mustAcquire(simB); a.Trial.StudyId != simStudy.Id {
+		t.Fatalf("pool b worker got study %d's trial", a.Trial.StudyId)
+	}
+	ws, err := e.s.Workers(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ws[0].GetIdentity(); got.GetKind() != simulated || got.GetSimSource() != "synthetic" || got.GetLabels()["pool"] != "a" {
+		t.Errorf("stored identity of worker %d = %v, want what it registered with", ws[0].Id, got)
+	}
+}

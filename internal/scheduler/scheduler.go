@@ -2,14 +2,23 @@
 // leases trials to workers, commits their curve points idempotently, renews and expires
 // leases, and keeps each study's budget. Every state transition is one store transaction;
 // leases' deadlines live in memory and are rebuilt, with a grace period, after a restart.
+//
+// The files follow a trial attempt's lease, the way a broker's follow a delivery:
+// assign.go decides trials for the workers that ask and grants their leases (placement.go
+// fits trials to workers' GPUs and selectors, earlystop.go asks the policy which live
+// curves to stop); leases.go renews, fences, expires and requeues attempts, and outage.go
+// keeps the coordinator's own outages from counting against them; reports.go takes a held
+// attempt's points and its end. studies.go creates, changes and ends studies, completion
+// included, and failures.go keeps their failure budgets; status.go and final.go answer
+// what a study recommends. trials.go and workers.go serve what an operator does with
+// single trials and workers.
 package scheduler
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"time"
 
@@ -21,6 +30,8 @@ import (
 	"github.com/mixopt/mixopt/internal/store"
 	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
 )
+
+// The Scheduler itself: its configuration, construction, background loop and locking.
 
 // Clock tells the time; tests inject a fake one to drive lease expiry. It is the one
 // interface the worker reads the time through too.
@@ -84,27 +95,6 @@ func (c *Config) setDefaults() {
 	}
 }
 
-// lease is the in-memory side of a trial attempt's lease; the store holds its id, attempt
-// and worker, the deadline is rebuilt at start-up.
-type lease struct {
-	id       string
-	attempt  int32
-	workerID uint64
-	studyID  uint64
-	gpus     []int32
-	deadline time.Time
-	// granted is when the attempt was leased (zero for leases recovered at start-up, which
-	// predate it).
-	granted time.Time
-}
-
-// outage is a span in which the coordinator itself did not run: a restart, or a freeze
-// seen as a gap in its lease sweep. Workers cannot reach it then, so they fence and their
-// leases lapse through no fault of theirs.
-type outage struct {
-	start, end time.Time
-}
-
 // Scheduler is safe for concurrent use.
 type Scheduler struct {
 	cfg Config
@@ -131,10 +121,8 @@ type Scheduler struct {
 	lastOutage outage
 }
 
-type recCache struct {
-	version uint64
-	rec     *pb.Recommendation
-}
+// Config returns the effective configuration.
+func (s *Scheduler) Config() Config { return s.cfg }
 
 // New builds a scheduler over an open store and recovers the leases of running trials.
 func New(db *store.DB, cfg Config) (*Scheduler, error) {
@@ -174,9 +162,6 @@ func New(db *store.DB, cfg Config) (*Scheduler, error) {
 	return s, nil
 }
 
-// Config returns the effective configuration.
-func (s *Scheduler) Config() Config { return s.cfg }
-
 // Run expires leases and refreshes the per-study gauges until ctx ends.
 func (s *Scheduler) Run(ctx context.Context) {
 	tick := time.NewTicker(s.sweepEvery())
@@ -198,54 +183,6 @@ func (s *Scheduler) Run(ctx context.Context) {
 			}
 		}
 	}
-}
-
-// sweepEvery is the interval of Run's lease sweep.
-func (s *Scheduler) sweepEvery() time.Duration { return s.cfg.LeaseTTL / 10 }
-
-// outageGap is how long without a lease sweep counts as an outage of the coordinator's
-// own: two heartbeat intervals without answering anyone, and three sweep intervals, far
-// beyond the scheduling jitter of the sweep's ticker.
-func (s *Scheduler) outageGap() time.Duration {
-	return max(2*s.cfg.HeartbeatInterval, 3*s.sweepEvery())
-}
-
-// noteSweep records that the lease sweep runs now, and an outage when it is overdue.
-func (s *Scheduler) noteSweep() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	now := s.now()
-	s.noteOverdueLocked(now)
-	s.lastSweep = now
-}
-
-// noteOverdueLocked records an outage when the sweep is overdue at now. Request handlers
-// call it too: after a freeze they may run before the sweep does. Callers hold s.mu.
-func (s *Scheduler) noteOverdueLocked(now time.Time) {
-	if s.lastSweep.IsZero() || now.Sub(s.lastSweep) <= s.outageGap() {
-		return
-	}
-	if s.lastOutage.start.Equal(s.lastSweep) {
-		s.lastOutage.end = now // the same outage, seen again before the sweep ran
-		return
-	}
-	s.lastOutage = outage{start: s.lastSweep, end: now}
-	s.log.Warn("the coordinator did not run for a while (frozen or paused); leases that lapse from it are not counted against their trials",
-		zap.Duration("gap", now.Sub(s.lastSweep)))
-}
-
-// lapseUncountedLocked says whether an attempt whose lease lapses now (it expired, or
-// its worker fenced itself) lapsed through a coordinator outage: the lease was live
-// during a recent one. A worker fences within FenceAfter of its last contact, and its
-// lease expires at most a TTL after it was last renewed, so a lapse later than both
-// after the outage ended has another cause. Callers hold s.mu.
-func (s *Scheduler) lapseUncountedLocked(l *lease, now time.Time) bool {
-	s.noteOverdueLocked(now)
-	o := s.lastOutage
-	if o.end.IsZero() || !l.granted.Before(o.end) {
-		return false
-	}
-	return now.Sub(o.end) <= s.cfg.LeaseTTL+s.cfg.FenceAfter
 }
 
 // recordGauges sets each study's trial counts and budget from one read transaction.
@@ -288,13 +225,8 @@ func (s *Scheduler) notify() {
 
 func (s *Scheduler) bumpLocked(studyID uint64) { s.versions[studyID]++ }
 
-func newLeaseID() string {
-	var b [12]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		panic(fmt.Sprintf("crypto/rand: %v", err)) // the runtime guarantees Read never fails
-	}
-	return hex.EncodeToString(b[:])
-}
+// Backup writes a consistent copy of the database to w while the coordinator serves.
+func (s *Scheduler) Backup(w io.Writer) (int64, error) { return s.db.Backup(w) }
 
 func unixMs(t time.Time) int64 { return t.UnixMilli() }
 

@@ -1,6 +1,8 @@
 package scheduler
 
 import (
+	"fmt"
+
 	"github.com/mixopt/mixopt/internal/bo"
 	"github.com/mixopt/mixopt/internal/store"
 	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
@@ -43,6 +45,20 @@ func (s *Scheduler) loadSnapshot(tx *store.Tx, id uint64) (*studySnapshot, error
 	}
 	if snap.policyState, err = tx.PolicyState(id); err != nil {
 		return nil, err
+	}
+	return snap, nil
+}
+
+// viewSnapshot reads a study's snapshot in its own read transaction.
+func (s *Scheduler) viewSnapshot(id uint64) (*studySnapshot, error) {
+	var snap *studySnapshot
+	err := s.db.View(func(tx *store.Tx) error {
+		var err error
+		snap, err = s.loadSnapshot(tx, id)
+		return err
+	})
+	if err != nil {
+		return nil, wrapStore(err, fmt.Sprintf("study %d", id))
 	}
 	return snap, nil
 }
@@ -112,10 +128,6 @@ func (snap *studySnapshot) request(budgetLeft float64) bo.Request {
 		})
 	}
 	return req
-}
-
-func isActive(t *pb.Trial) bool {
-	return t.State == pb.TrialState_TRIAL_STATE_RUNNING || t.State == pb.TrialState_TRIAL_STATE_PENDING
 }
 
 // pending lists the trials behind request().Pending, in the same order.

@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	"sigs.k8s.io/yaml"
 
 	"github.com/mixopt/mixopt/internal/bo"
@@ -86,6 +87,9 @@ func NormalizeSpec(spec *pb.StudySpec) (*pb.StudySpec, error) {
 	}
 	return s, nil
 }
+
+// cloneSpec deep-copies a spec, so that NormalizeSpec never changes its caller's.
+func cloneSpec(s *pb.StudySpec) *pb.StudySpec { return proto.Clone(s).(*pb.StudySpec) }
 
 func validateSpec(s *pb.StudySpec) error {
 	if n := utf8.RuneCountInString(s.Name); n > MaxSpecNameRunes || !utf8.ValidString(s.Name) {
@@ -326,6 +330,15 @@ func KnownMetrics(s *pb.StudySpec) []string {
 // ScaleIndex returns the position of the named scale in the spec, or -1.
 func ScaleIndex(s *pb.StudySpec, name string) int {
 	return slices.IndexFunc(s.Scales, func(sc *pb.Scale) bool { return sc.Name == name })
+}
+
+// scaleOf returns the spec's scale of that name, or, when the spec has none, a scale with
+// only the name (no GPUs, memory or FLOPs).
+func scaleOf(spec *pb.StudySpec, name string) *pb.Scale {
+	if i := ScaleIndex(spec, name); i >= 0 {
+		return spec.Scales[i]
+	}
+	return &pb.Scale{Name: name}
 }
 
 // MetricValue extracts the objective metric from a curve point.

@@ -329,3 +329,16 @@ func TestCreateStudyStoresNormalizedSpec(t *testing.T) {
 		t.Errorf("create time %d, want the clock's %d", got.CreateTimeUnixMs, e.clock.Now().UnixMilli())
 	}
 }
+
+// min_weight alone leaves max_weight at its default 1, as documented.
+func TestMinWeightAloneAccepted(t *testing.T) {
+	spec := baseSpec()
+	spec.Domains[0].MinWeight = 0.2
+	got, err := NormalizeSpec(spec)
+	if err != nil {
+		t.Fatalf("min_weight alone: %v", err)
+	}
+	if d := got.Domains[0]; d.MinWeight != 0.2 || d.MaxWeight != 1 {
+		t.Fatalf("bounds [%v, %v], want [0.2, 1]", d.MinWeight, d.MaxWeight)
+	}
+}

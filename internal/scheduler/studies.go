@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 
 	"go.uber.org/zap"
@@ -12,6 +13,9 @@ import (
 	"github.com/mixopt/mixopt/internal/store"
 	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
 )
+
+// Studies: creating, pausing, resuming, changing, cancelling and deleting them, and
+// ending them once they can start nothing more.
 
 // CreateStudy validates the spec and stores a running study. Nothing is stored when the
 // spec is invalid.
@@ -47,58 +51,120 @@ func (s *Scheduler) CreateStudy(ctx context.Context, spec *pb.StudySpec) (*pb.St
 	return study, nil
 }
 
-// StudyStatus returns a study with its trial counts, committed compute and, when the
-// policy has one, its recommendation.
-func (s *Scheduler) StudyStatus(ctx context.Context, id uint64) (*pb.StudyStatus, error) {
-	if st, ok, err := s.endedStatus(id); ok || err != nil {
-		return st, err
-	}
-	version := s.version(id) // before the snapshot: see recommend
-	snap, err := s.viewSnapshot(id)
+// checkAffordable refuses a spec whose budget pays for none of the trials its policy may
+// run: the policy is asked for its first decision with the whole budget.
+func (s *Scheduler) checkAffordable(ctx context.Context, spec *pb.StudySpec) error {
+	policy, err := s.cfg.NewPolicy(spec.Policy)
 	if err != nil {
-		return nil, err
+		return invalid("policy", "%v", err)
 	}
-	st := &pb.StudyStatus{Study: snap.study, TrialsByState: map[string]int32{}}
-	for _, t := range snap.trials {
-		st.TrialsByState[StateName(t.State)]++
+	req := bo.Request{Problem: problem(&pb.Study{Spec: spec}, spec.BudgetFlops)}
+	_, err = policy.Next(ctx, req)
+	if errors.Is(err, bo.ErrNoTrialFits) {
+		return invalid("budget_flops", "%.3g FLOPs pays for no trial the %s policy may run (the cheapest trial of the space, %s, costs %.3g)",
+			spec.BudgetFlops, spec.Policy, cheapestTrial(spec), cheapestCost(spec))
 	}
-	st.CommittedFlops = snap.committed()
-	rec, err := s.recommend(ctx, snap, version)
-	switch {
-	case err == nil:
-		st.Recommendation = rec
-		if isTerminalStudy(snap.study.State) {
-			s.keepFinalRecommendation(id, rec)
-		}
-	case errors.Is(err, ErrNoRecommendation):
-	default:
-		s.log.Warn("recommendation failed", zap.Uint64("study", id), zap.Error(err))
+	if err != nil {
+		// The policy cannot start on this spec: the spec is what the operator can change.
+		return invalid("policy", "%s cannot decide a first trial for this spec: %v", spec.Policy, err)
 	}
-	return st, nil
+	return nil
 }
 
-// ListStudies returns the status of every study, oldest first.
-func (s *Scheduler) ListStudies(ctx context.Context) ([]*pb.StudyStatus, error) {
-	var ids []uint64
-	err := s.db.View(func(tx *store.Tx) error {
-		studies, err := tx.Studies()
-		for _, st := range studies {
-			ids = append(ids, st.Id)
+func cheapestCost(spec *pb.StudySpec) float64 {
+	c := -1.0
+	for _, sc := range spec.Scales {
+		if v := sc.FlopsPerStep * float64(spec.Steps[0]); c < 0 || v < c {
+			c = v
 		}
-		return err
+	}
+	return c
+}
+
+func cheapestTrial(spec *pb.StudySpec) string {
+	best := spec.Scales[0]
+	for _, sc := range spec.Scales {
+		if sc.FlopsPerStep < best.FlopsPerStep {
+			best = sc
+		}
+	}
+	return fmt.Sprintf("scale %s for %d steps", best.Name, spec.Steps[0])
+}
+
+// StudyUpdate holds the limits an operator changes on a running study; nil fields stay.
+type StudyUpdate struct {
+	BudgetFlops *float64
+	MaxTrials   *int32
+	MaxParallel *int32
+	// MaxConsecutiveFailures: 0 restores the default.
+	MaxConsecutiveFailures *int32
+}
+
+// UpdateStudy changes a running or paused study's budget, trial cap, parallelism or
+// failure limit (a limit at or below the current run of failures ends it at the next). A
+// budget below what is spent, or a trial cap below the trials created, is refused: neither
+// can be taken back. Lowering either lets the study complete once its running trials end.
+func (s *Scheduler) UpdateStudy(_ context.Context, id uint64, u StudyUpdate) (*pb.Study, error) {
+	if u.BudgetFlops == nil && u.MaxTrials == nil && u.MaxParallel == nil && u.MaxConsecutiveFailures == nil {
+		return nil, invalid("update", "nothing to change: give budget_flops, max_trials, max_parallel or max_consecutive_failures")
+	}
+	if m := u.MaxConsecutiveFailures; m != nil && (*m < 0 || *m > maxConsecutiveFailuresLimit) {
+		return nil, invalid("max_consecutive_failures", "%d is out of range (0 for the default %d, up to %d)",
+			*m, DefaultMaxConsecutiveFailures, maxConsecutiveFailuresLimit)
+	}
+	if b := u.BudgetFlops; b != nil && (!(*b > 0) || math.IsInf(*b, 0)) {
+		return nil, invalid("budget_flops", "must be a positive finite number of FLOPs, got %v", *b)
+	}
+	if m := u.MaxTrials; m != nil && *m < 0 {
+		return nil, invalid("max_trials", "must not be negative (0: no limit)")
+	}
+	if p := u.MaxParallel; p != nil && (*p < 1 || *p > maxParallel) {
+		return nil, invalid("max_parallel", "%d is out of range (1 to %d)", *p, maxParallel)
+	}
+	var out *pb.Study
+	err := s.db.Update(func(tx *store.Tx) error {
+		st, err := tx.Study(id)
+		if err != nil {
+			return wrapStore(err, fmt.Sprintf("study %d", id))
+		}
+		if isTerminalStudy(st.State) {
+			return fmt.Errorf("study %d is %s; only a running or paused study can be updated: %w", id, studyStateName(st.State), ErrConflict)
+		}
+		if b := u.BudgetFlops; b != nil {
+			if *b < st.SpentFlops {
+				return invalid("budget_flops", "%.3g is below the %.3g FLOPs already spent", *b, st.SpentFlops)
+			}
+			st.Spec.BudgetFlops = *b
+		}
+		if m := u.MaxTrials; m != nil {
+			if *m > 0 && *m < st.TrialsCreated {
+				return invalid("max_trials", "%d is below the %d trials already created", *m, st.TrialsCreated)
+			}
+			st.Spec.MaxTrials = *m
+		}
+		if p := u.MaxParallel; p != nil {
+			st.Spec.MaxParallel = *p
+		}
+		if m := u.MaxConsecutiveFailures; m != nil {
+			st.Spec.MaxConsecutiveFailures = *m
+			if *m == 0 {
+				st.Spec.MaxConsecutiveFailures = DefaultMaxConsecutiveFailures
+			}
+		}
+		out = st
+		return tx.PutStudy(st)
 	})
 	if err != nil {
 		return nil, err
 	}
-	out := make([]*pb.StudyStatus, 0, len(ids))
-	for _, id := range ids {
-		st, err := s.StudyStatus(ctx, id)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, st)
-	}
-	return out, nil
+	s.mu.Lock()
+	s.bumpLocked(id)
+	s.notifyLocked()
+	s.mu.Unlock()
+	s.log.Info("study updated", zap.Uint64("study", id), zap.Float64("budget_flops", out.Spec.BudgetFlops),
+		zap.Int32("max_trials", out.Spec.MaxTrials), zap.Int32("max_parallel", out.Spec.MaxParallel))
+	// A lower limit may leave an idle study nothing to start.
+	return out, s.completeIfIdle(id, "")
 }
 
 // PauseStudy stops new trials from starting; running ones finish.
@@ -146,6 +212,157 @@ func (s *Scheduler) CancelStudy(_ context.Context, id uint64) (*pb.Study, error)
 		return nil, fmt.Errorf("study %d is %s, not running or paused: %w", id, studyStateName(st.State), ErrConflict)
 	}
 	return st, err
+}
+
+// DeleteStudy removes an ended study with its trials, curves and policy state; a study
+// that has not ended must be cancelled first, so that no worker still reports to it.
+func (s *Scheduler) DeleteStudy(_ context.Context, id uint64) (int, error) {
+	var trials []uint64
+	n := 0
+	err := s.db.Update(func(tx *store.Tx) error {
+		st, err := tx.Study(id)
+		if err != nil {
+			return wrapStore(err, fmt.Sprintf("study %d", id))
+		}
+		if !isTerminalStudy(st.State) {
+			return fmt.Errorf("study %d is %s; cancel it before deleting it: %w", id, studyStateName(st.State), ErrConflict)
+		}
+		ts, err := tx.TrialsOfStudy(id)
+		if err != nil {
+			return err
+		}
+		trials = trials[:0]
+		for _, t := range ts {
+			trials = append(trials, t.Id)
+		}
+		n, err = tx.DeleteStudy(id)
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	s.mu.Lock()
+	delete(s.recs, id)
+	s.bumpLocked(id)
+	s.mu.Unlock()
+	s.curves.forget(trials)
+	s.log.Info("study deleted", zap.Uint64("study", id), zap.Int("trials", n))
+	return n, nil
+}
+
+// completeIfIdle ends a study that can start nothing more once its last trial is done.
+// An empty reason asks it to find one: the trial limit reached, or no trial of the space
+// affordable with the budget left; without one the study goes on.
+func (s *Scheduler) completeIfIdle(studyID uint64, reason string) error {
+	// ending finds whether the study ends now, and why. It runs first in a read
+	// transaction: most calls find the study still busy, and a write transaction would
+	// cost a disk sync for nothing.
+	ending := func(tx *store.Tx) (*pb.Study, string, error) {
+		st, err := tx.Study(studyID)
+		if err != nil || st.State != pb.StudyState_STUDY_STATE_RUNNING {
+			return nil, "", err
+		}
+		why := reason
+		if why == "" {
+			if why = doneReason(st); why == "" {
+				return nil, "", nil
+			}
+		}
+		// Only now read every trial: most calls stop above.
+		trials, err := tx.TrialsOfStudy(studyID)
+		if err != nil {
+			return nil, "", err
+		}
+		for _, t := range trials {
+			if t.State == pb.TrialState_TRIAL_STATE_RUNNING || t.State == pb.TrialState_TRIAL_STATE_PENDING {
+				return nil, "", nil
+			}
+		}
+		return st, why + noResult(trials), nil
+	}
+	// A study with a leased trial is busy: no read needed.
+	s.mu.Lock()
+	for _, l := range s.leases {
+		if l.studyID == studyID {
+			s.mu.Unlock()
+			return nil
+		}
+	}
+	s.mu.Unlock()
+	ends := false
+	if err := s.db.View(func(tx *store.Tx) error {
+		st, _, err := ending(tx)
+		ends = st != nil
+		return err
+	}); err != nil || !ends {
+		return err
+	}
+	why := ""
+	err := s.db.Update(func(tx *store.Tx) error {
+		st, r, err := ending(tx)
+		if st == nil {
+			why = ""
+			return err
+		}
+		why = r
+		st.State = pb.StudyState_STUDY_STATE_COMPLETED
+		if strings.Contains(r, noResultMark) {
+			st.State = pb.StudyState_STUDY_STATE_FAILED
+		}
+		st.EndReason = r
+		st.EndTimeUnixMs = unixMs(s.now())
+		return tx.PutStudy(st)
+	})
+	if err == nil && why != "" {
+		s.log.Info("study completed", zap.Uint64("study", studyID), zap.String("reason", why))
+		s.notify()
+		s.sealFinalRecommendation(studyID)
+	}
+	return err
+}
+
+// doneReason says why an idle study can start no more trials, or "" when it can.
+func doneReason(st *pb.Study) string {
+	spec := st.Spec
+	if spec.MaxTrials > 0 && st.TrialsCreated >= spec.MaxTrials {
+		return "max trials reached"
+	}
+	cheapest := math.Inf(1)
+	for _, sc := range spec.Scales {
+		cheapest = min(cheapest, sc.FlopsPerStep*float64(spec.Steps[0]))
+	}
+	if cheapest > spec.BudgetFlops-st.SpentFlops {
+		return "budget exhausted"
+	}
+	return ""
+}
+
+// noResultMark starts what noResult adds to an ending study's reason.
+const noResultMark = ", but no trial produced a result"
+
+// noResult says why an ending study has nothing to show, or "": a study whose trials all
+// failed or were lost before its cap or budget stopped it ends failed, not completed, so
+// that scripts waiting on it do not go on with nothing.
+func noResult(trials []*pb.Trial) string {
+	failed, lost := 0, 0
+	for _, t := range trials {
+		switch t.State {
+		case pb.TrialState_TRIAL_STATE_SUCCEEDED:
+			return ""
+		case pb.TrialState_TRIAL_STATE_STOPPED:
+			if t.StepsDone > 0 {
+				return ""
+			}
+		case pb.TrialState_TRIAL_STATE_FAILED:
+			failed++
+		case pb.TrialState_TRIAL_STATE_LOST:
+			lost++
+		}
+	}
+	if failed+lost == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%s (%d failed, %d lost)", noResultMark, failed, lost)
 }
 
 // endStudy moves a study that has not ended to a terminal state with its reason; its
@@ -202,126 +419,4 @@ func (s *Scheduler) endStudy(id uint64, to pb.StudyState, reason string) (*pb.St
 	s.log.Info("study ended", zap.Uint64("study", id), zap.String("state", studyStateName(out.State)),
 		zap.String("reason", out.EndReason), zap.Int("stopped_trials", len(stopped)))
 	return out, nil
-}
-
-// Recommendation returns the study policy's recommended mixture at the target.
-func (s *Scheduler) Recommendation(ctx context.Context, id uint64) (*pb.Recommendation, error) {
-	version := s.version(id) // before the snapshot: see recommend
-	snap, err := s.viewSnapshot(id)
-	if err != nil {
-		return nil, err
-	}
-	return s.recommend(ctx, snap, version)
-}
-
-func (s *Scheduler) version(studyID uint64) uint64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.versions[studyID]
-}
-
-// recommend computes, or takes from the cache, the recommendation from snap. version must
-// have been read before snap was loaded: the version is bumped after every committed change
-// of the study's data, so snap then holds every change up to version and a recommendation
-// cached under it is the one a recomputation would give.
-func (s *Scheduler) recommend(ctx context.Context, snap *studySnapshot, version uint64) (*pb.Recommendation, error) {
-	id := snap.study.Id
-	s.mu.Lock()
-	cached, ok := s.recs[id]
-	s.mu.Unlock()
-	// A study that completes keeps its data version; its state is part of the answer.
-	if ok && cached.version == version && cached.rec != nil && cached.rec.StudyState == snap.study.State {
-		return cached.rec, nil
-	}
-	policy, err := s.cfg.NewPolicy(snap.study.Spec.Policy)
-	if err != nil {
-		return nil, err
-	}
-	req := snap.request(0)
-	if len(req.Observations) == 0 {
-		return nil, fmt.Errorf("study %d: %w", id, ErrNoRecommendation)
-	}
-	r, err := policy.Recommend(ctx, req)
-	if err != nil {
-		return nil, fmt.Errorf("study %d: %v: %w", id, err, ErrNoRecommendation)
-	}
-	rec := &pb.Recommendation{
-		StudyId: id, Mixture: r.Mixture, Value: r.Value, Lower: r.Lower, Upper: r.Upper,
-		Basis: r.Basis, Trials: int32(len(req.Observations)),
-	}
-	describeRecommendation(rec, snap, r)
-	s.mu.Lock()
-	if s.versions[id] == version {
-		s.recs[id] = recCache{version: version, rec: rec}
-	}
-	s.mu.Unlock()
-	return rec, nil
-}
-
-func isTerminalStudy(st pb.StudyState) bool {
-	return st == pb.StudyState_STUDY_STATE_COMPLETED || st == pb.StudyState_STUDY_STATE_CANCELLED ||
-		st == pb.StudyState_STUDY_STATE_FAILED
-}
-
-// StateName is a trial state's short lower-case name ("running").
-func StateName(st pb.TrialState) string {
-	return strings.ToLower(strings.TrimPrefix(st.String(), "TRIAL_STATE_"))
-}
-
-func studyStateName(st pb.StudyState) string {
-	return strings.ToLower(strings.TrimPrefix(st.String(), "STUDY_STATE_"))
-}
-
-// viewSnapshot reads a study's snapshot in its own read transaction.
-func (s *Scheduler) viewSnapshot(id uint64) (*studySnapshot, error) {
-	var snap *studySnapshot
-	err := s.db.View(func(tx *store.Tx) error {
-		var err error
-		snap, err = s.loadSnapshot(tx, id)
-		return err
-	})
-	if err != nil {
-		return nil, wrapStore(err, fmt.Sprintf("study %d", id))
-	}
-	return snap, nil
-}
-
-// describeRecommendation says what a recommendation rests on, so that no display shows an
-// extrapolation, a partial curve or a cancelled study's best as a value at the target.
-func describeRecommendation(rec *pb.Recommendation, snap *studySnapshot, r bo.Recommendation) {
-	spec := snap.study.Spec
-	target := spec.Target
-	finished := 0
-	for _, t := range snap.trials {
-		if t.State == pb.TrialState_TRIAL_STATE_SUCCEEDED && t.Scale == target.Scale && t.StepsDone >= target.Steps {
-			finished++
-		}
-	}
-	rec.TargetObserved = finished > 0
-	rec.StudyState = snap.study.State
-	targetName := fmt.Sprintf("the target (%s, %d steps)", target.Scale, target.Steps)
-	switch {
-	case r.Observed:
-		rec.ValueObserved = true
-		rec.Lower, rec.Upper = rec.Value, rec.Value
-		if r.ObservedScale >= 0 && r.ObservedScale < len(spec.Scales) {
-			rec.ObservedScale = spec.Scales[r.ObservedScale].Name
-		}
-		rec.ObservedSteps = r.ObservedSteps
-		if rec.ObservedScale == target.Scale && rec.ObservedSteps >= target.Steps {
-			rec.Label = "observed at " + targetName
-		} else {
-			rec.Label = fmt.Sprintf("observed at scale %s after %d steps, not at %s: no trial there has finished",
-				rec.ObservedScale, rec.ObservedSteps, targetName)
-		}
-	case rec.TargetObserved:
-		rec.HasInterval = rec.Lower < rec.Upper
-		rec.Label = fmt.Sprintf("predicted at %s by the model, with %d trial(s) finished there", targetName, finished)
-	default:
-		rec.HasInterval = rec.Lower < rec.Upper
-		rec.Label = fmt.Sprintf("extrapolated from smaller scales and shorter runs: no trial at %s has finished", targetName)
-	}
-	if st := snap.study.State; st == pb.StudyState_STUDY_STATE_CANCELLED || st == pb.StudyState_STUDY_STATE_FAILED {
-		rec.Label += "; the study " + studyStateName(st) + " before it ended on its own"
-	}
 }

@@ -2,11 +2,9 @@ package scheduler
 
 import (
 	"context"
-	"math"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -163,537 +161,219 @@ func TestTrialLifecycle(t *testing.T) {
 	}
 }
 
-func TestFailTrial(t *testing.T) {
+// A running trial stops at its current step: the worker learns it from its next report,
+// finishes with the points it sent, and the trial ends stopped with that prefix.
+func TestCancelRunningTrial(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, withFakePolicy())
+	w := e.register("w1", 1)
+	st := e.createStudy(func(s *pb.StudySpec) { s.MaxTrials = 1 })
+	a := e.mustAcquire(w)
+	h := heldOf(w, a)
+	if _, stop, err := e.s.ReportPoints(ctx, h, pts(1, 2)); err != nil || stop {
+		t.Fatalf("ReportPoints before the cancel = stop %v, %v", stop, err)
+	}
+
+	got, err := e.s.CancelTrial(ctx, a.Trial.Id)
+	if err != nil {
+		t.Fatalf("CancelTrial: %v", err)
+	}
+	if got.State != pb.TrialState_TRIAL_STATE_RUNNING || !got.StopRequested {
+		t.Fatalf("CancelTrial returned %v stop_requested %v, want running with a stop requested", got.State, got.StopRequested)
+	}
+	// A second cancel while the stop is pending changes nothing.
+	if again, err := e.s.CancelTrial(ctx, a.Trial.Id); err != nil || again.State != pb.TrialState_TRIAL_STATE_RUNNING {
+		t.Fatalf("second CancelTrial = %v, %v", again.GetState(), err)
+	}
+	// Heartbeats keep the lease: the worker must still send what it has.
+	if stop, err := e.s.Heartbeat(ctx, w, []AttemptClaim{h}); err != nil || len(stop) != 0 {
+		t.Fatalf("Heartbeat after the cancel = %v, %v; want the lease kept", stop, err)
+	}
+	acked, stop, err := e.s.ReportPoints(ctx, h, pts(3, 3))
+	if err != nil || !stop || acked != 3 {
+		t.Fatalf("ReportPoints after the cancel = acked %d stop %v, %v; want 3, stop", acked, stop, err)
+	}
+	// A re-sent batch is told to stop too.
+	if _, stop, err := e.s.ReportPoints(ctx, h, pts(3, 3)); err != nil || !stop {
+		t.Fatalf("re-sent ReportPoints = stop %v, %v", stop, err)
+	}
+	e.finish(h, 3)
+
+	tr, points := e.trial(a.Trial.Id)
+	if tr.State != pb.TrialState_TRIAL_STATE_STOPPED || tr.LastSeq != 3 || tr.StepsDone != 30 || len(points) != 3 {
+		t.Fatalf("stopped trial: %v last_seq %d steps_done %d, %d points; want stopped with its 3 points",
+			tr.State, tr.LastSeq, tr.StepsDone, len(points))
+	}
+	for i, p := range points {
+		if p.Seq != uint64(i+1) {
+			t.Errorf("point %d has seq %d", i, p.Seq)
+		}
+	}
+	if !tr.HasValue || tr.LastValue != 10.0/3 {
+		t.Errorf("stopped trial value %v/%v, want its last point's", tr.HasValue, tr.LastValue)
+	}
+	if got := e.runningByWorker()[w]; len(got) != 0 {
+		t.Errorf("worker still holds %v", got)
+	}
+	// Stopped trials may be cancelled again (a no-op); the study is done.
+	if again, err := e.s.CancelTrial(ctx, a.Trial.Id); err != nil || again.State != pb.TrialState_TRIAL_STATE_STOPPED {
+		t.Errorf("CancelTrial of a stopped trial = %v, %v", again.GetState(), err)
+	}
+	if s := e.study(st.Id); s.Study.State != pb.StudyState_STUDY_STATE_COMPLETED || s.TrialsByState["stopped"] != 1 {
+		t.Errorf("study %v trials %v", s.Study.State, s.TrialsByState)
+	}
+}
+
+// A pending trial stops at once and is never leased.
+func TestCancelPendingTrial(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, withFakePolicy())
+	w := e.register("w1", 1)
+	st := e.createStudy(func(s *pb.StudySpec) { s.MaxTrials = 1 })
+	a := e.mustAcquire(w)
+	if err := e.s.FailTrial(ctx, heldOf(w, a), "segfault", pb.FailureClass_FAILURE_CLASS_OTHER); err != nil {
+		t.Fatal(err)
+	}
+	if tr, _ := e.trial(a.Trial.Id); tr.State != pb.TrialState_TRIAL_STATE_PENDING {
+		t.Fatalf("trial %v, want pending for a retry", tr.State)
+	}
+	e.clock.Advance(5)
+	got, err := e.s.CancelTrial(ctx, a.Trial.Id)
+	if err != nil {
+		t.Fatalf("CancelTrial: %v", err)
+	}
+	if got.State != pb.TrialState_TRIAL_STATE_STOPPED || got.EndTimeUnixMs != e.clock.Now().UnixMilli() || got.FailureReason == "" {
+		t.Errorf("cancelled pending trial: %v end %d reason %q", got.State, got.EndTimeUnixMs, got.FailureReason)
+	}
+	if b := e.acquire(w); b != nil {
+		t.Fatalf("trial %d attempt %d leased after the pending trial was cancelled", b.Trial.Id, b.Attempt)
+	}
+	if s := e.study(st.Id).Study; s.State != pb.StudyState_STUDY_STATE_COMPLETED {
+		t.Errorf("study %v after its only trial was cancelled", s.State)
+	}
+}
+
+func TestCancelEndedOrUnknownTrial(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t, withFakePolicy())
 	w := e.register("w1", 2)
 	e.createStudy(func(s *pb.StudySpec) { s.MaxParallel = 2 })
-	a := e.mustAcquire(w)
-	h := heldOf(w, a)
-
-	err := e.s.FailTrial(ctx, h, "", pb.FailureClass_FAILURE_CLASS_OOM)
-	wantErr(t, err, ErrInvalid, "fail without a reason")
-	err = e.s.FailTrial(ctx, AttemptClaim{w, a.Trial.Id, "other", 1}, "boom", pb.FailureClass_FAILURE_CLASS_OOM)
-	wantErr(t, err, ErrStaleLease, "fail with a wrong lease")
-	if err := e.s.FailTrial(ctx, h, "CUDA out of memory", pb.FailureClass_FAILURE_CLASS_OOM); err != nil {
-		t.Fatalf("FailTrial: %v", err)
-	}
-	tr, _ := e.trial(a.Trial.Id)
-	if tr.State != pb.TrialState_TRIAL_STATE_FAILED || tr.FailureReason != "oom: CUDA out of memory" {
-		t.Errorf("failed trial: state %v reason %q", tr.State, tr.FailureReason)
-	}
-
-	b := e.mustAcquire(w)
-	if err := e.s.FailTrial(ctx, heldOf(w, b), "exit status 1", pb.FailureClass_FAILURE_CLASS_UNSPECIFIED); err != nil {
-		t.Fatalf("FailTrial: %v", err)
-	}
-	// A failure without a class is "other": not deterministic, so it is retried.
-	tr, _ = e.trial(b.Trial.Id)
-	if tr.State != pb.TrialState_TRIAL_STATE_PENDING || len(tr.ReasonHistory) != 1 ||
-		tr.ReasonHistory[0] != "attempt 1: other: exit status 1" {
-		t.Errorf("unclassified failure: state %v history %q, want pending with the reason", tr.State, tr.ReasonHistory)
-	}
-}
-
-func TestMaxParallelAndCapacity(t *testing.T) {
-	ctx := context.Background()
-	e := newEnv(t, withFakePolicy())
-	big := e.register("big", 3)
-	st := e.createStudy(func(s *pb.StudySpec) { s.MaxParallel = 2 })
-
-	a1 := e.mustAcquire(big)
-	e.mustAcquire(big)
-	if a := e.acquire(big); a != nil {
-		t.Fatalf("third trial leased beyond max_parallel 2: %v", a.Trial)
-	}
-	if n := e.study(st.Id).TrialsByState["running"]; n != 2 {
-		t.Errorf("%d running, want 2", n)
-	}
-	// Ending one frees a slot of the study.
-	e.runToEnd(heldOf(big, a1), targetSteps)
-	e.mustAcquire(big)
-
-	// A worker is given no more trials than its capacity.
-	e.createStudy(func(s *pb.StudySpec) { s.MaxParallel = 10 })
-	e.mustAcquire(big) // its third slot
-	if a := e.acquire(big); a != nil {
-		t.Fatalf("worker of capacity 3 given a fourth trial")
-	}
-	one := e.register("one", 0)
-	gpus, err := e.s.Register(ctx, Registration{Hostname: "gpus", GPUs: []*pb.Gpu{{Index: 0}, {Index: 1}}})
-	if err != nil {
+	done := e.mustAcquire(w)
+	e.runToEnd(heldOf(w, done), targetSteps)
+	failed := e.mustAcquire(w)
+	if err := e.s.FailTrial(ctx, heldOf(w, failed), "out of memory", pb.FailureClass_FAILURE_CLASS_OOM); err != nil {
 		t.Fatal(err)
 	}
-	e.mustAcquire(one)
-	if a := e.acquire(one); a != nil {
-		t.Fatalf("worker with no capacity declared given a second trial")
-	}
-	e.mustAcquire(gpus)
-	e.mustAcquire(gpus)
-	if a := e.acquire(gpus); a != nil {
-		t.Fatalf("worker with two GPUs given a third trial")
-	}
-
-	workers, err := e.s.Workers(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	held := map[uint64]int{}
-	for _, w := range workers {
-		held[w.Id] = len(w.RunningTrials)
-	}
-	if held[big] != 3 || held[one] != 1 || held[gpus] != 2 {
-		t.Errorf("running trials by worker: %v", held)
-	}
-}
-
-func TestStudyCompletesOnMaxTrials(t *testing.T) {
-	e := newEnv(t, withFakePolicy())
-	w := e.register("w1", 2)
-	st := e.createStudy(func(s *pb.StudySpec) { s.MaxTrials, s.MaxParallel = 2, 2 })
-	a1 := e.mustAcquire(w)
-	a2 := e.mustAcquire(w)
-	e.runToEnd(heldOf(w, a1), targetSteps)
-	if a := e.acquire(w); a != nil {
-		t.Fatalf("a third trial beyond max_trials 2")
-	}
-	if s := e.study(st.Id).Study; s.State != pb.StudyState_STUDY_STATE_RUNNING {
-		t.Fatalf("study %v while a trial still runs", s.State)
-	}
-	e.runToEnd(heldOf(w, a2), targetSteps)
-	if a := e.acquire(w); a != nil {
-		t.Fatalf("a third trial beyond max_trials 2")
-	}
-	s := e.study(st.Id).Study
-	if s.State != pb.StudyState_STUDY_STATE_COMPLETED || s.EndReason != "max trials reached" || s.TrialsCreated != 2 {
-		t.Errorf("study: state %v reason %q trials %d", s.State, s.EndReason, s.TrialsCreated)
-	}
-	if s.EndTimeUnixMs != e.clock.Now().UnixMilli() {
-		t.Errorf("end time %d", s.EndTimeUnixMs)
-	}
-}
-
-func TestStudyCompletesOnBudget(t *testing.T) {
-	// The real "random" policy: every trial is a full run at the target.
-	e := newEnv(t)
-	w := e.register("w1", 4)
-	st := e.createStudy(func(s *pb.StudySpec) { s.BudgetFlops, s.MaxParallel = 2*targetCost, 4 })
-
-	a1 := e.mustAcquire(w)
-	a2 := e.mustAcquire(w)
-	if a := e.acquire(w); a != nil {
-		t.Fatalf("a third trial although two commit the whole budget")
-	}
-	status := e.study(st.Id)
-	if status.Study.State != pb.StudyState_STUDY_STATE_RUNNING || status.CommittedFlops != 2*targetCost {
-		t.Fatalf("study %v, committed %v while two trials run", status.Study.State, status.CommittedFlops)
-	}
-	for _, a := range []*pb.Assignment{a1, a2} {
-		h := heldOf(w, a)
-		e.report(h, []*pb.CurvePoint{{Seq: 1, Step: 50, TrainLoss: 2}, {Seq: 2, Step: targetSteps, TrainLoss: 1}})
-		e.finish(h, 2)
-	}
-	if a := e.acquire(w); a != nil {
-		t.Fatalf("a trial after the budget is spent")
-	}
-	s := e.study(st.Id).Study
-	if s.State != pb.StudyState_STUDY_STATE_COMPLETED || s.EndReason != "budget exhausted" {
-		t.Errorf("study: state %v reason %q", s.State, s.EndReason)
-	}
-	if s.SpentFlops != 2*targetCost {
-		t.Errorf("spent_flops = %v, want %v", s.SpentFlops, 2*targetCost)
-	}
-}
-
-func TestPauseAndResume(t *testing.T) {
-	ctx := context.Background()
-	e := newEnv(t, withFakePolicy())
-	w := e.register("w1", 2)
-	st := e.createStudy(func(s *pb.StudySpec) { s.MaxParallel = 2 })
-	a := e.mustAcquire(w)
-
-	paused, err := e.s.PauseStudy(ctx, st.Id)
-	if err != nil || paused.State != pb.StudyState_STUDY_STATE_PAUSED {
-		t.Fatalf("PauseStudy = %v, %v", paused.GetState(), err)
-	}
-	if again, err := e.s.PauseStudy(ctx, st.Id); err != nil || again.State != pb.StudyState_STUDY_STATE_PAUSED {
-		t.Errorf("pausing twice = %v, %v", again.GetState(), err)
-	}
-	if got := e.acquire(w); got != nil {
-		t.Fatalf("paused study assigned a trial")
-	}
-	// Running trials go on.
-	e.runToEnd(heldOf(w, a), targetSteps)
-
-	resumed, err := e.s.ResumeStudy(ctx, st.Id)
-	if err != nil || resumed.State != pb.StudyState_STUDY_STATE_RUNNING {
-		t.Fatalf("ResumeStudy = %v, %v", resumed.GetState(), err)
-	}
-	e.mustAcquire(w)
-
-	_, err = e.s.PauseStudy(ctx, 999)
-	wantErr(t, err, ErrNotFound, "pause unknown study")
-	_, err = e.s.ResumeStudy(ctx, 999)
-	wantErr(t, err, ErrNotFound, "resume unknown study")
-}
-
-func TestCancelStudy(t *testing.T) {
-	ctx := context.Background()
-	e := newEnv(t, withFakePolicy())
-	w := e.register("w1", 2)
-	st := e.createStudy(func(s *pb.StudySpec) { s.MaxParallel = 2 })
-	a := e.mustAcquire(w)
-	h := heldOf(w, a)
-	e.report(h, pts(1, 2))
-
-	c, err := e.s.CancelStudy(ctx, st.Id)
-	if err != nil || c.State != pb.StudyState_STUDY_STATE_CANCELLED || c.EndReason != "cancelled" {
-		t.Fatalf("CancelStudy = %v, %v", c, err)
-	}
-	tr, points := e.trial(a.Trial.Id)
-	if tr.State != pb.TrialState_TRIAL_STATE_STOPPED || tr.FailureReason != "study cancelled" {
-		t.Errorf("trial after cancel: %v %q", tr.State, tr.FailureReason)
-	}
-	if len(points) != 2 {
-		t.Errorf("observed prefix not kept: %d points", len(points))
-	}
-	stop, err := e.s.Heartbeat(ctx, w, []AttemptClaim{h})
-	if err != nil || !slices.Equal(stop, []AttemptClaim{h}) {
-		t.Errorf("Heartbeat after cancel = %v, %v; want stop [%d]", stop, err, a.Trial.Id)
-	}
-	_, _, err = e.s.ReportPoints(ctx, h, pts(3, 3))
-	wantErr(t, err, ErrStaleLease, "report after cancel")
-	if got := e.acquire(w); got != nil {
-		t.Fatalf("cancelled study assigned a trial")
-	}
-	_, err = e.s.ResumeStudy(ctx, st.Id)
-	wantErr(t, err, ErrConflict, "resume a cancelled study")
-	_, err = e.s.PauseStudy(ctx, st.Id)
-	wantErr(t, err, ErrConflict, "pause a cancelled study")
-	if again, err := e.s.CancelStudy(ctx, st.Id); err != nil || again.State != pb.StudyState_STUDY_STATE_CANCELLED {
-		t.Errorf("cancelling twice = %v, %v", again.GetState(), err)
-	}
-	_, err = e.s.CancelStudy(ctx, 999)
-	wantErr(t, err, ErrNotFound, "cancel unknown study")
-}
-
-// A study cancelled or paused while its policy decides gets no new trial.
-func TestStateChangeDuringDecision(t *testing.T) {
 	for _, tc := range []struct {
-		name   string
-		change func(e *env, id uint64) error
-		want   pb.StudyState
+		name  string
+		id    uint64
+		class error
+		state pb.TrialState
 	}{
-		{"cancel", func(e *env, id uint64) error { _, err := e.s.CancelStudy(context.Background(), id); return err },
-			pb.StudyState_STUDY_STATE_CANCELLED},
-		{"pause", func(e *env, id uint64) error { _, err := e.s.PauseStudy(context.Background(), id); return err },
-			pb.StudyState_STUDY_STATE_PAUSED},
+		{"succeeded", done.Trial.Id, ErrConflict, pb.TrialState_TRIAL_STATE_SUCCEEDED},
+		{"failed", failed.Trial.Id, ErrConflict, pb.TrialState_TRIAL_STATE_FAILED},
+		{"unknown", 999, ErrNotFound, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t, withFakePolicy())
-			w := e.register("w1", 1)
-			st := e.createStudy(nil)
-			e.policy.setOnNext(func() {
-				if err := tc.change(e, st.Id); err != nil {
-					t.Errorf("%s during the decision: %v", tc.name, err)
+			_, err := e.s.CancelTrial(ctx, tc.id)
+			wantErr(t, err, tc.class, "CancelTrial")
+			if tc.state != 0 {
+				if tr, _ := e.trial(tc.id); tr.State != tc.state || tr.StopRequested {
+					t.Errorf("refused cancel changed the trial: %v stop_requested %v", tr.State, tr.StopRequested)
 				}
-			})
-			if a := e.acquire(w); a != nil {
-				t.Errorf("trial %d leased from a study that was %s during the decision", a.Trial.Id, tc.name)
-			}
-			status := e.study(st.Id)
-			if status.Study.State != tc.want || len(status.TrialsByState) != 0 || status.Study.TrialsCreated != 0 {
-				t.Errorf("study %v with trials %v, trials_created %d", status.Study.State, status.TrialsByState, status.Study.TrialsCreated)
 			}
 		})
 	}
 }
 
-func TestLeaseExpiryRequeuesThenLoses(t *testing.T) {
+// A hand-added trial is validated, stored pending and leased before any new decision.
+func TestAddTrialRunsNext(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t, withFakePolicy())
-	w := e.register("w1", 1)
-	w2 := e.register("w2", 1)
-	st := e.createStudy(func(s *pb.StudySpec) { s.MaxTrials = 1 })
-	a := e.mustAcquire(w)
-	h1 := heldOf(w, a)
-	e.report(h1, pts(1, 2))
-
-	// Contact renews the lease: a report, then a heartbeat, each just before it runs out.
-	e.clock.Advance(testTTL)
-	e.report(h1, pts(3, 3))
-	e.clock.Advance(testTTL)
-	if stop, err := e.s.Heartbeat(ctx, w, []AttemptClaim{h1}); err != nil || len(stop) != 0 {
-		t.Fatalf("Heartbeat = %v, %v", stop, err)
+	st := e.createStudy(func(s *pb.StudySpec) { s.BudgetFlops = 3 * targetCost })
+	asked := len(e.policy.requests) // CreateStudy asks once, to check the budget
+	for _, tc := range []struct {
+		name    string
+		mixture []float64
+		scale   string
+		steps   int64
+		field   string
+	}{
+		{"too few weights", []float64{1}, "small", targetSteps, "mixture"},
+		{"sum off", []float64{0.5, 0.6}, "small", targetSteps, "mixture"},
+		{"negative", []float64{1.2, -0.2}, "small", targetSteps, "mixture[1]"},
+		{"outside bounds", []float64{0.95, 0.05}, "small", targetSteps, "mixture[1]"},
+		{"unknown scale", []float64{0.5, 0.5}, "huge", targetSteps, "scale"},
+		{"steps not a budget", []float64{0.5, 0.5}, "small", 150, "steps"},
+	} {
+		_, err := e.s.AddTrial(ctx, st.Id, tc.mixture, tc.scale, tc.steps)
+		wantErr(t, err, ErrInvalid, tc.name)
+		if !strings.HasPrefix(err.Error(), tc.field+": ") {
+			t.Errorf("%s: error %q does not start with %s", tc.name, err, tc.field)
+		}
 	}
-	e.clock.Advance(testTTL)
-	if err := e.s.ExpireLeases(); err != nil {
+	_, err := e.s.AddTrial(ctx, st.Id, []float64{0.5, 0.5}, "big", targetSteps)
+	wantErr(t, err, ErrConflict, "a trial over the budget left")
+	added, err := e.s.AddTrial(ctx, st.Id, []float64{0.3, 0.7005}, "small", 100)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if tr, _ := e.trial(a.Trial.Id); tr.State != pb.TrialState_TRIAL_STATE_RUNNING {
-		t.Fatalf("renewed lease expired: trial %v", tr.State)
+	if !added.Manual || added.State != pb.TrialState_TRIAL_STATE_PENDING || added.Mixture[0]+added.Mixture[1] != 1 {
+		t.Errorf("added trial = %v, want pending, manual, renormalised", added)
 	}
-
-	lastLease := h1
-	for attempt := int32(1); attempt <= testMaxAttempt; attempt++ {
-		e.clock.Advance(testTTL + 1)
-		if err := e.s.ExpireLeases(); err != nil {
-			t.Fatal(err)
-		}
-		tr, _ := e.trial(a.Trial.Id)
-		if len(tr.ReasonHistory) != int(attempt) || !strings.Contains(tr.ReasonHistory[attempt-1], "lease expired") {
-			t.Fatalf("attempt %d: reason history %q", attempt, tr.ReasonHistory)
-		}
-		if tr.LeaseId != "" || tr.WorkerId != 0 {
-			t.Errorf("attempt %d: expired trial still names lease %q worker %d", attempt, tr.LeaseId, tr.WorkerId)
-		}
-		stop, err := e.s.Heartbeat(ctx, lastLease.WorkerID, []AttemptClaim{lastLease})
-		if err != nil || !slices.Equal(stop, []AttemptClaim{lastLease}) {
-			t.Errorf("attempt %d: Heartbeat with the expired lease = %v, %v", attempt, stop, err)
-		}
-		_, _, err = e.s.ReportPoints(ctx, lastLease, pts(4, 4))
-		wantErr(t, err, ErrStaleLease, "report with an expired lease")
-		if attempt == testMaxAttempt {
-			if tr.State != pb.TrialState_TRIAL_STATE_LOST || !strings.Contains(tr.FailureReason, "3 attempts") {
-				t.Fatalf("after %d expiries: trial %v %q, want lost", attempt, tr.State, tr.FailureReason)
-			}
-			break
-		}
-		if tr.State != pb.TrialState_TRIAL_STATE_PENDING {
-			t.Fatalf("attempt %d expired: trial %v, want pending", attempt, tr.State)
-		}
-		// The requeued trial goes to the next worker asking, as the next attempt.
-		holder := []uint64{w2, w}[attempt%2]
-		next := e.mustAcquire(holder)
-		if next.Trial.Id != a.Trial.Id || next.Attempt != attempt+1 || next.LeaseId == lastLease.LeaseID {
-			t.Fatalf("re-acquired trial %d attempt %d lease %q; want trial %d attempt %d with a new lease",
-				next.Trial.Id, next.Attempt, next.LeaseId, a.Trial.Id, attempt+1)
-		}
-		_, _, err = e.s.ReportPoints(ctx, lastLease, pts(1, 1))
-		wantErr(t, err, ErrStaleLease, "report under the old attempt")
-		lastLease = heldOf(holder, next)
-		// The new attempt's curve starts over.
-		if acked := e.report(lastLease, pts(1, 1)); acked != 1 {
-			t.Errorf("attempt %d: acked %d, want 1", next.Attempt, acked)
-		}
-		if _, points := e.trial(a.Trial.Id); len(points) != 1 {
-			t.Errorf("attempt %d: %d points, want its own 1", next.Attempt, len(points))
-		}
-	}
-	if got := e.acquire(w); got != nil {
-		t.Fatalf("a trial after max_trials 1 was lost")
-	}
-	s := e.study(st.Id)
-	if s.Study.State != pb.StudyState_STUDY_STATE_FAILED || s.TrialsByState["lost"] != 1 { // no trial gave a result
-		t.Errorf("study %v trials %v", s.Study.State, s.TrialsByState)
-	}
-}
-
-func TestRestartKeepsRunningTrials(t *testing.T) {
-	ctx := context.Background()
-	run := func(t *testing.T, restart bool) []float64 {
-		e := newEnv(t) // the real "random" policy
-		w := e.register("w1", 1)
-		st := e.createStudy(nil)
-		a := e.mustAcquire(w)
-		h := heldOf(w, a)
-		e.report(h, pts(1, 2))
-		if restart {
-			e.restart()
-			// Past the lease's TTL, within the grace period: nothing expires.
-			e.clock.Advance(testTTL + testGrace/2)
-			if err := e.s.ExpireLeases(); err != nil {
-				t.Fatal(err)
-			}
-			if tr, _ := e.trial(a.Trial.Id); tr.State != pb.TrialState_TRIAL_STATE_RUNNING {
-				t.Fatalf("trial %v within the grace period", tr.State)
-			}
-			workers, err := e.s.Workers(ctx)
-			if err != nil || len(workers) != 1 || !slices.Equal(workers[0].RunningTrials, []uint64{a.Trial.Id}) {
-				t.Fatalf("Workers after restart = %v, %v", workers, err)
-			}
-			// The worker reattaches under its id and flushes what it buffered.
-			if id, err := e.s.Register(ctx, Registration{WorkerID: w, Hostname: "w1", SimulatedCapacity: 1, Claims: []AttemptClaim{h}}); err != nil || id != w {
-				t.Fatalf("re-register = %d, %v; want %d", id, err, w)
-			}
-			if stop, err := e.s.Heartbeat(ctx, w, []AttemptClaim{h}); err != nil || len(stop) != 0 {
-				t.Fatalf("Heartbeat after restart = %v, %v", stop, err)
-			}
-		}
-		if acked := e.report(h, pts(3, 4)); acked != 4 {
-			t.Fatalf("acked %d, want 4", acked)
-		}
-		e.report(h, []*pb.CurvePoint{{Seq: 5, Step: a.Trial.Steps, TrainLoss: 1}})
-		e.finish(h, 5)
-		b := e.mustAcquire(w)
-		if b.Trial.Id == a.Trial.Id {
-			t.Fatalf("finished trial leased again")
-		}
-		s := e.study(st.Id).Study
-		if s.TrialsCreated != 2 || s.SpentFlops != float64(a.Trial.Steps)*smallFlops {
-			t.Errorf("study: trials_created %d, spent %v", s.TrialsCreated, s.SpentFlops)
-		}
-		return b.Trial.Mixture
-	}
-	var kept, restarted []float64
-	t.Run("no restart", func(t *testing.T) { kept = run(t, false) })
-	t.Run("restart", func(t *testing.T) { restarted = run(t, true) })
-	if !slices.Equal(kept, restarted) {
-		t.Errorf("second decision after a restart %v, without one %v", restarted, kept)
-	}
-}
-
-func TestRestartGraceRunsOut(t *testing.T) {
-	e := newEnv(t, withFakePolicy())
-	w := e.register("w1", 1)
-	e.createStudy(nil)
+	w := e.register("w", 1)
 	a := e.mustAcquire(w)
-	e.restart()
-	e.clock.Advance(testGrace + testTTL + 1)
-	if err := e.s.ExpireLeases(); err != nil {
+	if a.Trial.Id != added.Id || a.Trial.Steps != 100 || !a.Trial.Manual {
+		t.Fatalf("first lease is trial %d (%d steps), want the added trial %d", a.Trial.Id, a.Trial.Steps, added.Id)
+	}
+	if n := len(e.policy.requests) - asked; n != 0 {
+		t.Errorf("the policy was asked %d times before the added trial ran", n)
+	}
+	if got := e.study(st.Id).Study.TrialsCreated; got != 1 {
+		t.Errorf("trials_created = %d, want 1 (the added trial counts)", got)
+	}
+	if _, err := e.s.CancelStudy(ctx, st.Id); err != nil {
 		t.Fatal(err)
 	}
-	tr, _ := e.trial(a.Trial.Id)
-	if tr.State != pb.TrialState_TRIAL_STATE_PENDING || len(tr.ReasonHistory) != 1 {
-		t.Errorf("trial %v history %q after the grace period ran out", tr.State, tr.ReasonHistory)
-	}
-	_, _, err := e.s.ReportPoints(context.Background(), heldOf(w, a), pts(1, 1))
-	wantErr(t, err, ErrStaleLease, "report after the grace period")
+	_, err = e.s.AddTrial(ctx, st.Id, []float64{0.5, 0.5}, "small", 100)
+	wantErr(t, err, ErrConflict, "adding to a cancelled study")
 }
 
-func TestAcquireTrialLongPoll(t *testing.T) {
+func TestTrialsAndLookups(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t, withFakePolicy())
-	w := e.register("w1", 1)
-
-	// Nothing to do: an empty answer after the wait.
-	if a, err := e.s.AcquireTrial(ctx, w, shortWait); a != nil || err != nil {
-		t.Fatalf("AcquireTrial with no study = %v, %v; want nil, nil", a, err)
-	}
-	_, err := e.s.AcquireTrial(ctx, 999, noWait)
-	wantErr(t, err, ErrNotFound, "acquire by an unknown worker")
-	cancelled, cancel := context.WithCancel(ctx)
-	cancel()
-	if a, err := e.s.AcquireTrial(cancelled, w, testMaxWait); a != nil || err != context.Canceled {
-		t.Errorf("AcquireTrial with a cancelled context = %v, %v", a, err)
-	}
-
-	// A waiting call wakes when a study is created.
-	got := e.acquireInBackground(w)
-	st := e.createStudy(nil)
-	a := <-got
-	if a.err != nil || a.a == nil || a.a.Trial.StudyId != st.Id {
-		t.Fatalf("long poll woken by CreateStudy = %v, %v", a.a, a.err)
-	}
-
-	// ... and when a slot frees up.
-	w2 := e.register("w2", 1)
-	got = e.acquireInBackground(w2)
-	e.runToEnd(heldOf(w, a.a), targetSteps)
-	if b := <-got; b.err != nil || b.a == nil {
-		t.Fatalf("long poll woken by FinishTrial = %v, %v", b.a, b.err)
-	}
-}
-
-type acquired struct {
-	a   *pb.Assignment
-	err error
-}
-
-// acquireInBackground starts a long poll and returns once it has looked for work at least
-// once, so that whatever the caller does next must wake it.
-func (e *env) acquireInBackground(worker uint64) <-chan acquired {
-	e.s.mu.Lock()
-	delete(e.s.heartbeats, worker)
-	e.s.mu.Unlock()
-	out := make(chan acquired, 1)
-	go func() {
-		a, err := e.s.AcquireTrial(context.Background(), worker, testMaxWait)
-		out <- acquired{a, err}
-	}()
-	for {
-		e.s.mu.Lock()
-		_, looked := e.s.heartbeats[worker]
-		e.s.mu.Unlock()
-		if looked {
-			return out
-		}
-		select {
-		case r := <-out:
-			e.t.Fatalf("AcquireTrial returned before anything changed: %v, %v", r.a, r.err)
-		case <-time.After(time.Millisecond):
-		}
-	}
-}
-
-func TestPolicyRequest(t *testing.T) {
-	e := newEnv(t, withFakePolicy())
-	w := e.register("w1", 3)
-	st := e.createStudy(func(s *pb.StudySpec) { s.MaxParallel = 3; s.Objective.Maximize = true })
-	a1 := e.mustAcquire(w)
-	first := e.policy.lastRequest(t)
-	if first.Decision != 0 || first.State != nil || len(first.Pending) != 0 || len(first.Observations) != 0 {
-		t.Errorf("first request: decision %d state %v pending %v observations %v",
-			first.Decision, first.State, first.Pending, first.Observations)
-	}
-	p := first.Problem
-	if !slices.Equal(p.Domains, []string{"wiki", "code"}) || !slices.Equal(p.Lower, []float64{0, 0.1}) ||
-		!slices.Equal(p.Upper, []float64{1, 0.9}) || p.TargetScale != 0 || p.TargetSteps != targetSteps ||
-		!p.Maximize || p.Seed != 7 || len(p.Scales) != 2 || p.BudgetLeft != defaultBudget {
-		t.Errorf("problem: %+v", p)
-	}
-
-	h1 := heldOf(w, a1)
-	e.report(h1, []*pb.CurvePoint{
-		{Seq: 1, Step: 10, TrainLoss: math.NaN()},
-		{Seq: 2, Step: 20, TrainLoss: 3},
-		{Seq: 3, Step: 30, TrainLoss: math.Inf(1)},
-	})
-	a2 := e.mustAcquire(w)
-	e.report(heldOf(w, a2), []*pb.CurvePoint{{Seq: 1, Step: 10, TrainLoss: math.NaN()}})
+	w := e.register("w1", 2)
+	st := e.createStudy(func(s *pb.StudySpec) { s.MaxParallel = 2 })
+	a := e.mustAcquire(w)
 	e.mustAcquire(w)
-	req := e.policy.lastRequest(t)
-	if req.Decision != 2 || string(req.State) != string([]byte{2}) {
-		t.Errorf("decision %d state %v; want 2 and the state saved at decision 1", req.Decision, req.State)
-	}
-	if len(req.Pending) != 2 || req.Pending[0].Steps != targetSteps || req.Pending[0].Scale != 0 ||
-		!slices.Equal(req.Pending[0].Mixture, a1.Trial.Mixture) {
-		t.Errorf("pending: %+v", req.Pending)
-	}
-	if len(req.Observations) != 1 {
-		t.Fatalf("observations: %+v; want only trial 1's finite point", req.Observations)
-	}
-	o := req.Observations[0]
-	if o.Done || len(o.Curve) != 1 || o.Curve[0].Step != 20 || o.Curve[0].Value != 3 {
-		t.Errorf("observation: %+v", o)
-	}
-	spent := 40 * smallFlops
-	if want := defaultBudget - spent - (targetCost - 30*smallFlops) - (targetCost - 10*smallFlops); req.Problem.BudgetLeft != want {
-		t.Errorf("budget left %v, want %v", req.Problem.BudgetLeft, want)
-	}
+	e.runToEnd(heldOf(w, a), targetSteps)
 
-	// The recommendation comes from the policy over the same observations.
-	rec, err := e.s.Recommendation(context.Background(), st.Id)
-	if err != nil || rec.Value != 3 || rec.Trials != 1 || rec.Basis != "fake" {
-		t.Errorf("Recommendation = %v, %v", rec, err)
+	for _, tc := range []struct {
+		state pb.TrialState
+		scale string
+		want  int
+	}{
+		{pb.TrialState_TRIAL_STATE_UNSPECIFIED, "", 2},
+		{pb.TrialState_TRIAL_STATE_SUCCEEDED, "", 1},
+		{pb.TrialState_TRIAL_STATE_RUNNING, "small", 1},
+		{pb.TrialState_TRIAL_STATE_UNSPECIFIED, "big", 0},
+		{pb.TrialState_TRIAL_STATE_FAILED, "", 0},
+	} {
+		got, err := e.s.Trials(ctx, st.Id, tc.state, tc.scale)
+		if err != nil || len(got) != tc.want {
+			t.Errorf("Trials(%v, %q) = %d trials, %v; want %d", tc.state, tc.scale, len(got), err, tc.want)
+		}
 	}
-	if s := e.study(st.Id); s.Recommendation.GetValue() != 3 {
-		t.Errorf("status recommendation %v", s.Recommendation)
-	}
-	e.report(h1, []*pb.CurvePoint{{Seq: 4, Step: 40, TrainLoss: 2}})
-	if rec, err := e.s.Recommendation(context.Background(), st.Id); err != nil || rec.Value != 2 {
-		t.Errorf("Recommendation after new data = %v, %v; want value 2", rec, err)
-	}
-}
+	_, err := e.s.Trials(ctx, 999, pb.TrialState_TRIAL_STATE_UNSPECIFIED, "")
+	wantErr(t, err, ErrNotFound, "trials of an unknown study")
+	_, _, err = e.s.Trial(ctx, 999)
+	wantErr(t, err, ErrNotFound, "unknown trial")
+	_, err = e.s.StudyStatus(ctx, 999)
+	wantErr(t, err, ErrNotFound, "status of an unknown study")
 
-func TestRecommendationErrors(t *testing.T) {
-	e := newEnv(t)
-	st := e.createStudy(nil)
-	_, err := e.s.Recommendation(context.Background(), st.Id)
-	wantErr(t, err, ErrNoRecommendation, "recommendation without data")
-	_, err = e.s.Recommendation(context.Background(), 999)
-	wantErr(t, err, ErrNotFound, "recommendation of an unknown study")
-	if s := e.study(st.Id); s.Recommendation != nil {
-		t.Errorf("status of a study without data has a recommendation")
+	e.createStudy(nil)
+	all, err := e.s.ListStudies(ctx)
+	if err != nil || len(all) != 2 || all[0].Study.Id != st.Id || all[0].TrialsByState["running"] != 1 {
+		t.Errorf("ListStudies = %v, %v", all, err)
 	}
 }

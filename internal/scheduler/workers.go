@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"slices"
 	"time"
 
@@ -13,6 +12,8 @@ import (
 	"github.com/mixopt/mixopt/internal/store"
 	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
 )
+
+// Workers: registering (and re-registering) them, draining, forgetting and listing them.
 
 // Registration is what a worker announces.
 type Registration struct {
@@ -120,6 +121,34 @@ func (s *Scheduler) Register(_ context.Context, r Registration) (uint64, error) 
 	return id, nil
 }
 
+// CheckIdentity bounds what a worker says about itself (it is stored and shown); the
+// error names the field. Register checks it, and so does the gRPC adapter before it.
+func CheckIdentity(id *pb.WorkerIdentity) error {
+	if id == nil {
+		return nil
+	}
+	if _, ok := pb.WorkerKind_name[int32(id.Kind)]; !ok {
+		return invalid("identity.kind", "unknown kind %d", id.Kind)
+	}
+	if len(id.SimSource) > MaxSimSourceBytes {
+		return invalid("identity.sim_source", "longer than %d bytes", MaxSimSourceBytes)
+	}
+	if err := CheckLabels("identity.labels", id.Labels); err != nil {
+		return err
+	}
+	if in := id.Interpreter; in != nil {
+		if len(in.Path) > MaxPathBytes {
+			return invalid("identity.interpreter.path", "longer than %d bytes", MaxPathBytes)
+		}
+		for field, v := range map[string]string{"python_version": in.PythonVersion, "torch_version": in.TorchVersion, "cuda_version": in.CudaVersion} {
+			if len(v) > MaxVersionBytes {
+				return invalid("identity.interpreter."+field, "longer than %d bytes", MaxVersionBytes)
+			}
+		}
+	}
+	return nil
+}
+
 // DrainWorker stops (or, with undrain, resumes) assigning new trials to a worker; its
 // running trials go on to the end.
 func (s *Scheduler) DrainWorker(ctx context.Context, id uint64, undrain bool) (*pb.Worker, error) {
@@ -146,6 +175,44 @@ func (s *Scheduler) DrainWorker(ctx context.Context, id uint64, undrain bool) (*
 		}
 	}
 	return nil, fmt.Errorf("worker %d: %w", id, ErrNotFound)
+}
+
+// ForgetWorker removes a worker from the registry: only a lost one (not heard from within
+// three heartbeat intervals) that holds no lease, so that a live worker's trials are never
+// orphaned. A forgotten worker that comes back registers afresh under a new id.
+func (s *Scheduler) ForgetWorker(_ context.Context, id uint64) error {
+	now := s.now()
+	s.mu.Lock()
+	for tid, l := range s.leases {
+		if l.workerID == id {
+			s.mu.Unlock()
+			return fmt.Errorf("worker %d holds trial %d; it can be forgotten once its trials end or are requeued: %w", id, tid, ErrConflict)
+		}
+	}
+	seen, heard := s.heartbeats[id]
+	s.mu.Unlock()
+	err := s.db.Update(func(tx *store.Tx) error {
+		w, err := tx.Worker(id)
+		if err != nil {
+			return wrapStore(err, fmt.Sprintf("worker %d", id))
+		}
+		last := time.UnixMilli(w.LastHeartbeatUnixMs)
+		if heard && seen.After(last) {
+			last = seen
+		}
+		if now.Sub(last) <= 3*s.cfg.HeartbeatInterval {
+			return fmt.Errorf("worker %d is alive (last seen %s ago); drain it and stop it first: %w", id, now.Sub(last).Round(time.Second), ErrConflict)
+		}
+		return tx.DeleteWorker(id)
+	})
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	delete(s.heartbeats, id)
+	s.mu.Unlock()
+	s.log.Info("worker forgotten", zap.Uint64("worker", id))
+	return nil
 }
 
 // Workers lists the registered workers with their liveness and the trials they hold.
@@ -180,41 +247,3 @@ func (s *Scheduler) Workers(_ context.Context) ([]*pb.Worker, error) {
 	}
 	return workers, nil
 }
-
-// Trials lists a study's trials, optionally filtered by state and scale.
-func (s *Scheduler) Trials(_ context.Context, studyID uint64, state pb.TrialState, scale string) ([]*pb.Trial, error) {
-	var out []*pb.Trial
-	err := s.db.View(func(tx *store.Tx) error {
-		if _, err := tx.Study(studyID); err != nil {
-			return wrapStore(err, fmt.Sprintf("study %d", studyID))
-		}
-		trials, err := tx.TrialsOfStudy(studyID)
-		for _, t := range trials {
-			if (state == pb.TrialState_TRIAL_STATE_UNSPECIFIED || t.State == state) && (scale == "" || t.Scale == scale) {
-				out = append(out, t)
-			}
-		}
-		return err
-	})
-	return out, err
-}
-
-// Trial returns a trial and its current attempt's curve.
-func (s *Scheduler) Trial(_ context.Context, id uint64) (*pb.Trial, []*pb.CurvePoint, error) {
-	var t *pb.Trial
-	var pts []*pb.CurvePoint
-	err := s.db.View(func(tx *store.Tx) error {
-		var err error
-		if t, err = tx.Trial(id); err != nil {
-			return wrapStore(err, fmt.Sprintf("trial %d", id))
-		}
-		if t.Attempt > 0 {
-			pts, err = tx.Points(id, t.Attempt)
-		}
-		return err
-	})
-	return t, pts, err
-}
-
-// Backup writes a consistent copy of the database to w while the coordinator serves.
-func (s *Scheduler) Backup(w io.Writer) (int64, error) { return s.db.Backup(w) }
