@@ -156,137 +156,198 @@ type wireConfig struct {
 
 // ParseLine parses one stdout line. Errors wrap [ErrProtocol].
 func ParseLine(line []byte) (Event, error) {
-	bad := func(format string, args ...any) (Event, error) {
-		return Event{}, fmt.Errorf("%s: %w", fmt.Sprintf(format, args...), ErrProtocol)
-	}
-	line = bytes.TrimSpace(line)
-	if len(line) == 0 || line[0] != '{' {
-		return bad("not a JSON object")
-	}
-	var w wire
-	if err := json.Unmarshal(line, &w); err != nil {
-		return bad("%v", err)
-	}
-	if w.V == nil {
-		return bad("no protocol version")
-	}
-	if *w.V != ProtocolVersion {
-		return bad("protocol version %d, want %d", *w.V, ProtocolVersion)
+	w, err := parseWire(line)
+	if err != nil {
+		return Event{}, err
 	}
 	ev := Event{Kind: Kind(w.Event), UnixTime: w.Time}
 	if w.WallTimeS != nil {
 		ev.WallTime = *w.WallTimeS
 	}
-	needStep := func() error {
-		if w.Step == nil || *w.Step < 0 {
-			return fmt.Errorf("%s event without a non-negative step: %w", w.Event, ErrProtocol)
-		}
-		ev.Step = *w.Step
-		if w.Tokens != nil {
-			if *w.Tokens < 0 {
-				return fmt.Errorf("%s event with negative tokens: %w", w.Event, ErrProtocol)
-			}
-			ev.Tokens = *w.Tokens
-		}
-		return nil
+	parse, ok := eventParsers[ev.Kind]
+	if !ok {
+		return Event{}, protocolError("unknown event type %q", w.Event)
 	}
-	switch ev.Kind {
-	case KindStart:
-		if err := needStep(); err != nil {
-			return Event{}, err
-		}
-		info := &StartInfo{Config: append(json.RawMessage(nil), w.Config...)}
-		if w.ResumedFromStep != nil {
-			info.ResumedFromStep = *w.ResumedFromStep
-		}
-		if len(w.Config) > 0 {
-			var c wireConfig
-			if err := json.Unmarshal(w.Config, &c); err != nil {
-				return bad("start config: %v", err)
-			}
-			info.Preset, info.Params, info.TokensPerStep = c.Preset, c.Params, c.TokensPerStep
-			info.FlopsPerStep, info.Device, info.WorldSize = c.FlopsPerStep, c.Device, c.WorldSize
-			info.Domains, info.Mixture = c.Domains, c.Mixture
-		}
-		ev.Start = info
-	case KindPoint:
-		if err := needStep(); err != nil {
-			return Event{}, err
-		}
-		loss, ok, err := lossValue(w.TrainLoss)
-		if err != nil || !ok {
-			return bad("point event without train_loss")
-		}
-		ev.TrainLoss, ev.HasTrainLoss = loss, true
-		ev.LR = deref(w.LR)
-		ev.GradNorm = deref(w.GradNorm)
-		ev.TokensPerSecond = deref(w.TokensPerS)
-	case KindEval:
-		if err := needStep(); err != nil {
-			return Event{}, err
-		}
-		if len(w.Metrics) == 0 || len(w.Metrics) > maxMetrics {
-			return bad("eval event with %d metrics", len(w.Metrics))
-		}
-		ev.Metrics = make(map[string]float64, len(w.Metrics))
-		for k, v := range w.Metrics {
-			if k == "" || len(k) > maxNameBytes {
-				return bad("eval metric name of %d bytes", len(k))
-			}
-			if v == nil {
-				ev.Metrics[k] = math.NaN()
-			} else {
-				ev.Metrics[k] = *v
-			}
-		}
-		// The first eval has no interval to average: null here means absent.
-		if string(w.TrainLoss) != "null" {
-			loss, ok, err := lossValue(w.TrainLoss)
-			if err != nil {
-				return bad("eval train_loss: %v", err)
-			}
-			ev.TrainLoss, ev.HasTrainLoss = loss, ok
-		}
-	case KindCheckpoint:
-		if err := needStep(); err != nil {
-			return Event{}, err
-		}
-		if w.Path == "" {
-			return bad("checkpoint event without a path")
-		}
-		ev.CheckpointPath = w.Path
-	case KindDone:
-		if err := needStep(); err != nil {
-			return Event{}, err
-		}
-		if w.Status != "completed" && w.Status != "stopped" {
-			return bad("done event with status %q", w.Status)
-		}
-		if len(w.DomainSequences) > maxMetrics {
-			return bad("done event with %d domains", len(w.DomainSequences))
-		}
-		ev.Done = &DoneInfo{Status: w.Status, DomainSequences: w.DomainSequences, PeakMemoryMiB: w.PeakMemoryMiB}
-	case KindError:
-		if w.Message == nil || w.ExitCode == nil {
-			return bad("error event without message or exit_code")
-		}
-		info := &ErrorInfo{Class: ParseFailureClass(w.Class), Message: *w.Message, ExitCode: *w.ExitCode, Step: -1}
-		if w.Step != nil {
-			info.Step = *w.Step
-		}
-		ev.Error = info
-	case KindWarning:
-		if !warningCodeRE.MatchString(w.Code) {
-			return bad("warning event code %q is not a plain name of 1-64 characters", w.Code)
-		}
-		if w.Message == nil {
-			return bad("warning event without message")
-		}
-		ev.Warning = &WarningInfo{Code: w.Code, Message: truncateUTF8(*w.Message, MaxWarningBytes)}
-	default:
-		return bad("unknown event type %q", w.Event)
+	if err := parse(w, &ev); err != nil {
+		return Event{}, err
 	}
 	return ev, nil
+}
+
+// eventParsers read the fields of each event kind into an event that has its kind and
+// times already.
+var eventParsers = map[Kind]func(w *wire, ev *Event) error{
+	KindStart:      parseStart,
+	KindPoint:      parsePoint,
+	KindEval:       parseEval,
+	KindCheckpoint: parseCheckpoint,
+	KindDone:       parseDone,
+	KindError:      parseError,
+	KindWarning:    parseWarning,
+}
+
+// protocolError is a reason a line is not a valid event, wrapping [ErrProtocol].
+func protocolError(format string, args ...any) error {
+	return fmt.Errorf("%s: %w", fmt.Sprintf(format, args...), ErrProtocol)
+}
+
+// parseWire decodes a line into the wire struct and checks its protocol version.
+func parseWire(line []byte) (*wire, error) {
+	line = bytes.TrimSpace(line)
+	if len(line) == 0 || line[0] != '{' {
+		return nil, protocolError("not a JSON object")
+	}
+	var w wire
+	if err := json.Unmarshal(line, &w); err != nil {
+		return nil, protocolError("%v", err)
+	}
+	if w.V == nil {
+		return nil, protocolError("no protocol version")
+	}
+	if *w.V != ProtocolVersion {
+		return nil, protocolError("protocol version %d, want %d", *w.V, ProtocolVersion)
+	}
+	return &w, nil
+}
+
+// parseStep reads the non-negative step, and the tokens when present, that every kind but
+// error and warning must carry.
+func parseStep(w *wire, ev *Event) error {
+	if w.Step == nil || *w.Step < 0 {
+		return protocolError("%s event without a non-negative step", w.Event)
+	}
+	ev.Step = *w.Step
+	if w.Tokens != nil {
+		if *w.Tokens < 0 {
+			return protocolError("%s event with negative tokens", w.Event)
+		}
+		ev.Tokens = *w.Tokens
+	}
+	return nil
+}
+
+func parseStart(w *wire, ev *Event) error {
+	if err := parseStep(w, ev); err != nil {
+		return err
+	}
+	info := &StartInfo{Config: append(json.RawMessage(nil), w.Config...)}
+	if w.ResumedFromStep != nil {
+		info.ResumedFromStep = *w.ResumedFromStep
+	}
+	if len(w.Config) > 0 {
+		var c wireConfig
+		if err := json.Unmarshal(w.Config, &c); err != nil {
+			return protocolError("start config: %v", err)
+		}
+		info.Preset, info.Params, info.TokensPerStep = c.Preset, c.Params, c.TokensPerStep
+		info.FlopsPerStep, info.Device, info.WorldSize = c.FlopsPerStep, c.Device, c.WorldSize
+		info.Domains, info.Mixture = c.Domains, c.Mixture
+	}
+	ev.Start = info
+	return nil
+}
+
+func parsePoint(w *wire, ev *Event) error {
+	if err := parseStep(w, ev); err != nil {
+		return err
+	}
+	loss, ok, err := lossValue(w.TrainLoss)
+	if err != nil || !ok {
+		return protocolError("point event without train_loss")
+	}
+	ev.TrainLoss, ev.HasTrainLoss = loss, true
+	ev.LR = deref(w.LR)
+	ev.GradNorm = deref(w.GradNorm)
+	ev.TokensPerSecond = deref(w.TokensPerS)
+	return nil
+}
+
+func parseEval(w *wire, ev *Event) error {
+	if err := parseStep(w, ev); err != nil {
+		return err
+	}
+	metrics, err := parseMetrics(w.Metrics)
+	if err != nil {
+		return err
+	}
+	ev.Metrics = metrics
+	// The first eval has no interval to average: null here means absent.
+	if string(w.TrainLoss) != "null" {
+		loss, ok, err := lossValue(w.TrainLoss)
+		if err != nil {
+			return protocolError("eval train_loss: %v", err)
+		}
+		ev.TrainLoss, ev.HasTrainLoss = loss, ok
+	}
+	return nil
+}
+
+// parseMetrics checks an eval's metrics; a null value (not finite in train.py) is NaN.
+func parseMetrics(m map[string]*float64) (map[string]float64, error) {
+	if len(m) == 0 || len(m) > maxMetrics {
+		return nil, protocolError("eval event with %d metrics", len(m))
+	}
+	out := make(map[string]float64, len(m))
+	for k, v := range m {
+		if k == "" || len(k) > maxNameBytes {
+			return nil, protocolError("eval metric name of %d bytes", len(k))
+		}
+		if v == nil {
+			out[k] = math.NaN()
+		} else {
+			out[k] = *v
+		}
+	}
+	return out, nil
+}
+
+func parseCheckpoint(w *wire, ev *Event) error {
+	if err := parseStep(w, ev); err != nil {
+		return err
+	}
+	if w.Path == "" {
+		return protocolError("checkpoint event without a path")
+	}
+	ev.CheckpointPath = w.Path
+	return nil
+}
+
+func parseDone(w *wire, ev *Event) error {
+	if err := parseStep(w, ev); err != nil {
+		return err
+	}
+	if w.Status != "completed" && w.Status != "stopped" {
+		return protocolError("done event with status %q", w.Status)
+	}
+	if len(w.DomainSequences) > maxMetrics {
+		return protocolError("done event with %d domains", len(w.DomainSequences))
+	}
+	ev.Done = &DoneInfo{Status: w.Status, DomainSequences: w.DomainSequences, PeakMemoryMiB: w.PeakMemoryMiB}
+	return nil
+}
+
+// parseError reads train.py's error event; its step is optional (null before training).
+func parseError(w *wire, ev *Event) error {
+	if w.Message == nil || w.ExitCode == nil {
+		return protocolError("error event without message or exit_code")
+	}
+	info := &ErrorInfo{Class: ParseFailureClass(w.Class), Message: *w.Message, ExitCode: *w.ExitCode, Step: -1}
+	if w.Step != nil {
+		info.Step = *w.Step
+	}
+	ev.Error = info
+	return nil
+}
+
+func parseWarning(w *wire, ev *Event) error {
+	if !warningCodeRE.MatchString(w.Code) {
+		return protocolError("warning event code %q is not a plain name of 1-64 characters", w.Code)
+	}
+	if w.Message == nil {
+		return protocolError("warning event without message")
+	}
+	ev.Warning = &WarningInfo{Code: w.Code, Message: truncateUTF8(*w.Message, MaxWarningBytes)}
+	return nil
 }
 
 // truncateUTF8 cuts s to at most n bytes without splitting a character.

@@ -1,9 +1,7 @@
 package worker
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,7 +11,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -23,6 +20,10 @@ import (
 	"github.com/mixopt/mixopt/internal/gpuexec"
 	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
 )
+
+// This file is the TrainRunner itself: its configuration, and launching and supervising
+// one trial's train.py. train_curve.go turns the run's events into curve points and the
+// run's result; train_checkpoint.go keeps a trial's checkpoint folder for resuming.
 
 // TrainConfig is a real worker's training set-up. All of it is worker-side configuration:
 // nothing received over the wire becomes a path, a command or an interpreter.
@@ -87,26 +88,8 @@ var presetRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 
 // NewTrainRunner checks cfg; its errors name the field.
 func NewTrainRunner(cfg TrainConfig) (*TrainRunner, error) {
-	paths := []struct{ name, v string }{{"DataDir", cfg.DataDir}}
-	if cfg.Command == nil {
-		paths = append(paths, struct{ name, v string }{"Script", cfg.Script})
-	}
-	if cfg.Command == nil || cfg.Command.UsesPython() {
-		paths = append(paths, struct{ name, v string }{"Python", cfg.Python})
-	}
-	for _, p := range paths {
-		if !filepath.IsAbs(p.v) {
-			return nil, fmt.Errorf("train config: %s %q is not an absolute path", p.name, p.v)
-		}
-		if _, err := os.Stat(p.v); err != nil {
-			return nil, fmt.Errorf("train config: %s: %w", p.name, err)
-		}
-	}
-	if cfg.FenceWatchdog != "" && !filepath.IsAbs(cfg.FenceWatchdog) {
-		return nil, fmt.Errorf("train config: FenceWatchdog %q is not an absolute path", cfg.FenceWatchdog)
-	}
-	if cfg.CheckpointRoot != "" && !filepath.IsAbs(cfg.CheckpointRoot) {
-		return nil, fmt.Errorf("train config: CheckpointRoot %q is not an absolute path", cfg.CheckpointRoot)
+	if err := checkPaths(cfg); err != nil {
+		return nil, err
 	}
 	if cfg.CheckpointEvery < 0 || cfg.Threads < 0 {
 		return nil, fmt.Errorf("train config: negative CheckpointEvery or Threads")
@@ -129,6 +112,32 @@ func NewTrainRunner(cfg TrainConfig) (*TrainRunner, error) {
 	cfg.Presets = maps.Clone(cfg.Presets)
 	cfg.GPUs = slices.Clone(cfg.GPUs)
 	return &TrainRunner{cfg: cfg, alloc: gpuexec.NewAllocator(cfg.GPUs, gpuexec.AllocatorOptions{}), log: cfg.Logger}, nil
+}
+
+// checkPaths checks that cfg's paths are absolute and that those it runs exist.
+func checkPaths(cfg TrainConfig) error {
+	paths := []struct{ name, v string }{{"DataDir", cfg.DataDir}}
+	if cfg.Command == nil {
+		paths = append(paths, struct{ name, v string }{"Script", cfg.Script})
+	}
+	if cfg.Command == nil || cfg.Command.UsesPython() {
+		paths = append(paths, struct{ name, v string }{"Python", cfg.Python})
+	}
+	for _, p := range paths {
+		if !filepath.IsAbs(p.v) {
+			return fmt.Errorf("train config: %s %q is not an absolute path", p.name, p.v)
+		}
+		if _, err := os.Stat(p.v); err != nil {
+			return fmt.Errorf("train config: %s: %w", p.name, err)
+		}
+	}
+	if cfg.FenceWatchdog != "" && !filepath.IsAbs(cfg.FenceWatchdog) {
+		return fmt.Errorf("train config: FenceWatchdog %q is not an absolute path", cfg.FenceWatchdog)
+	}
+	if cfg.CheckpointRoot != "" && !filepath.IsAbs(cfg.CheckpointRoot) {
+		return fmt.Errorf("train config: CheckpointRoot %q is not an absolute path", cfg.CheckpointRoot)
+	}
+	return nil
 }
 
 // ParsePresetMap reads "scale=preset,scale=preset" (the worker's -preset-map flag).
@@ -182,19 +191,7 @@ func (r *TrainRunner) Run(ctx context.Context, a *pb.Assignment, emit func(*pb.C
 		}
 	}()
 
-	spec := gpuexec.TrainSpec{
-		Python: r.cfg.Python, Script: r.cfg.Script, Command: r.cfg.Command, DataDir: r.cfg.DataDir,
-		Domains: a.Domains, Mixture: t.Mixture, Preset: r.Preset(sc.Name), Scale: sc.Name,
-		Steps: t.Steps, EvalEvery: a.EvalEvery,
-		// Points only at eval steps: each becomes one curve point with both losses.
-		LogEvery: a.EvalEvery,
-		// train.py takes a non-negative int64 seed; the top bit carries no information here.
-		Seed:            a.Seed & math.MaxInt64,
-		CheckpointEvery: r.cfg.CheckpointEvery,
-		GPUs:            gpuexec.IDs(gpus),
-		Threads:         r.cfg.Threads,
-		Env:             r.cfg.Env,
-	}
+	spec := r.trainSpec(a, gpus)
 	if err := spec.Validate(); err != nil {
 		return RunResult{}, &RunError{Class: pb.FailureClass_FAILURE_CLASS_BAD_DATA, Reason: err.Error()}
 	}
@@ -218,58 +215,69 @@ func (r *TrainRunner) Run(ctx context.Context, a *pb.Assignment, emit func(*pb.C
 	defer r.releaseWhenGone(key, run, log)
 	log.Info("training started", zap.Int("pid", run.Pid()), zap.String("preset", spec.Preset),
 		zap.Strings("gpus", spec.GPUs), zap.String("checkpoint_dir", spec.CheckpointDir))
-	var watch *fenceWatch
-	if r.cfg.FenceWatchdog != "" {
-		grace := r.cfg.StopGrace
-		if grace <= 0 {
-			grace = 30 * time.Second // gpuexec's default
-		}
-		if watch, err = startFenceWatch(r.cfg.FenceWatchdog, run.Pid(), grace, r.fenceRemaining); err != nil {
-			log.Warn("running without a fence watchdog: a frozen worker would not stop this run", zap.Error(err))
-		}
-	}
-	c := &curveBuilder{start: start, emit: emit, ck: ck, log: log}
-	var res RunResult
-	var warnings []string
-	for ev := range run.Events() { // drained to the end: a full channel would block train.py
-		switch {
-		case ev.Kind == gpuexec.KindStart && ev.Start != nil:
-			res = startResult(ev.Start)
-			if r.cfg.Command != nil {
-				res.Provenance["runner"] = r.cfg.Command.Name()
-			}
-		case ev.Kind == gpuexec.KindWarning && ev.Warning != nil:
-			log.Warn("trainer warning", zap.String("code", ev.Warning.Code), zap.String("message", ev.Warning.Message))
-			if len(warnings) < maxWarningCodes && !slices.Contains(warnings, ev.Warning.Code) {
-				warnings = append(warnings, ev.Warning.Code)
-			}
-		}
-		c.add(ev)
-	}
-	c.flush()
-	if len(warnings) > 0 && res.Provenance != nil {
-		// A recording then says that, e.g., the run fell back from torch.compile to eager.
-		res.Provenance["warnings"] = warnings
-	}
+	watch := r.startWatch(run, log)
+	res := r.drainEvents(run, &curveBuilder{start: start, emit: emit, ck: ck, log: log}, log)
 	out := run.Wait()
 	if ck != nil {
 		ck.close()
 	}
+	return res, runError(ctx, out, ck, watch, log)
+}
+
+// trainSpec is what train.py is launched with for an assignment on gpus.
+func (r *TrainRunner) trainSpec(a *pb.Assignment, gpus []gpuexec.GPU) gpuexec.TrainSpec {
+	t, sc := a.GetTrial(), a.GetScale()
+	return gpuexec.TrainSpec{
+		Python: r.cfg.Python, Script: r.cfg.Script, Command: r.cfg.Command, DataDir: r.cfg.DataDir,
+		Domains: a.Domains, Mixture: t.Mixture, Preset: r.Preset(sc.Name), Scale: sc.Name,
+		Steps: t.Steps, EvalEvery: a.EvalEvery,
+		// Points only at eval steps: each becomes one curve point with both losses.
+		LogEvery: a.EvalEvery,
+		// train.py takes a non-negative int64 seed; the top bit carries no information here.
+		Seed:            a.Seed & math.MaxInt64,
+		CheckpointEvery: r.cfg.CheckpointEvery,
+		GPUs:            gpuexec.IDs(gpus),
+		Threads:         r.cfg.Threads,
+		Env:             r.cfg.Env,
+	}
+}
+
+// startWatch starts the run's fence watchdog, if the worker has one; nil runs without.
+func (r *TrainRunner) startWatch(run *gpuexec.Run, log *zap.Logger) *fenceWatch {
+	if r.cfg.FenceWatchdog == "" {
+		return nil
+	}
+	grace := r.cfg.StopGrace
+	if grace <= 0 {
+		grace = 30 * time.Second // gpuexec's default
+	}
+	watch, err := startFenceWatch(r.cfg.FenceWatchdog, run.Pid(), grace, r.fenceRemaining)
+	if err != nil {
+		log.Warn("running without a fence watchdog: a frozen worker would not stop this run", zap.Error(err))
+		return nil
+	}
+	return watch
+}
+
+// runError is Run's error for a run that has ended as out, and settles its checkpoint: a
+// completed run or a deterministic failure removes it, a stopped run keeps it for a
+// requeued attempt here.
+func runError(ctx context.Context, out gpuexec.Result, ck *trialCheckpoint, watch *fenceWatch, log *zap.Logger) error {
 	if watch != nil && watch.finish() {
 		log.Warn("the fence watchdog stopped training: this worker was silent past the fence limit",
 			zap.Int64("last_step", out.LastStep))
 		if ctx.Err() == nil { // else the worker's own fence got there too
-			return res, errWatchdogFenced
+			return errWatchdogFenced
 		}
 	}
 	if out.Class == gpuexec.ClassSucceeded {
 		ck.remove(log)
 		log.Info("training completed", zap.Duration("took", out.Duration), zap.Int64("last_step", out.LastStep))
-		return res, nil
+		return nil
 	}
 	if ctx.Err() != nil {
 		// Stopped on request: the checkpoint stays for a requeued attempt here.
-		return res, fmt.Errorf("training stopped at step %d: %w", out.LastStep, ctx.Err())
+		return fmt.Errorf("training stopped at step %d: %w", out.LastStep, ctx.Err())
 	}
 	class := out.Class.FailureClass()
 	if class != pb.FailureClass_FAILURE_CLASS_OTHER {
@@ -278,7 +286,7 @@ func (r *TrainRunner) Run(ctx context.Context, a *pb.Assignment, emit func(*pb.C
 	}
 	log.Warn("training failed", zap.String("class", string(out.Class)), zap.Error(out.Err),
 		zap.String("stderr_tail", lastLines(out.StderrTail, 20)))
-	return res, &RunError{Class: class, Reason: out.Err.Error()}
+	return &RunError{Class: class, Reason: out.Err.Error()}
 }
 
 // releaseWhenGone frees the trial's GPUs once no process of its run is left. A rank that
@@ -300,34 +308,6 @@ func (r *TrainRunner) releaseWhenGone(key string, run *gpuexec.Run, log *zap.Log
 	}()
 }
 
-// maxWarningCodes bounds the distinct warning codes a run's provenance keeps.
-const maxWarningCodes = 16
-
-func startResult(s *gpuexec.StartInfo) RunResult {
-	prov := map[string]any{"runner": "train.py", "preset": s.Preset}
-	if s.Device != "" {
-		prov["device"] = s.Device
-	}
-	if s.WorldSize > 0 {
-		prov["world_size"] = s.WorldSize
-	}
-	if len(s.Config) > 0 {
-		var cfg struct {
-			Torch string `json:"torch"`
-			Dtype string `json:"dtype"`
-		}
-		if json.Unmarshal(s.Config, &cfg) == nil {
-			if cfg.Torch != "" {
-				prov["torch"] = cfg.Torch
-			}
-			if cfg.Dtype != "" {
-				prov["dtype"] = cfg.Dtype
-			}
-		}
-	}
-	return RunResult{Params: float64(s.Params), TokensPerStep: s.TokensPerStep, FlopsPerStep: s.FlopsPerStep, Provenance: prov}
-}
-
 // acquire maps the assignment's GPU indices onto this worker's GPUs and holds them. A CPU
 // worker registered no GPUs: its one slot is the CPU.
 func (r *TrainRunner) acquire(key string, indices []int32) ([]gpuexec.GPU, error) {
@@ -346,201 +326,6 @@ func (r *TrainRunner) acquire(key string, indices []int32) ([]gpuexec.GPU, error
 		ids[i] = r.cfg.GPUs[j].ID()
 	}
 	return r.alloc.AcquireIDs(key, ids)
-}
-
-// curveBuilder turns train.py's events into curve points: a step's point and eval become one
-// curve point, sent when the eval arrives (train.py writes the point first). On a resumed
-// run it first re-sends the points the checkpoint covers, because the new attempt's curve
-// on the coordinator starts empty.
-type curveBuilder struct {
-	start   time.Time
-	emit    func(*pb.CurvePoint)
-	ck      *trialCheckpoint
-	log     *zap.Logger
-	pending *pb.CurvePoint
-	last    int64 // highest step emitted
-}
-
-func (c *curveBuilder) add(ev gpuexec.Event) {
-	switch ev.Kind {
-	case gpuexec.KindStart:
-		if ev.Start == nil {
-			return
-		}
-		var stored []*pb.CurvePoint
-		if c.ck != nil {
-			stored = c.ck.resume(ev.Start.ResumedFromStep, c.log)
-		}
-		for _, p := range stored {
-			c.send(p)
-		}
-	case gpuexec.KindPoint:
-		if ev.Step <= c.last {
-			return
-		}
-		if c.pending != nil && c.pending.Step != ev.Step {
-			c.flush()
-		}
-		c.pending = &pb.CurvePoint{Step: ev.Step, Tokens: ev.Tokens, TrainLoss: ev.TrainLoss}
-	case gpuexec.KindEval:
-		// Step 0 is before training; points start at step 1.
-		if ev.Step <= c.last || ev.Step == 0 {
-			return
-		}
-		if c.pending != nil && c.pending.Step != ev.Step {
-			c.flush()
-		}
-		p := c.pending
-		if p == nil {
-			// No point at this step (a resumed run's final eval): the interval's mean
-			// training loss stands in.
-			p = &pb.CurvePoint{Step: ev.Step, Tokens: ev.Tokens, TrainLoss: math.NaN()}
-			if ev.HasTrainLoss {
-				p.TrainLoss = ev.TrainLoss
-			}
-		}
-		p.Eval = make(map[string]float64, len(ev.Metrics))
-		for k, v := range ev.Metrics {
-			// Non-finite metrics are left out: JSON, the store and recordings cannot hold them.
-			if !math.IsNaN(v) && !math.IsInf(v, 0) {
-				p.Eval[k] = v
-			}
-		}
-		c.pending = p
-		c.flush()
-	case gpuexec.KindDone, gpuexec.KindError:
-		c.flush()
-	}
-}
-
-// flush sends the pending point unless its training loss is not finite (train.py then fails
-// as diverged; the curve keeps its finite prefix).
-func (c *curveBuilder) flush() {
-	p := c.pending
-	c.pending = nil
-	if p == nil || p.Step <= c.last || math.IsNaN(p.TrainLoss) || math.IsInf(p.TrainLoss, 0) {
-		return
-	}
-	p.WallTimeS = time.Since(c.start).Seconds()
-	c.send(p)
-}
-
-func (c *curveBuilder) send(p *pb.CurvePoint) {
-	c.last = p.Step
-	if c.ck != nil {
-		c.ck.store(p, c.log)
-	}
-	c.emit(p)
-}
-
-// trialCheckpoint is a trial's folder under the checkpoint root: train.py's ckpt.pt, the
-// identity of the run it belongs to (run.json), and the curve sent so far (curve.jsonl).
-type trialCheckpoint struct {
-	dir   string
-	curve *os.File
-}
-
-// runIdentity is what must match for a checkpoint to be resumed; a folder left by another
-// run (a fresh coordinator database reuses trial ids) is cleared instead.
-type runIdentity struct {
-	StudyID uint64    `json:"study_id"`
-	TrialID uint64    `json:"trial_id"`
-	Domains []string  `json:"domains"`
-	Mixture []float64 `json:"mixture"`
-	Preset  string    `json:"preset"`
-	Steps   int64     `json:"steps"`
-	Seed    uint64    `json:"seed"`
-}
-
-// storedPoint is one line of curve.jsonl.
-type storedPoint struct {
-	Step      int64              `json:"step"`
-	Tokens    int64              `json:"tokens"`
-	TrainLoss float64            `json:"train_loss"`
-	Eval      map[string]float64 `json:"eval,omitempty"`
-}
-
-func openTrialCheckpoint(root string, a *pb.Assignment, spec gpuexec.TrainSpec) (*trialCheckpoint, error) {
-	t := a.Trial
-	// The folder is named from numbers only: nothing from the wire becomes a path.
-	dir := filepath.Join(root, "study-"+strconv.FormatUint(t.StudyId, 10), "trial-"+strconv.FormatUint(t.Id, 10))
-	id, err := json.Marshal(runIdentity{StudyID: t.StudyId, TrialID: t.Id, Domains: spec.Domains,
-		Mixture: spec.Mixture, Preset: spec.Preset, Steps: spec.Steps, Seed: spec.Seed})
-	if err != nil {
-		return nil, fmt.Errorf("checkpoint identity: %w", err)
-	}
-	idPath := filepath.Join(dir, "run.json")
-	if old, err := os.ReadFile(idPath); err == nil && string(old) != string(id) {
-		if err := os.RemoveAll(dir); err != nil {
-			return nil, fmt.Errorf("clear checkpoint folder of another run: %w", err)
-		}
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("checkpoint folder: %w", err)
-	}
-	if err := os.WriteFile(idPath, id, 0o644); err != nil {
-		return nil, fmt.Errorf("checkpoint identity: %w", err)
-	}
-	f, err := os.OpenFile(filepath.Join(dir, "curve.jsonl"), os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("checkpoint curve: %w", err)
-	}
-	return &trialCheckpoint{dir: dir, curve: f}, nil
-}
-
-// resume returns the stored points up to step (those the checkpoint covers) and keeps only
-// them in the file; train.py writes the later ones again.
-func (k *trialCheckpoint) resume(step int64, log *zap.Logger) []*pb.CurvePoint {
-	var keep []*pb.CurvePoint
-	if step > 0 {
-		if _, err := k.curve.Seek(0, io.SeekStart); err == nil {
-			sc := bufio.NewScanner(k.curve)
-			sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
-			for sc.Scan() {
-				var sp storedPoint
-				if json.Unmarshal(sc.Bytes(), &sp) != nil || sp.Step > step {
-					break
-				}
-				if len(keep) > 0 && sp.Step <= keep[len(keep)-1].Step {
-					break
-				}
-				keep = append(keep, &pb.CurvePoint{Step: sp.Step, Tokens: sp.Tokens, TrainLoss: sp.TrainLoss, Eval: sp.Eval})
-			}
-		}
-		log.Info("resuming from checkpoint", zap.Int64("step", step), zap.Int("points_resent", len(keep)))
-	}
-	// store rewrites the kept points as they are sent.
-	if err := k.curve.Truncate(0); err != nil {
-		log.Warn("truncate stored curve", zap.Error(err))
-	}
-	if _, err := k.curve.Seek(0, io.SeekStart); err != nil {
-		log.Warn("rewind stored curve", zap.Error(err))
-	}
-	return keep
-}
-
-// store appends a sent point. A failure only costs a resumed attempt its early points, so
-// it is logged, not fatal.
-func (k *trialCheckpoint) store(p *pb.CurvePoint, log *zap.Logger) {
-	b, err := json.Marshal(storedPoint{Step: p.Step, Tokens: p.Tokens, TrainLoss: p.TrainLoss, Eval: p.Eval})
-	if err == nil {
-		_, err = k.curve.Write(append(b, '\n'))
-	}
-	if err != nil {
-		log.Warn("store curve point for resuming", zap.Error(err))
-	}
-}
-
-func (k *trialCheckpoint) close() { _ = k.curve.Close() }
-
-// remove deletes the folder of a trial that will not be resumed. Safe on nil.
-func (k *trialCheckpoint) remove(log *zap.Logger) {
-	if k == nil {
-		return
-	}
-	if err := os.RemoveAll(k.dir); err != nil {
-		log.Warn("remove checkpoint folder", zap.Error(err))
-	}
 }
 
 // lastLines is the end of s, n lines at most, for logs.
