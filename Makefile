@@ -62,20 +62,30 @@ proto: tools
 	$(BUF) format -w
 	$(BUF) generate
 
+# Where buf generate writes Go code (buf.gen.yaml places it by go_package): the public API
+# next to its .proto files, the store's record format in internal/store.
+GO_PROTO_DIRS := proto internal/store/storepb
+
 # Fails when the committed generated code or formatting differs from what buf produces.
 proto-check: tools
 	$(BUF) lint
 	$(BUF) format -d --exit-code
 	@tmp=$$(mktemp -d) && $(BUF) generate --output $$tmp && \
-	  diff -r -x '*.proto' $$tmp/proto proto && rm -rf $$tmp && echo "generated code is current"
+	  diff <(cd $$tmp && find $(GO_PROTO_DIRS) -name '*.pb.go' | sort) \
+	    <(find $(GO_PROTO_DIRS) -name '*.pb.go' | sort) && \
+	  for f in $$(cd $$tmp && find $(GO_PROTO_DIRS) -name '*.pb.go'); do diff $$tmp/$$f $$f || exit 1; done && \
+	  rm -rf $$tmp && echo "generated code is current"
 
 # The Python client's stubs (python/mixopt/v1, the proto package's path, so their own
 # imports resolve inside the package) come from Debian's protoc 3.21 and grpc_python_plugin
 # (hack/test-deps.sh installs them): what python3-protobuf and python3-grpcio load.
+# Only the public API (mixopt.v1) is generated: the store's record format
+# (proto/mixopt/store/v1) is internal to the coordinator.
 PROTOC ?= protoc
 GRPC_PYTHON_PLUGIN ?= /usr/bin/grpc_python_plugin
+PYTHON_PROTOS := $(sort $(wildcard proto/mixopt/v1/*.proto))
 PYTHON_PROTO_GEN = $(PROTOC) -I proto --plugin=protoc-gen-grpc_python=$(GRPC_PYTHON_PLUGIN) \
-	--python_out=$(1) --pyi_out=$(1) --grpc_python_out=$(1) proto/mixopt/v1/*.proto
+	--python_out=$(1) --pyi_out=$(1) --grpc_python_out=$(1) $(PYTHON_PROTOS)
 
 proto: proto-python
 proto-check: proto-python-check

@@ -2,7 +2,6 @@ package auth
 
 import (
 	"context"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,14 +9,13 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/mixopt/mixopt/internal/testutil"
 	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
 )
 
@@ -169,24 +167,16 @@ type testServer struct {
 	pb.UnimplementedControlServiceServer
 }
 
+// startServer serves stub services behind a's interceptors (and opts) in-process, and
+// returns a client connection to them.
 func startServer(t *testing.T, a *Authenticator, opts ...grpc.ServerOption) *grpc.ClientConn {
 	t.Helper()
-	lis := bufconn.Listen(1 << 20)
-	srv := grpc.NewServer(append(a.ServerOptions(), opts...)...)
-	pb.RegisterWorkerServiceServer(srv, testServer{})
-	pb.RegisterControlServiceServer(srv, testServer{})
-	healthpb.RegisterHealthServer(srv, health.NewServer())
-	srv.RegisterService(&echoDesc, nil)
-	go srv.Serve(lis)
-	t.Cleanup(srv.Stop)
-	conn, err := grpc.NewClient("passthrough:///bufnet",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return conn
+	return testutil.Serve(t, func(srv *grpc.Server) {
+		pb.RegisterWorkerServiceServer(srv, testServer{})
+		pb.RegisterControlServiceServer(srv, testServer{})
+		healthpb.RegisterHealthServer(srv, health.NewServer())
+		srv.RegisterService(&echoDesc, nil)
+	}, append(a.ServerOptions(), opts...)).Conn
 }
 
 func withToken(tok string) []grpc.CallOption {

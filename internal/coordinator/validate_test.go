@@ -561,16 +561,7 @@ func TestRunNeedsInitForANewDatabase(t *testing.T) {
 	go func() {
 		done <- Run(ctx, Config{DBPath: path, CreateDB: true, Listen: "127.0.0.1:0", AddrFile: addrFile})
 	}()
-	for {
-		if _, err := os.Stat(addrFile); err == nil {
-			break
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("Run with CreateDB ended: %v", err)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	testutil.WaitAddrFile(t, addrFile, time.Minute, done)
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Run: %v", err)

@@ -2,10 +2,11 @@ package loadtest
 
 import (
 	"context"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/mixopt/mixopt/internal/testutil"
 )
 
 // TestRunSurvivesKills: the load run kills the real coordinator binary with SIGKILL
@@ -13,11 +14,11 @@ import (
 // still completes, and every point the workers emitted for each succeeded trial is
 // stored exactly once.
 func TestRunSurvivesKills(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "coordinator")
-	build := exec.Command("go", "build", "-o", bin, "github.com/mixopt/mixopt/cmd/coordinator")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	binDir := t.TempDir()
+	if err := testutil.GoBuild(binDir, nil, "github.com/mixopt/mixopt/cmd/coordinator"); err != nil {
+		t.Fatal(err)
 	}
+	bin := filepath.Join(binDir, "coordinator")
 	const workers, perWorker, points = 4, 3, 50
 	res, err := Run(context.Background(), Config{CoordinatorBin: bin, Workers: workers, TrialsPerWorker: perWorker,
 		PointsPerTrial: points, Policy: "random", TrialSeconds: 1, Dir: t.TempDir(), Timeout: 3 * time.Minute, Kills: 2})

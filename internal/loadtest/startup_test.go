@@ -3,11 +3,9 @@ package loadtest
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -17,6 +15,7 @@ import (
 	"github.com/mixopt/mixopt/internal/coordinator"
 	"github.com/mixopt/mixopt/internal/scheduler"
 	"github.com/mixopt/mixopt/internal/store"
+	"github.com/mixopt/mixopt/internal/testutil"
 	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
 )
 
@@ -51,10 +50,7 @@ func startupPoints(b *testing.B) int {
 // buildHistory writes a database of n points: finished random-policy studies whose
 // trials all succeeded, as a long-running coordinator accumulates them.
 func buildHistory(b *testing.B, path string, n int) {
-	db, err := store.Open(path, store.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
+	db := testutil.OpenStore(b, path)
 	defer db.Close()
 	sched, err := scheduler.New(db, scheduler.Config{})
 	if err != nil {
@@ -188,23 +184,8 @@ func startOnce(b *testing.B, dir, dbPath string) (serve, list time.Duration) {
 		done <- coordinator.Run(ctx, coordinator.Config{Listen: "127.0.0.1:0", AddrFile: addrFile, DBPath: dbPath,
 			Scheduler: scheduler.Config{LeaseTTL: time.Minute}})
 	}()
-	var addr string
-	for addr == "" {
-		select {
-		case err := <-done:
-			b.Fatalf("coordinator stopped: %v", err)
-		default:
-		}
-		if raw, err := os.ReadFile(addrFile); err == nil && strings.HasSuffix(string(raw), "\n") {
-			addr = strings.TrimSpace(string(raw))
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
+	addr := testutil.WaitAddrFile(b, addrFile, 10*time.Minute, done)
 	serve = time.Since(start)
-	if _, _, err := net.SplitHostPort(addr); err != nil {
-		b.Fatalf("address file holds %q", addr)
-	}
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		b.Fatal(err)

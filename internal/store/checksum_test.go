@@ -12,6 +12,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/mixopt/mixopt/internal/store/storepb"
 	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
 )
 
@@ -59,7 +60,7 @@ func writeV3(path string) error {
 			return err
 		}
 		for _, r := range [][3]uint64{{1, 1, 3}, {1, 4, 5}, {2, 1, 2}} {
-			v, err := marshal(&pb.CurvePointBatch{Points: pointsRange(r[1], r[2])})
+			v, err := marshal(&storepb.CurvePointBatch{Points: pointsRange(r[1], r[2])})
 			if err != nil {
 				return err
 			}
@@ -273,7 +274,7 @@ func TestMigrateV3Refused(t *testing.T) {
 	bdb, err := bolt.Open(path, 0o600, nil)
 	ok(t, err)
 	ok(t, bdb.Update(func(tx *bolt.Tx) error {
-		v, err := marshal(&pb.CurvePointBatch{Points: pointsRange(7, 8)}) // seqs 6 is missing
+		v, err := marshal(&storepb.CurvePointBatch{Points: pointsRange(7, 8)}) // seqs 6 is missing
 		if err != nil {
 			return err
 		}

@@ -7,6 +7,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/mixopt/mixopt/internal/store/storepb"
 	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
 )
 
@@ -72,7 +73,7 @@ const migratedBatchPoints = 256
 
 // batchPointRecords rewrites each trial's points bucket from version 2's one
 // record per point (attempt ‖ seq → pb.CurvePoint) to version 3's batch records
-// (attempt ‖ first seq → pb.CurvePointBatch), in chunks of migratedBatchPoints.
+// (attempt ‖ first seq → storepb.CurvePointBatch), in chunks of migratedBatchPoints.
 // Version 3 requires an attempt's points to be contiguous from seq 1, as the
 // scheduler has always reported them; a version-2 file with a gap, or a point
 // stored under another seq than its own, cannot be represented and is refused as
@@ -115,7 +116,7 @@ func batchPointRecords(tx *bolt.Tx) error {
 		b.FillPercent = appendFillPercent
 		for _, a := range attempts {
 			for pts := range slices.Chunk(a.points, migratedBatchPoints) {
-				v, err := marshal(&pb.CurvePointBatch{Points: pts})
+				v, err := marshal(&storepb.CurvePointBatch{Points: pts})
 				if err != nil {
 					return fmt.Errorf("points of trial %d attempt %d: encode seq %d: %w", trialID, a.attempt, pts[0].GetSeq(), err)
 				}

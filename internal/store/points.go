@@ -7,11 +7,12 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/mixopt/mixopt/internal/store/storepb"
 	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
 )
 
 // The curve point record format (schema version 3, see schema.go): a trial's
-// points bucket maps attempt ‖ first seq to a pb.CurvePointBatch whose points
+// points bucket maps attempt ‖ first seq to a storepb.CurvePointBatch whose points
 // ascend by one from that seq, and an attempt's records follow each other without
 // gap or overlap from seq 1. One record per AppendPoints call is what makes a
 // report cheap: one Put and one marshal per batch instead of per point.
@@ -19,7 +20,7 @@ import (
 // Field numbers AppendPoints reads without decoding the whole record, taken from
 // the generated descriptors so a renumbering in types.proto cannot go unnoticed.
 var (
-	batchPointsField = new(pb.CurvePointBatch).ProtoReflect().Descriptor().Fields().ByName("points").Number()
+	batchPointsField = new(storepb.CurvePointBatch).ProtoReflect().Descriptor().Fields().ByName("points").Number()
 	pointSeqField    = new(pb.CurvePoint).ProtoReflect().Descriptor().Fields().ByName("seq").Number()
 )
 
@@ -38,7 +39,7 @@ func decodeRecord(path, k, v []byte, next uint64) (int32, []*pb.CurvePoint, erro
 	if err != nil {
 		return 0, nil, err
 	}
-	batch := new(pb.CurvePointBatch)
+	batch := new(storepb.CurvePointBatch)
 	if err := proto.Unmarshal(v, batch); err != nil {
 		return 0, nil, fmt.Errorf("decode record attempt %d seq %d: %v: %w", attempt, first, err, ErrCorrupt)
 	}

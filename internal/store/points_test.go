@@ -8,6 +8,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/mixopt/mixopt/internal/store/storepb"
 	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
 )
 
@@ -21,7 +22,7 @@ func sealedPut(b *bolt.Bucket, k, v []byte) error { return b.Put(k, seal(pointsP
 // Trial 1 starts with records (1, 1) = seqs 1..3 and (1, 4) = seqs 4..5.
 func TestCheckPointRecords(t *testing.T) {
 	batch := func(from, to uint64) []byte {
-		v, err := marshal(&pb.CurvePointBatch{Points: pointsRange(from, to)})
+		v, err := marshal(&storepb.CurvePointBatch{Points: pointsRange(from, to)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -44,7 +45,7 @@ func TestCheckPointRecords(t *testing.T) {
 		{"key seq is not the first point's", func(b *bolt.Bucket) error { return sealedPut(b, pair(1, 4), batch(5, 6)) },
 			"record attempt 1 seq 4: point 0 has seq 5, want 4"},
 		{"gap inside a record", func(b *bolt.Bucket) error {
-			v, err := marshal(&pb.CurvePointBatch{Points: []*pb.CurvePoint{point(4), point(6)}})
+			v, err := marshal(&storepb.CurvePointBatch{Points: []*pb.CurvePoint{point(4), point(6)}})
 			if err != nil {
 				return err
 			}
@@ -122,7 +123,7 @@ func TestLastSeqOfRecord(t *testing.T) {
 		{"seq 0 is not on the wire", []*pb.CurvePoint{point(3), {}}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			v, err := marshal(&pb.CurvePointBatch{Points: tc.pts})
+			v, err := marshal(&storepb.CurvePointBatch{Points: tc.pts})
 			if err != nil {
 				t.Fatal(err)
 			}

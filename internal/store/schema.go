@@ -24,7 +24,7 @@
 //	├── points
 //	│   └── trial id                   → bucket, one per trial with points
 //	│       └── attempt ‖ first seq (16 B)
-//	│                                  → pb.CurvePointBatch (since version 3;
+//	│                                  → storepb.CurvePointBatch (since version 3;
 //	│                                    attempt widened to uint64)
 //	├── workers        (sequence: last worker id)
 //	│   └── worker id                  → pb.Worker
@@ -50,7 +50,7 @@
 //
 //	1  meta, studies, trials, points, workers, policy_state
 //	2  study_trials, built from the trials already stored
-//	3  points records hold a batch (pb.CurvePointBatch) instead of one point
+//	3  points records hold a batch (storepb.CurvePointBatch) instead of one point
 //	   (pb.CurvePoint under attempt ‖ seq); migrated in chunks per attempt
 //	4  every value but meta/version ends with its checksum (checksum.go)
 package store

@@ -8,6 +8,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/mixopt/mixopt/internal/store/storepb"
 	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
 )
 
@@ -341,7 +342,7 @@ func (tx *Tx) AppendPoints(trialID uint64, attempt int32, pts []*pb.CurvePoint) 
 	}
 	// Plain encoding: point records are only ever decoded, never compared, and sorting
 	// every point's eval map for a deterministic encoding is a quarter of the cost.
-	v, err := proto.Marshal(&pb.CurvePointBatch{Points: pts})
+	v, err := proto.Marshal(&storepb.CurvePointBatch{Points: pts})
 	if err != nil {
 		return fmt.Errorf("append points to trial %d attempt %d: encode seqs %d..%d: %w", trialID, attempt, first, end, err)
 	}

@@ -1,6 +1,8 @@
 // Package testutil is the one test harness the packages' tests share: a temporary store
 // checked for consistency when the test ends, services served in-process over bufconn with
-// a client connection to them, and a fake clock the test moves by hand.
+// a client connection to them, and a fake clock the test moves by hand. For tests of real
+// processes over loopback (test/e2e, internal/loadtest) it builds the binaries, picks free
+// ports and waits for a server's address file (process.go).
 //
 // It imports neither the scheduler nor the coordinator, so their own (in-package) tests can
 // use it without an import cycle; callers register their services on the server.
@@ -40,7 +42,8 @@ func (c *Clock) Now() time.Time {
 	return c.now
 }
 
-// Advance moves the clock forward by d.
+// Advance moves the clock by d: forward, or back for a negative d (a wall clock stepped
+// back).
 func (c *Clock) Advance(d time.Duration) {
 	c.mu.Lock()
 	c.now = c.now.Add(d)

@@ -19,6 +19,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
+
+	"github.com/mixopt/mixopt/internal/testutil"
 )
 
 // flagNames runs a binary with -h and returns the flags its usage lists, so that the
@@ -345,7 +347,7 @@ func TestDeployUnitsAndSlurm(t *testing.T) {
 func TestProbeOverTLS(t *testing.T) {
 	dir := t.TempDir()
 	ca, cert, key := writeCerts(t, dir)
-	addr := freeAddr(t)
+	addr := testutil.FreeAddr(t)
 	start(t, dir, "coordinator", "-listen", addr, "-init", "-db", filepath.Join(dir, "db"), "-http-listen", "",
 		"-tls-cert", cert, "-tls-key", key)
 	probe := func(args ...string) error {

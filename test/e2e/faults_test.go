@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mixopt/mixopt/internal/testutil"
 	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
 )
 
@@ -42,7 +43,7 @@ type cluster struct {
 
 func newCluster(t *testing.T, leaseTTL string) *cluster {
 	dir := t.TempDir()
-	c := &cluster{t: t, dir: dir, addr: freeAddr(t)}
+	c := &cluster{t: t, dir: dir, addr: testutil.FreeAddr(t)}
 	c.args = []string{"-listen", c.addr, "-http-listen", "127.0.0.1:0", "-init", "-db", filepath.Join(dir, "mixopt.db"), "-lease-ttl", leaseTTL,
 		"-restart-grace", "20s", "-log-level", "debug"}
 	return c

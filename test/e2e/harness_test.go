@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +16,8 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/mixopt/mixopt/internal/testutil"
 )
 
 var (
@@ -33,11 +34,7 @@ func binaries(t *testing.T) string {
 		if buildErr != nil {
 			return
 		}
-		cmd := exec.Command("go", "build", "-race", "-o", binDir+"/", "./cmd/...")
-		cmd.Dir = repoRoot()
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
+		buildErr = testutil.GoBuild(binDir, []string{"-race"}, "github.com/mixopt/mixopt/cmd/...")
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)
@@ -56,18 +53,6 @@ func TestMain(m *testing.M) {
 func repoRoot() string {
 	wd, _ := os.Getwd()
 	return filepath.Clean(filepath.Join(wd, "..", ".."))
-}
-
-// freeAddr returns a loopback address with a port free right now; the coordinator is
-// restarted on the same address so that workers find it again.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // proc is a started binary whose output goes to a log file kept for failure reports.

@@ -30,6 +30,7 @@ import (
 
 	"github.com/mixopt/mixopt/internal/sim"
 	"github.com/mixopt/mixopt/internal/store"
+	"github.com/mixopt/mixopt/internal/testutil"
 	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
 )
 
@@ -93,7 +94,7 @@ func TestSecurityRolesOverTLS(t *testing.T) {
 	tokens := filepath.Join(dir, "tokens")
 	const admin, viewer, worker = "admin-token-0123456789abcdef", "viewer-token-0123456789abcdef", "worker-token-0123456789abcdef"
 	os.WriteFile(tokens, []byte(fmt.Sprintf("admin %s ops\nviewer %s dash\nworker %s nodes\n", admin, viewer, worker)), 0o600)
-	addr := freeAddr(t)
+	addr := testutil.FreeAddr(t)
 	httpAddrFile := filepath.Join(dir, "http")
 	start(t, dir, "coordinator", "-listen", addr, "-init", "-db", filepath.Join(dir, "db"), "-tokens", tokens,
 		"-tls-cert", cert, "-tls-key", key, "-http-listen", "127.0.0.1:0", "-http-addr-file", httpAddrFile)
@@ -133,14 +134,11 @@ func TestSecurityRolesOverTLS(t *testing.T) {
 		t.Errorf("plaintext against a TLS coordinator: exit %d, want 6 (unavailable): %s", code, out)
 	}
 
-	// The backup opens as a store holding the study.
-	db, err := store.Open(filepath.Join(dir, "backup.db"), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The backup opens as a consistent store holding the study.
+	db := testutil.OpenStore(t, filepath.Join(dir, "backup.db"))
 	var studies []*pb.Study
 	db.View(func(tx *store.Tx) (err error) { studies, err = tx.Studies(); return err })
-	db.Close()
+	testutil.CheckAndClose(t, db)
 	if len(studies) != 1 || studies[0].Spec.GetName() != "e2e-faults" {
 		t.Fatalf("backup holds %v", studies)
 	}
@@ -246,7 +244,7 @@ func TestTokenRotationOnSIGHUP(t *testing.T) {
 	tokens := filepath.Join(dir, "tokens")
 	const oldTok, newTok = "admin-old-0123456789abcdef", "admin-new-0123456789abcdef"
 	os.WriteFile(tokens, []byte("admin "+oldTok+"\n"), 0o600)
-	addr := freeAddr(t)
+	addr := testutil.FreeAddr(t)
 	coord := start(t, dir, "coordinator", "-listen", addr, "-http-listen", "", "-init", "-db", filepath.Join(dir, "db"), "-tokens", tokens)
 	studies := func(tok string) int {
 		code, _ := mixctlCode(t, []string{"MIXOPT_TOKEN=" + tok}, "--addr", addr, "studies")

@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/mixopt/mixopt/internal/testutil"
 	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
 )
 
@@ -37,7 +38,7 @@ workers: {kinds: [WORKER_KIND_SIMULATED]}
 // every point exactly once.
 func TestCoordinatorKill9MidStudy(t *testing.T) {
 	dir := t.TempDir()
-	addr := freeAddr(t)
+	addr := testutil.FreeAddr(t)
 	db := filepath.Join(dir, "mixopt.db")
 	coordArgs := []string{"-listen", addr, "-http-listen", "127.0.0.1:0", "-init", "-db", db, "-lease-ttl", "10s", "-restart-grace", "20s", "-log-level", "debug"}
 	coord := start(t, dir, "coordinator", coordArgs...)

@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/mixopt/mixopt/internal/sim"
+	"github.com/mixopt/mixopt/internal/testutil"
 	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
 )
 
@@ -173,7 +174,7 @@ func TestWorkerOverTLSWithToken(t *testing.T) {
 	writeFile(t, tokens, fmt.Sprintf("admin %s ops\nworker %s nodes\n", admin, workerTok))
 	tokFile := filepath.Join(dir, "worker-token")
 	writeFile(t, tokFile, workerTok+"\n")
-	addr := freeAddr(t)
+	addr := testutil.FreeAddr(t)
 	start(t, dir, "coordinator", "-listen", addr, "-init", "-db", filepath.Join(dir, "db"), "-tokens", tokens,
 		"-tls-cert", cert, "-tls-key", key, "-http-listen", "")
 	refused := start(t, dir, "worker", "-coordinator", addr, "-tls-ca", ca, "-simulate", "synthetic")

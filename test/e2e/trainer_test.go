@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mixopt/mixopt/internal/testutil"
 	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
 )
 
@@ -139,7 +140,7 @@ func TestRealWorkerRefusesPythonWithoutTorch(t *testing.T) {
 	if err := os.Chmod(fake, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	w := start(t, dir, "worker", "-coordinator", freeAddr(t), "-data-dir", data, "-python", fake,
+	w := start(t, dir, "worker", "-coordinator", testutil.FreeAddr(t), "-data-dir", data, "-python", fake,
 		"-train-script", filepath.Join(repoRoot(), "scripts", "train.py"))
 	select {
 	case <-w.done:

@@ -1427,53 +1427,6 @@ func (x *CurvePoint) GetWallTimeS() float64 {
 	return 0
 }
 
-// CurvePointBatch is the store's record format for curve points (internal/store,
-// schema version 3): the points of one AppendPoints call, or of one chunk written by
-// the migration from version 2, ascending contiguous seq. It is not sent over the wire.
-type CurvePointBatch struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Points        []*CurvePoint          `protobuf:"bytes,1,rep,name=points,proto3" json:"points,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *CurvePointBatch) Reset() {
-	*x = CurvePointBatch{}
-	mi := &file_mixopt_v1_types_proto_msgTypes[11]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *CurvePointBatch) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*CurvePointBatch) ProtoMessage() {}
-
-func (x *CurvePointBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_mixopt_v1_types_proto_msgTypes[11]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use CurvePointBatch.ProtoReflect.Descriptor instead.
-func (*CurvePointBatch) Descriptor() ([]byte, []int) {
-	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{11}
-}
-
-func (x *CurvePointBatch) GetPoints() []*CurvePoint {
-	if x != nil {
-		return x.Points
-	}
-	return nil
-}
-
 type Gpu struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Index         int32                  `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
@@ -1485,7 +1438,7 @@ type Gpu struct {
 
 func (x *Gpu) Reset() {
 	*x = Gpu{}
-	mi := &file_mixopt_v1_types_proto_msgTypes[12]
+	mi := &file_mixopt_v1_types_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1497,7 +1450,7 @@ func (x *Gpu) String() string {
 func (*Gpu) ProtoMessage() {}
 
 func (x *Gpu) ProtoReflect() protoreflect.Message {
-	mi := &file_mixopt_v1_types_proto_msgTypes[12]
+	mi := &file_mixopt_v1_types_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1510,7 +1463,7 @@ func (x *Gpu) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Gpu.ProtoReflect.Descriptor instead.
 func (*Gpu) Descriptor() ([]byte, []int) {
-	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{12}
+	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Gpu) GetIndex() int32 {
@@ -1556,7 +1509,7 @@ type Worker struct {
 
 func (x *Worker) Reset() {
 	*x = Worker{}
-	mi := &file_mixopt_v1_types_proto_msgTypes[13]
+	mi := &file_mixopt_v1_types_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1568,7 +1521,7 @@ func (x *Worker) String() string {
 func (*Worker) ProtoMessage() {}
 
 func (x *Worker) ProtoReflect() protoreflect.Message {
-	mi := &file_mixopt_v1_types_proto_msgTypes[13]
+	mi := &file_mixopt_v1_types_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1581,7 +1534,7 @@ func (x *Worker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Worker.ProtoReflect.Descriptor instead.
 func (*Worker) Descriptor() ([]byte, []int) {
-	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{13}
+	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Worker) GetId() uint64 {
@@ -1670,7 +1623,7 @@ type WorkerIdentity struct {
 
 func (x *WorkerIdentity) Reset() {
 	*x = WorkerIdentity{}
-	mi := &file_mixopt_v1_types_proto_msgTypes[14]
+	mi := &file_mixopt_v1_types_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1682,7 +1635,7 @@ func (x *WorkerIdentity) String() string {
 func (*WorkerIdentity) ProtoMessage() {}
 
 func (x *WorkerIdentity) ProtoReflect() protoreflect.Message {
-	mi := &file_mixopt_v1_types_proto_msgTypes[14]
+	mi := &file_mixopt_v1_types_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1695,7 +1648,7 @@ func (x *WorkerIdentity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerIdentity.ProtoReflect.Descriptor instead.
 func (*WorkerIdentity) Descriptor() ([]byte, []int) {
-	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{14}
+	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WorkerIdentity) GetKind() WorkerKind {
@@ -1743,7 +1696,7 @@ type Interpreter struct {
 
 func (x *Interpreter) Reset() {
 	*x = Interpreter{}
-	mi := &file_mixopt_v1_types_proto_msgTypes[15]
+	mi := &file_mixopt_v1_types_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1755,7 +1708,7 @@ func (x *Interpreter) String() string {
 func (*Interpreter) ProtoMessage() {}
 
 func (x *Interpreter) ProtoReflect() protoreflect.Message {
-	mi := &file_mixopt_v1_types_proto_msgTypes[15]
+	mi := &file_mixopt_v1_types_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1768,7 +1721,7 @@ func (x *Interpreter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Interpreter.ProtoReflect.Descriptor instead.
 func (*Interpreter) Descriptor() ([]byte, []int) {
-	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{15}
+	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Interpreter) GetPath() string {
@@ -1856,7 +1809,7 @@ type Recommendation struct {
 
 func (x *Recommendation) Reset() {
 	*x = Recommendation{}
-	mi := &file_mixopt_v1_types_proto_msgTypes[16]
+	mi := &file_mixopt_v1_types_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1868,7 +1821,7 @@ func (x *Recommendation) String() string {
 func (*Recommendation) ProtoMessage() {}
 
 func (x *Recommendation) ProtoReflect() protoreflect.Message {
-	mi := &file_mixopt_v1_types_proto_msgTypes[16]
+	mi := &file_mixopt_v1_types_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1881,7 +1834,7 @@ func (x *Recommendation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Recommendation.ProtoReflect.Descriptor instead.
 func (*Recommendation) Descriptor() ([]byte, []int) {
-	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{16}
+	return file_mixopt_v1_types_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Recommendation) GetStudyId() uint64 {
@@ -2102,9 +2055,7 @@ const file_mixopt_v1_types_proto_rawDesc = "" +
 	"\vwall_time_s\x18\x06 \x01(\x01R\twallTimeS\x1a7\n" +
 	"\tEvalEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"@\n" +
-	"\x0fCurvePointBatch\x12-\n" +
-	"\x06points\x18\x01 \x03(\v2\x15.mixopt.v1.CurvePointR\x06points\"N\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"N\n" +
 	"\x03Gpu\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x05R\x05index\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1d\n" +
@@ -2204,33 +2155,32 @@ func file_mixopt_v1_types_proto_rawDescGZIP() []byte {
 }
 
 var file_mixopt_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_mixopt_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_mixopt_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_mixopt_v1_types_proto_goTypes = []any{
-	(StudyState)(0),         // 0: mixopt.v1.StudyState
-	(FailureClass)(0),       // 1: mixopt.v1.FailureClass
-	(TrialState)(0),         // 2: mixopt.v1.TrialState
-	(WorkerState)(0),        // 3: mixopt.v1.WorkerState
-	(WorkerKind)(0),         // 4: mixopt.v1.WorkerKind
-	(*StudySpec)(nil),       // 5: mixopt.v1.StudySpec
-	(*WorkerSelector)(nil),  // 6: mixopt.v1.WorkerSelector
-	(*Domain)(nil),          // 7: mixopt.v1.Domain
-	(*Scale)(nil),           // 8: mixopt.v1.Scale
-	(*Mixture)(nil),         // 9: mixopt.v1.Mixture
-	(*PriorRun)(nil),        // 10: mixopt.v1.PriorRun
-	(*Objective)(nil),       // 11: mixopt.v1.Objective
-	(*Fidelity)(nil),        // 12: mixopt.v1.Fidelity
-	(*Study)(nil),           // 13: mixopt.v1.Study
-	(*Trial)(nil),           // 14: mixopt.v1.Trial
-	(*CurvePoint)(nil),      // 15: mixopt.v1.CurvePoint
-	(*CurvePointBatch)(nil), // 16: mixopt.v1.CurvePointBatch
-	(*Gpu)(nil),             // 17: mixopt.v1.Gpu
-	(*Worker)(nil),          // 18: mixopt.v1.Worker
-	(*WorkerIdentity)(nil),  // 19: mixopt.v1.WorkerIdentity
-	(*Interpreter)(nil),     // 20: mixopt.v1.Interpreter
-	(*Recommendation)(nil),  // 21: mixopt.v1.Recommendation
-	nil,                     // 22: mixopt.v1.WorkerSelector.LabelsEntry
-	nil,                     // 23: mixopt.v1.CurvePoint.EvalEntry
-	nil,                     // 24: mixopt.v1.WorkerIdentity.LabelsEntry
+	(StudyState)(0),        // 0: mixopt.v1.StudyState
+	(FailureClass)(0),      // 1: mixopt.v1.FailureClass
+	(TrialState)(0),        // 2: mixopt.v1.TrialState
+	(WorkerState)(0),       // 3: mixopt.v1.WorkerState
+	(WorkerKind)(0),        // 4: mixopt.v1.WorkerKind
+	(*StudySpec)(nil),      // 5: mixopt.v1.StudySpec
+	(*WorkerSelector)(nil), // 6: mixopt.v1.WorkerSelector
+	(*Domain)(nil),         // 7: mixopt.v1.Domain
+	(*Scale)(nil),          // 8: mixopt.v1.Scale
+	(*Mixture)(nil),        // 9: mixopt.v1.Mixture
+	(*PriorRun)(nil),       // 10: mixopt.v1.PriorRun
+	(*Objective)(nil),      // 11: mixopt.v1.Objective
+	(*Fidelity)(nil),       // 12: mixopt.v1.Fidelity
+	(*Study)(nil),          // 13: mixopt.v1.Study
+	(*Trial)(nil),          // 14: mixopt.v1.Trial
+	(*CurvePoint)(nil),     // 15: mixopt.v1.CurvePoint
+	(*Gpu)(nil),            // 16: mixopt.v1.Gpu
+	(*Worker)(nil),         // 17: mixopt.v1.Worker
+	(*WorkerIdentity)(nil), // 18: mixopt.v1.WorkerIdentity
+	(*Interpreter)(nil),    // 19: mixopt.v1.Interpreter
+	(*Recommendation)(nil), // 20: mixopt.v1.Recommendation
+	nil,                    // 21: mixopt.v1.WorkerSelector.LabelsEntry
+	nil,                    // 22: mixopt.v1.CurvePoint.EvalEntry
+	nil,                    // 23: mixopt.v1.WorkerIdentity.LabelsEntry
 }
 var file_mixopt_v1_types_proto_depIdxs = []int32{
 	7,  // 0: mixopt.v1.StudySpec.domains:type_name -> mixopt.v1.Domain
@@ -2240,27 +2190,26 @@ var file_mixopt_v1_types_proto_depIdxs = []int32{
 	6,  // 4: mixopt.v1.StudySpec.workers:type_name -> mixopt.v1.WorkerSelector
 	10, // 5: mixopt.v1.StudySpec.prior_runs:type_name -> mixopt.v1.PriorRun
 	4,  // 6: mixopt.v1.WorkerSelector.kinds:type_name -> mixopt.v1.WorkerKind
-	22, // 7: mixopt.v1.WorkerSelector.labels:type_name -> mixopt.v1.WorkerSelector.LabelsEntry
+	21, // 7: mixopt.v1.WorkerSelector.labels:type_name -> mixopt.v1.WorkerSelector.LabelsEntry
 	9,  // 8: mixopt.v1.Scale.pool:type_name -> mixopt.v1.Mixture
 	15, // 9: mixopt.v1.PriorRun.curve:type_name -> mixopt.v1.CurvePoint
 	5,  // 10: mixopt.v1.Study.spec:type_name -> mixopt.v1.StudySpec
 	0,  // 11: mixopt.v1.Study.state:type_name -> mixopt.v1.StudyState
-	21, // 12: mixopt.v1.Study.final_recommendation:type_name -> mixopt.v1.Recommendation
+	20, // 12: mixopt.v1.Study.final_recommendation:type_name -> mixopt.v1.Recommendation
 	2,  // 13: mixopt.v1.Trial.state:type_name -> mixopt.v1.TrialState
-	23, // 14: mixopt.v1.CurvePoint.eval:type_name -> mixopt.v1.CurvePoint.EvalEntry
-	15, // 15: mixopt.v1.CurvePointBatch.points:type_name -> mixopt.v1.CurvePoint
-	17, // 16: mixopt.v1.Worker.gpus:type_name -> mixopt.v1.Gpu
-	3,  // 17: mixopt.v1.Worker.state:type_name -> mixopt.v1.WorkerState
-	19, // 18: mixopt.v1.Worker.identity:type_name -> mixopt.v1.WorkerIdentity
-	4,  // 19: mixopt.v1.WorkerIdentity.kind:type_name -> mixopt.v1.WorkerKind
-	24, // 20: mixopt.v1.WorkerIdentity.labels:type_name -> mixopt.v1.WorkerIdentity.LabelsEntry
-	20, // 21: mixopt.v1.WorkerIdentity.interpreter:type_name -> mixopt.v1.Interpreter
-	0,  // 22: mixopt.v1.Recommendation.study_state:type_name -> mixopt.v1.StudyState
-	23, // [23:23] is the sub-list for method output_type
-	23, // [23:23] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	22, // 14: mixopt.v1.CurvePoint.eval:type_name -> mixopt.v1.CurvePoint.EvalEntry
+	16, // 15: mixopt.v1.Worker.gpus:type_name -> mixopt.v1.Gpu
+	3,  // 16: mixopt.v1.Worker.state:type_name -> mixopt.v1.WorkerState
+	18, // 17: mixopt.v1.Worker.identity:type_name -> mixopt.v1.WorkerIdentity
+	4,  // 18: mixopt.v1.WorkerIdentity.kind:type_name -> mixopt.v1.WorkerKind
+	23, // 19: mixopt.v1.WorkerIdentity.labels:type_name -> mixopt.v1.WorkerIdentity.LabelsEntry
+	19, // 20: mixopt.v1.WorkerIdentity.interpreter:type_name -> mixopt.v1.Interpreter
+	0,  // 21: mixopt.v1.Recommendation.study_state:type_name -> mixopt.v1.StudyState
+	22, // [22:22] is the sub-list for method output_type
+	22, // [22:22] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_mixopt_v1_types_proto_init() }
@@ -2274,7 +2223,7 @@ func file_mixopt_v1_types_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mixopt_v1_types_proto_rawDesc), len(file_mixopt_v1_types_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   20,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

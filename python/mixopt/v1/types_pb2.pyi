@@ -55,12 +55,6 @@ class CurvePoint(_message.Message):
     wall_time_s: float
     def __init__(self, seq: _Optional[int] = ..., step: _Optional[int] = ..., tokens: _Optional[int] = ..., train_loss: _Optional[float] = ..., eval: _Optional[_Mapping[str, float]] = ..., wall_time_s: _Optional[float] = ...) -> None: ...
 
-class CurvePointBatch(_message.Message):
-    __slots__ = ["points"]
-    POINTS_FIELD_NUMBER: _ClassVar[int]
-    points: _containers.RepeatedCompositeFieldContainer[CurvePoint]
-    def __init__(self, points: _Optional[_Iterable[_Union[CurvePoint, _Mapping]]] = ...) -> None: ...
-
 class Domain(_message.Message):
     __slots__ = ["max_weight", "min_weight", "name"]
     MAX_WEIGHT_FIELD_NUMBER: _ClassVar[int]
