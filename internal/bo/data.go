@@ -3,6 +3,7 @@ package bo
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 )
 
@@ -142,18 +143,56 @@ type trainingSet struct {
 	observed int
 }
 
+// trialPoints is one observation's usable curve: its valid points in ascending step, the
+// last value and the FLOPs it cost.
+type trialPoints struct {
+	obs  *Observation
+	pts  []CurvePoint
+	last float64
+	cost float64
+}
+
 // buildTraining selects and transforms the observed points. Points with a NaN or infinite
 // value (or a non-positive one when the log transform is on) are dropped, as are
 // observations whose mixture or scale does not fit the problem.
 func buildTraining(p *Problem, s *space, obs []Observation, opt dataOptions) (*trainingSet, error) {
-	type trialPts struct {
-		obs  *Observation
-		pts  []CurvePoint // valid points, ascending step
-		last float64
-		cost float64
+	trials, allPos := usableTrials(p, s, obs, opt)
+	if len(trials) == 0 {
+		return nil, ErrNoObservations
 	}
-	var trials []trialPts
-	allPos := true
+	tr := transform{log: allPos, negate: p.Maximize, sd: 1}
+	maxPts := opt.maxPoints
+	if maxPts <= 0 {
+		maxPts = 1 << 30
+	}
+	observed := len(trials)
+	if len(trials) > maxPts {
+		trials = keepTrials(trials, maxPts, tr)
+	}
+	lastOnly := func(t trialPoints) bool {
+		return opt.lastOnlyFrom > 0 && t.pts[len(t.pts)-1].Step >= opt.lastOnlyFrom
+	}
+	per := pointsPerTrialWithin(trials, opt.pointsPerTrial, maxPts, lastOnly)
+	ts := &trainingSet{tr: tr, trials: len(trials), observed: observed}
+	var raw []float64
+	for _, t := range trials {
+		n := per
+		if lastOnly(t) {
+			n = 1
+		}
+		for _, c := range pickLogSpaced(t.pts, n) {
+			ts.x = append(ts.x, s.point(t.obs.Mixture, t.obs.Scale, c.Step))
+			raw = append(raw, windowMean(t.pts, c.Step))
+		}
+	}
+	ts.y, ts.tr.mean, ts.tr.sd = standardise(raw, tr)
+	return ts, nil
+}
+
+// usableTrials keeps the observations that fit the problem (and opt.scales) with their
+// valid points; allPos says whether every kept value is positive (the log transform).
+func usableTrials(p *Problem, s *space, obs []Observation, opt dataOptions) (trials []trialPoints, allPos bool) {
+	allPos = true
 	for i := range obs {
 		o := &obs[i]
 		if len(o.Mixture) != s.k || o.Scale < 0 || o.Scale >= len(p.Scales) {
@@ -162,13 +201,7 @@ func buildTraining(p *Problem, s *space, obs []Observation, opt dataOptions) (*t
 		if opt.scales != nil && !opt.scales[o.Scale] {
 			continue
 		}
-		okMix := true
-		for _, w := range o.Mixture {
-			if math.IsNaN(w) || math.IsInf(w, 0) {
-				okMix = false
-			}
-		}
-		if !okMix {
+		if slices.ContainsFunc(o.Mixture, func(w float64) bool { return math.IsNaN(w) || math.IsInf(w, 0) }) {
 			continue
 		}
 		var pts []CurvePoint
@@ -186,49 +219,45 @@ func buildTraining(p *Problem, s *space, obs []Observation, opt dataOptions) (*t
 		}
 		sort.SliceStable(pts, func(a, b int) bool { return pts[a].Step < pts[b].Step })
 		last := pts[len(pts)-1]
-		trials = append(trials, trialPts{obs: o, pts: pts, last: last.Value,
+		trials = append(trials, trialPoints{obs: o, pts: pts, last: last.Value,
 			cost: p.Scales[o.Scale].FlopsPerStep * float64(last.Step)})
 	}
-	if len(trials) == 0 {
-		return nil, ErrNoObservations
+	return trials, allPos
+}
+
+// keepTrials keeps maxPts trials, in their order: the most expensive fidelities and the
+// best values, half each.
+func keepTrials(trials []trialPoints, maxPts int, tr transform) []trialPoints {
+	idx := make([]int, len(trials))
+	for i := range idx {
+		idx[i] = i
 	}
-	tr := transform{log: allPos, negate: p.Maximize, sd: 1}
-	maxPts := opt.maxPoints
-	if maxPts <= 0 {
-		maxPts = 1 << 30
+	keep := map[int]bool{}
+	sort.SliceStable(idx, func(a, b int) bool { return trials[idx[a]].cost > trials[idx[b]].cost })
+	for _, i := range idx[:maxPts/2] {
+		keep[i] = true
 	}
-	observed := len(trials)
-	if len(trials) > maxPts {
-		// Keep the best values and the most expensive fidelities, half each.
-		idx := make([]int, len(trials))
-		for i := range idx {
-			idx[i] = i
+	sort.SliceStable(idx, func(a, b int) bool {
+		return tr.forward(trials[idx[a]].last) < tr.forward(trials[idx[b]].last)
+	})
+	for _, i := range idx {
+		if len(keep) >= maxPts {
+			break
 		}
-		keep := map[int]bool{}
-		sort.SliceStable(idx, func(a, b int) bool { return trials[idx[a]].cost > trials[idx[b]].cost })
-		for _, i := range idx[:maxPts/2] {
-			keep[i] = true
-		}
-		sort.SliceStable(idx, func(a, b int) bool {
-			return tr.forward(trials[idx[a]].last) < tr.forward(trials[idx[b]].last)
-		})
-		for _, i := range idx {
-			if len(keep) >= maxPts {
-				break
-			}
-			keep[i] = true
-		}
-		var kept []trialPts
-		for i := range trials {
-			if keep[i] {
-				kept = append(kept, trials[i])
-			}
-		}
-		trials = kept
+		keep[i] = true
 	}
-	lastOnly := func(t trialPts) bool {
-		return opt.lastOnlyFrom > 0 && t.pts[len(t.pts)-1].Step >= opt.lastOnlyFrom
+	var kept []trialPoints
+	for i := range trials {
+		if keep[i] {
+			kept = append(kept, trials[i])
+		}
 	}
+	return kept
+}
+
+// pointsPerTrialWithin is the most points per trial, from want down to one, whose total
+// stays within maxPts (a last-only trial gives one point whatever the count).
+func pointsPerTrialWithin(trials []trialPoints, want, maxPts int, lastOnly func(trialPoints) bool) int {
 	points := func(per int) int {
 		n := 0
 		for _, t := range trials {
@@ -240,47 +269,34 @@ func buildTraining(p *Problem, s *space, obs []Observation, opt dataOptions) (*t
 		}
 		return n
 	}
-	per := opt.pointsPerTrial
-	if per < 1 {
-		per = 1
-	}
+	per := max(want, 1)
 	for per > 1 && points(per) > maxPts {
 		per--
 	}
-	ts := &trainingSet{tr: tr, trials: len(trials), observed: observed}
-	var raw []float64
-	for _, t := range trials {
-		n := per
-		if lastOnly(t) {
-			n = 1
-		}
-		for _, c := range pickLogSpaced(t.pts, n) {
-			ts.x = append(ts.x, s.point(t.obs.Mixture, t.obs.Scale, c.Step))
-			raw = append(raw, windowMean(t.pts, c.Step))
-		}
-	}
-	// Standardise after the log: mean 0, standard deviation 1 (1 when all are equal).
+	return per
+}
+
+// standardise maps raw values through tr's log and sign, then to mean 0 and standard
+// deviation 1 (1 when all are equal); it returns the values with the mean and sd used.
+func standardise(raw []float64, tr transform) (y []float64, mean, sd float64) {
 	z := make([]float64, len(raw))
-	m := 0.0
 	for i, v := range raw {
 		z[i] = transform{log: tr.log, negate: tr.negate, sd: 1}.forward(v)
-		m += z[i]
+		mean += z[i]
 	}
-	m /= float64(len(z))
-	sd := 0.0
+	mean /= float64(len(z))
 	for _, v := range z {
-		sd += (v - m) * (v - m)
+		sd += (v - mean) * (v - mean)
 	}
 	sd = math.Sqrt(sd / float64(len(z)))
 	if !(sd > 1e-9) {
 		sd = 1
 	}
-	ts.tr.mean, ts.tr.sd = m, sd
-	ts.y = make([]float64, len(z))
+	y = make([]float64, len(z))
 	for i, v := range z {
-		ts.y[i] = (v - m) / sd
+		y[i] = (v - mean) / sd
 	}
-	return ts, nil
+	return y, mean, sd
 }
 
 // windowMean averages the curve's points within ±5% of step (in log step). A curve is
