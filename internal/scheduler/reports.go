@@ -177,8 +177,8 @@ func (s *Scheduler) FailTrial(_ context.Context, h AttemptClaim, reason string, 
 	if reason == "" {
 		return fmt.Errorf("reason: missing: %w", ErrInvalid)
 	}
-	if len(reason) > 4096 {
-		reason = reason[:4096]
+	if len(reason) > MaxReasonBytes {
+		return fmt.Errorf("reason: %d bytes, more than %d: %w", len(reason), MaxReasonBytes, ErrInvalid)
 	}
 	if class == pb.FailureClass_FAILURE_CLASS_UNSPECIFIED {
 		class = pb.FailureClass_FAILURE_CLASS_OTHER

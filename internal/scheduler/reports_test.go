@@ -178,6 +178,8 @@ func TestFailTrial(t *testing.T) {
 
 	err := e.s.FailTrial(ctx, h, "", pb.FailureClass_FAILURE_CLASS_OOM)
 	wantErr(t, err, ErrInvalid, "fail without a reason")
+	err = e.s.FailTrial(ctx, h, strings.Repeat("x", MaxReasonBytes+1), pb.FailureClass_FAILURE_CLASS_OOM)
+	wantErr(t, err, ErrInvalid, "fail with a reason over the limit")
 	err = e.s.FailTrial(ctx, AttemptClaim{w, a.Trial.Id, "other", 1}, "boom", pb.FailureClass_FAILURE_CLASS_OOM)
 	wantErr(t, err, ErrStaleLease, "fail with a wrong lease")
 	if err := e.s.FailTrial(ctx, h, "CUDA out of memory", pb.FailureClass_FAILURE_CLASS_OOM); err != nil {

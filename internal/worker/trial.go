@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
@@ -176,10 +177,27 @@ func (t *trialRun) fail(ctx context.Context, runErr error) {
 	t.call(ctx, func(c context.Context) error {
 		_, err := t.agent.client.FailTrial(c, &pb.FailTrialRequest{
 			WorkerId: t.agent.id(), TrialId: t.a.Trial.Id, LeaseId: t.a.LeaseId, Attempt: t.a.Attempt,
-			Reason: runErr.Error(), FailureClass: class,
+			Reason: boundReason(runErr.Error()), FailureClass: class,
 		})
 		return err
 	})
+}
+
+// maxReasonBytes is the coordinator's bound on a failure reason (scheduler.MaxReasonBytes):
+// a longer one would be refused, and the failure lost until the lease lapsed.
+const maxReasonBytes = 16 << 10
+
+// boundReason cuts a failure reason to maxReasonBytes at a character boundary.
+func boundReason(s string) string {
+	const mark = " …"
+	if len(s) <= maxReasonBytes {
+		return s
+	}
+	n := maxReasonBytes - len(mark)
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + mark
 }
 
 // sendUntilDrained reports queued points until the runner has finished and everything it
