@@ -89,6 +89,17 @@ var palette = []color.Color{
 	color.RGBA{0xff, 0x7f, 0x0e, 255}, color.RGBA{0x94, 0x67, 0xbd, 255}, color.RGBA{0x8c, 0x56, 0x4b, 255},
 }
 
+// widenLog gives a log axis a range it can draw: a single value (every regret zero, so at
+// the floor) would otherwise be padded by ±1 into negative values.
+func widenLog(a *plot.Axis, floor float64) {
+	if !(a.Min > 0) || math.IsInf(a.Min, 0) || math.IsInf(a.Max, 0) {
+		a.Min, a.Max = floor, 1
+	}
+	if !(a.Min < a.Max) {
+		a.Min, a.Max = a.Min/10, a.Max*10
+	}
+}
+
 func plotSetting(path string, res *Result, st Setting, sums []PolicySummary) error {
 	p := plot.New()
 	p.Title.Text = fmt.Sprintf("%s %s regret at the target (%s), median and IQR", res.World, res.Objective, st)
@@ -132,6 +143,8 @@ func plotSetting(path string, res *Result, st Setting, sums []PolicySummary) err
 		}
 	}
 	p.Legend.Top = true
+	widenLog(&p.X, floor)
+	widenLog(&p.Y, floor)
 	if err := p.Save(8*vg.Inch, 5*vg.Inch, path); err != nil {
 		return fmt.Errorf("save plot %s: %w", strings.TrimSpace(path), err)
 	}

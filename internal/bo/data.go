@@ -16,8 +16,6 @@ type space struct {
 	scaleU             []float64 // us per scale index
 	target             Trial     // mixture nil
 	targetUS, targetUT float64
-	// sqrtWeights gives the GP √w for the mixture w (see MFConfig.Hellinger).
-	sqrtWeights bool
 }
 
 func newSpace(p *Problem) (*space, error) {
@@ -72,7 +70,7 @@ func (s *space) stepU(step int64) float64 {
 // point is the GP input of mixture w at (scale, step).
 func (s *space) point(w []float64, scale int, step int64) []float64 {
 	x := make([]float64, s.k+2)
-	s.weights(x, w)
+	copy(x, w)
 	x[s.k] = s.scaleU[scale]
 	x[s.k+1] = s.stepU(step)
 	return x
@@ -81,29 +79,10 @@ func (s *space) point(w []float64, scale int, step int64) []float64 {
 // targetPoint is the GP input of mixture w at the target fidelity.
 func (s *space) targetPoint(w []float64) []float64 {
 	x := make([]float64, s.k+2)
-	s.weights(x, w)
+	copy(x, w)
 	x[s.k] = s.targetUS
 	x[s.k+1] = s.targetUT
 	return x
-}
-
-// weights writes the mixture coordinates of w into x.
-func (s *space) weights(x, w []float64) {
-	copy(x, w)
-	if s.sqrtWeights {
-		for i := range s.k {
-			x[i] = math.Sqrt(math.Max(w[i], 0))
-		}
-	}
-}
-
-// centre is the GP coordinate of every mixture weight at the simplex's centre.
-func (s *space) centre() float64 {
-	c := 1 / float64(s.k)
-	if s.sqrtWeights {
-		c = math.Sqrt(c)
-	}
-	return c
 }
 
 // transform maps raw objective values to what the GP models, "smaller is better": the log

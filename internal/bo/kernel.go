@@ -27,8 +27,6 @@ type kernel struct {
 	noTrend bool
 	// tilt adds the third term, the fidelity-dependent linear tilt.
 	tilt bool
-	// centre is the mixture coordinate of the simplex's centre, where the tilt is zero.
-	centre float64
 }
 
 func (kn kernel) iLW(d int) int { return d }
@@ -154,7 +152,7 @@ func (kn kernel) cov(p *params, a, b []float64) float64 {
 
 // linear is (a−c)·(b−c) over the mixture coordinates, c the simplex's centre.
 func (kn kernel) linear(a, b []float64) float64 {
-	c := kn.centre
+	c := 1 / float64(kn.k)
 	s := 0.0
 	for d := 0; d < kn.k; d++ {
 		s += (a[d] - c) * (b[d] - c)

@@ -70,10 +70,6 @@ type MFConfig struct {
 	// runs far from every good mixture (regret > 0.02), where the target's variance is high
 	// only because no target run has been there.
 	TrustRadius, TrustCost float64
-	// Hellinger gives the GP √w for each weight w: the Euclidean distance between two
-	// mixtures is then their Hellinger distance, so a domain left out (0) lies far from one
-	// given 1%, as it does for the losses on that domain.
-	Hellinger bool
 }
 
 // MF is a Gaussian-process policy over (mixture, scale, steps).
@@ -178,7 +174,7 @@ func (s mfState) encode() []byte {
 }
 
 func (m *MF) model(s *space) model {
-	return model{kn: kernel{k: s.k, noTrend: m.cfg.Product, tilt: m.cfg.Tilt, centre: s.centre()}}
+	return model{kn: kernel{k: s.k, noTrend: m.cfg.Product, tilt: m.cfg.Tilt}}
 }
 
 func (m *MF) dataOpts(p *Problem, maxPts int) dataOptions {
@@ -269,7 +265,6 @@ func (m *MF) condition(req *Request, allowFit bool) (*conditioned, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.sqrtWeights = m.cfg.Hellinger
 	obs := req.Observations
 	if fin := finishedObservations(req); m.cfg.RunningAsPending && len(fin) > 0 {
 		obs = fin // until a trial finishes, the partial curves are all there is
@@ -452,12 +447,17 @@ func (m *MF) limitCheap(req *Request, fids []fidelity) []fidelity {
 		return fids
 	}
 	var out []fidelity
+	belowTarget := false
 	for _, f := range fids {
 		if f.cost >= m.cfg.CheapCost {
 			out = append(out, f)
+			belowTarget = belowTarget || f.scale != p.TargetScale
 		}
 	}
-	if len(out) == 0 {
+	if !belowTarget {
+		// The rule buys mid-scale runs instead of crumbs. Where every scale below the
+		// target is cheap (RegMix's 1M and 60M against 1B), it would force every fifth
+		// trial to the target, before the cheap runs could say which mixtures deserve it.
 		return fids
 	}
 	return out

@@ -354,6 +354,13 @@ func TestLimitCheap(t *testing.T) {
 			t.Errorf("fidelity %+v kept after the streak", f)
 		}
 	}
+	// Where only the target is dear (every smaller scale is cheap), the streak forces
+	// nothing: the rule would send every fourth trial to the target.
+	req.Problem.Scales[1].FlopsPerStep = req.Problem.Scales[0].FlopsPerStep
+	fids = m.fidelities(&req.Problem)
+	if got := m.limitCheap(&req, fids); len(got) != len(fids) {
+		t.Errorf("only the target dear: %d of %d fidelities kept", len(got), len(fids))
+	}
 }
 
 // The trust region admits any mixture at a fidelity cheaper than TrustCost and, at dearer
