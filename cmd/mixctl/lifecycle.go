@@ -228,7 +228,7 @@ func parseMixture(s string, spec *pb.StudySpec) ([]float64, error) {
 				}
 			}
 			if pos < 0 {
-				return nil, usageError{fmt.Errorf("--mixture: %q is not a domain of the study (%s)", name, strings.Join(domainList(spec), ", "))}
+				return nil, usageError{fmt.Errorf("--mixture: %q is not a domain of the study (%s)", name, strings.Join(domainNames(spec), ", "))}
 			}
 			if seen[pos] {
 				return nil, usageError{fmt.Errorf("--mixture: %s given twice", name)}
@@ -244,17 +244,9 @@ func parseMixture(s string, spec *pb.StudySpec) ([]float64, error) {
 	}
 	if named && len(seen) != len(spec.Domains) {
 		return nil, usageError{fmt.Errorf("--mixture: %d of the study's %d domains named (%s); name them all",
-			len(seen), len(spec.Domains), strings.Join(domainList(spec), ", "))}
+			len(seen), len(spec.Domains), strings.Join(domainNames(spec), ", "))}
 	}
 	return out, nil
-}
-
-func domainList(spec *pb.StudySpec) []string {
-	out := make([]string, len(spec.Domains))
-	for i, d := range spec.Domains {
-		out[i] = d.Name
-	}
-	return out
 }
 
 func (c *cli) workerForgetCmd() *cobra.Command {

@@ -1,9 +1,12 @@
 package benchmark
 
 import (
+	"math"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"gonum.org/v1/plot"
 )
 
 // A policy whose regret is zero at every cost (a pool world's easy objective) is drawn at
@@ -17,5 +20,15 @@ func TestPlotAllZeroRegret(t *testing.T) {
 	}
 	if fi, err := os.Stat(path); err != nil || fi.Size() == 0 {
 		t.Fatalf("plot not written: %v", err)
+	}
+	// The axis a single value gets: a decade either side; an empty axis gets [floor, 1].
+	for _, c := range []struct{ min, max, wantMin, wantMax float64 }{
+		{1e-5, 1e-5, 1e-6, 1e-4}, {math.Inf(1), math.Inf(-1), 1e-5, 1}, {0, 0.3, 1e-5, 1}, {0.01, 0.2, 0.01, 0.2},
+	} {
+		a := plot.Axis{Min: c.min, Max: c.max}
+		widenLog(&a, 1e-5)
+		if math.Abs(a.Min-c.wantMin) > 1e-12 || math.Abs(a.Max-c.wantMax) > 1e-12 {
+			t.Errorf("widenLog [%g, %g] = [%g, %g], want [%g, %g]", c.min, c.max, a.Min, a.Max, c.wantMin, c.wantMax)
+		}
 	}
 }

@@ -174,7 +174,7 @@ func (r RegMix) Next(_ context.Context, req Request) (Decision, error) {
 	if p.pooled(small) {
 		quota = min(quota, len(p.Scales[small].Pool))
 	}
-	x, _ := proxyData(&req, small)
+	x, y := proxyData(&req, small)
 	wantProxy := small != p.TargetScale && (proxies < quota || len(x) < minProxyFit)
 	if wantProxy && p.Cost(proxy) <= p.BudgetLeft {
 		if p.pooled(small) {
@@ -190,7 +190,7 @@ func (r RegMix) Next(_ context.Context, req Request) (Decision, error) {
 	if p.Cost(target) > p.BudgetLeft {
 		return Decision{}, ErrNoTrialFits
 	}
-	ranked, _ := r.rank(&req, small)
+	ranked, _ := r.rank(&req, x, y)
 	for _, w := range ranked {
 		if !r.ranAtTarget(&req, w) {
 			target.Mixture = append([]float64(nil), w...)
@@ -229,10 +229,9 @@ func (RegMix) ranAtTarget(req *Request, w []float64) bool {
 // rank orders the recommendable mixtures (the target pool, or fixed draws around the token
 // distribution plus the proxy mixtures) by the regression's prediction, best first, with
 // the best prediction in the objective's units. It returns nil when there are too few
-// proxy runs to fit.
-func (r RegMix) rank(req *Request, small int) (ranked [][]float64, predictedBest float64) {
+// proxy runs to fit. x and y are the proxy runs (proxyData).
+func (r RegMix) rank(req *Request, x [][]float64, y []float64) (ranked [][]float64, predictedBest float64) {
 	p := &req.Problem
-	x, y := proxyData(req, small)
 	if len(x) < minProxyFit {
 		return nil, 0
 	}
@@ -287,7 +286,8 @@ func (r RegMix) Predicted(req Request) (Recommendation, error) {
 	if err := checkProblem(p); err != nil {
 		return Recommendation{}, err
 	}
-	ranked, v := r.rank(&req, smallestScale(p))
+	x, y := proxyData(&req, smallestScale(p))
+	ranked, v := r.rank(&req, x, y)
 	if len(ranked) == 0 {
 		return Recommendation{}, ErrNoObservations
 	}

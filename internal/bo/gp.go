@@ -85,9 +85,8 @@ func newGP(m model, theta []float64, x [][]float64, y []float64) (*gp, error) {
 	}
 	g := &gp{m: m, theta: append([]float64(nil), theta...), p: p, x: x, jitter: jitter}
 	g.chol = *chol
-	r := y
 	var a mat.VecDense
-	if err := g.chol.SolveVecTo(&a, mat.NewVecDense(len(r), r)); err != nil && !isCondWarning(err) {
+	if err := g.chol.SolveVecTo(&a, mat.NewVecDense(len(y), y)); err != nil && !isCondWarning(err) {
 		return nil, fmt.Errorf("solve for weights: %w", err)
 	}
 	g.alpha = append([]float64(nil), a.RawVector().Data...)
@@ -176,13 +175,12 @@ func (m model) logML(theta []float64, x [][]float64, y []float64, grad []float64
 		return math.Inf(-1), err
 	}
 	_ = jitter
-	r := y
 	var av mat.VecDense
-	if err := chol.SolveVecTo(&av, mat.NewVecDense(n, r)); err != nil && !isCondWarning(err) {
+	if err := chol.SolveVecTo(&av, mat.NewVecDense(n, y)); err != nil && !isCondWarning(err) {
 		return math.Inf(-1), err
 	}
 	alpha := av.RawVector().Data
-	f := -0.5*mat.Dot(mat.NewVecDense(n, r), &av) - 0.5*chol.LogDet() - 0.5*float64(n)*math.Log(2*math.Pi)
+	f := -0.5*mat.Dot(mat.NewVecDense(n, y), &av) - 0.5*chol.LogDet() - 0.5*float64(n)*math.Log(2*math.Pi)
 	if grad == nil {
 		return f, nil
 	}

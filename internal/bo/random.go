@@ -2,7 +2,6 @@ package bo
 
 import (
 	"context"
-	"fmt"
 	"math"
 	"math/rand/v2"
 )
@@ -18,15 +17,11 @@ func (Random) Name() string { return "random" }
 func (Random) Next(_ context.Context, req Request) (Decision, error) {
 	p := &req.Problem
 	t := Trial{Scale: p.TargetScale, Steps: p.TargetSteps}
-	if p.TargetScale < 0 || p.TargetScale >= len(p.Scales) || len(p.Lower) != len(p.Domains) || len(p.Upper) != len(p.Domains) {
-		return Decision{}, fmt.Errorf("problem: target scale %d of %d, %d domains with %d/%d bounds",
-			p.TargetScale, len(p.Scales), len(p.Domains), len(p.Lower), len(p.Upper))
+	if err := checkProblem(p); err != nil {
+		return Decision{}, err
 	}
 	if p.Cost(t) > p.BudgetLeft {
 		return Decision{}, ErrNoTrialFits
-	}
-	if err := checkPools(p); err != nil {
-		return Decision{}, err
 	}
 	rng := DecisionRand(p.Seed, req.Decision)
 	if p.pooled(p.TargetScale) {

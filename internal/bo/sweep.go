@@ -12,20 +12,21 @@ func (m *MF) sweepPick(req *Request) (w []float64, ok bool) {
 	if !m.cfg.MultiScale || m.cfg.MaxPoints <= 0 {
 		return nil, false
 	}
-	sweep, runs := -1, 0
+	var x [][]float64
+	var y []float64
 	for sc := range p.Scales {
 		if sc == p.TargetScale {
 			continue
 		}
-		if x, _ := proxyData(req, sc); len(x) > runs {
-			sweep, runs = sc, len(x)
+		if sx, sy := proxyData(req, sc); len(sx) > len(x) {
+			x, y = sx, sy
 		}
 	}
-	if runs <= m.cfg.MaxPoints {
+	if len(x) <= m.cfg.MaxPoints {
 		return nil, false
 	}
 	r := NewRegMix()
-	ranked, _ := r.rank(req, sweep)
+	ranked, _ := r.rank(req, x, y)
 	for _, w := range ranked {
 		if !r.ranAtTarget(req, w) {
 			return append([]float64(nil), w...), true

@@ -99,10 +99,17 @@ func TestStoreWriteFailureKeepsTrialsAlive(t *testing.T) {
 		return running == workers
 	})
 	db.SetWriteFault(func() error { return syscall.ENOSPC })
-	time.Sleep(2 * time.Second) // the outage; what it must not do is measured below, not timed
-	h, err := control.GetStoreHealth(ctx, &pb.GetStoreHealthRequest{})
-	if err != nil || h.WriteFailures == 0 || h.LastWriteOkUnixMs > h.LastWriteErrorUnixMs {
-		t.Fatalf("store health during the outage = %v, %v; want failures and no success since", h, err)
+	// The outage lasts at least 2 s and until the store has refused some writes: what it must
+	// not do is measured below, not timed.
+	outageEnd := time.Now().Add(2 * time.Second)
+	var h *pb.GetStoreHealthResponse
+	waitFor(t, 60*time.Second, func() bool {
+		var err error
+		h, err = control.GetStoreHealth(ctx, &pb.GetStoreHealthRequest{})
+		return err == nil && h.WriteFailures > 0 && time.Now().After(outageEnd)
+	})
+	if h.LastWriteOkUnixMs > h.LastWriteErrorUnixMs {
+		t.Fatalf("store health during the outage = %v; want no success since the failures", h)
 	}
 	db.SetWriteFault(nil)
 

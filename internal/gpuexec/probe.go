@@ -201,7 +201,7 @@ func parseProbe(python string, out []byte) (Interpreter, error) {
 			return bad("%s version %q is not a version", name, s)
 		}
 	}
-	clip := func(s string) string { return truncateUTF8(strings.TrimSpace(s), maxProbeString) }
+	clip := func(s string) string { return TruncateUTF8(strings.TrimSpace(s), maxProbeString) }
 	in := Interpreter{
 		Path: python, PythonVersion: w.Python, TorchVersion: w.Torch, TorchError: clip(w.TorchError),
 		CUDAVersion: w.CUDA, CUDAAvailable: w.CUDAAvailable,

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // Every process of a run carries RunTokenEnv=<random token> in its environment, inherited by
@@ -217,6 +218,36 @@ func (t *procTree) members() ([]procInfo, error) {
 	}
 	return live, nil
 }
+
+// StopProcesses stops a run from outside the process that started it (the worker's fence
+// watchdog, when the worker is frozen or dead): SIGTERM to the process group pgid (train.py
+// checkpoints; torchrun forwards it to its ranks), and after grace SIGKILL to every process
+// of the run — the group, its descendants and the processes carrying the run's token
+// (torchrun's ranks in sessions of their own), as [Run.Stop] does.
+func StopProcesses(pgid int, token string, grace time.Duration) error {
+	tree := newProcTree(procFS{root: "/proc"}, pgid, token)
+	if ms, err := tree.members(); err != nil || len(ms) == 0 {
+		return err
+	}
+	_ = syscall.Kill(-pgid, syscall.SIGTERM) // the group may be gone and its ranks not
+	for end := time.Now().Add(grace); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if ms, err := tree.members(); err == nil && len(ms) == 0 {
+			return nil
+		}
+	}
+	killed, err := tree.kill()
+	// SIGKILL is delivered, not awaited: the run's memory (and GPUs) are free only once
+	// its processes have gone.
+	for end := time.Now().Add(stopProcessesKillWait); len(tree.left(killed)) > 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(end) {
+			return errors.Join(err, fmt.Errorf("processes %v outlived SIGKILL by %v", pids(tree.left(killed)), stopProcessesKillWait))
+		}
+	}
+	return err
+}
+
+// stopProcessesKillWait bounds StopProcesses' wait for SIGKILLed processes to go.
+const stopProcessesKillWait = 5 * time.Second
 
 // maxFreezeRounds bounds the rescans while stopping: each round stops what the last found,
 // and stopped processes cannot start new ones.

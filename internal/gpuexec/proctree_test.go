@@ -104,6 +104,36 @@ func TestStopEndsRanksInOtherSessions(t *testing.T) {
 	}
 }
 
+// StopProcesses, called by a process that did not start the run (the fence watchdog),
+// ends the ranks in other sessions too, from the group's id and the run's token alone.
+func TestStopProcessesEndsRanksInOtherSessions(t *testing.T) {
+	spec := fakeSpec(t, "torchrun")
+	pidFile := filepath.Join(t.TempDir(), "pids")
+	spec.Env["GPUEXEC_PIDFILE"] = pidFile
+	run, err := Launch(context.Background(), spec, LaunchOptions{KillWait: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for range run.Events() {
+		}
+	}()
+	ranks := readPids(t, pidFile)
+	if err := StopProcesses(run.Pid(), run.Token(), 100*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	for _, pid := range ranks {
+		if alive(pid) {
+			t.Errorf("rank %d outlived StopProcesses", pid)
+		}
+	}
+	run.Wait()
+	// A run with nothing left is no error.
+	if err := StopProcesses(run.Pid(), run.Token(), 100*time.Millisecond); err != nil {
+		t.Errorf("stopping an ended run: %v", err)
+	}
+}
+
 // torchrun crashing leaves its ranks as orphans of init; the run's token still finds them,
 // and Wait reports only once they are gone.
 func TestCrashedLauncherLeavesNoRanks(t *testing.T) {

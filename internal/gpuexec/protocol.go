@@ -346,12 +346,13 @@ func parseWarning(w *wire, ev *Event) error {
 	if w.Message == nil {
 		return protocolError("warning event without message")
 	}
-	ev.Warning = &WarningInfo{Code: w.Code, Message: truncateUTF8(*w.Message, MaxWarningBytes)}
+	ev.Warning = &WarningInfo{Code: w.Code, Message: TruncateUTF8(*w.Message, MaxWarningBytes)}
 	return nil
 }
 
-// truncateUTF8 cuts s to at most n bytes without splitting a character.
-func truncateUTF8(s string, n int) string {
+// TruncateUTF8 cuts s to at most n bytes without splitting a character and marks the cut
+// with "…" (3 bytes more); a string of at most n bytes is returned as is.
+func TruncateUTF8(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}

@@ -44,6 +44,10 @@ type LaunchOptions struct {
 	leftoverPoll time.Duration
 }
 
+// DefaultStopGrace is how long a stopped run may take to checkpoint and exit after
+// SIGTERM before it is killed, when LaunchOptions.StopGrace is not set.
+const DefaultStopGrace = 30 * time.Second
+
 func (o *LaunchOptions) defaults() {
 	if o.StderrTailBytes <= 0 {
 		o.StderrTailBytes = 64 << 10
@@ -55,7 +59,7 @@ func (o *LaunchOptions) defaults() {
 		o.EventBuffer = 256
 	}
 	if o.StopGrace <= 0 {
-		o.StopGrace = 30 * time.Second
+		o.StopGrace = DefaultStopGrace
 	}
 	if o.KillWait <= 0 {
 		o.KillWait = 10 * time.Second
@@ -185,6 +189,7 @@ type Run struct {
 	stopReq atomic.Bool
 	treeMu  sync.Mutex // serialises tree, used by Stop and supervise
 	tree    *procTree
+	token   string // RunTokenEnv's value in the run's environment
 	start   time.Time
 	stderr  *tailBuffer
 
@@ -251,6 +256,7 @@ func Launch(ctx context.Context, spec TrainSpec, opts LaunchOptions) (*Run, erro
 	r.cmd = cmd
 	r.pgid = cmd.Process.Pid // Setpgid with Pgid 0 makes the child its group's leader
 	r.tree = newProcTree(opts.procs, r.pgid, token)
+	r.token = token
 	go r.supervise()
 	go func() {
 		select {
@@ -265,6 +271,10 @@ func Launch(ctx context.Context, spec TrainSpec, opts LaunchOptions) (*Run, erro
 
 // Pid is the child's process id, which is also its process group id.
 func (r *Run) Pid() int { return r.pgid }
+
+// Token is the run's [RunTokenEnv] value, by which a process that did not start the run (the
+// worker's fence watchdog) finds all of it: see [StopProcesses].
+func (r *Run) Token() string { return r.token }
 
 // Events delivers parsed protocol events in order and is closed when stdout ends. Callers
 // must drain it: a full channel blocks the child's stdout.

@@ -108,8 +108,8 @@ func validatePoints(points []*pb.CurvePoint) error {
 	if len(points) == 0 {
 		return fmt.Errorf("points: empty batch: %w", ErrInvalid)
 	}
-	if len(points) > 10_000 {
-		return fmt.Errorf("points: %d in one batch, at most 10000: %w", len(points), ErrInvalid)
+	if len(points) > MaxPointsPerReport {
+		return fmt.Errorf("points: %d in one batch, at most %d: %w", len(points), MaxPointsPerReport, ErrInvalid)
 	}
 	for i, p := range points {
 		switch {
@@ -121,11 +121,11 @@ func validatePoints(points []*pb.CurvePoint) error {
 			return fmt.Errorf("points[%d].step: negative: %w", i, ErrInvalid)
 		case i > 0 && p.Seq <= points[i-1].Seq:
 			return fmt.Errorf("points[%d].seq: not ascending: %w", i, ErrInvalid)
-		case math.IsNaN(p.WallTimeS) || p.WallTimeS < 0:
+		case !(p.WallTimeS >= 0 && p.WallTimeS <= MaxWallTimeS):
 			return fmt.Errorf("points[%d].wall_time_s: %v is not a time: %w", i, p.WallTimeS, ErrInvalid)
 		}
-		if len(p.Eval) > 256 {
-			return fmt.Errorf("points[%d].eval: %d metrics, at most 256: %w", i, len(p.Eval), ErrInvalid)
+		if len(p.Eval) > MaxEvalMetrics {
+			return fmt.Errorf("points[%d].eval: %d metrics, at most %d: %w", i, len(p.Eval), MaxEvalMetrics, ErrInvalid)
 		}
 	}
 	return nil

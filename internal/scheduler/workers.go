@@ -33,14 +33,14 @@ type Registration struct {
 // leases it says it holds; the trials it no longer runs are requeued at once rather than
 // after their leases expire. An unknown non-zero id gets a fresh one.
 func (s *Scheduler) Register(_ context.Context, r Registration) (uint64, error) {
-	if r.Hostname == "" || len(r.Hostname) > 255 {
-		return 0, fmt.Errorf("hostname: must be 1-255 characters: %w", ErrInvalid)
+	if r.Hostname == "" || len(r.Hostname) > MaxHostnameBytes {
+		return 0, fmt.Errorf("hostname: must be 1-%d bytes: %w", MaxHostnameBytes, ErrInvalid)
 	}
-	if r.SimulatedCapacity < 0 || r.SimulatedCapacity > 10_000 {
-		return 0, fmt.Errorf("simulated_capacity: %d out of range (0 to 10000): %w", r.SimulatedCapacity, ErrInvalid)
+	if r.SimulatedCapacity < 0 || r.SimulatedCapacity > MaxSimulatedCapacity {
+		return 0, fmt.Errorf("simulated_capacity: %d out of range (0 to %d): %w", r.SimulatedCapacity, MaxSimulatedCapacity, ErrInvalid)
 	}
-	if len(r.GPUs) > 1024 {
-		return 0, fmt.Errorf("gpus: %d, at most 1024: %w", len(r.GPUs), ErrInvalid)
+	if len(r.GPUs) > MaxGPUsPerWorker {
+		return 0, fmt.Errorf("gpus: %d, at most %d: %w", len(r.GPUs), MaxGPUsPerWorker, ErrInvalid)
 	}
 	seenIndex := map[int32]bool{}
 	for i, g := range r.GPUs {
@@ -55,8 +55,8 @@ func (s *Scheduler) Register(_ context.Context, r Registration) (uint64, error) 
 	if err := CheckIdentity(r.Identity); err != nil {
 		return 0, err
 	}
-	if len(r.Claims) > 100_000 {
-		return 0, fmt.Errorf("leases: %d, at most 100000: %w", len(r.Claims), ErrInvalid)
+	if len(r.Claims) > MaxHeldLeases {
+		return 0, fmt.Errorf("leases: %d, at most %d: %w", len(r.Claims), MaxHeldLeases, ErrInvalid)
 	}
 	stillHeld := map[uint64]string{}
 	for _, h := range r.Claims {

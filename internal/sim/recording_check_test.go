@@ -2,6 +2,7 @@ package sim
 
 import (
 	"bytes"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -91,6 +92,28 @@ z,1M,1e6,10,0.333,0.666,3.2,3.1
 	rec, err := ReadRecording(&buf, "converted")
 	if err != nil || len(rec.Runs()) != 2 {
 		t.Fatalf("converted recording: %v", err)
+	}
+	// A bad tokens_per_step or flops_per_step cell is reported, not read as 0.
+	cells := `run_id,scale,params,step,w_a,w_b,loss,ce,tokens_per_step,flops_per_step
+x,1M,1e6,10,0.5,0.5,3.0,2.9,many,1e12
+y,1M,1e6,10,0.5,0.5,3.0,2.9,1000,lots
+z,1M,1e6,10,0.5,0.5,3.0,2.9,2.5,1e12
+w,1M,1e6,10,0.5,0.5,3.0,2.9,1000,1e12
+`
+	runs, problems, err = RunsFromCSV(strings.NewReader(cells), CSVOptions{
+		Domains: []string{"w_a", "w_b"}, Metrics: []string{"ce"}, TrainLoss: "loss", FlopsPerSecond: 1e12})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(runs) != 1 || runs[0].RunID != "w" || runs[0].TokensPerStep != 1000 || runs[0].FlopsPerStep != 1e12 {
+		t.Fatalf("runs = %+v", runs)
+	}
+	var fields []string
+	for _, p := range problems {
+		fields = append(fields, p.Field)
+	}
+	if want := []string{"tokens_per_step", "flops_per_step", "tokens_per_step"}; !slices.Equal(fields, want) {
+		t.Fatalf("problem fields %v, want %v (%v)", fields, want, problems)
 	}
 	if _, _, err := RunsFromCSV(strings.NewReader("scale,params,steps\n"), CSVOptions{Domains: []string{"w_a"}}); err == nil || !strings.Contains(err.Error(), `no column "train_loss"`) {
 		t.Fatalf("missing column: %v", err)

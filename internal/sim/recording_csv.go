@@ -122,20 +122,30 @@ func RunsFromCSV(r io.Reader, opts CSVOptions) (runs []RecordedRun, problems []P
 		step := int64(stepF)
 		run := byID[id]
 		if run == nil {
+			tokensPerStep, flopsPerStep := opts.TokensPerStep, 0.0
+			if _, ok := col["tokens_per_step"]; ok {
+				v, good := num("tokens_per_step")
+				if !good || v != math.Trunc(v) || v <= 0 {
+					if good {
+						bad("tokens_per_step", "%v is not a positive whole number", v)
+					}
+					continue
+				}
+				tokensPerStep = int64(v)
+			}
+			if _, ok := col["flops_per_step"]; ok {
+				v, good := num("flops_per_step")
+				if !good {
+					continue
+				}
+				flopsPerStep = v
+			}
 			run = &RecordedRun{Format: RecordingFormat, RunID: id, Domains: opts.Domains, Mixture: mixture,
 				Scale: strings.TrimSpace(rec[col["scale"]]), Params: params}
 			if opts.Source != "" {
 				run.Source = map[string]any{"converted_from": opts.Source}
 			}
-			if i, ok := col["tokens_per_step"]; ok {
-				v, _ := strconv.ParseInt(strings.TrimSpace(rec[i]), 10, 64)
-				run.TokensPerStep = v
-			} else {
-				run.TokensPerStep = opts.TokensPerStep
-			}
-			if i, ok := col["flops_per_step"]; ok {
-				run.FlopsPerStep, _ = strconv.ParseFloat(strings.TrimSpace(rec[i]), 64)
-			}
+			run.TokensPerStep, run.FlopsPerStep = tokensPerStep, flopsPerStep
 			byID[id], lines[id] = run, lineNo
 			order = append(order, id)
 		}

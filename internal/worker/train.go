@@ -249,9 +249,9 @@ func (r *TrainRunner) startWatch(run *gpuexec.Run, log *zap.Logger) *fenceWatch 
 	}
 	grace := r.cfg.StopGrace
 	if grace <= 0 {
-		grace = 30 * time.Second // gpuexec's default
+		grace = gpuexec.DefaultStopGrace
 	}
-	watch, err := startFenceWatch(r.cfg.FenceWatchdog, run.Pid(), grace, r.fenceRemaining)
+	watch, err := startFenceWatch(r.cfg.FenceWatchdog, runProcesses{pgid: run.Pid(), token: run.Token()}, grace, r.fenceRemaining)
 	if err != nil {
 		log.Warn("running without a fence watchdog: a frozen worker would not stop this run", zap.Error(err))
 		return nil

@@ -5,12 +5,12 @@ import (
 	"errors"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/mixopt/mixopt/internal/gpuexec"
 	pb "github.com/mixopt/mixopt/proto/mixopt/v1"
 )
 
@@ -189,15 +189,7 @@ const maxReasonBytes = 16 << 10
 
 // boundReason cuts a failure reason to maxReasonBytes at a character boundary.
 func boundReason(s string) string {
-	const mark = " …"
-	if len(s) <= maxReasonBytes {
-		return s
-	}
-	n := maxReasonBytes - len(mark)
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n] + mark
+	return gpuexec.TruncateUTF8(s, maxReasonBytes-len("…"))
 }
 
 // sendUntilDrained reports queued points until the runner has finished and everything it

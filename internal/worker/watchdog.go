@@ -12,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/mixopt/mixopt/internal/gpuexec"
 )
 
 // The fence watchdog stops a training process group when its worker cannot: a worker
@@ -23,8 +25,9 @@ import (
 // or the pipe closes without "exit" (the worker died), it stops the group as the worker
 // would: SIGTERM, then SIGKILL after the stop grace.
 
-// FenceWatchdogEnv, set to "PGID:GRACE_MS", makes a process that calls RunFenceWatchdog the
-// watchdog of that process group, fed on file descriptor 3.
+// FenceWatchdogEnv, set to "PGID:GRACE_MS:TOKEN", makes a process that calls
+// RunFenceWatchdog the watchdog of the run whose process group is PGID and whose processes
+// carry gpuexec.RunTokenEnv=TOKEN, fed on file descriptor 3.
 const FenceWatchdogEnv = "MIXOPT_FENCE_WATCHDOG"
 
 // Exit codes of the watchdog.
@@ -47,11 +50,14 @@ func IsFenceWatchdog() bool { return os.Getenv(FenceWatchdogEnv) != "" }
 
 // RunFenceWatchdog is the watchdog process's main; it returns the exit code.
 func RunFenceWatchdog() int {
-	pgidStr, graceStr, ok := strings.Cut(os.Getenv(FenceWatchdogEnv), ":")
-	pgid, err1 := strconv.Atoi(pgidStr)
-	graceMs, err2 := strconv.ParseInt(graceStr, 10, 64)
-	if !ok || err1 != nil || err2 != nil || pgid <= 1 || graceMs < 0 {
-		fmt.Fprintf(os.Stderr, "fence watchdog: %s=%q: want PGID:GRACE_MS\n", FenceWatchdogEnv, os.Getenv(FenceWatchdogEnv))
+	parts := strings.SplitN(os.Getenv(FenceWatchdogEnv), ":", 3)
+	if len(parts) != 3 {
+		parts = append(parts, "", "")
+	}
+	pgid, err1 := strconv.Atoi(parts[0])
+	graceMs, err2 := strconv.ParseInt(parts[1], 10, 64)
+	if err1 != nil || err2 != nil || pgid <= 1 || graceMs < 0 || parts[2] == "" {
+		fmt.Fprintf(os.Stderr, "fence watchdog: %s=%q: want PGID:GRACE_MS:TOKEN\n", FenceWatchdogEnv, os.Getenv(FenceWatchdogEnv))
 		return watchdogBadArgs
 	}
 	feed := os.NewFile(3, "fence-feed")
@@ -59,12 +65,19 @@ func RunFenceWatchdog() int {
 		fmt.Fprintln(os.Stderr, "fence watchdog: no feed on descriptor 3")
 		return watchdogBadArgs
 	}
-	return watch(feed, pgid, time.Duration(graceMs)*time.Millisecond)
+	run := runProcesses{pgid: pgid, token: parts[2]}
+	return watch(feed, run, time.Duration(graceMs)*time.Millisecond)
+}
+
+// runProcesses names one training run's processes: its group and its run token.
+type runProcesses struct {
+	pgid  int
+	token string
 }
 
 // watch reads the feed: each line is the milliseconds the group may still run ("-1": no
 // limit known yet), "exit" ends the watch quietly.
-func watch(feed io.Reader, pgid int, grace time.Duration) int {
+func watch(feed io.Reader, run runProcesses, grace time.Duration) int {
 	lines := make(chan string)
 	go func() {
 		defer close(lines)
@@ -79,7 +92,7 @@ func watch(feed io.Reader, pgid int, grace time.Duration) int {
 		select {
 		case line, ok := <-lines:
 			if !ok {
-				stopGroup(pgid, grace) // the worker died: nothing else will stop the run
+				stopRun(run, grace) // the worker died: nothing else will stop the run
 				return watchdogTripped
 			}
 			if line == "exit" {
@@ -94,27 +107,18 @@ func watch(feed io.Reader, pgid int, grace time.Duration) int {
 				deadline.Reset(time.Duration(ms)*time.Millisecond + watchdogSlack)
 			}
 		case <-deadline.C:
-			stopGroup(pgid, grace)
+			stopRun(run, grace)
 			return watchdogTripped
 		}
 	}
 }
 
-// stopGroup is the staged stop of a process group: SIGTERM, SIGKILL after grace unless the
-// group is gone. (Its leader stays a zombie while the frozen worker cannot reap it, which
-// the probe counts as alive; SIGKILL to a zombie is harmless.)
-func stopGroup(pgid int, grace time.Duration) {
-	if syscall.Kill(-pgid, syscall.SIGTERM) != nil {
-		return // gone already
+// stopRun is the staged stop of every process of the run, ranks in other sessions too:
+// SIGTERM, SIGKILL after grace unless all are gone.
+func stopRun(run runProcesses, grace time.Duration) {
+	if err := gpuexec.StopProcesses(run.pgid, run.token, grace); err != nil {
+		fmt.Fprintf(os.Stderr, "fence watchdog: %v\n", err)
 	}
-	end := time.Now().Add(grace)
-	for time.Now().Before(end) {
-		if syscall.Kill(-pgid, 0) != nil {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	_ = syscall.Kill(-pgid, syscall.SIGKILL)
 }
 
 // errWatchdogFenced is the error of a run its watchdog stopped: the worker was silent past
@@ -129,15 +133,15 @@ type fenceWatch struct {
 	done sync.WaitGroup
 }
 
-// startFenceWatch starts a watchdog over the process group pgid, fed every feedEvery with
+// startFenceWatch starts a watchdog over the run's processes, fed every feedEvery with
 // remaining(); ok false means no fence limit is known (only the worker's death trips it).
-func startFenceWatch(exe string, pgid int, grace time.Duration, remaining func() (time.Duration, bool)) (*fenceWatch, error) {
+func startFenceWatch(exe string, run runProcesses, grace time.Duration, remaining func() (time.Duration, bool)) (*fenceWatch, error) {
 	r, w, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("fence watchdog: %w", err)
 	}
 	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%d:%d", FenceWatchdogEnv, pgid, grace.Milliseconds()))
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%d:%d:%s", FenceWatchdogEnv, run.pgid, grace.Milliseconds(), run.token))
 	cmd.ExtraFiles = []*os.File{r}
 	cmd.Stderr = os.Stderr
 	// Its own group: a SIGSTOP or SIGINT to the worker's group must not reach it.

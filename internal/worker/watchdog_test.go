@@ -227,7 +227,7 @@ func TestWatchdogFeed(t *testing.T) {
 			}
 			defer r.Close()
 			got := make(chan int, 1)
-			go func() { got <- watch(r, pid, 5*time.Second) }()
+			go func() { got <- watch(r, runProcesses{pgid: pid, token: "no-such-token"}, 5*time.Second) }()
 			if _, err := w.WriteString(tc.feed); err != nil {
 				t.Fatal(err)
 			}
