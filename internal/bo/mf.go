@@ -70,6 +70,10 @@ type MFConfig struct {
 	// runs far from every good mixture (regret > 0.02), where the target's variance is high
 	// only because no target run has been there.
 	TrustRadius, TrustCost float64
+	// SweepCost, when positive, buys a sweep of full-length runs at the smallest scale
+	// before the model decides, if the whole sweep costs at most this many target runs
+	// (see sweepFirst).
+	SweepCost float64
 }
 
 // MF is a Gaussian-process policy over (mixture, scale, steps).
@@ -103,6 +107,9 @@ func MFMSConfig() MFConfig {
 		Product: true, Tilt: true, CheapStreak: 4, CheapCost: 0.1,
 		// Target runs refine near the best mixtures; exploration happens at cheaper scales.
 		TrustRadius: 0.3, TrustCost: 0.5,
+		// A proxy sweep the trees can rank from, if it costs at most 5% of one target run,
+		// is bought first.
+		SweepCost: 0.05,
 	}
 }
 
@@ -370,6 +377,9 @@ func (m *MF) Next(ctx context.Context, req Request) (Decision, error) {
 		return Decision{}, ErrNoTrialFits
 	}
 	rng := DecisionRand(p.Seed, req.Decision)
+	if t, ok := m.sweepFirst(&req, fids, rng); ok {
+		return Decision{Trial: t, State: req.State}, nil
+	}
 	var c *conditioned
 	var err error
 	nTrials := 0

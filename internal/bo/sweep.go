@@ -1,5 +1,10 @@
 package bo
 
+import (
+	"math/rand/v2"
+	"slices"
+)
+
 // sweepPick is the mixture a large proxy sweep ranks first among those not yet run at the
 // target. The GP keeps at most MaxPoints points, so a sweep of more full runs at one
 // cheaper scale (RegMix's 512–768 runs at 1M) reaches it only as a subset, which ranked
@@ -33,4 +38,60 @@ func (m *MF) sweepPick(req *Request) (w []float64, ok bool) {
 		}
 	}
 	return nil, false
+}
+
+// sweepFirst is the next run of a negligible proxy sweep: after the initial design, full-length
+// runs at the smallest scale are bought before the model decides until that scale holds one
+// more than the GP keeps (prior runs included), provided a sweep of that size (or the whole
+// pool there, if smaller) costs at most SweepCost target runs. Where the smallest scale costs
+// a few thousandths of a target run (RegMix's 1M against 1B), the cost-weighted knowledge
+// gradient still charges each run TrialOverhead and bought target runs after a dozen proxy
+// runs, when nothing yet said which mixtures deserved them; a sweep larger than MaxPoints is
+// what sweepPick's trees rank the target runs from. Where proxy runs are not that cheap (the
+// data model's 20M at about 1% of a target run) the rule never applies. ok is false when the
+// rule does not apply.
+func (m *MF) sweepFirst(req *Request, fids []fidelity, rng *rand.Rand) (Trial, bool) {
+	p := &req.Problem
+	if !m.cfg.MultiScale || m.cfg.SweepCost <= 0 || m.cfg.MaxPoints <= 0 {
+		return Trial{}, false
+	}
+	small := smallestScale(p)
+	t := Trial{Scale: small, Steps: p.TargetSteps}
+	if small == p.TargetScale || !slices.ContainsFunc(fids, func(f fidelity) bool { return f.scale == t.Scale && f.steps == t.Steps }) {
+		return Trial{}, false
+	}
+	started := len(req.Prior) + len(finishedObservations(req)) + len(req.Pending)
+	if started < m.cfg.InitTrials {
+		return Trial{}, false // the initial design comes first
+	}
+	runs := 0
+	count := func(tr Trial) {
+		if tr.Scale == small && tr.Steps >= p.TargetSteps {
+			runs++
+		}
+	}
+	for _, o := range withPrior(req, finishedObservations(req)) {
+		count(o.Trial)
+	}
+	for _, pt := range req.Pending {
+		count(pt)
+	}
+	sweep := m.cfg.MaxPoints + 1
+	if p.pooled(small) {
+		sweep = min(sweep, len(p.Scales[small].Pool))
+	}
+	target := p.Cost(Trial{Scale: p.TargetScale, Steps: p.TargetSteps})
+	if runs >= sweep || float64(sweep)*p.Cost(t) > m.cfg.SweepCost*target {
+		return Trial{}, false
+	}
+	if p.pooled(small) {
+		w, ok := drawFromPool(req, small, rng)
+		if !ok {
+			return Trial{}, false
+		}
+		t.Mixture = w
+	} else {
+		t.Mixture = proxyMixture(rng, p)
+	}
+	return t, true
 }

@@ -108,3 +108,57 @@ func TestRecommendPrefersTheBestTargetRun(t *testing.T) {
 	}
 	t.Logf("%d seeds named the best target run, %d another mixture", measured, named)
 }
+
+// A proxy sweep of one run more than the GP keeps (where sweepPick's trees take over) is
+// bought after the initial design and before the model decides when it costs under
+// SweepCost target runs in all; a smallest scale where it would cost more, or a sweep the
+// prior runs already hold, leaves the decisions to the model.
+func TestSweepFirstBuysANegligibleSweep(t *testing.T) {
+	pool := make([][]float64, 80)
+	rng := rand.New(rand.NewPCG(4, 4))
+	for i := range pool {
+		pool[i] = SampleDirichlet(rng, []float64{0, 0, 0}, []float64{1, 1, 1})
+	}
+	p := Problem{Domains: []string{"a", "b", "c"}, Lower: []float64{0, 0, 0}, Upper: []float64{1, 1, 1},
+		Scales: []Scale{{Name: "S", Params: 1e6, FlopsPerStep: 1e11, Pool: pool}, {Name: "L", Params: 1e9, FlopsPerStep: 1e15}},
+		Steps:  []int64{50, 100}, TargetScale: 1, TargetSteps: 100, Seed: 5, BudgetLeft: 1e30}
+	loss := func(w []float64) float64 { return 3 + (w[0]-0.5)*(w[0]-0.5) }
+	cfg := MFMSConfig()
+	cfg.MaxPoints = 30
+	m := NewMF("mfms", cfg)
+	req := Request{Problem: p}
+	for d := 0; d <= cfg.MaxPoints; d++ {
+		req.Decision = d
+		dec, err := m.Next(context.Background(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if dec.Trial.Scale != 0 || dec.Trial.Steps != 100 {
+			t.Fatalf("decision %d: %+v, want a full-length run at the smallest scale", d, dec.Trial)
+		}
+		if d >= cfg.InitTrials {
+			if _, ok := m.sweepFirst(&req, m.fidelities(&req.Problem), DecisionRand(p.Seed, req.Decision)); !ok {
+				t.Fatalf("decision %d came from the model, want the sweep", d)
+			}
+		}
+		if len(unusedPool(&req, 0)) != len(pool)-d {
+			t.Fatalf("decision %d repeated a pool mixture", d)
+		}
+		req.Observations = append(req.Observations, Observation{Trial: dec.Trial, Done: true,
+			Curve: []CurvePoint{{Step: 100, Value: loss(dec.Trial.Mixture)}}})
+	}
+	if tr, ok := m.sweepFirst(&req, m.fidelities(&req.Problem), DecisionRand(p.Seed, req.Decision)); ok {
+		t.Errorf("with %d proxy runs (the GP keeps %d) the sweep went on: %+v", len(req.Observations), cfg.MaxPoints, tr)
+	}
+	// The same runs as prior runs: nothing more to sweep.
+	prior := Request{Problem: p, Prior: req.Observations, Decision: 1}
+	if tr, ok := m.sweepFirst(&prior, m.fidelities(&prior.Problem), DecisionRand(p.Seed, 1)); ok {
+		t.Errorf("a sweep the prior runs hold went on: %+v", tr)
+	}
+	// A smallest scale at 2% of a target run: 31 runs would cost 0.62 target runs.
+	p.Scales[0].FlopsPerStep = 2e13
+	dear := Request{Problem: p, Observations: req.Observations[:cfg.InitTrials], Decision: cfg.InitTrials}
+	if tr, ok := m.sweepFirst(&dear, m.fidelities(&dear.Problem), DecisionRand(p.Seed, 1)); ok {
+		t.Errorf("a proxy scale at 2%% of a target run was swept: %+v", tr)
+	}
+}
