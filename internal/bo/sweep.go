@@ -6,13 +6,30 @@ import (
 )
 
 // sweepPick is the mixture a large proxy sweep ranks first among those not yet run at the
-// target. The GP keeps at most MaxPoints points, so a sweep of more full runs at one
-// cheaper scale (RegMix's 512–768 runs at 1M) reaches it only as a subset, which ranked
-// the 64 RegMix 1B mixtures poorly; a boosted-tree regression uses every run, so target
-// runs go to its picks in turn (RegMix's recipe) while the GP decides when to buy them
-// and what to recommend. ok is false when no cheaper scale has such a sweep or every
-// ranked mixture has run at the target.
+// target. ok is false when no cheaper scale has such a sweep or every ranked mixture has
+// run at the target.
 func (m *MF) sweepPick(req *Request) (w []float64, ok bool) {
+	ranked, ok := m.sweepRanking(req)
+	if !ok {
+		return nil, false
+	}
+	r := NewRegMix()
+	for _, w := range ranked {
+		if !r.ranAtTarget(req, w) {
+			return append([]float64(nil), w...), true
+		}
+	}
+	return nil, false
+}
+
+// sweepRanking is regmix's boosted-tree ranking of target mixtures fitted on the largest
+// proxy sweep, when that sweep holds more full runs than the GP keeps. The GP keeps at most
+// MaxPoints points, so such a sweep (RegMix's 512–768 runs at 1M) reaches it only as a
+// subset, which ranked the 64 RegMix 1B mixtures poorly; the trees use every run, so target
+// runs go to their picks in turn (RegMix's recipe) while the GP decides when to buy them and
+// what to recommend once target runs are measured. ok is false when no cheaper scale has
+// such a sweep.
+func (m *MF) sweepRanking(req *Request) (ranked [][]float64, ok bool) {
 	p := &req.Problem
 	if !m.cfg.MultiScale || m.cfg.MaxPoints <= 0 {
 		return nil, false
@@ -30,14 +47,8 @@ func (m *MF) sweepPick(req *Request) (w []float64, ok bool) {
 	if len(x) <= m.cfg.MaxPoints {
 		return nil, false
 	}
-	r := NewRegMix()
-	ranked, _ := r.rank(req, x, y)
-	for _, w := range ranked {
-		if !r.ranAtTarget(req, w) {
-			return append([]float64(nil), w...), true
-		}
-	}
-	return nil, false
+	ranked, _ = NewRegMix().rank(req, x, y)
+	return ranked, len(ranked) > 0
 }
 
 // sweepFirst is the next run of a negligible proxy sweep: after the initial design, full-length

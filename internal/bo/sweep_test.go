@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 )
 
@@ -37,11 +38,19 @@ func TestSweepPickRanksTheTargetPool(t *testing.T) {
 	if !ok || !sameMixture(w, p.Scales[1].Pool[1]) {
 		t.Fatalf("first pick %v (ok %v), want %v", w, ok, p.Scales[1].Pool[1])
 	}
+	// Before any target run the recommendation is that pick too.
+	rec, err := m.Recommend(context.Background(), req)
+	if err != nil || !sameMixture(rec.Mixture, w) || !strings.Contains(rec.Basis, "boosted trees") {
+		t.Errorf("recommendation before a target run: %+v (%v), want the trees' pick %v", rec, err, w)
+	}
 	// Once it has run at the target, the next best follows.
 	req.Observations = append(req.Observations, Observation{Trial: Trial{Mixture: w, Scale: 1, Steps: 100}, Done: true,
 		Curve: []CurvePoint{{Step: 100, Value: loss(w)}}})
 	if w2, ok := m.sweepPick(&req); !ok || sameMixture(w2, w) {
 		t.Errorf("second pick %v (ok %v) repeats the first", w2, ok)
+	}
+	if rec, err := m.Recommend(context.Background(), req); err != nil || strings.Contains(rec.Basis, "boosted trees") {
+		t.Errorf("recommendation after a target run: %+v (%v), want the GP's rules", rec, err)
 	}
 	cfg.MaxPoints = 240
 	if w, ok := NewMF("mfms", cfg).sweepPick(&req); ok {
