@@ -575,3 +575,32 @@ func benchDecisions(b *testing.B, pools bool) {
 	b.ReportMetric(times[len(times)/2], "p50-ms")
 	b.ReportMetric(times[min(len(times)-1, int(math.Ceil(0.99*float64(len(times))))-1)], "p99-ms")
 }
+
+// Scales enter the GP by their log FLOPs per step over the study's range, not by their
+// nominal parameter counts: the data model's 700M and 1B, 1.4× apart by name and 3.4× by
+// FLOPs, are far apart, and scales with the same tokens per step keep their params' places.
+func TestScalesPlacedByCompute(t *testing.T) {
+	p := synthProblem()
+	p.Scales = []Scale{{Name: "20M", Params: 20e6, FlopsPerStep: 1.07e14}, {Name: "700M", Params: 700e6, FlopsPerStep: 2.46e15},
+		{Name: "1B", Params: 1e9, FlopsPerStep: 8.26e15}}
+	s, err := newSpace(&p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := math.Log(2.46e15/1.07e14) / math.Log(8.26e15/1.07e14)
+	if s.scaleU[0] != 0 || s.scaleU[2] != 1 || math.Abs(s.scaleU[1]-want) > 1e-12 {
+		t.Errorf("scale places %v, want [0 %.4f 1]", s.scaleU, want)
+	}
+	if s.targetUS != s.scaleU[p.TargetScale] {
+		t.Errorf("target at %g, its scale at %g", s.targetUS, s.scaleU[p.TargetScale])
+	}
+	// Same tokens per step: FLOPs are proportional to parameters, so the places are the params'.
+	for i := range p.Scales {
+		p.Scales[i].FlopsPerStep = 6 * p.Scales[i].Params * (1 << 20)
+	}
+	s, _ = newSpace(&p)
+	byParams := math.Log(700e6/20e6) / math.Log(1e9/20e6)
+	if math.Abs(s.scaleU[1]-byParams) > 1e-9 {
+		t.Errorf("with equal tokens per step 700M sits at %g, want %g", s.scaleU[1], byParams)
+	}
+}
