@@ -9,9 +9,9 @@ import (
 
 // space maps trials to GP inputs: the mixture as is, then the scale's log FLOPs per step
 // and the log step count, each scaled to [0, 1] over the study's range. A scale is placed
-// by its compute per step, which the study knows exactly, not by its nominal parameter
-// count: the data model's "700M" and "1B" differ 1.4× in name and 3.4× in FLOPs per step,
-// and placed by name mfms spent 7–13 of 30 target runs at 700M (by FLOPs, about half that).
+// by its compute per step, which the study knows exactly, rather than by its nominal
+// parameter count, which is a label ("700M" and "1B" of the data model differ 1.4× by
+// name and 3.4× in FLOPs per step).
 type space struct {
 	k                  int
 	logC0, logCSpan    float64

@@ -885,14 +885,16 @@ func (m *MF) recommendFrom(_ context.Context, c *conditioned, req Request) (Reco
 	sd := math.Sqrt(vrB[0])
 	basis := "posterior mean minimiser at the target"
 	w, mu, measured := c.bestMeasured(withPrior(&req, req.Observations))
-	if ranked, ok := m.sweepRanking(&req); ok && !measured {
-		// Before any target run, a sweep larger than the GP keeps is better ranked by the
-		// trees that pick the target runs (sweepRanking); the GP's pick from its subset of
-		// the sweep moved with every refit (RegMix's 1B pool: regret 0 to 0.17 and back).
-		bestW = append([]float64(nil), ranked[0]...)
-		muB, vrB, _ = c.g.predict([][]float64{s.targetPoint(bestW)})
-		sd = math.Sqrt(vrB[0])
-		basis = "the boosted trees' first pick from the proxy sweep (no target run yet)"
+	if !measured {
+		// Before any target run, a sweep larger than the GP keeps is ranked by the trees
+		// that pick the target runs (sweepRanking), not by the GP's subset of it, whose
+		// pick moves with every refit.
+		if ranked, ok := m.sweepRanking(&req); ok {
+			bestW = append([]float64(nil), ranked[0]...)
+			muB, vrB, _ = c.g.predict([][]float64{s.targetPoint(bestW)})
+			sd = math.Sqrt(vrB[0])
+			basis = "the boosted trees' first pick from the proxy sweep (no target run yet)"
+		}
 	}
 	if measured && !sameMixture(w, bestW) && muB[0]+sd >= mu {
 		// A mixture nothing measured replaces the best target run only when the model is

@@ -598,7 +598,9 @@ func TestScalesPlacedByCompute(t *testing.T) {
 	for i := range p.Scales {
 		p.Scales[i].FlopsPerStep = 6 * p.Scales[i].Params * (1 << 20)
 	}
-	s, _ = newSpace(&p)
+	if s, err = newSpace(&p); err != nil {
+		t.Fatal(err)
+	}
 	byParams := math.Log(700e6/20e6) / math.Log(1e9/20e6)
 	if math.Abs(s.scaleU[1]-byParams) > 1e-9 {
 		t.Errorf("with equal tokens per step 700M sits at %g, want %g", s.scaleU[1], byParams)

@@ -75,17 +75,12 @@ func (m *MF) sweepFirst(req *Request, fids []fidelity, rng *rand.Rand) (Trial, b
 	if started < m.cfg.InitTrials {
 		return Trial{}, false // the initial design comes first
 	}
-	runs := 0
-	count := func(tr Trial) {
-		if tr.Scale == small && tr.Steps >= p.TargetSteps {
+	x, _ := proxyData(req, small)
+	runs := len(x)
+	for _, pt := range req.Pending {
+		if pt.Scale == small && pt.Steps >= p.TargetSteps {
 			runs++
 		}
-	}
-	for _, o := range withPrior(req, finishedObservations(req)) {
-		count(o.Trial)
-	}
-	for _, pt := range req.Pending {
-		count(pt)
 	}
 	sweep := m.cfg.MaxPoints + 1
 	if p.pooled(small) {

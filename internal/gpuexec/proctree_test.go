@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -65,17 +64,7 @@ func sessionOf(t *testing.T, pid int) int {
 // session of its own and one has dropped the run token: when Stop returns and Wait reports,
 // none of them is alive, so the GPUs can be handed out again.
 func TestStopEndsRanksInOtherSessions(t *testing.T) {
-	spec := fakeSpec(t, "torchrun")
-	pidFile := filepath.Join(t.TempDir(), "pids")
-	spec.Env["GPUEXEC_PIDFILE"] = pidFile
-	run, err := Launch(context.Background(), spec, LaunchOptions{KillWait: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		for range run.Events() {
-		}
-	}()
+	run, pidFile := startWithPidFile(t, "torchrun")
 	ranks := readPids(t, pidFile)
 	for _, pid := range ranks {
 		if !alive(pid) {
@@ -107,17 +96,7 @@ func TestStopEndsRanksInOtherSessions(t *testing.T) {
 // StopProcesses, called by a process that did not start the run (the fence watchdog),
 // ends the ranks in other sessions too, from the group's id and the run's token alone.
 func TestStopProcessesEndsRanksInOtherSessions(t *testing.T) {
-	spec := fakeSpec(t, "torchrun")
-	pidFile := filepath.Join(t.TempDir(), "pids")
-	spec.Env["GPUEXEC_PIDFILE"] = pidFile
-	run, err := Launch(context.Background(), spec, LaunchOptions{KillWait: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		for range run.Events() {
-		}
-	}()
+	run, pidFile := startWithPidFile(t, "torchrun")
 	ranks := readPids(t, pidFile)
 	if err := StopProcesses(run.Pid(), run.Token(), 100*time.Millisecond); err != nil {
 		t.Fatal(err)
@@ -137,15 +116,7 @@ func TestStopProcessesEndsRanksInOtherSessions(t *testing.T) {
 // torchrun crashing leaves its ranks as orphans of init; the run's token still finds them,
 // and Wait reports only once they are gone.
 func TestCrashedLauncherLeavesNoRanks(t *testing.T) {
-	spec := fakeSpec(t, "torchrun-crash")
-	pidFile := filepath.Join(t.TempDir(), "pids")
-	spec.Env["GPUEXEC_PIDFILE"] = pidFile
-	run, err := Launch(context.Background(), spec, LaunchOptions{KillWait: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for range run.Events() {
-	}
+	run, pidFile := startWithPidFile(t, "torchrun-crash")
 	res := run.Wait()
 	for _, pid := range readPids(t, pidFile) {
 		if alive(pid) {

@@ -29,6 +29,24 @@ func fakeSpec(t *testing.T, mode string) TrainSpec {
 	}
 }
 
+// startWithPidFile starts the fake in mode with GPUEXEC_PIDFILE set (where the fake's
+// other processes write their pids) and drains its events in the background.
+func startWithPidFile(t *testing.T, mode string) (run *Run, pidFile string) {
+	t.Helper()
+	spec := fakeSpec(t, mode)
+	pidFile = filepath.Join(t.TempDir(), "pids")
+	spec.Env["GPUEXEC_PIDFILE"] = pidFile
+	run, err := Launch(context.Background(), spec, LaunchOptions{KillWait: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for range run.Events() {
+		}
+	}()
+	return run, pidFile
+}
+
 func launchFake(t *testing.T, mode string, opts LaunchOptions) (*Run, []Event) {
 	t.Helper()
 	run, err := Launch(context.Background(), fakeSpec(t, mode), opts)
@@ -179,17 +197,7 @@ func readPid(t *testing.T, file string) int {
 }
 
 func TestStopKillsTheWholeGroup(t *testing.T) {
-	spec := fakeSpec(t, "group")
-	pidFile := filepath.Join(t.TempDir(), "pid")
-	spec.Env["GPUEXEC_PIDFILE"] = pidFile
-	run, err := Launch(context.Background(), spec, LaunchOptions{KillWait: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		for range run.Events() {
-		}
-	}()
+	run, pidFile := startWithPidFile(t, "group")
 	grandchild := readPid(t, pidFile)
 	if !alive(grandchild) || !alive(run.Pid()) {
 		t.Fatal("processes not running before stop")
