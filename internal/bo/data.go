@@ -19,6 +19,8 @@ type space struct {
 	scaleU             []float64 // us per scale index
 	target             Trial     // mixture nil
 	targetUS, targetUT float64
+	// sqrtW feeds the kernel √w instead of w (see MFConfig.WarpSelect).
+	sqrtW bool
 }
 
 func newSpace(p *Problem) (*space, error) {
@@ -73,16 +75,26 @@ func (s *space) stepU(step int64) float64 {
 // point is the GP input of mixture w at (scale, step).
 func (s *space) point(w []float64, scale int, step int64) []float64 {
 	x := make([]float64, s.k+2)
-	copy(x, w)
+	s.mixture(x, w)
 	x[s.k] = s.scaleU[scale]
 	x[s.k+1] = s.stepU(step)
 	return x
 }
 
+// mixture writes the kernel's mixture coordinates of w into x.
+func (s *space) mixture(x, w []float64) {
+	copy(x, w)
+	if s.sqrtW {
+		for i := range w {
+			x[i] = math.Sqrt(max(w[i], 0))
+		}
+	}
+}
+
 // targetPoint is the GP input of mixture w at the target fidelity.
 func (s *space) targetPoint(w []float64) []float64 {
 	x := make([]float64, s.k+2)
-	copy(x, w)
+	s.mixture(x, w)
 	x[s.k] = s.targetUS
 	x[s.k+1] = s.targetUT
 	return x

@@ -74,7 +74,17 @@ type MFConfig struct {
 	// before the model decides, if the whole sweep costs at most this many target runs
 	// (see sweepFirst).
 	SweepCost float64
+	// MixtureWarp lets each hyperparameter fit choose the kernel's mixture coordinates: w,
+	// or √w when its penalised marginal likelihood is higher by more than warpEvidence
+	// (and back again by the same margin). Under √w a weight leaving zero moves farther than
+	// the same change at 40%, as the losses of sparse mixtures do.
+	MixtureWarp bool
 }
+
+// warpEvidence is the margin in log marginal likelihood (nats) a change of the mixture
+// warp needs: "strong" evidence on Kass and Raftery's scale, so that the warp does not
+// flip with every refit while the data cannot tell the two apart.
+const warpEvidence = 3.0
 
 // MF is a Gaussian-process policy over (mixture, scale, steps).
 type MF struct {
@@ -110,6 +120,8 @@ func MFMSConfig() MFConfig {
 		// A proxy sweep the trees can rank from, if it costs at most 5% of one target run,
 		// is bought first.
 		SweepCost: 0.05,
+		// Each fit chooses w or √w as the kernel's mixture coordinates.
+		MixtureWarp: true,
 	}
 }
 
@@ -129,6 +141,7 @@ func MFBOConfig() MFConfig {
 	// steps axis is what it models) and no trust region (every trial is at the target
 	// scale).
 	c.FullRunLastOnly, c.RunningAsPending, c.TrustRadius, c.TrustCost = false, false, 0, 0
+	c.MixtureWarp = false // the baseline's model stays as it was measured
 	return c
 }
 
@@ -160,6 +173,7 @@ func (m *MF) Name() string { return m.name }
 type mfState struct {
 	Theta     []float64 `json:"theta,omitempty"`
 	FitTrials int       `json:"fit_trials,omitempty"`
+	SqrtW     bool      `json:"sqrt_w,omitempty"`
 }
 
 func decodeState(b []byte) mfState {
@@ -277,41 +291,57 @@ func (m *MF) condition(req *Request, allowFit bool) (*conditioned, error) {
 		obs = fin // until a trial finishes, the partial curves are all there is
 	}
 	obs = withPrior(req, obs)
-	ts, err := buildTraining(p, s, obs, m.dataOpts(p, m.cfg.MaxPoints))
-	if err != nil {
-		return nil, err
-	}
 	mod := m.model(s)
 	st := decodeState(req.State)
 	if len(st.Theta) != mod.nParams() {
 		st = mfState{}
 	}
+	s.sqrtW = m.cfg.MixtureWarp && st.SqrtW // the saved choice, until a refit says otherwise
+	ts, err := buildTraining(p, s, obs, m.dataOpts(p, m.cfg.MaxPoints))
+	if err != nil {
+		return nil, err
+	}
 	var fitTime time.Duration
 	refit := st.Theta == nil ||
 		(allowFit && (ts.observed < 25 || ts.observed >= st.FitTrials+max(2, st.FitTrials/5)))
 	if refit {
-		fitSet := ts
-		if len(ts.x) > m.cfg.FitPoints {
-			fitSet, err = buildTraining(p, s, obs, m.dataOpts(p, m.cfg.FitPoints))
-			if err != nil {
-				return nil, err
-			}
-		}
+		fitStart := time.Now()
 		opt := fitOptions{restarts: 0, iterations: 30}
 		if st.Theta == nil || ts.observed < 25 {
 			opt = fitOptions{restarts: 2, iterations: 60}
 		}
-		rng := DecisionRand(p.Seed^0xF17, req.Decision)
-		fitStart := time.Now()
-		theta, _, err := mod.fit(fitSet.x, fitSet.y, st.Theta, opt, rng)
+		fitIn := func(sp *space, warm []float64) ([]float64, float64, error) {
+			fitSet, err := buildTraining(p, sp, obs, m.dataOpts(p, m.cfg.FitPoints))
+			if err != nil {
+				return nil, 0, err
+			}
+			rng := DecisionRand(p.Seed^0xF17, req.Decision)
+			return mod.fit(fitSet.x, fitSet.y, warm, opt, rng)
+		}
+		theta, best, err := fitIn(s, st.Theta)
+		sqrtW := s.sqrtW
+		if m.cfg.MixtureWarp {
+			alt := *s
+			alt.sqrtW = !s.sqrtW
+			th2, b2, err2 := fitIn(&alt, theta)
+			if err2 == nil && (err != nil || b2 < best-warpEvidence) {
+				theta, err, sqrtW = th2, nil, alt.sqrtW
+			}
+		}
 		fitTime = time.Since(fitStart)
 		if err != nil {
 			if st.Theta == nil {
 				return nil, err
 			}
-			theta = st.Theta // keep the last good fit
+			theta, sqrtW = st.Theta, s.sqrtW // keep the last good fit
 		}
-		st = mfState{Theta: theta, FitTrials: ts.observed}
+		if sqrtW != s.sqrtW {
+			s.sqrtW = sqrtW
+			if ts, err = buildTraining(p, s, obs, m.dataOpts(p, m.cfg.MaxPoints)); err != nil {
+				return nil, err
+			}
+		}
+		st = mfState{Theta: theta, FitTrials: ts.observed, SqrtW: sqrtW}
 	}
 	g, err := newGP(mod, st.Theta, ts.x, ts.y)
 	if err != nil {
