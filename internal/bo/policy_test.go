@@ -606,3 +606,46 @@ func TestScalesPlacedByCompute(t *testing.T) {
 		t.Errorf("with equal tokens per step 700M sits at %g, want %g", s.scaleU[1], byParams)
 	}
 }
+
+// No trial repeats a (mixture, scale, steps) that has run, is running or is prior: with
+// the loss's optimum at a vertex (a candidate every decision offers) and some noise, the
+// knowledge gradient would otherwise buy the same run again.
+func TestNoTrialRepeatsARun(t *testing.T) {
+	vertex := []float64{0, 1, 0, 0, 0}
+	loss := func(w []float64, params float64, step int64) float64 {
+		d := 0.0
+		for i := range w {
+			d += (w[i] - vertex[i]) * (w[i] - vertex[i])
+		}
+		return 0.8 + 2*math.Pow(params/1e7, -0.3) + 3*math.Pow(float64(step)/100, -0.5) + 0.3*d
+	}
+	p := synthProblem()
+	p.Steps = []int64{p.TargetSteps}
+	rng := rand.New(rand.NewPCG(8, 9))
+	run := func(tr Trial) Observation {
+		return Observation{Trial: tr, Done: true,
+			Curve: []CurvePoint{{Step: tr.Steps, Value: loss(tr.Mixture, p.Scales[tr.Scale].Params, tr.Steps) + 0.003*rng.NormFloat64()}}}
+	}
+	var obs []Observation
+	for i := 0; i < 24; i++ {
+		obs = append(obs, run(Trial{Mixture: SampleDirichlet(rng, p.Lower, p.Upper), Scale: i % len(p.Scales), Steps: p.TargetSteps}))
+	}
+	for sc := range p.Scales {
+		obs = append(obs, run(Trial{Mixture: vertex, Scale: sc, Steps: p.TargetSteps}))
+	}
+	m := NewMF("mfms", MFMSConfig())
+	var state []byte
+	for d := 0; d < 12; d++ {
+		req := Request{Problem: p, Observations: obs, Decision: len(obs), State: state}
+		dec, err := m.Next(context.Background(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range obs {
+			if o.Scale == dec.Trial.Scale && o.Steps == dec.Trial.Steps && sameMixture(o.Mixture, dec.Trial.Mixture) {
+				t.Fatalf("decision %d repeats %v at scale %d", d, dec.Trial.Mixture, dec.Trial.Scale)
+			}
+		}
+		obs, state = append(obs, run(dec.Trial)), dec.State
+	}
+}
