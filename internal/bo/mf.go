@@ -675,12 +675,9 @@ func (m *MF) choose(c *conditioned, g *gp, req Request, fids []fidelity, rng *ra
 			ws = m.scaleCandidates(req, f.scale, pool, mu, vr, obsIdx, g, s, rng)
 			perScale[f.scale] = ws
 		}
-		if m.cfg.NoRepeat {
-			ws = slices.DeleteFunc(slices.Clone(ws), func(w []float64) bool { return ranAt(&req, w, f) })
-		}
 		var kept [][]float64
 		for _, w := range ws {
-			if trusted(w, f) {
+			if trusted(w, f) && !(m.cfg.NoRepeat && ranAt(&req, w, f)) {
 				kept = append(kept, w)
 			}
 		}
