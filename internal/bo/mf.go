@@ -79,12 +79,6 @@ type MFConfig struct {
 	// (and back again by the same margin). Under √w a weight leaving zero moves farther than
 	// the same change at 40%, as the losses of sparse mixtures do.
 	MixtureWarp bool
-	// NoRepeat never buys a (mixture, scale, steps) that has run, is running or is a prior
-	// run: under noise the knowledge gradient values measuring the believed best again,
-	// which buys a whole run to shave noise off one mixture where a new mixture nearby
-	// teaches the model as much about it and more about its neighbours. A pool forbids
-	// repeats at its scale anyway.
-	NoRepeat bool
 }
 
 // warpEvidence is the margin in log marginal likelihood (nats) a change of the mixture
@@ -128,7 +122,6 @@ func MFMSConfig() MFConfig {
 		SweepCost: 0.05,
 		// Each fit chooses w or √w as the kernel's mixture coordinates.
 		MixtureWarp: true,
-		NoRepeat:    true,
 	}
 }
 
@@ -148,7 +141,7 @@ func MFBOConfig() MFConfig {
 	// steps axis is what it models) and no trust region (every trial is at the target
 	// scale).
 	c.FullRunLastOnly, c.RunningAsPending, c.TrustRadius, c.TrustCost = false, false, 0, 0
-	c.MixtureWarp, c.NoRepeat = false, false // the baseline stays as it was measured
+	c.MixtureWarp = false // the baseline's model stays as it was measured
 	return c
 }
 
@@ -677,7 +670,7 @@ func (m *MF) choose(c *conditioned, g *gp, req Request, fids []fidelity, rng *ra
 		}
 		var kept [][]float64
 		for _, w := range ws {
-			if trusted(w, f) && !(m.cfg.NoRepeat && ranAt(&req, w, f)) {
+			if trusted(w, f) {
 				kept = append(kept, w)
 			}
 		}
@@ -751,27 +744,6 @@ func (m *MF) choose(c *conditioned, g *gp, req Request, fids []fidelity, rng *ra
 	}
 	cd := cands[bestC]
 	return Trial{Mixture: append([]float64(nil), cd.w...), Scale: cd.f.scale, Steps: cd.f.steps}, true
-}
-
-// ranAt says whether mixture w has run, is running, or is a prior run at fidelity f.
-func ranAt(req *Request, w []float64, f fidelity) bool {
-	at := func(t Trial) bool { return t.Scale == f.scale && t.Steps == f.steps && sameMixture(t.Mixture, w) }
-	for _, o := range req.Prior {
-		if at(o.Trial) {
-			return true
-		}
-	}
-	for _, o := range req.Observations {
-		if at(o.Trial) {
-			return true
-		}
-	}
-	for _, t := range req.Pending {
-		if at(t) {
-			return true
-		}
-	}
-	return false
 }
 
 // scaleCandidates are the mixtures a trial at scale may try: without a pool there, the
