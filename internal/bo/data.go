@@ -19,7 +19,7 @@ type space struct {
 	scaleU             []float64 // us per scale index
 	target             Trial     // mixture nil
 	targetUS, targetUT float64
-	// sqrtW feeds the kernel √w instead of w (see MFConfig.WarpSelect).
+	// sqrtW feeds the kernel √w instead of w (see MFConfig.MixtureWarp).
 	sqrtW bool
 }
 
