@@ -74,16 +74,16 @@ type MFConfig struct {
 	// before the model decides, if the whole sweep costs at most this many target runs
 	// (see sweepFirst).
 	SweepCost float64
-	// MixtureWarp lets each hyperparameter fit choose the kernel's mixture coordinates: w,
-	// or √w when its penalised marginal likelihood is higher by more than warpEvidence
-	// (and back again by the same margin). Under √w a weight leaving zero moves farther than
-	// the same change at 40%, as the losses of sparse mixtures do.
+	// MixtureWarp lets each hyperparameter fit choose the kernel's mixture coordinates: √w
+	// when its penalised marginal likelihood is higher than w's by more than warpEvidence,
+	// else w. Under √w a weight leaving zero moves farther than the same change at 40%, as
+	// the losses of sparse mixtures do.
 	MixtureWarp bool
 }
 
-// warpEvidence is the margin in log marginal likelihood (nats) a change of the mixture
-// warp needs: "strong" evidence on Kass and Raftery's scale, so that the warp does not
-// flip with every refit while the data cannot tell the two apart.
+// warpEvidence is the margin in log marginal likelihood (nats) √w needs over w: "strong"
+// evidence on Kass and Raftery's scale, so that a few runs that happen to fit √w a little
+// better do not change the model's geometry.
 const warpEvidence = 3.0
 
 // MF is a Gaussian-process policy over (mixture, scale, steps).
@@ -318,14 +318,17 @@ func (m *MF) condition(req *Request, allowFit bool) (*conditioned, error) {
 			rng := DecisionRand(p.Seed^0xF17, req.Decision)
 			return mod.fit(fitSet.x, fitSet.y, warm, opt, rng)
 		}
-		theta, best, err := fitIn(s, st.Theta)
-		sqrtW := s.sqrtW
+		// Raw weights unless the data give strong evidence for √w at this fit.
+		raw := *s
+		raw.sqrtW = false
+		theta, best, err := fitIn(&raw, st.Theta)
+		sqrtW := false
 		if m.cfg.MixtureWarp {
-			alt := *s
-			alt.sqrtW = !s.sqrtW
-			th2, b2, err2 := fitIn(&alt, theta)
+			warped := *s
+			warped.sqrtW = true
+			th2, b2, err2 := fitIn(&warped, theta)
 			if err2 == nil && (err != nil || b2 < best-warpEvidence) {
-				theta, err, sqrtW = th2, nil, alt.sqrtW
+				theta, err, sqrtW = th2, nil, true
 			}
 		}
 		fitTime = time.Since(fitStart)
