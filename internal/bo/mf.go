@@ -119,8 +119,7 @@ func MFMSConfig() MFConfig {
 		TrustRadius: 0.3, TrustCost: 0.5,
 		// A proxy sweep the trees can rank from, if it costs at most 5% of one target run,
 		// is bought first.
-		SweepCost: 0.05,
-		// Each fit chooses w or √w as the kernel's mixture coordinates.
+		SweepCost:   0.05,
 		MixtureWarp: true,
 	}
 }
@@ -310,27 +309,7 @@ func (m *MF) condition(req *Request, allowFit bool) (*conditioned, error) {
 		if st.Theta == nil || ts.observed < 25 {
 			opt = fitOptions{restarts: 2, iterations: 60}
 		}
-		fitIn := func(sp *space, warm []float64) ([]float64, float64, error) {
-			fitSet, err := buildTraining(p, sp, obs, m.dataOpts(p, m.cfg.FitPoints))
-			if err != nil {
-				return nil, 0, err
-			}
-			rng := DecisionRand(p.Seed^0xF17, req.Decision)
-			return mod.fit(fitSet.x, fitSet.y, warm, opt, rng)
-		}
-		// Raw weights unless the data give strong evidence for √w at this fit.
-		raw := *s
-		raw.sqrtW = false
-		theta, best, err := fitIn(&raw, st.Theta)
-		sqrtW := false
-		if m.cfg.MixtureWarp {
-			warped := *s
-			warped.sqrtW = true
-			th2, b2, err2 := fitIn(&warped, theta)
-			if err2 == nil && (err != nil || b2 < best-warpEvidence) {
-				theta, err, sqrtW = th2, nil, true
-			}
-		}
+		theta, sqrtW, err := m.fitKernel(req, s, obs, mod, st.Theta, opt)
 		fitTime = time.Since(fitStart)
 		if err != nil {
 			if st.Theta == nil {
@@ -351,6 +330,30 @@ func (m *MF) condition(req *Request, allowFit bool) (*conditioned, error) {
 		return nil, fmt.Errorf("condition gp: %w", err)
 	}
 	return &conditioned{s: s, ts: ts, g: g, state: st, fitTime: fitTime}, nil
+}
+
+// fitKernel fits the hyperparameters on the data in raw weights and, with MixtureWarp, in
+// √w, warm-started from warm; it returns √w's fit only when its penalised marginal
+// likelihood beats the raw one by more than warpEvidence.
+func (m *MF) fitKernel(req *Request, s *space, obs []Observation, mod model, warm []float64, opt fitOptions) (theta []float64, sqrtW bool, err error) {
+	p := &req.Problem
+	fitIn := func(sqrt bool, warm []float64) ([]float64, float64, error) {
+		sp := *s
+		sp.sqrtW = sqrt
+		fitSet, err := buildTraining(p, &sp, obs, m.dataOpts(p, m.cfg.FitPoints))
+		if err != nil {
+			return nil, 0, err
+		}
+		return mod.fit(fitSet.x, fitSet.y, warm, opt, DecisionRand(p.Seed^0xF17, req.Decision))
+	}
+	theta, best, err := fitIn(false, warm)
+	if !m.cfg.MixtureWarp {
+		return theta, false, err
+	}
+	if th, b, errW := fitIn(true, theta); errW == nil && (err != nil || b < best-warpEvidence) {
+		return th, true, nil
+	}
+	return theta, false, err
 }
 
 // bestMeasured is the mixture run to the target's steps at the target scale with the
