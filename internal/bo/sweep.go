@@ -52,15 +52,15 @@ func (m *MF) sweepRanking(req *Request) (ranked [][]float64, ok bool) {
 }
 
 // sweepFirst is the next run of a negligible proxy sweep: after the initial design, full-length
-// runs at the smallest scale are bought before the model decides until that scale holds one
-// more than the GP keeps (prior runs included), provided a sweep of that size (or the whole
-// pool there, if smaller) costs at most SweepCost target runs. Where the smallest scale costs
+// runs at the smallest scale are bought before the model decides, as many as SweepCost target
+// runs pay for (at most the pool there, or regmix's sweep without one; prior runs included),
+// provided that is more than the GP keeps or the whole pool. Where the smallest scale costs
 // a few thousandths of a target run (RegMix's 1M against 1B), the cost-weighted knowledge
 // gradient still charges each run TrialOverhead and bought target runs after a dozen proxy
 // runs, when nothing yet said which mixtures deserved them; a sweep larger than MaxPoints is
-// what sweepPick's trees rank the target runs from. Where proxy runs are not that cheap (the
-// data model's 20M at about 1% of a target run) the rule never applies. ok is false when the
-// rule does not apply.
+// what sweepPick's trees rank the target runs from, and they rank better from more runs. Where
+// proxy runs are not that cheap (the data model's 20M at about 1% of a target run) the rule
+// never applies. ok is false when the rule does not apply.
 func (m *MF) sweepFirst(req *Request, fids []fidelity, rng *rand.Rand) (Trial, bool) {
 	p := &req.Problem
 	if !m.cfg.MultiScale || m.cfg.SweepCost <= 0 || m.cfg.MaxPoints <= 0 {
@@ -82,12 +82,16 @@ func (m *MF) sweepFirst(req *Request, fids []fidelity, rng *rand.Rand) (Trial, b
 			runs++
 		}
 	}
-	sweep := m.cfg.MaxPoints + 1
-	if p.pooled(small) {
-		sweep = min(sweep, len(p.Scales[small].Pool))
-	}
+	// RegMix's 768 1M runs rank the best 1B mixture first; 241 of them did not always.
 	target := p.Cost(Trial{Scale: p.TargetScale, Steps: p.TargetSteps})
-	if runs >= sweep || float64(sweep)*p.Cost(t) > m.cfg.SweepCost*target {
+	sweep := NewRegMix().MaxProxyRuns
+	if p.pooled(small) {
+		sweep = len(p.Scales[small].Pool)
+	}
+	if n := m.cfg.SweepCost * target / p.Cost(t); n < float64(sweep) {
+		sweep = int(n) // a float comparison first: the quotient may exceed any int
+	}
+	if runs >= sweep || (sweep <= m.cfg.MaxPoints && !(p.pooled(small) && sweep == len(p.Scales[small].Pool))) {
 		return Trial{}, false
 	}
 	if p.pooled(small) {

@@ -118,10 +118,10 @@ func TestRecommendPrefersTheBestTargetRun(t *testing.T) {
 	t.Logf("%d seeds named the best target run, %d another mixture", measured, named)
 }
 
-// A proxy sweep of one run more than the GP keeps (where sweepPick's trees take over) is
-// bought after the initial design and before the model decides when it costs under
-// SweepCost target runs in all; a smallest scale where it would cost more, or a sweep the
-// prior runs already hold, leaves the decisions to the model.
+// A proxy sweep larger than the GP keeps (where sweepPick's trees take over) is bought
+// after the initial design and before the model decides: every pool run SweepCost target
+// runs pay for, here the whole pool. A smallest scale where such a sweep would cost more,
+// or a sweep the prior runs already hold, leaves the decisions to the model.
 func TestSweepFirstBuysANegligibleSweep(t *testing.T) {
 	pool := make([][]float64, 80)
 	rng := rand.New(rand.NewPCG(4, 4))
@@ -136,7 +136,7 @@ func TestSweepFirstBuysANegligibleSweep(t *testing.T) {
 	cfg.MaxPoints = 30
 	m := NewMF("mfms", cfg)
 	req := Request{Problem: p}
-	for d := 0; d <= cfg.MaxPoints; d++ {
+	for d := range pool {
 		req.Decision = d
 		dec, err := m.Next(context.Background(), req)
 		if err != nil {
@@ -157,14 +157,24 @@ func TestSweepFirstBuysANegligibleSweep(t *testing.T) {
 			Curve: []CurvePoint{{Step: 100, Value: loss(dec.Trial.Mixture)}}})
 	}
 	if tr, ok := m.sweepFirst(&req, m.fidelities(&req.Problem), DecisionRand(p.Seed, req.Decision)); ok {
-		t.Errorf("with %d proxy runs (the GP keeps %d) the sweep went on: %+v", len(req.Observations), cfg.MaxPoints, tr)
+		t.Errorf("with the whole pool of %d run the sweep went on: %+v", len(req.Observations), tr)
 	}
 	// The same runs as prior runs: nothing more to sweep.
 	prior := Request{Problem: p, Prior: req.Observations, Decision: 1}
 	if tr, ok := m.sweepFirst(&prior, m.fidelities(&prior.Problem), DecisionRand(p.Seed, 1)); ok {
 		t.Errorf("a sweep the prior runs hold went on: %+v", tr)
 	}
-	// A smallest scale at 2% of a target run: 31 runs would cost 0.62 target runs.
+	// At 1/800 of a target run 5% of one buys 40 of the 80: the sweep stops there.
+	p.Scales[0].FlopsPerStep = 1.25e12
+	part := Request{Problem: p, Observations: req.Observations[:40], Decision: 40}
+	if tr, ok := m.sweepFirst(&part, m.fidelities(&part.Problem), DecisionRand(p.Seed, 40)); ok {
+		t.Errorf("with the 40 runs 5%% of a target run buys the sweep went on: %+v", tr)
+	}
+	part.Observations, part.Decision = req.Observations[:39], 39
+	if _, ok := m.sweepFirst(&part, m.fidelities(&part.Problem), DecisionRand(p.Seed, 39)); !ok {
+		t.Error("the sweep stopped at 39 of the 40 runs 5% of a target run buys")
+	}
+	// A smallest scale at 2% of a target run: 5% of one buys 2 runs, fewer than the GP keeps.
 	p.Scales[0].FlopsPerStep = 2e13
 	dear := Request{Problem: p, Observations: req.Observations[:cfg.InitTrials], Decision: cfg.InitTrials}
 	if tr, ok := m.sweepFirst(&dear, m.fidelities(&dear.Problem), DecisionRand(p.Seed, 1)); ok {
