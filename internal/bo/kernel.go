@@ -84,6 +84,23 @@ func (kn kernel) bounds() hyperBounds {
 	return b
 }
 
+// inBox returns θ with each entry outside the box of bounds set to the prior centre, so a
+// fit of one kernel form can warm-start from another's (the trend's output scale is pinned
+// in the product form and free in the additive one). nil stays nil.
+func (kn kernel) inBox(theta []float64) []float64 {
+	if theta == nil {
+		return nil
+	}
+	b := kn.bounds()
+	out := append([]float64(nil), theta...)
+	for i := range out {
+		if i < len(b.lo) && (out[i] < b.lo[i] || out[i] > b.hi[i]) {
+			out[i] = b.centre[i]
+		}
+	}
+	return out
+}
+
 // m52 is the Matérn-5/2 correlation at scaled distance r.
 func m52(r float64) float64 {
 	s := math.Sqrt(5) * r

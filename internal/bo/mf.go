@@ -79,6 +79,12 @@ type MFConfig struct {
 	// else w. Under √w a weight leaving zero moves farther than the same change at 40%, as
 	// the losses of sparse mixtures do.
 	MixtureWarp bool
+	// TrendChoice lets each hyperparameter fit of a Product kernel also try the additive
+	// fidelity trend, kept when its penalised marginal likelihood is higher by more than
+	// warpEvidence: a loss level that moves with scale for every mixture alike (RegMix's
+	// 1M and 60M runs) is what the trend describes, and without it the product term
+	// bends to carry that shift.
+	TrendChoice bool
 }
 
 // warpEvidence is the margin in log marginal likelihood (nats) √w needs over w: "strong"
@@ -120,7 +126,7 @@ func MFMSConfig() MFConfig {
 		// A proxy sweep the trees can rank from, if it costs at most 5% of one target run,
 		// is bought first.
 		SweepCost:   0.05,
-		MixtureWarp: true,
+		MixtureWarp: true, TrendChoice: true,
 	}
 }
 
@@ -173,6 +179,9 @@ type mfState struct {
 	Theta     []float64 `json:"theta,omitempty"`
 	FitTrials int       `json:"fit_trials,omitempty"`
 	SqrtW     bool      `json:"sqrt_w,omitempty"`
+	Trend     bool      `json:"trend,omitempty"`
+	// FitSpend is the compute of the data the fit saw, in target runs.
+	FitSpend float64 `json:"fit_spend,omitempty"`
 }
 
 func decodeState(b []byte) mfState {
@@ -193,8 +202,9 @@ func (s mfState) encode() []byte {
 	return b
 }
 
-func (m *MF) model(s *space) model {
-	return model{kn: kernel{k: s.k, noTrend: m.cfg.Product, tilt: m.cfg.Tilt}}
+// model is the GP model; trend adds the additive fidelity trend to a Product kernel.
+func (m *MF) model(s *space, trend bool) model {
+	return model{kn: kernel{k: s.k, noTrend: m.cfg.Product && !trend, tilt: m.cfg.Tilt}}
 }
 
 func (m *MF) dataOpts(p *Problem, maxPts int) dataOptions {
@@ -290,8 +300,9 @@ func (m *MF) condition(req *Request, allowFit bool) (*conditioned, error) {
 		obs = fin // until a trial finishes, the partial curves are all there is
 	}
 	obs = withPrior(req, obs)
-	mod := m.model(s)
 	st := decodeState(req.State)
+	st.Trend = st.Trend && m.cfg.TrendChoice
+	mod := m.model(s, st.Trend)
 	if len(st.Theta) != mod.nParams() {
 		st = mfState{}
 	}
@@ -301,29 +312,31 @@ func (m *MF) condition(req *Request, allowFit bool) (*conditioned, error) {
 		return nil, err
 	}
 	var fitTime time.Duration
+	spend := m.dataSpend(p, obs)
 	refit := st.Theta == nil ||
-		(allowFit && (ts.observed < 25 || ts.observed >= st.FitTrials+max(2, st.FitTrials/5)))
+		(allowFit && (ts.observed < 25 || ts.observed >= st.FitTrials+max(2, st.FitTrials/5) || spend > st.FitSpend*1.2))
 	if refit {
 		fitStart := time.Now()
 		opt := fitOptions{restarts: 0, iterations: 30}
 		if st.Theta == nil || ts.observed < 25 {
 			opt = fitOptions{restarts: 2, iterations: 60}
 		}
-		theta, sqrtW, err := m.fitKernel(req, s, obs, mod, st.Theta, opt)
+		theta, sqrtW, trend, err := m.fitKernel(req, s, obs, st, opt)
 		fitTime = time.Since(fitStart)
 		if err != nil {
 			if st.Theta == nil {
 				return nil, err
 			}
-			theta, sqrtW = st.Theta, s.sqrtW // keep the last good fit
+			theta, sqrtW, trend = st.Theta, s.sqrtW, st.Trend // keep the last good fit
 		}
+		mod = m.model(s, trend)
 		if sqrtW != s.sqrtW {
 			s.sqrtW = sqrtW
 			if ts, err = buildTraining(p, s, obs, m.dataOpts(p, m.cfg.MaxPoints)); err != nil {
 				return nil, err
 			}
 		}
-		st = mfState{Theta: theta, FitTrials: ts.observed, SqrtW: sqrtW}
+		st = mfState{Theta: theta, FitTrials: ts.observed, SqrtW: sqrtW, Trend: trend, FitSpend: spend}
 	}
 	g, err := newGP(mod, st.Theta, ts.x, ts.y)
 	if err != nil {
@@ -332,28 +345,52 @@ func (m *MF) condition(req *Request, allowFit bool) (*conditioned, error) {
 	return &conditioned{s: s, ts: ts, g: g, state: st, fitTime: fitTime}, nil
 }
 
+// dataSpend is the compute of the observations in target runs, when trials may differ in
+// scale (else 0): a refit is due when it grew by a fifth, as when the trials did. Counting
+// trials alone, the first 60M runs after thirty 1M runs (each 45 times dearer) waited for
+// six more trials, five target runs, before the kernel saw them.
+func (m *MF) dataSpend(p *Problem, obs []Observation) float64 {
+	if !m.cfg.MultiScale {
+		return 0
+	}
+	target := p.Cost(Trial{Scale: p.TargetScale, Steps: p.TargetSteps})
+	spend := 0.0
+	for _, o := range obs {
+		if o.Scale >= 0 && o.Scale < len(p.Scales) && o.Steps > 0 {
+			spend += p.Cost(o.Trial) / target
+		}
+	}
+	return spend
+}
+
 // fitKernel fits the hyperparameters on the data in raw weights and, with MixtureWarp, in
-// √w, warm-started from warm; it returns √w's fit only when its penalised marginal
-// likelihood beats the raw one by more than warpEvidence.
-func (m *MF) fitKernel(req *Request, s *space, obs []Observation, mod model, warm []float64, opt fitOptions) (theta []float64, sqrtW bool, err error) {
+// √w, warm-started from the saved fit; √w is kept only when its penalised marginal
+// likelihood beats the raw one by more than warpEvidence. With TrendChoice the chosen
+// coordinates are then fitted with the additive fidelity trend, kept by the same margin.
+func (m *MF) fitKernel(req *Request, s *space, obs []Observation, st mfState, opt fitOptions) (theta []float64, sqrtW, trend bool, err error) {
 	p := &req.Problem
-	fitIn := func(sqrt bool, warm []float64) ([]float64, float64, error) {
+	fitIn := func(sqrt, trend bool, warm []float64) ([]float64, float64, error) {
 		sp := *s
 		sp.sqrtW = sqrt
 		fitSet, err := buildTraining(p, &sp, obs, m.dataOpts(p, m.cfg.FitPoints))
 		if err != nil {
 			return nil, 0, err
 		}
-		return mod.fit(fitSet.x, fitSet.y, warm, opt, DecisionRand(p.Seed^0xF17, req.Decision))
+		mod := m.model(&sp, trend)
+		return mod.fit(fitSet.x, fitSet.y, mod.kn.inBox(warm), opt, DecisionRand(p.Seed^0xF17, req.Decision))
 	}
-	theta, best, err := fitIn(false, warm)
-	if !m.cfg.MixtureWarp {
-		return theta, false, err
+	theta, best, err := fitIn(false, false, st.Theta)
+	if m.cfg.MixtureWarp {
+		if th, b, errW := fitIn(true, false, theta); errW == nil && (err != nil || b < best-warpEvidence) {
+			theta, best, sqrtW, err = th, b, true, nil
+		}
 	}
-	if th, b, errW := fitIn(true, theta); errW == nil && (err != nil || b < best-warpEvidence) {
-		return th, true, nil
+	if m.cfg.TrendChoice && m.cfg.Product {
+		if th, b, errT := fitIn(sqrtW, true, theta); errT == nil && (err != nil || b < best-warpEvidence) {
+			theta, trend, err = th, true, nil
+		}
 	}
-	return theta, false, err
+	return theta, sqrtW, trend, err
 }
 
 // bestMeasured is the mixture run to the target's steps at the target scale with the
