@@ -18,7 +18,9 @@ func TestTrendChoiceFollowsTheEvidence(t *testing.T) {
 		}
 		return d
 	}
-	shifted := func(w []float64, params float64) float64 { return 6 * math.Pow(params/20e6, -0.09) * math.Exp(0.3*q(w)) }
+	shifted := func(w []float64, params float64) float64 {
+		return 6 * math.Pow(params/20e6, -0.09) * math.Exp(0.3*q(w))
+	}
 	flat := func(w []float64, _ float64) float64 { return 3 * math.Exp(0.3*q(w)) }
 	for _, c := range []struct {
 		name string
