@@ -346,9 +346,8 @@ func (m *MF) condition(req *Request, allowFit bool) (*conditioned, error) {
 }
 
 // dataSpend is the compute of the observations in target runs, when trials may differ in
-// scale (else 0): a refit is due when it grew by a fifth, as when the trials did. Counting
-// trials alone, the first 60M runs after thirty 1M runs (each 45 times dearer) waited for
-// six more trials, five target runs, before the kernel saw them.
+// scale (else 0): a refit is due when it grew by a fifth, as when the trials did, since a
+// few dear trials after many cheap ones barely move the count but are what the fit lacks.
 func (m *MF) dataSpend(p *Problem, obs []Observation) float64 {
 	if !m.cfg.MultiScale {
 		return 0

@@ -82,7 +82,7 @@ func (m *MF) sweepFirst(req *Request, fids []fidelity, rng *rand.Rand) (Trial, b
 			runs++
 		}
 	}
-	// RegMix's 768 1M runs rank the best 1B mixture first; 241 of them did not always.
+	// The trees rank the target runs better from more proxy runs: buy all the share pays for.
 	target := p.Cost(Trial{Scale: p.TargetScale, Steps: p.TargetSteps})
 	sweep := NewRegMix().MaxProxyRuns
 	if p.pooled(small) {
@@ -91,7 +91,8 @@ func (m *MF) sweepFirst(req *Request, fids []fidelity, rng *rand.Rand) (Trial, b
 	if n := m.cfg.SweepCost * target / p.Cost(t); n < float64(sweep) {
 		sweep = int(n) // a float comparison first: the quotient may exceed any int
 	}
-	if runs >= sweep || (sweep <= m.cfg.MaxPoints && !(p.pooled(small) && sweep == len(p.Scales[small].Pool))) {
+	wholePool := p.pooled(small) && sweep == len(p.Scales[small].Pool)
+	if runs >= sweep || (sweep <= m.cfg.MaxPoints && !wholePool) {
 		return Trial{}, false
 	}
 	if p.pooled(small) {
