@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"sync"
 
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas64"
@@ -243,6 +244,49 @@ type fitOptions struct {
 func (m model) fit(x [][]float64, y []float64, warm []float64, opt fitOptions, rng *rand.Rand) ([]float64, float64, error) {
 	b := m.bounds()
 	np := m.nParams()
+	var starts [][]float64
+	if len(warm) == np {
+		starts = append(starts, clampVec(warm, b))
+	}
+	starts = append(starts, append([]float64(nil), b.centre...))
+	for r := 0; r < opt.restarts; r++ {
+		s := make([]float64, np)
+		for i := range s {
+			s[i] = math.Max(b.lo[i], math.Min(b.hi[i], b.centre[i]+(rng.Float64()*2-1)*1.5))
+		}
+		starts = append(starts, s)
+	}
+	// The starts are independent: they run at once (a refit's wall time is the slowest
+	// start's, not their sum), and the best is taken in start order, so the result is the
+	// same as one after another.
+	thetas := make([][]float64, len(starts))
+	objs := make([]float64, len(starts))
+	var wg sync.WaitGroup
+	for i, s := range starts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			thetas[i], objs[i] = m.fitFrom(x, y, s, b, opt)
+		}()
+	}
+	wg.Wait()
+	best := math.Inf(1)
+	var bestTheta []float64
+	for i, th := range thetas {
+		if th != nil && objs[i] < best {
+			best, bestTheta = objs[i], th
+		}
+	}
+	if bestTheta == nil {
+		return nil, 0, fmt.Errorf("fit hyperparameters: no start converged: %w", errNotPD)
+	}
+	return bestTheta, best, nil
+}
+
+// fitFrom runs LBFGS on the penalised negative log marginal likelihood from one start and
+// returns the clamped optimum and its objective (nil when the start failed).
+func (m model) fitFrom(x [][]float64, y []float64, start []float64, b hyperBounds, opt fitOptions) ([]float64, float64) {
+	np := len(start)
 	// Func and Grad are asked for at the same points: evaluate both once.
 	var lastX, lastG []float64
 	lastF := math.NaN()
@@ -271,48 +315,19 @@ func (m model) fit(x [][]float64, y []float64, warm []float64, opt fitOptions, r
 		Func: func(th []float64) float64 { f, _ := eval(th); return f },
 		Grad: func(grad, th []float64) { _, g := eval(th); copy(grad, g) },
 	}
-	var starts [][]float64
-	if len(warm) == np {
-		starts = append(starts, clampVec(warm, b))
+	settings := &optimize.Settings{
+		MajorIterations:   opt.iterations,
+		GradientThreshold: 1e-4,
+		Converger:         &optimize.FunctionConverge{Absolute: 1e-6, Relative: 1e-6, Iterations: 5},
 	}
-	starts = append(starts, append([]float64(nil), b.centre...))
-	for r := 0; r < opt.restarts; r++ {
-		s := make([]float64, np)
-		for i := range s {
-			s[i] = math.Max(b.lo[i], math.Min(b.hi[i], b.centre[i]+(rng.Float64()*2-1)*1.5))
-		}
-		starts = append(starts, s)
+	res, _ := optimize.Minimize(prob, start, settings, &optimize.LBFGS{})
+	if res == nil || res.X == nil {
+		return nil, 0
 	}
-	best := math.Inf(1)
-	var bestTheta []float64
-	for _, s := range starts {
-		settings := &optimize.Settings{
-			MajorIterations:   opt.iterations,
-			GradientThreshold: 1e-4,
-			Converger:         &optimize.FunctionConverge{Absolute: 1e-6, Relative: 1e-6, Iterations: 5},
-		}
-		res, err := optimize.Minimize(prob, s, settings, &optimize.LBFGS{})
-		var th []float64
-		if res != nil {
-			th = res.X
-		}
-		if err != nil && res == nil {
-			continue
-		}
-		if th == nil {
-			continue
-		}
-		th = clampVec(th, b)
-		// Evaluated again at the clamped point, which the optimizer's res.F is not.
-		f, _ := eval(th)
-		if f < best {
-			best, bestTheta = f, append([]float64(nil), th...)
-		}
-	}
-	if bestTheta == nil {
-		return nil, 0, fmt.Errorf("fit hyperparameters: no start converged: %w", errNotPD)
-	}
-	return bestTheta, best, nil
+	th := clampVec(res.X, b)
+	// Evaluated again at the clamped point, which the optimizer's res.F is not.
+	f, _ := eval(th)
+	return th, f
 }
 
 func clampVec(v []float64, b hyperBounds) []float64 {
