@@ -460,8 +460,8 @@ func simulate(ctx context.Context, cfg Config, policy string, seed uint64, set S
 			run.Err = fmt.Sprintf("recommendation after %d trials: %v", run.Trials, err)
 			break
 		}
-		fmt.Fprintf(trace, "recommend after trial %d finished: mixture %.3f, regret %.5f, predicted %.4f [%.4f, %.4f]\n",
-			done.order, rec.Mixture, r, rec.Value, rec.Lower, rec.Upper)
+		fmt.Fprintf(trace, "recommend after trial %d finished: mixture %.3f, regret %.5f, predicted %.4f [%.4f, %.4f], basis: %s\n",
+			done.order, rec.Mixture, r, rec.Value, rec.Lower, rec.Upper, rec.Basis)
 		if math.IsNaN(r) {
 			run.Err = "NaN regret"
 		}
