@@ -87,6 +87,13 @@ type MFConfig struct {
 	TrendChoice bool
 }
 
+// settledFit is the number of observations from which a refit starts from the last fit on
+// the refit schedule, and from which a fit may choose the kernel's forms (the √w warp, the
+// fidelity trend). With fewer, every decision refits from fresh starts, and the evidence
+// between two forms is a few points' noise: the choice flipped from one decision to the
+// next, and the model's prediction at the target with it.
+const settledFit = 25
+
 // warpEvidence is the margin in log marginal likelihood (nats) √w needs over w: "strong"
 // evidence on Kass and Raftery's scale, so that a few runs that happen to fit √w a little
 // better do not change the model's geometry.
@@ -314,14 +321,14 @@ func (m *MF) condition(req *Request, allowFit bool) (*conditioned, error) {
 	var fitTime time.Duration
 	spend := m.dataSpend(p, obs)
 	refit := st.Theta == nil ||
-		(allowFit && (ts.observed < 25 || ts.observed >= st.FitTrials+max(2, st.FitTrials/5) || spend > st.FitSpend*1.2))
+		(allowFit && (ts.observed < settledFit || ts.observed >= st.FitTrials+max(2, st.FitTrials/5) || spend > st.FitSpend*1.2))
 	if refit {
 		fitStart := time.Now()
 		opt := fitOptions{restarts: 0, iterations: 30}
-		if st.Theta == nil || ts.observed < 25 {
+		if st.Theta == nil || ts.observed < settledFit {
 			opt = fitOptions{restarts: 2, iterations: 60}
 		}
-		theta, sqrtW, trend, err := m.fitKernel(req, s, obs, st, opt)
+		theta, sqrtW, trend, err := m.fitKernel(req, s, obs, st, opt, ts.observed)
 		fitTime = time.Since(fitStart)
 		if err != nil {
 			if st.Theta == nil {
@@ -366,7 +373,9 @@ func (m *MF) dataSpend(p *Problem, obs []Observation) float64 {
 // √w, warm-started from the saved fit; √w is kept only when its penalised marginal
 // likelihood beats the raw one by more than warpEvidence. With TrendChoice the chosen
 // coordinates are then fitted with the additive fidelity trend, kept by the same margin.
-func (m *MF) fitKernel(req *Request, s *space, obs []Observation, st mfState, opt fitOptions) (theta []float64, sqrtW, trend bool, err error) {
+// Both choices wait for settledFit observations; before, the fit is raw w and the plain
+// product.
+func (m *MF) fitKernel(req *Request, s *space, obs []Observation, st mfState, opt fitOptions, observed int) (theta []float64, sqrtW, trend bool, err error) {
 	p := &req.Problem
 	fitIn := func(sqrt, trend bool, warm []float64) ([]float64, float64, error) {
 		sp := *s
@@ -379,12 +388,12 @@ func (m *MF) fitKernel(req *Request, s *space, obs []Observation, st mfState, op
 		return mod.fit(fitSet.x, fitSet.y, mod.kn.inBox(warm), opt, DecisionRand(p.Seed^0xF17, req.Decision))
 	}
 	theta, best, err := fitIn(false, false, st.Theta)
-	if m.cfg.MixtureWarp {
+	if m.cfg.MixtureWarp && observed >= settledFit {
 		if th, b, errW := fitIn(true, false, theta); errW == nil && (err != nil || b < best-warpEvidence) {
 			theta, best, sqrtW, err = th, b, true, nil
 		}
 	}
-	if m.cfg.TrendChoice && m.cfg.Product {
+	if m.cfg.TrendChoice && m.cfg.Product && observed >= settledFit {
 		if th, b, errT := fitIn(sqrtW, true, theta); errT == nil && (err != nil || b < best-warpEvidence) {
 			theta, trend, err = th, true, nil
 		}

@@ -55,6 +55,39 @@ func TestTrendChoiceFollowsTheEvidence(t *testing.T) {
 	}
 }
 
+// Before the fit settles (settledFit observations) no kernel form is chosen: 24 runs of a
+// loss whose level falls steeply with scale, enough evidence for the trend once the choice
+// is made, keep the plain product in raw w; one run more lets the fit choose.
+func TestFormsWaitForTheSettledFit(t *testing.T) {
+	p := synthProblem()
+	rng := rand.New(rand.NewPCG(7, 8))
+	var obs []Observation
+	for i := 0; i < settledFit; i++ {
+		tr := Trial{Mixture: sampleDirichletAlpha(rng, 5, 1), Scale: rng.IntN(len(p.Scales)), Steps: p.TargetSteps}
+		d := 0.0
+		for j, v := range tr.Mixture {
+			d += (v - wStar[j]) * (v - wStar[j]) * float64(j+1)
+		}
+		obs = append(obs, Observation{Trial: tr, Done: true,
+			Curve: []CurvePoint{{Step: tr.Steps, Value: 6 * math.Pow(p.Scales[tr.Scale].Params/20e6, -0.4) * math.Exp(0.3*d)}}})
+	}
+	m := NewMF("mfms", MFMSConfig())
+	for _, n := range []int{settledFit - 1, settledFit} {
+		req := Request{Problem: p, Observations: obs[:n], Decision: n}
+		cd, err := m.condition(&req, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		chosen := cd.state.Trend || cd.state.SqrtW
+		if settled := n >= settledFit; chosen != settled {
+			t.Errorf("%d observations: trend %v, √w %v; want a form chosen %v", n, cd.state.Trend, cd.state.SqrtW, settled)
+		}
+		if !cd.state.Trend && !cd.g.m.kn.noTrend {
+			t.Errorf("%d observations: the kernel has a trend the state does not record", n)
+		}
+	}
+}
+
 // A refit is due when the data's compute grew by a fifth, not only their count: one target
 // run after thirty runs at the smallest scale is seen by the next fit.
 func TestRefitWhenTheSpendGrows(t *testing.T) {
