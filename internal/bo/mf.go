@@ -89,9 +89,9 @@ type MFConfig struct {
 
 // settledFit is the number of observations from which a refit starts from the last fit on
 // the refit schedule, and from which a fit may choose the kernel's forms (the √w warp, the
-// fidelity trend). With fewer, every decision refits from fresh starts, and the evidence
-// between two forms is a few points' noise: the choice flipped from one decision to the
-// next, and the model's prediction at the target with it.
+// fidelity trend). With fewer, every decision refits from fresh starts and the evidence
+// between two forms is a few points' noise, so the choice would flip from one decision to
+// the next, and the model's prediction at the target with it.
 const settledFit = 25
 
 // warpEvidence is the margin in log marginal likelihood (nats) √w needs over w: "strong"

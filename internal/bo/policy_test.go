@@ -516,9 +516,9 @@ func problem17() (Problem, func(w []float64, params float64) float64) {
 // study) and reports the decisions' p50 and p99 times in ms: the decision-time target is
 // p99 < 1 s at 300 trials. At 300 trials a study refits about once in 60 decisions, more
 // than 1 in 100, so its p99 is a refit's time: the 40 decisions hold one refit (at 312
-// trials), and their p99 (the slowest of 40) is it. "pools" gives every scale a candidate pool of RegMix's sizes
-// (768 mixtures at 1M, 256 at 60M, 64 at 1B), whose unused members are scored at every
-// decision.
+// trials), and their p99 (the slowest of 40) is it. "pools" gives every scale a candidate
+// pool of RegMix's sizes (768 mixtures at 1M, 256 at 60M, 64 at 1B), whose unused members
+// are scored at every decision.
 func BenchmarkDecisionP99(b *testing.B) {
 	for _, pools := range []bool{false, true} {
 		name := "free"
